@@ -1,0 +1,176 @@
+"""Command line: argument parsing and output only; every command calls into the modules that do the work.
+
+Data goes to stdout, diagnostics to stderr. Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
+``tokend token`` is on scripts' hot path: it imports only what asking the daemon needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tokend import __version__, ipc, paths
+from tokend.errors import DaemonNotRunning, TokendError, UsageError
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS keeps a value given before the command from being reset by the subcommand's defaults.
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="PATH",
+                        help="config file (default: $TOKEND_CONFIG, else the per-user config folder)")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="log more, and show tracebacks")
+    p = argparse.ArgumentParser(prog="tokend", parents=[common],
+                                description="Keeps a valid Microsoft Entra token where PostgreSQL clients look.")
+    p.add_argument("--version", action="version", version=f"tokend {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
+    run.add_argument("--once", action="store_true", help="fetch every token and write every sink once, then exit")
+    st = sub.add_parser("status", parents=[common], help="what the daemon holds and what is wrong")
+    st.add_argument("--json", action="store_true", help="machine-readable output (times are Unix epoch seconds)")
+    tok = sub.add_parser("token", parents=[common], help="print a valid token for a target")
+    tok.add_argument("target", nargs="?", help="target name (optional when there is only one)")
+    ex = sub.add_parser("exec", parents=[common], help="run a command with PG* variables set for a target")
+    ex.add_argument("target", help="target name")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command to run")
+    sub.add_parser("stop", parents=[common], help="ask the running daemon to stop")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
+    config_path = getattr(args, "config", None) or paths.default_config_path()
+    try:
+        return _COMMANDS[args.command](args, config_path, debug)
+    except TokendError as e:
+        if debug:
+            raise
+        print(f"tokend: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        from tokend.redact import redact
+
+        print(f"tokend: internal error: {type(e).__name__}: {redact(str(e))} (run with --debug for details)",
+              file=sys.stderr)
+        return 1
+
+
+def cmd_run(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
+    from tokend import config, daemon, logs
+
+    logs.setup(debug)
+    return daemon.start(config.load(config_path), once=args.once)
+
+
+def cmd_status(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
+    status = _ask(config_path, {"op": "status"})
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(render_status(status, time.time()))
+    return 0
+
+
+def cmd_token(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
+    reply = _token(config_path, args.target, debug)
+    sys.stdout.write(reply["token"] + "\n")
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise UsageError("nothing to run; usage: tokend exec TARGET -- CMD [ARGS...]")
+    reply = _token(config_path, args.target, debug)
+    t = reply["target"]
+    env = dict(os.environ)
+    env.update(PGHOST=t["host"], PGPORT=str(t["port"]), PGUSER=t["user"], PGPASSWORD=reply["token"])
+    if t["database"] != "*":
+        env["PGDATABASE"] = t["database"]
+    env.setdefault("PGSSLMODE", "require")
+    sys.stdout.flush()
+    if sys.platform == "win32":  # pragma: no cover - no exec on Windows: run and pass the exit code on
+        import subprocess
+
+        return subprocess.call(cmd, env=env)
+    try:
+        os.execvpe(cmd[0], cmd, env)
+    except FileNotFoundError:
+        raise UsageError(f"command not found: {cmd[0]}") from None
+    except PermissionError:
+        raise UsageError(f"cannot run {cmd[0]}: permission denied") from None
+
+
+def cmd_stop(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
+    _ask(config_path, {"op": "stop"})
+    return 0
+
+
+_COMMANDS = {"run": cmd_run, "status": cmd_status, "token": cmd_token, "exec": cmd_exec, "stop": cmd_stop}
+
+
+def _ask(config_path: Path, payload: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return ipc.request(paths.socket_path(config_path), payload)
+    except DaemonNotRunning as e:
+        raise TokendError(f"{e}; start it with `tokend run --config {config_path}`") from None
+
+
+def _token(config_path: Path, target: str | None, debug: bool) -> dict[str, Any]:
+    """A valid token and its target: from the running daemon, else acquired here directly."""
+    try:
+        return ipc.request(paths.socket_path(config_path), {"op": "token", "target": target})
+    except DaemonNotRunning:
+        pass
+    from tokend import config, identities, logs
+    from tokend.daemon import resolve_target, target_dict
+
+    logs.setup(debug)
+    cfg = config.load(config_path)
+    t = resolve_target(cfg, target)
+    identity = identities.build(cfg.identities[t.identity])
+    try:
+        token = identity.fetch()
+    finally:
+        identity.close()
+    return {"token": token.value, "expires_on": token.expires_on, "target": target_dict(t)}
+
+
+def render_status(status: dict[str, Any], now: float) -> str:
+    """A compact human view of ``tokend status --json``."""
+    lines = [f"tokend pid {status['pid']} · config {status['config']}", "", "identities:"]
+    for i in status["identities"]:
+        expires = _until(i["expires_on"], now)
+        line = f"  {i['name']:<16} {i['state']:<15} {i['source']:<18} {i['principal'] or '-':<30} {expires}"
+        lines.append(line.rstrip())
+        if i["last_error"]:
+            lines.append(f"      ! {i['last_error']}")
+    lines += ["", "targets:"]
+    for t in status["targets"]:
+        sinks = ", ".join(f"{k} {v['state']}" for k, v in t["sinks"].items())
+        lines.append(f"  {t['name']:<16} {t['user']}@{t['host']}:{t['port']}/{t['database']}  [{sinks}]")
+        for k, v in t["sinks"].items():
+            if v["last_error"]:
+                lines.append(f"      ! {k}: {v['last_error']}")
+    return "\n".join(lines)
+
+
+def _until(epoch: float | None, now: float) -> str:
+    if epoch is None:
+        return "no token"
+    left = epoch - now
+    return f"expires in {left / 60:.0f} m" if left >= 120 else f"expires in {left:.0f} s"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,259 @@
+"""config.toml → frozen, validated dataclasses. Every error names the file, the key and the fix.
+
+The shape is the contract in DESIGN.md. Secrets never sit in the config: a client secret is named by the
+environment variable that holds it, a certificate by its path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from tokend.clouds import CLOUDS, Cloud
+from tokend.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SOURCES = ("azure-cli", "service-principal", "managed-identity", "workload-identity", "default")
+SINK_KINDS = ("pgpass",)
+
+_COMMON_IDENTITY_KEYS = {"source", "tenant_id", "client_id", "cloud", "authority", "resource"}
+# Keys each source accepts beyond the common ones, and the ones it needs.
+_SOURCE_KEYS: dict[str, tuple[set[str], set[str]]] = {
+    "azure-cli": (set(), set()),
+    "service-principal": ({"client_secret_env", "certificate_path"}, {"tenant_id", "client_id"}),
+    "managed-identity": (set(), set()),
+    "workload-identity": ({"token_file"}, set()),
+    "default": (set(), set()),
+}
+_SINK_KEYS: dict[str, set[str]] = {"pgpass": {"path"}}
+_TARGET_KEYS = {"host", "port", "database", "user", "identity", "sinks"}
+_REFRESH_KEYS = {"margin"}
+_TOP_KEYS = {"identities", "targets", "sinks", "refresh"}
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    name: str
+    source: str
+    cloud: Cloud
+    resource: str
+    tenant_id: str | None = None
+    client_id: str | None = None
+    authority_override: str | None = None
+    client_secret_env: str | None = None
+    certificate_path: Path | None = None
+    token_file: Path | None = None
+
+    @property
+    def authority(self) -> str:
+        return self.authority_override or self.cloud.authority
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    host: str
+    port: int
+    database: str
+    user: str
+    identity: str
+    sinks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    kind: str
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    identities: Mapping[str, IdentityConfig]
+    targets: Mapping[str, Target]
+    sinks: Mapping[str, SinkConfig]
+    refresh_margin: float = 240.0
+
+    def targets_of(self, identity: str) -> list[Target]:
+        return [t for t in self.targets.values() if t.identity == identity]
+
+
+def load(path: Path) -> Config:
+    """Read and validate the config at ``path``. Raises ConfigError with file, key and fix."""
+    path = Path(path).expanduser()
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(path, "", "no such file; create it (see README, 'Config') or pass --config PATH") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(path, "", f"cannot read it ({_reason(e)}); check its permissions and encoding") from None
+    return parse(text, path)
+
+
+def parse(text: str, path: Path) -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, "", f"not valid TOML: {e}; fix the syntax there") from None
+    _only(raw, _TOP_KEYS, path, "")
+    identities = {
+        name: _identity(name, body, path)
+        for name, body in _tables(raw.get("identities", {}), path, "identities").items()
+    }
+    sinks = _sinks(raw.get("sinks", {}), path)
+    targets = {
+        name: _target(name, body, path, identities)
+        for name, body in _tables(raw.get("targets", {}), path, "targets").items()
+    }
+    refresh = _table(raw.get("refresh", {}), path, "refresh")
+    _only(refresh, _REFRESH_KEYS, path, "refresh")
+    margin = _duration(refresh.get("margin", 240), path, "refresh.margin")
+    return Config(path, MappingProxyType(identities), MappingProxyType(targets), MappingProxyType(sinks), margin)
+
+
+def _identity(name: str, body: dict[str, Any], path: Path) -> IdentityConfig:
+    where = f"identities.{name}"
+    source = _str(body, "source", path, where, required=True)
+    if source not in SOURCES:
+        raise ConfigError(path, f"{where}.source", f"unknown source {source!r}; use one of: {', '.join(SOURCES)}")
+    extra, needed = _SOURCE_KEYS[source]
+    _only(body, _COMMON_IDENTITY_KEYS | extra, path, where)
+    for key in sorted(needed):
+        _str(body, key, path, where, required=True)
+    cloud_name = _str(body, "cloud", path, where) or "public"
+    if cloud_name not in CLOUDS:
+        raise ConfigError(path, f"{where}.cloud", f"unknown cloud {cloud_name!r}; use one of: {', '.join(CLOUDS)}")
+    cloud = CLOUDS[cloud_name]
+    authority = _str(body, "authority", path, where)
+    if authority and authority.startswith("http://"):
+        raise ConfigError(path, f"{where}.authority", "must be https (Entra and MSAL accept no plain http)")
+    resource = _str(body, "resource", path, where) or cloud.resource
+    secret_env = _str(body, "client_secret_env", path, where)
+    cert = _str(body, "certificate_path", path, where)
+    if source == "service-principal":
+        if bool(secret_env) == bool(cert):
+            raise ConfigError(path, where, "set exactly one of client_secret_env (an environment variable's name) "
+                                           "or certificate_path")
+        if secret_env and not os.environ.get(secret_env):
+            raise ConfigError(path, f"{where}.client_secret_env",
+                              f"environment variable {secret_env} is not set; export it before starting tokend")
+        if cert and not Path(cert).expanduser().is_file():
+            raise ConfigError(path, f"{where}.certificate_path", f"no file at {cert}; give the PEM certificate's path")
+    token_file = _str(body, "token_file", path, where)
+    return IdentityConfig(
+        name=name, source=source, cloud=cloud, resource=resource,
+        tenant_id=_str(body, "tenant_id", path, where), client_id=_str(body, "client_id", path, where),
+        authority_override=authority, client_secret_env=secret_env,
+        certificate_path=Path(cert).expanduser() if cert else None,
+        token_file=Path(token_file).expanduser() if token_file else None,
+    )
+
+
+def _target(name: str, body: dict[str, Any], path: Path, identities: Mapping[str, IdentityConfig]) -> Target:
+    where = f"targets.{name}"
+    _only(body, _TARGET_KEYS, path, where)
+    host = _str(body, "host", path, where, required=True)
+    user = _str(body, "user", path, where, required=True)
+    identity = _str(body, "identity", path, where)
+    if identity is None:
+        if len(identities) != 1:
+            raise ConfigError(path, f"{where}.identity", "missing; name one of the [identities.*] tables")
+        identity = next(iter(identities))
+    if identity not in identities:
+        known = ", ".join(identities) or "none defined"
+        raise ConfigError(path, f"{where}.identity", f"no identity named {identity!r} (known: {known}); "
+                                                     f"add [identities.{identity}] or fix the name")
+    port = body.get("port", 5432)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise ConfigError(path, f"{where}.port", f"expected a whole number from 1 to 65535, got {port!r}")
+    database = _str(body, "database", path, where) or "*"
+    sinks = body.get("sinks", ["pgpass"])
+    if not isinstance(sinks, list) or not all(isinstance(s, str) for s in sinks):
+        raise ConfigError(path, f"{where}.sinks", f'expected a list of sink names like ["pgpass"], got {sinks!r}')
+    for s in sinks:
+        if s not in SINK_KINDS:
+            raise ConfigError(path, f"{where}.sinks", f"unknown sink {s!r}; use one of: {', '.join(SINK_KINDS)}")
+    return Target(name, host, port, database, user, identity, tuple(dict.fromkeys(sinks)))
+
+
+def _sinks(raw: object, path: Path) -> dict[str, SinkConfig]:
+    tables = _tables(raw, path, "sinks")
+    out = {}
+    for kind in SINK_KINDS:
+        body = tables.pop(kind, {})
+        _only(body, _SINK_KEYS[kind], path, f"sinks.{kind}")
+        out[kind] = SinkConfig(kind, MappingProxyType(dict(body)))
+    for kind in tables:
+        raise ConfigError(path, f"sinks.{kind}", f"unknown sink; use one of: {', '.join(SINK_KINDS)}")
+    return out
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from 90, 90.5, "90s", "10m" or "1h". Raises ValueError on anything else or on a negative."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m[1]) * {"s": 1, "m": 60, "h": 3600}[m[2] or "s"]
+    else:
+        raise ValueError(value)
+    if seconds < 0:
+        raise ValueError(value)
+    return seconds
+
+
+def _duration(value: object, path: Path, key: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ConfigError(path, key, f'bad duration {value!r}; write seconds or "90s", "10m", "1h"') from None
+
+
+def _tables(raw: object, path: Path, where: str) -> dict[str, dict[str, Any]]:
+    table = _table(raw, path, where)
+    for name, body in table.items():
+        if not _NAME.match(name):
+            raise ConfigError(path, f"{where}.{name}", "names use letters, digits, '_', '-' and '.' (at most 64)")
+        _table(body, path, f"{where}.{name}")
+    return table
+
+
+def _table(raw: object, path: Path, where: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(path, where, f"expected a table ([{where}]), got {type(raw).__name__}")
+    return raw
+
+
+def _only(body: Mapping[str, Any], allowed: set[str], path: Path, where: str) -> None:
+    for key in body:
+        if key not in allowed:
+            prefix = f"{where}." if where else ""
+            raise ConfigError(path, f"{prefix}{key}", f"unknown key; allowed here: {', '.join(sorted(allowed))}")
+
+
+def _str(body: Mapping[str, Any], key: str, path: Path, where: str, required: bool = False) -> str | None:
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise ConfigError(path, f"{where}.{key}", "missing; it is required here")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(path, f"{where}.{key}", f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _reason(e: BaseException) -> str:
+    return getattr(e, "strerror", None) or type(e).__name__

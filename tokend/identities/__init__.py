@@ -1,0 +1,29 @@
+"""Identities: one sign-in each, wrapping exactly one azure-identity credential.
+
+A registry keyed by the config's ``source`` name maps to the module that builds the credential. Modules are
+imported only when used, so commands that ask the daemon never import azure-identity.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from tokend.config import IdentityConfig
+from tokend.identities.base import Identity
+
+REGISTRY: dict[str, str] = {
+    "azure-cli": "tokend.identities.azure_cli",
+    "service-principal": "tokend.identities.service_principal",
+    "managed-identity": "tokend.identities.managed_identity",
+    "workload-identity": "tokend.identities.workload_identity",
+    "default": "tokend.identities.default",
+}
+
+
+def build(config: IdentityConfig) -> Identity:
+    """The Identity for one [identities.NAME] table."""
+    module = importlib.import_module(REGISTRY[config.source])
+    return Identity(config, module.credential)
+
+
+__all__ = ["REGISTRY", "Identity", "build"]

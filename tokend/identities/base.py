@@ -1,0 +1,79 @@
+"""The one small interface every identity source has: ``fetch() -> Token``, failures sorted into three kinds.
+
+- IdentityUnavailable: cannot be tried here (tool missing, no endpoint). Retried with backoff.
+- LoginRequired: a person must sign in again. A state, not a crash.
+- TokenFailed: tried and refused, or the service did not answer. Retried with backoff.
+Error texts are one line, bounded, and scrubbed of anything shaped like a token.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from azure.core.exceptions import ClientAuthenticationError
+from azure.identity import AuthenticationRequiredError, CredentialUnavailableError
+
+from tokend.clouds import scope_for
+from tokend.config import IdentityConfig
+from tokend.errors import IdentityUnavailable, LoginRequired, TokenFailed
+from tokend.redact import redact
+from tokend.token import Token
+
+CredentialFactory = Callable[[IdentityConfig], Any]
+
+# Phrases in azure-identity / az / Entra errors that mean a person has to sign in (again).
+_LOGIN_HINTS = re.compile(r"az login|invalid_grant|interaction_required|AADSTS(50076|50078|50079|50173|700082|70043)",
+                          re.IGNORECASE)
+
+
+class Identity:
+    """One sign-in: builds its credential once and turns its answers into Tokens or sorted errors."""
+
+    def __init__(self, config: IdentityConfig, factory: CredentialFactory, clock: Callable[[], float] = time.time):
+        self.config = config
+        self._factory = factory
+        self._clock = clock
+        self._credential: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def fetch(self) -> Token:
+        """Ask the credential for a token for the identity's resource. Blocks for at most the credential's timeouts."""
+        with self._lock:
+            try:
+                if self._credential is None:
+                    self._credential = self._factory(self.config)
+                info = self._credential.get_token_info(scope_for(self.config.resource))
+            except AuthenticationRequiredError as e:
+                raise LoginRequired(_one_line(e)) from None
+            except CredentialUnavailableError as e:
+                text = _one_line(e)
+                raise (LoginRequired if _LOGIN_HINTS.search(text) else IdentityUnavailable)(text) from None
+            except ClientAuthenticationError as e:
+                text = _one_line(e)
+                raise (LoginRequired if _LOGIN_HINTS.search(text) else TokenFailed)(text) from None
+            except (ValueError, OSError) as e:
+                raise TokenFailed(_one_line(e)) from None
+            except Exception as e:  # azure-core transport errors and the like: report, retry, never crash
+                raise TokenFailed(f"{type(e).__name__}: {_one_line(e)}") from None
+        return Token.from_jwt(info.token, info.expires_on, self._clock(), info.refresh_on)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._credential is not None and hasattr(self._credential, "close"):
+                self._credential.close()
+            self._credential = None
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    """A bounded one-line reason: the first meaningful line of the error, with any token-like text removed."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = redact(" ".join(lines[:3]) if lines else type(e).__name__)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

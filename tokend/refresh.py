@@ -1,0 +1,56 @@
+"""The refresh policy, pure: when to ask for the next token and how long to back off. Takes ``now``; touches nothing.
+
+Times are Unix epoch seconds (wall clock: a laptop that slept wakes past its deadlines and acts at once).
+The rules, in order:
+1. The credential said when (``refresh_on``, given for long-lived tokens such as managed identity): ask then.
+2. Short tokens (lifetime under twice the margin): ask at half the lifetime.
+3. Otherwise ask ``margin`` before expiry. MSAL, azure-identity and az hand back their cached token until it has under
+   5 minutes left, so a margin above 5 minutes only means a few "same token" answers first.
+4. An answer with the token we already hold is not an error: ask again shortly, jittered, never in a tight loop.
+5. Failures back off exponentially with full jitter, from ``base`` up to ``cap``, and never below ``floor``.
+6. No single sleep is longer than ``max_sleep``, so a clock jump or a resume is noticed quickly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tokend.token import Token
+
+
+@dataclass(frozen=True)
+class Policy:
+    margin: float = 240.0  # seconds before expiry to ask for the next token (rule 3)
+    same_token_retry: tuple[float, float] = (5.0, 20.0)  # jitter window for rule 4, seconds
+    base: float = 2.0  # first backoff ceiling, seconds (rule 5)
+    cap: float = 90.0  # largest backoff ceiling, seconds
+    floor: float = 1.0  # no retry sooner than this, seconds
+    max_sleep: float = 30.0  # longest single sleep, seconds (rule 6)
+
+    def refresh_at(self, token: Token) -> float:
+        """When to ask for the token that replaces ``token`` (rules 1–3)."""
+        lifetime = token.expires_on - token.obtained_at
+        if token.refresh_on is not None and token.obtained_at < token.refresh_on < token.expires_on:
+            return token.refresh_on
+        if lifetime < 2 * self.margin:
+            return token.obtained_at + lifetime / 2
+        return token.expires_on - self.margin
+
+    def same_token_at(self, now: float, token: Token, rand: Callable[[float, float], float] = random.uniform) -> float:
+        """When to ask again after getting back the token we hold (rule 4): soon, jittered, before expiry."""
+        lo, hi = self.same_token_retry
+        lifetime = max(token.expires_on - token.obtained_at, 0.0)
+        # Short tokens get proportionally short retries, but never shorter than the floor.
+        scale = min(1.0, lifetime / (8 * hi)) if lifetime else 1.0
+        return now + max(self.floor, rand(lo, hi) * scale)
+
+    def backoff(self, attempt: int, rand: Callable[[float, float], float] = random.uniform) -> float:
+        """Seconds to wait after the ``attempt``-th failure in a row (1-based), full jitter (rule 5)."""
+        ceiling = min(self.cap, self.base * 2 ** max(attempt - 1, 0))
+        return max(self.floor, rand(0.0, ceiling))
+
+    def sleep_for(self, now: float, deadline: float) -> float:
+        """How long to sleep now towards ``deadline`` (rule 6)."""
+        return min(max(deadline - now, 0.0), self.max_sleep)

@@ -1,0 +1,52 @@
+"""Sinks: the places clients read a password from. One module per kind, registered by the config's name.
+
+A sink is told the whole set of (target, token) entries it should hold and makes its place hold exactly those:
+new tokens replace old ones, entries of removed targets or expired tokens disappear. Sinks never fetch tokens and
+never know about each other. ``check()`` test-writes when the sink is built, so a bad path fails at start.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from tokend.config import Target
+from tokend.token import Token
+
+
+@dataclass(frozen=True)
+class Entry:
+    target: Target
+    token: Token
+
+
+class Sink(ABC):
+    kind: ClassVar[str]
+
+    def __init__(self, options: Mapping[str, Any], owner: str) -> None:
+        """``owner`` names this config's entries (the config id), so two tokend configs can share one place."""
+        self.options = options
+        self.owner = owner
+
+    @abstractmethod
+    def location(self) -> str:
+        """Where this sink writes, for status and error texts."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise SinkError with the human reason and the fix when this sink cannot work here."""
+
+    @abstractmethod
+    def sync(self, entries: Sequence[Entry]) -> None:
+        """Make the place hold exactly ``entries`` (and every byte that is not ours, unchanged)."""
+
+
+REGISTRY: dict[str, str] = {"pgpass": "tokend.sinks.pgpass:PgpassSink"}
+
+
+def build(kind: str, options: Mapping[str, Any], owner: str) -> Sink:
+    module, _, cls = REGISTRY[kind].partition(":")
+    return getattr(importlib.import_module(module), cls)(options, owner)
