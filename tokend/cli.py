@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
     from tokend import config, daemon, logs
 
-    logs.setup(debug)
+    logs.setup(debug, quiet=args.once)
     return daemon.start(config.load(config_path), once=args.once)
 
 
@@ -135,7 +135,7 @@ def _token(config_path: Path, target: str | None, debug: bool) -> dict[str, Any]
     from tokend import config, identities, logs
     from tokend.daemon import resolve_target, target_dict
 
-    logs.setup(debug)
+    logs.setup(debug, quiet=True)
     cfg = config.load(config_path)
     t = resolve_target(cfg, target)
     identity = identities.build(cfg.identities[t.identity])

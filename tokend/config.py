@@ -164,8 +164,8 @@ def _identity(name: str, body: dict[str, Any], path: Path) -> IdentityConfig:
 def _target(name: str, body: dict[str, Any], path: Path, identities: Mapping[str, IdentityConfig]) -> Target:
     where = f"targets.{name}"
     _only(body, _TARGET_KEYS, path, where)
-    host = _str(body, "host", path, where, required=True)
-    user = _str(body, "user", path, where, required=True)
+    host = _field(body, "host", path, where, required=True)
+    user = _field(body, "user", path, where, required=True)
     identity = _str(body, "identity", path, where)
     if identity is None:
         if len(identities) != 1:
@@ -178,7 +178,7 @@ def _target(name: str, body: dict[str, Any], path: Path, identities: Mapping[str
     port = body.get("port", 5432)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise ConfigError(path, f"{where}.port", f"expected a whole number from 1 to 65535, got {port!r}")
-    database = _str(body, "database", path, where) or "*"
+    database = _field(body, "database", path, where) or "*"
     sinks = body.get("sinks", ["pgpass"])
     if not isinstance(sinks, list) or not all(isinstance(s, str) for s in sinks):
         raise ConfigError(path, f"{where}.sinks", f'expected a list of sink names like ["pgpass"], got {sinks!r}')
@@ -252,6 +252,15 @@ def _str(body: Mapping[str, Any], key: str, path: Path, where: str, required: bo
         return None
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(path, f"{where}.{key}", f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _field(body: Mapping[str, Any], key: str, path: Path, where: str, required: bool = False) -> str | None:
+    """A connection field that goes into a pgpass line: no control characters, no leading '#'."""
+    value = _str(body, key, path, where, required)
+    if value is not None and (value.startswith("#") or any(ord(c) < 32 or ord(c) == 127 for c in value)):
+        raise ConfigError(path, f"{where}.{key}", "must not start with '#' or hold control characters "
+                                                   "(libpq could not match it in pgpass)")
     return value
 
 

@@ -8,14 +8,15 @@ import sys
 from tokend.redact import RedactingFilter
 
 
-def setup(debug: bool) -> None:
+def setup(debug: bool, quiet: bool = False) -> None:
+    """``quiet``: only errors (one-shot commands report their own summary line)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
-    logging.getLogger("tokend").setLevel(logging.DEBUG if debug else logging.INFO)
+    root.setLevel(logging.ERROR if quiet and not debug else logging.WARNING)
+    logging.getLogger("tokend").setLevel(logging.DEBUG if debug else logging.ERROR if quiet else logging.INFO)
     if debug:
         logging.getLogger("azure").setLevel(logging.DEBUG)
         logging.getLogger("msal").setLevel(logging.INFO)

@@ -77,8 +77,9 @@ def _without_block(data: bytes, owner: str) -> bytes:
 def parse(text: str) -> list[tuple[str, str, str, str, str]]:
     """Lines as libpq reads them: (host, port, database, user, password); comments and short lines skipped."""
     out = []
-    for raw in text.splitlines():
-        if raw.startswith("#") or not raw.strip():
+    for raw in text.split("\n"):
+        raw = raw.removesuffix("\r")
+        if raw.startswith("#") or not raw:
             continue
         fields, cur, i = [], [], 0
         while i < len(raw):
@@ -112,6 +113,8 @@ class PgpassSink(Sink):
 
     def check(self) -> None:
         folder = Path(os.path.realpath(self.path)).parent
+        if folder.exists() and not folder.is_dir():
+            raise SinkError(f"{self.path}: {folder} is not a folder; set [sinks.pgpass] path to a file in a folder")
         if not folder.is_dir():
             raise SinkError(f"{self.path}: folder {folder} does not exist; create it or set [sinks.pgpass] path")
         if not os.access(folder, os.W_OK):

@@ -1,0 +1,126 @@
+"""Config loading: the contract's shape, and one clear line (file, key, fix) with exit 2 for every mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import tokend
+from tokend.config import load, parse, parse_duration
+from tokend.errors import ConfigError
+
+GOOD = """
+[identities.me]
+source = "azure-cli"
+cloud = "usgov"
+
+[identities.app]
+source = "service-principal"
+tenant_id = "t"
+client_id = "c"
+client_secret_env = "APP_SECRET"
+authority = "https://login.example:8443"
+
+[targets.prod]
+host = "contoso-prod.postgres.database.azure.com"
+user = "DBA Group"
+identity = "me"
+
+[targets.app]
+host = "h"
+port = 6432
+database = "appdb"
+user = "app"
+identity = "app"
+sinks = ["pgpass"]
+
+[sinks.pgpass]
+path = "~/custom.pgpass"
+
+[refresh]
+margin = "10m"
+"""
+
+
+def test_good_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("APP_SECRET", "x")
+    c = parse(GOOD, tmp_path / "c.toml")
+    assert c.identities["me"].resource == "https://ossrdbms-aad.database.usgovcloudapi.net"
+    assert c.identities["me"].authority == "login.microsoftonline.us"
+    assert c.identities["app"].authority == "https://login.example:8443"
+    assert c.targets["prod"].port == 5432 and c.targets["prod"].database == "*"
+    assert c.targets["prod"].sinks == ("pgpass",)
+    assert c.refresh_margin == 600
+    assert c.sinks["pgpass"].options["path"] == "~/custom.pgpass"
+
+
+@pytest.mark.parametrize(("text", "key", "fix"), [
+    ('[identities.me]\nsource = "azure-cli"\ncolour = "red"\n', "identities.me.colour", "unknown key"),
+    ('[identities.me]\nsource = "azure-cli"\n[targets.t]\nhost = "h"\nuser = "u"\nport = "x"\n',
+     "targets.t.port", "whole number"),
+    ('[identities.me]\nsource = "azure-cli"\n[targets.t]\nhost = "h"\nuser = "u"\nidentity = "nope"\n',
+     "targets.t.identity", "add [identities.nope]"),
+    ('[refresh]\nmargin = "ten minutes"\n', "refresh.margin", "bad duration"),
+    ('[identities.me]\nsource = "kerberos"\n', "identities.me.source", "use one of"),
+    ('[identities.a]\nsource = "service-principal"\ntenant_id = "t"\nclient_id = "c"\n'
+     'client_secret_env = "TOKEND_UNSET_VAR"\n', "identities.a.client_secret_env", "is not set"),
+    ('[identities.me]\nsource = "azure-cli"\ncloud = "mars"\n', "identities.me.cloud", "use one of"),
+    ('[targets.t]\nhost = "h"\n', "targets.t.user", "missing"),
+    ('[identities.me]\nsource = "azure-cli"\n[targets.t]\nhost = "h"\nuser = "u"\nsinks = ["carrier-pigeon"]\n',
+     "targets.t.sinks", "unknown sink"),
+    ('[identities.me\n', "", "not valid TOML"),
+])
+def test_mistakes_name_file_key_and_fix(tmp_path: Path, text: str, key: str, fix: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load(path)
+    assert str(path) in str(e.value) and key in str(e.value) and fix in str(e.value)
+    r = tokend("run", "--once", "--config", str(path))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tokend: ") and fix in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    r = tokend("run", "--once", "--config", str(tmp_path / "nope.toml"))
+    assert r.returncode == 2 and "no such file" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_config_found_through_env_and_platformdirs(tmp_path: Path, home: Path, monkeypatch) -> None:
+    default = home / ".config" / "tokend" / "config.toml"
+    default.parent.mkdir(parents=True)
+    default.write_text("[refresh]\nmargin = 'bad'\n")
+    r = tokend("run", "--once")
+    assert r.returncode == 2 and str(default) in r.stderr
+    other = tmp_path / "other.toml"
+    other.write_text("[refresh]\nmargin = 'worse'\n")
+    monkeypatch.setenv("TOKEND_CONFIG", str(other))
+    r = tokend("run", "--once")
+    assert r.returncode == 2 and str(other) in r.stderr
+
+
+def test_usage_error_exit_2() -> None:
+    r = tokend("frobnicate")
+    assert r.returncode == 2
+
+
+def test_durations() -> None:
+    assert parse_duration("90s") == 90 and parse_duration("10m") == 600 and parse_duration("1h") == 3600
+    assert parse_duration(45) == 45
+    for bad in ("-1", "1d", "", True, -5):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_fuzz_any_text_is_a_config_or_a_config_error(text: str) -> None:
+    try:
+        parse(text, Path("fuzz.toml"))
+    except ConfigError as e:
+        assert str(e).startswith("fuzz.toml")
