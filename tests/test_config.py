@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import tokend
 from tokend.config import load, parse, parse_duration
 from tokend.errors import ConfigError
+
+from conftest import tokend
 
 GOOD = """
 [identities.me]

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GROUP, SECRET, Tenant, psql, tokend
 from tokend.emulator.postgres import Postgres
+
+from conftest import GROUP, SECRET, Tenant, psql, tokend
 
 
 def target(pg: Postgres, identity: str) -> str:

@@ -26,18 +26,33 @@ def test_short_tokens_refresh_at_half_life() -> None:
 
 def test_same_token_retries_soon_but_not_hot() -> None:
     t = tok(3600)
-    for r in (lambda a, b: a, lambda a, b: b):
+    for r in (lo, hi):
         at = P.same_token_at(2000, t, r)
         assert 2000 + P.floor <= at <= 2000 + 20
     short = tok(60)
-    assert P.same_token_at(2000, short, lambda a, b: a) >= 2000 + P.floor
+    assert P.same_token_at(2000, short, lo) >= 2000 + P.floor
+
+
+def hi(a: float, b: float) -> float:
+    return b
+
+
+def lo(a: float, b: float) -> float:
+    return a
 
 
 def test_backoff_grows_with_full_jitter_and_is_capped() -> None:
-    top = [P.backoff(n, lambda a, b: b) for n in range(1, 12)]
+    top = [P.backoff(n, urgent=False, rand=hi) for n in range(1, 12)]
     assert top[:4] == [2, 4, 8, 16]
     assert max(top) == P.cap
-    assert all(P.backoff(n, lambda a, b: a) == P.floor for n in range(1, 12))
+    assert all(P.backoff(n, urgent=False, rand=lo) == P.floor for n in range(1, 12))
+
+
+def test_backoff_lands_before_the_held_token_expires() -> None:
+    assert P.backoff(10, remaining=40, rand=hi) == 10
+    assert P.backoff(10, remaining=2, rand=hi) == P.floor
+    assert P.backoff(10, remaining=None, rand=hi) == P.cap_empty
+    assert P.backoff(10, remaining=None, urgent=False, rand=hi) == P.cap
 
 
 def test_no_sleep_longer_than_max_sleep() -> None:

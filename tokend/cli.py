@@ -37,13 +37,20 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument("target", nargs="?", help="target name (optional when there is only one)")
     ex = sub.add_parser("exec", parents=[common], help="run a command with PG* variables set for a target")
     ex.add_argument("target", help="target name")
-    ex.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command to run")
+    ex.epilog = "usage: tokend exec TARGET [--config PATH] -- CMD [ARGS...]"
     sub.add_parser("stop", parents=[common], help="ask the running daemon to stop")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Everything after the first "--" is the command for `exec`, so options may come before it in any order.
+    cmd: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, cmd = argv[:i], argv[i + 1:]
     args = _parser().parse_args(argv)
+    args.cmd = cmd
     debug = getattr(args, "debug", False)
     config_path = getattr(args, "config", None) or paths.default_config_path()
     try:
@@ -88,7 +95,7 @@ def cmd_token(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
 
 
 def cmd_exec(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
-    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    cmd = args.cmd
     if not cmd:
         raise UsageError("nothing to run; usage: tokend exec TARGET -- CMD [ARGS...]")
     reply = _token(config_path, args.target, debug)

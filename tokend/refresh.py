@@ -8,6 +8,8 @@ The rules, in order:
    5 minutes left, so a margin above 5 minutes only means a few "same token" answers first.
 4. An answer with the token we already hold is not an error: ask again shortly, jittered, never in a tight loop.
 5. Failures back off exponentially with full jitter, from ``base`` up to ``cap``, and never below ``floor``.
+   While a token is still held, no wait is longer than a quarter of its remaining life, so retries land before it
+   expires; with no valid token (clients are failing now) no wait is longer than ``cap_empty``.
 6. No single sleep is longer than ``max_sleep``, so a clock jump or a resume is noticed quickly.
 """
 
@@ -26,6 +28,7 @@ class Policy:
     same_token_retry: tuple[float, float] = (5.0, 20.0)  # jitter window for rule 4, seconds
     base: float = 2.0  # first backoff ceiling, seconds (rule 5)
     cap: float = 90.0  # largest backoff ceiling, seconds
+    cap_empty: float = 15.0  # largest backoff ceiling while no valid token is held, seconds
     floor: float = 1.0  # no retry sooner than this, seconds
     max_sleep: float = 30.0  # longest single sleep, seconds (rule 6)
 
@@ -46,9 +49,16 @@ class Policy:
         scale = min(1.0, lifetime / (8 * hi)) if lifetime else 1.0
         return now + max(self.floor, rand(lo, hi) * scale)
 
-    def backoff(self, attempt: int, rand: Callable[[float, float], float] = random.uniform) -> float:
-        """Seconds to wait after the ``attempt``-th failure in a row (1-based), full jitter (rule 5)."""
+    def backoff(self, attempt: int, remaining: float | None = None, urgent: bool = True,
+                rand: Callable[[float, float], float] = random.uniform) -> float:
+        """Seconds to wait after the ``attempt``-th failure in a row (1-based), full jitter (rule 5).
+
+        ``remaining``: seconds of life left in the token held, None when none is held. ``urgent`` is False when
+        retrying cannot help soon (a person must sign in), which keeps the plain exponential ceiling.
+        """
         ceiling = min(self.cap, self.base * 2 ** max(attempt - 1, 0))
+        if urgent:
+            ceiling = min(ceiling, self.cap_empty if remaining is None or remaining <= 0 else remaining / 4)
         return max(self.floor, rand(0.0, ceiling))
 
     def sleep_for(self, now: float, deadline: float) -> float:

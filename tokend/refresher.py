@@ -75,7 +75,10 @@ class Refresher:
             self.error_kind = ("login-required" if isinstance(e, LoginRequired)
                                else "unavailable" if isinstance(e, IdentityUnavailable) else "failed")
             self.last_error = str(e)
-            self.next_at = now + self.policy.backoff(self._failures)
+            held = self.valid_token()
+            remaining = held.expires_on - now if held is not None else None
+            self.next_at = now + self.policy.backoff(self._failures, remaining,
+                                                     urgent=not isinstance(e, LoginRequired))
             log.warning("identity %s: %s (%s; next try in %.0f s)", self.identity.name, self.last_error,
                         self.error_kind, self.next_at - now)
             return

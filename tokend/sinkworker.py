@@ -76,6 +76,6 @@ class SinkWorker:
                 continue
             self._dirty.clear()
             if not self.sync() and not self._stopping:
-                delay = self.policy.backoff(self._failures)
+                delay = self.policy.backoff(self._failures, urgent=False)
                 if not self._dirty.wait(delay):
                     self._dirty.set()  # retry with the entries current then

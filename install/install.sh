@@ -1,0 +1,68 @@
+#!/bin/sh
+# Installs tokend for the current user and starts it. Safe to run again: upgrades in place.
+#   sh install/install.sh            from a checkout (installs that checkout)
+#   TOKEND_SOURCE=tokend sh install.sh   from PyPI, or any pip requirement / path / URL
+# Steps: tokend in its own environment (pipx or `uv tool` when present, else a venv in the user's data folder);
+# a starter config if none exists; the daemon started; `tokend status` printed.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+if [ -z "${TOKEND_SOURCE:-}" ]; then
+  if [ -f "$here/../pyproject.toml" ]; then TOKEND_SOURCE=$(cd "$here/.." && pwd); else TOKEND_SOURCE=tokend; fi
+fi
+python=${PYTHON:-python3}
+data_home=${XDG_DATA_HOME:-$HOME/.local/share}
+bin_dir=${TOKEND_BIN_DIR:-$HOME/.local/bin}
+
+say() { printf 'tokend install: %s\n' "$*"; }
+
+if command -v pipx >/dev/null 2>&1; then
+  say "installing with pipx from $TOKEND_SOURCE"
+  pipx install --force "$TOKEND_SOURCE" >/dev/null
+  tokend=$(command -v tokend || echo "$bin_dir/tokend")
+elif command -v uv >/dev/null 2>&1; then
+  say "installing with uv tool from $TOKEND_SOURCE"
+  uv tool install --force --reinstall "$TOKEND_SOURCE" >/dev/null
+  tokend=$(command -v tokend || echo "$bin_dir/tokend")
+else
+  venv="$data_home/tokend/venv"
+  say "installing into $venv from $TOKEND_SOURCE"
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  "$venv/bin/python" -m pip install -q --upgrade "$TOKEND_SOURCE"
+  mkdir -p "$bin_dir"
+  ln -sf "$venv/bin/tokend" "$bin_dir/tokend"
+  tokend="$bin_dir/tokend"
+fi
+case ":$PATH:" in *":$bin_dir:"*) ;; *) say "add $bin_dir to your PATH to run tokend by name";; esac
+
+config=${TOKEND_CONFIG:-${XDG_CONFIG_HOME:-$HOME/.config}/tokend/config.toml}
+if [ ! -f "$config" ]; then
+  mkdir -p "$(dirname "$config")"
+  umask 077
+  cat > "$config" <<'TOML'
+# tokend config: see README "Config". Uncomment and edit a target, then: tokend stop; tokend run &
+[identities.me]
+source = "azure-cli"          # run `az login` once; tokend follows that sign-in
+
+# [targets.prod]
+# host = "contoso-prod.postgres.database.azure.com"
+# database = "*"
+# user = "DBA Group"          # the Entra group's display name (or your UPN)
+# identity = "me"
+TOML
+  say "wrote a starter config at $config; add a [targets.*] table to it"
+fi
+
+if grep -q '^\[targets\.' "$config"; then
+  "$tokend" stop --config "$config" >/dev/null 2>&1 || true
+  state=${XDG_STATE_HOME:-$HOME/.local/state}/tokend
+  mkdir -p "$state"
+  nohup "$tokend" run --config "$config" >>"$state/tokend.log" 2>&1 &
+  say "daemon started (log: $state/tokend.log)"
+  i=0
+  while [ $i -lt 50 ] && ! "$tokend" status --config "$config" >/dev/null 2>&1; do sleep 0.2; i=$((i + 1)); done
+  "$tokend" status --config "$config" || true
+else
+  say "no targets yet: add one to $config, then run: tokend run --config $config"
+fi
