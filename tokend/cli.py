@@ -6,19 +6,23 @@ Data goes to stdout, diagnostics to stderr. Exit codes: 0 ok, 1 runtime failure,
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokend import __version__, ipc, paths
 from tokend.errors import DaemonNotRunning, TokendError, UsageError
 
+if TYPE_CHECKING:
+    import argparse
+
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS keeps a value given before the command from being reset by the subcommand's defaults.
     common.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="PATH",
@@ -44,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["token"] and (fast := _fast_token(argv[1:])) is not None:
+        return fast
     # Everything after the first "--" is the command for `exec`, so options may come before it in any order.
     cmd: list[str] = []
     if "--" in argv:
@@ -151,6 +157,29 @@ def _token(config_path: Path, target: str | None, debug: bool) -> dict[str, Any]
     finally:
         identity.close()
     return {"token": token.value, "expires_on": token.expires_on, "target": target_dict(t)}
+
+
+def _fast_token(args: list[str]) -> int | None:
+    """``tokend token [TARGET] [--config PATH]`` answered by a running daemon, without argparse or logging:
+    scripts and password commands call it often. None: take the normal path (other options, no daemon, errors)."""
+    target, config_path, rest = None, None, list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--config" and rest:
+            config_path = Path(rest.pop(0))
+        elif arg.startswith("--config="):
+            config_path = Path(arg.split("=", 1)[1])
+        elif arg.startswith("-") or target is not None:
+            return None
+        else:
+            target = arg
+    try:
+        reply = ipc.request(paths.socket_path(config_path or paths.default_config_path()),
+                            {"op": "token", "target": target})
+    except TokendError:
+        return None
+    sys.stdout.write(reply["token"] + "\n")
+    return 0
 
 
 def render_status(status: dict[str, Any], now: float) -> str:

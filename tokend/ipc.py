@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import socket
 import struct
 import threading
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokend.errors import DaemonNotRunning, TokendError
 
-log = logging.getLogger("tokend.ipc")
+if TYPE_CHECKING:
+    from pathlib import Path
+
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 MAX_REQUEST = 64 * 1024
 
@@ -83,7 +83,9 @@ class Server:
             except (ValueError, OSError) as e:
                 reply = {"ok": False, "error": f"bad request: {type(e).__name__}", "exit_code": 2}
             except Exception:
-                log.exception("IPC request failed")
+                import logging
+
+                logging.getLogger("tokend.ipc").exception("IPC request failed")
                 reply = {"ok": False, "error": "internal error in the daemon; see its log", "exit_code": 1}
             with contextlib.suppress(OSError):
                 conn.sendall(json.dumps(reply).encode() + b"\n")
