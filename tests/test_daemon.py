@@ -7,6 +7,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -61,6 +62,12 @@ def test_status_token_exec(em: Tenant, postgres: Postgres, pgpass: Path, write_c
     assert token.stdout.strip() == pgpass_token(pgpass)
     assert em.emulator.directory.check(token.stdout.strip(), GROUP)
     assert tokend("token", "db", "--config", str(cfg)).stdout == token.stdout
+    # scripts' hot path: answered by the daemon without importing azure-identity (or argparse, or logging)
+    probe_imports = ("import sys; from tokend.cli import main; rc = main(['token', '--config', sys.argv[1]]); "
+                     "heavy = [m for m in sys.modules if m.split('.')[0] in ('azure', 'msal', 'argparse', 'logging')]; "
+                     "print(rc, heavy, file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", probe_imports, str(cfg)], capture_output=True, text=True)
+    assert r.stdout == token.stdout and r.stderr.strip() == "0 []", r.stderr
 
     r = tokend("exec", "db", "--config", str(cfg), "--", "psql", "-Atc", "select current_user, current_database()")
     assert r.returncode == 0, r.stderr
