@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("target", help="target name")
     ex.epilog = "usage: tokend exec TARGET [--config PATH] -- CMD [ARGS...]"
     sub.add_parser("stop", parents=[common], help="ask the running daemon to stop")
+    sub.add_parser("reload", parents=[common], help="ask the running daemon to read its config again")
     return p
 
 
@@ -129,7 +130,13 @@ def cmd_stop(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
     return 0
 
 
-_COMMANDS = {"run": cmd_run, "status": cmd_status, "token": cmd_token, "exec": cmd_exec, "stop": cmd_stop}
+def cmd_reload(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
+    _ask(config_path, {"op": "reload"})
+    return 0
+
+
+_COMMANDS = {"run": cmd_run, "status": cmd_status, "token": cmd_token, "exec": cmd_exec, "stop": cmd_stop,
+             "reload": cmd_reload}
 
 
 def _ask(config_path: Path, payload: dict[str, Any]) -> dict[str, Any]:
@@ -184,7 +191,10 @@ def _fast_token(args: list[str]) -> int | None:
 
 def render_status(status: dict[str, Any], now: float) -> str:
     """A compact human view of ``tokend status --json``."""
-    lines = [f"tokend pid {status['pid']} · config {status['config']}", "", "identities:"]
+    lines = [f"tokend pid {status['pid']} · config {status['config']}"]
+    if status.get("config_error"):
+        lines.append(f"  ! config change refused, still serving the previous one: {status['config_error']}")
+    lines += ["", "identities:"]
     for i in status["identities"]:
         expires = _until(i["expires_on"], now)
         line = f"  {i['name']:<16} {i['state']:<15} {i['source']:<18} {i['principal'] or '-':<30} {expires}"

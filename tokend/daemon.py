@@ -1,9 +1,11 @@
-"""The daemon: owns the refreshers, the sink workers, the IPC endpoint, signals and the one shutdown path.
+"""The daemon: owns the refreshers, the sink workers, the config watcher, the IPC endpoint, signals and the one
+shutdown path.
 
-Start-up order: take the per-config instance lock, build sinks (each test-writes, so a bad path fails now), start one
-refresher per identity, wait for each first attempt (so a restart does not briefly drop still-valid entries), then
-start the sink workers and answer on IPC. Every reason to stop (signal, IPC stop, fatal error) ends in ``run``'s
-return value, the process's exit code.
+Start-up: take the per-config instance lock, build sinks (each test-writes, so a bad path fails now), start one
+refresher per identity in use, wait for each first answer (so a restart does not briefly drop still-valid entries),
+then start the sink workers, answer on IPC, and tell a service manager we are ready. A changed config (file watcher,
+SIGHUP or ``tokend reload``) is parsed and checked on the side, then swapped in; identities whose settings did not
+change keep their refresher and token. Every reason to stop (signal, IPC stop) ends in ``run``'s return value.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from tokend import config as config_mod
 from tokend import identities, ipc, paths, sinks
 from tokend.config import Config, Target
 from tokend.errors import EXIT_FAILURE, EXIT_OK, TokendError, UsageError
@@ -37,50 +41,49 @@ class AlreadyRunning(TokendError):
 
 
 class Daemon:
-    def __init__(self, config: Config, clock: Callable[[], float] = time.time, policy: Policy | None = None) -> None:
-        self.config = config
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
-        self.policy = policy or Policy(margin=config.refresh_margin)
         self.owner = paths.config_id(config.path)
         self.started_at = clock()
+        self.config = config
+        self.policy = Policy(margin=config.refresh_margin)
+        self.config_error: str | None = None
+        self.refreshers: dict[str, Refresher] = {}
+        self.workers: dict[str, SinkWorker] = {}
+        self._lock = threading.RLock()
+        self._running = False
         self._stop = threading.Event()
         self._stop_reason = "stopped"
-        self.refreshers: dict[str, Refresher] = {
-            name: Refresher(identities.build(ic), self.policy, clock, self._tokens_changed)
-            for name, ic in config.identities.items()
-            if config.targets_of(name)
-        }
-        self.workers: dict[str, SinkWorker] = {}
-        for kind in sorted({k for t in config.targets.values() for k in t.sinks} | {"pgpass"}):
-            sink = sinks.build(kind, config.sinks[kind].options, self.owner)
-            sink.check()
-            self.workers[kind] = SinkWorker(sink, lambda kind=kind: self.entries(kind), self.policy, clock)
+        self._apply(config)
 
     # -- what the sinks and IPC see -------------------------------------------------------------------------------
     def entries(self, kind: str) -> list[Entry]:
         """The entries sink ``kind`` should hold now: every target using it whose identity has a valid token."""
-        out = []
-        for target in self.config.targets.values():
-            if kind not in target.sinks:
-                continue
-            token = self.refreshers[target.identity].valid_token()
-            if token is not None:
-                out.append(Entry(target, token))
-        return out
+        with self._lock:
+            out = []
+            for target in self.config.targets.values():
+                refresher = self.refreshers.get(target.identity)
+                token = refresher.valid_token() if refresher and kind in target.sinks else None
+                if token is not None:
+                    out.append(Entry(target, token))
+            return out
 
     def token_for(self, name: str | None) -> tuple[Target, Token]:
-        target = resolve_target(self.config, name)
-        token = self.refreshers[target.identity].valid_token()
-        if token is None:
+        with self._lock:
+            target = resolve_target(self.config, name)
             r = self.refreshers[target.identity]
+        token = r.valid_token()
+        if token is None:
             raise TokendError(f"no valid token for target {target.name!r} yet (identity {target.identity}: "
                               f"{r.state}{': ' + r.last_error if r.last_error else ''})")
         return target, token
 
     def status(self) -> dict[str, Any]:
         now = self.clock()
+        with self._lock:
+            cfg, refreshers, workers = self.config, dict(self.refreshers), dict(self.workers)
         ids = []
-        for name, r in self.refreshers.items():
+        for name, r in refreshers.items():
             token = r.valid_token()
             ids.append({
                 "name": name, "source": r.identity.config.source, "state": r.state,
@@ -90,11 +93,11 @@ class Daemon:
                 "last_error": r.last_error,
             })
         targets = []
-        for t in self.config.targets.values():
-            token = self.refreshers[t.identity].valid_token()
+        for t in cfg.targets.values():
+            token = refreshers[t.identity].valid_token()
             per_sink = {}
             for kind in t.sinks:
-                w = self.workers[kind]
+                w = workers[kind]
                 written = w.written.get(t.name)
                 if w.last_error:
                     state = "failed"
@@ -107,18 +110,79 @@ class Daemon:
                                   "last_error": w.last_error}
             targets.append({"name": t.name, "host": t.host, "port": t.port, "database": t.database, "user": t.user,
                             "identity": t.identity, "sinks": per_sink})
-        return {"config": str(self.config.path), "pid": os.getpid(), "started_at": int(self.started_at),
-                "identities": ids, "targets": targets}
+        return {"config": str(cfg.path), "config_error": self.config_error, "pid": os.getpid(),
+                "started_at": int(self.started_at), "identities": ids, "targets": targets}
 
+    # -- config changes -----------------------------------------------------------------------------------------
+    def reload(self, why: str) -> None:
+        """Read the config again and swap it in; a bad one is refused and the running config keeps serving."""
+        try:
+            new = config_mod.load(self.config.path)
+            if new == self.config:
+                self.config_error = None
+                log.info("config unchanged (%s)", why)
+                return
+            self._apply(new)
+        except TokendError as e:
+            self.config_error = str(e)
+            log.error("config change refused (%s), still serving the previous one: %s", why, e)
+            raise
+        self.config_error = None
+        log.info("config reloaded (%s): %d identities, %d targets", why, len(self.refreshers), len(new.targets))
+
+    def _apply(self, new: Config) -> None:
+        """Make the running parts match ``new``. Sinks are built and checked first, so a bad one refuses it all."""
+        kinds = {k for t in new.targets.values() for k in t.sinks} | {"pgpass"}
+        built = {}
+        for kind in sorted(kinds):
+            old = self.workers.get(kind)
+            if old is None or old.sink.options != new.sinks[kind].options:
+                sink = sinks.build(kind, new.sinks[kind].options, self.owner)
+                sink.check()
+                built[kind] = sink
+        used = {t.identity for t in new.targets.values()}
+        self.policy = Policy(margin=new.refresh_margin)
+        with self._lock:
+            for part in (*self.refreshers.values(), *self.workers.values()):
+                part.policy = self.policy
+            retired_workers = [w for k, w in self.workers.items() if k not in kinds or k in built]
+            retired = [r for n, r in self.refreshers.items()
+                       if n not in used or new.identities[n] != r.identity.config]
+            for r in retired:
+                del self.refreshers[r.identity.name]
+            for name in sorted(used - set(self.refreshers)):
+                r = Refresher(identities.build(new.identities[name]), self.policy, self.clock, self._tokens_changed)
+                self.refreshers[name] = r
+                if self._running:
+                    r.start()
+            for kind, sink in built.items():
+                w = SinkWorker(sink, lambda kind=kind: self.entries(kind), self.policy, self.clock)
+                self.workers[kind] = w
+                if self._running:
+                    w.start()
+            for w in retired_workers:
+                if self.workers.get(w.sink.kind) is w:
+                    del self.workers[w.sink.kind]
+            self.config = new
+        for r in retired:
+            r.stop()
+        for w in retired_workers:
+            w.stop()
+            try:
+                w.sink.sync([])  # what we wrote at the old place goes
+            except TokendError as e:
+                log.warning("could not clean %s: %s", w.sink.location(), e)
+        self._tokens_changed()
+
+    def _tokens_changed(self) -> None:
+        for w in list(self.workers.values()):
+            w.poke()
+
+    # -- running ------------------------------------------------------------------------------------------------
     def stop(self, reason: str) -> None:
         self._stop_reason = reason
         self._stop.set()
 
-    def _tokens_changed(self) -> None:
-        for w in self.workers.values():
-            w.poke()
-
-    # -- running ------------------------------------------------------------------------------------------------
     def run_once(self) -> int:
         """Fetch every identity once, write every sink once. 0 when all of it worked, else 1 with the reasons."""
         for r in self.refreshers.values():
@@ -135,28 +199,44 @@ class Daemon:
 
     def run(self) -> int:
         """Run until a signal or an IPC stop. Returns the exit code."""
+        from tokend.watch import FileWatcher
+
         server = ipc.Server(paths.socket_path(self.config.path), self._handle)
+        watcher = FileWatcher([self.config.path], lambda: self._reload_quietly("config file changed"))
         with _signals(self):
-            for r in self.refreshers.values():
-                r.start()
+            with self._lock:
+                self._running = True
+                for r in self.refreshers.values():
+                    r.start()
             deadline = self.clock() + FIRST_ATTEMPT_WAIT
-            for r in self.refreshers.values():
+            for r in list(self.refreshers.values()):
                 while not r.first_done.wait(0.2) and not self._stop.is_set() and self.clock() < deadline:
                     pass
-            for w in self.workers.values():
-                w.start()
+            with self._lock:
+                for w in self.workers.values():
+                    w.start()
             server.start()
+            watcher.start()
             log.info("tokend running: %d identities, %d targets, config %s", len(self.refreshers),
                      len(self.config.targets), self.config.path)
+            _notify_service_manager(b"READY=1")
             while not self._stop.wait(1.0):
                 pass
+        _notify_service_manager(b"STOPPING=1")
         log.info("tokend stopping (%s)", self._stop_reason)
+        watcher.stop()
         server.close()
-        for part in (*self.refreshers.values(), *self.workers.values()):
+        with self._lock:
+            parts = [*self.refreshers.values(), *self.workers.values()]
+        for part in parts:
             part.stop()
-        for part in (*self.refreshers.values(), *self.workers.values()):
+        for part in parts:
             part.join(5.0)
         return EXIT_OK
+
+    def _reload_quietly(self, why: str) -> None:
+        with suppress(TokendError):  # logged, and shown in status
+            self.reload(why)
 
     def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
@@ -165,6 +245,9 @@ class Daemon:
         if op == "token":
             target, token = self.token_for(request.get("target"))
             return {"token": token.value, "expires_on": token.expires_on, "target": target_dict(target)}
+        if op == "reload":
+            self.reload("tokend reload")
+            return {"reloaded": True}
         if op == "stop":
             self.stop("tokend stop")
             return {"stopping": True}
@@ -213,16 +296,33 @@ def instance_lock(config_path: Path) -> Iterator[None]:
 
 @contextmanager
 def _signals(daemon: Daemon) -> Iterator[None]:
-    names = ["SIGTERM", "SIGINT"]
-    previous = {}
-    for name in names:
-        sig = getattr(signal, name)
-        previous[sig] = signal.signal(sig, lambda signum, _frame: daemon.stop(signal.Signals(signum).name))
+    handlers: dict[int, Callable[[int, Any], None]] = {
+        signal.SIGTERM: lambda signum, _f: daemon.stop(signal.Signals(signum).name),
+        signal.SIGINT: lambda signum, _f: daemon.stop(signal.Signals(signum).name),
+    }
+    if hasattr(signal, "SIGHUP"):
+        handlers[signal.SIGHUP] = lambda _s, _f: threading.Thread(
+            target=daemon._reload_quietly, args=("SIGHUP",), daemon=True).start()
+    previous = {sig: signal.signal(sig, h) for sig, h in handlers.items()}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _notify_service_manager(message: bytes) -> None:
+    """sd_notify: tell systemd (Type=notify) that we are ready or stopping. A no-op elsewhere."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address or not hasattr(socket, "AF_UNIX"):
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(message, address)
+    except OSError as e:
+        log.warning("could not notify the service manager: %s", e)
 
 
 def start(config: Config, once: bool = False) -> int:
