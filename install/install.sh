@@ -41,7 +41,7 @@ if [ ! -f "$config" ]; then
   mkdir -p "$(dirname "$config")"
   umask 077
   cat > "$config" <<'TOML'
-# tokend config: see README "Config". Uncomment and edit a target, then: tokend stop; tokend run &
+# tokend config: see README "Config". The daemon reloads this file when you save it.
 [identities.me]
 source = "azure-cli"          # run `az login` once; tokend follows that sign-in
 
@@ -54,15 +54,18 @@ TOML
   say "wrote a starter config at $config; add a [targets.*] table to it"
 fi
 
-if grep -q '^\[targets\.' "$config"; then
+# Start it at login (and now); where there is no service manager, start it in the background instead.
+if out=$("$tokend" service install --config "$config" 2>&1); then
+  say "$out"
+else
+  say "$out"
   "$tokend" stop --config "$config" >/dev/null 2>&1 || true
   state=${XDG_STATE_HOME:-$HOME/.local/state}/tokend
   mkdir -p "$state"
-  nohup "$tokend" run --config "$config" >>"$state/tokend.log" 2>&1 &
-  say "daemon started (log: $state/tokend.log)"
-  i=0
-  while [ $i -lt 50 ] && ! "$tokend" status --config "$config" >/dev/null 2>&1; do sleep 0.2; i=$((i + 1)); done
-  "$tokend" status --config "$config" || true
-else
-  say "no targets yet: add one to $config, then run: tokend run --config $config"
+  nohup "$tokend" run --config "$config" >/dev/null 2>&1 &
+  say "started the daemon in the background for now (logs: $state/log/tokend.log)"
 fi
+i=0
+while [ $i -lt 100 ] && ! "$tokend" status --config "$config" >/dev/null 2>&1; do sleep 0.1; i=$((i + 1)); done
+"$tokend" status --config "$config" || true
+grep -q '^\[targets\.' "$config" || say "no targets yet: add one to $config; the daemon picks it up within seconds"

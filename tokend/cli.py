@@ -44,6 +44,15 @@ def _parser() -> argparse.ArgumentParser:
     ex.epilog = "usage: tokend exec TARGET [--config PATH] -- CMD [ARGS...]"
     sub.add_parser("stop", parents=[common], help="ask the running daemon to stop")
     sub.add_parser("reload", parents=[common], help="ask the running daemon to read its config again")
+    svc = sub.add_parser("service", parents=[common], help="run tokend at login under the OS's service manager")
+    svc_sub = svc.add_subparsers(dest="action", metavar="ACTION", required=True)
+    svc_sub.add_parser("install", parents=[common], help="install, enable and start the login service")
+    un = svc_sub.add_parser("uninstall", parents=[common], help="stop and remove the login service")
+    un.add_argument("--purge", action="store_true",
+                    help="also remove what tokend wrote (its pgpass block, caches, records); your entries stay")
+    svc_sub.add_parser("status", parents=[common], help="what the service manager says")
+    lg = svc_sub.add_parser("logs", parents=[common], help="show the daemon's logs")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep following")
     return p
 
 
@@ -82,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
     from tokend import config, daemon, logs
 
-    logs.setup(debug, quiet=args.once)
+    logs.setup(debug, quiet=args.once, daemon=not args.once)
     return daemon.start(config.load(config_path), once=args.once)
 
 
@@ -135,8 +144,63 @@ def cmd_reload(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
     return 0
 
 
+def cmd_service(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
+    from tokend import service
+
+    if args.action == "install":
+        print(service.install(config_path))
+        return 0
+    if args.action == "uninstall":
+        print(service.uninstall(config_path))
+        if args.purge:
+            for line in _purge(config_path):
+                print(line)
+        return 0
+    if args.action == "status":
+        running, text = service.status(config_path)
+        print(text)
+        return 0 if running else 1
+    shown = service.logs_command(config_path, args.follow)
+    if isinstance(shown, list):
+        return os.spawnvp(os.P_WAIT, shown[0], shown)
+    if not shown.exists():
+        raise TokendError(f"no log file yet at {shown}")
+    if args.follow and sys.platform != "win32":
+        return os.spawnvp(os.P_WAIT, "tail", ["tail", "-n", "200", "-F", str(shown)])
+    sys.stdout.write("".join(shown.read_text(errors="replace").splitlines(keepends=True)[-200:]))
+    return 0
+
+
+def _purge(config_path: Path) -> list[str]:
+    """Remove what tokend wrote for this config: its entries in every sink, and its own folders."""
+    import shutil
+
+    import platformdirs
+
+    from tokend import config, sinks
+    from tokend.errors import ConfigError
+
+    owner = paths.config_id(config_path)
+    try:
+        cfg = config.load(config_path)
+        places = {k: cfg.sinks[k].options for k in {k for t in cfg.targets.values() for k in t.sinks} | {"pgpass"}}
+    except ConfigError:
+        places = {"pgpass": {}}
+    done = []
+    for kind, options in sorted(places.items()):
+        sink = sinks.build(kind, options, owner)
+        sink.sync([])
+        done.append(f"removed tokend's entries from {sink.location()}")
+    for folder in {platformdirs.user_state_dir(paths.APP), platformdirs.user_cache_dir(paths.APP),
+                   platformdirs.user_data_dir(paths.APP)}:
+        if Path(folder).exists():
+            shutil.rmtree(folder)
+            done.append(f"removed {folder}")
+    return done
+
+
 _COMMANDS = {"run": cmd_run, "status": cmd_status, "token": cmd_token, "exec": cmd_exec, "stop": cmd_stop,
-             "reload": cmd_reload}
+             "reload": cmd_reload, "service": cmd_service}
 
 
 def _ask(config_path: Path, payload: dict[str, Any]) -> dict[str, Any]:

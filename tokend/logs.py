@@ -1,20 +1,50 @@
-"""Logging: stderr (a service manager collects it), every record scrubbed of token-shaped text first."""
+"""Logging. Every record is scrubbed of token-shaped text before any handler sees it.
+
+- stderr, unless TOKEND_LOG_STDERR=0 (the launchd and Task Scheduler definitions set it: their stderr is a file
+  that nothing would rotate);
+- for the daemon, also a rotating file ``tokend.log`` (1 MB × 5, mode 0600) in the platformdirs log folder, unless
+  systemd's journal already collects stderr (JOURNAL_STREAM is set).
+"""
 
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import os
 import sys
+from pathlib import Path
 
+import platformdirs
+
+from tokend import paths
 from tokend.redact import RedactingFilter
 
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-def setup(debug: bool, quiet: bool = False) -> None:
+
+def log_file() -> Path:
+    return Path(platformdirs.user_log_dir(paths.APP)) / "tokend.log"
+
+
+def setup(debug: bool, quiet: bool = False, daemon: bool = False) -> None:
     """``quiet``: only errors (one-shot commands report their own summary line)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RedactingFilter())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handlers: list[logging.Handler] = []
+    if os.environ.get("TOKEND_LOG_STDERR") != "0":
+        handlers.append(logging.StreamHandler(sys.stderr))
+    if daemon and not os.environ.get("JOURNAL_STREAM"):
+        path = log_file()
+        paths.private_dir(path.parent)
+        old = os.umask(0o077)
+        try:
+            handlers.append(logging.handlers.RotatingFileHandler(path, maxBytes=1_000_000, backupCount=5,
+                                                                 encoding="utf-8"))
+        finally:
+            os.umask(old)
+    for h in handlers:
+        h.addFilter(RedactingFilter())
+        h.setFormatter(logging.Formatter(FORMAT))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = handlers
     root.setLevel(logging.ERROR if quiet and not debug else logging.WARNING)
     logging.getLogger("tokend").setLevel(logging.DEBUG if debug else logging.ERROR if quiet else logging.INFO)
     if debug:

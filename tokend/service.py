@@ -1,0 +1,197 @@
+"""`tokend service install | uninstall | status | logs`: run the daemon at login under the OS's service manager.
+
+Linux: a systemd user unit (Type=notify: ready after the first token; restart on failure; logs in the journal).
+macOS: a LaunchAgent in ~/Library/LaunchAgents (RunAtLoad, KeepAlive; logs in tokend's log folder).
+Windows: a Task Scheduler task at logon, restart on failure, no window, registered with `schtasks /Create /XML`.
+Templates live in the repo's service/ folder (shipped as ``tokend.service_templates``).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from xml.sax.saxutils import escape as xml_escape
+
+import platformdirs
+
+from tokend import paths
+from tokend.errors import TokendError
+
+LABEL = "org.tokend.tokend"
+
+
+class NoServiceManager(TokendError):
+    """The OS's service manager is not reachable here (containers, WSL1)."""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    path: Path  # where the service file goes
+    text: str
+
+
+def service_name(config_path: Path) -> str:
+    """`tokend` for the default config; `tokend-<config id>` for others, so several can be installed."""
+    default = Path(platformdirs.user_config_dir(paths.APP)) / "config.toml"
+    if Path(config_path).absolute() == default.absolute():
+        return "tokend"
+    return f"tokend-{paths.config_id(config_path)}"
+
+
+def tokend_executable() -> Path:
+    """The absolute path of the installed `tokend` next to this Python, else the one on PATH."""
+    beside = Path(sys.executable).with_name("tokend.exe" if sys.platform == "win32" else "tokend")
+    if beside.exists():
+        return beside.absolute()
+    found = shutil.which("tokend")
+    if not found:
+        raise TokendError("cannot find the installed `tokend` executable; install tokend (install/install.sh)")
+    return Path(found).absolute()
+
+
+def _template(name: str) -> str:
+    return (importlib.resources.files("tokend.service_templates") / name).read_text(encoding="utf-8")
+
+
+def _systemd_quote(value: str) -> str:
+    value = value.replace("%", "%%")
+    return f'"{value}"' if any(c in value for c in ' "\\\t') else value
+
+
+def render_systemd(tokend: Path, config: Path) -> Rendered:
+    name = service_name(config)
+    text = _template("tokend.service").format(tokend=_systemd_quote(str(tokend)),
+                                              config=_systemd_quote(str(config.absolute())), label=name)
+    home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return Rendered(home / "systemd" / "user" / f"{name}.service", text)
+
+
+def render_launchd(tokend: Path, config: Path) -> Rendered:
+    name = service_name(config)
+    label = LABEL if name == "tokend" else f"{LABEL}.{name}"
+    log_dir = Path(platformdirs.user_log_dir(paths.APP))
+    text = _template("tokend.plist").format(tokend=xml_escape(str(tokend)), config=xml_escape(str(config.absolute())),
+                                            label=label, log_dir=xml_escape(str(log_dir)))
+    return Rendered(Path.home() / "Library" / "LaunchAgents" / f"{label}.plist", text)
+
+
+def render_task(tokend: Path, config: Path, user: str | None = None) -> Rendered:
+    """The task runs pythonw (no console window) with `-m tokend`."""
+    name = service_name(config)
+    python = Path(sys.executable)
+    pythonw = python.with_name("pythonw.exe") if python.name.lower() == "python.exe" else python
+    arguments = f'-m tokend run --config "{config.absolute()}"'
+    user = user or os.environ.get("USERNAME") or os.environ.get("USER") or "user"
+    domain = os.environ.get("USERDOMAIN")
+    text = _template("tokend-task.xml").format(command=xml_escape(str(pythonw)), arguments=xml_escape(arguments),
+                                               label=xml_escape(name),
+                                               user=xml_escape(f"{domain}\\{user}" if domain else user))
+    folder = Path(platformdirs.user_data_dir(paths.APP, appauthor=False))
+    return Rendered(folder / f"{name}-task.xml", text)
+
+
+def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(list(cmd), capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise TokendError(f"`{' '.join(cmd)}` failed: {(r.stderr or r.stdout).strip().splitlines()[-1:] or '?'}")
+    return r
+
+
+def _user_systemd() -> bool:
+    if not shutil.which("systemctl"):
+        return False
+    return _run("systemctl", "--user", "show-environment", check=False).returncode == 0
+
+
+def _no_systemd(config: Path, tokend: Path) -> NoServiceManager:
+    return NoServiceManager(
+        "no user systemd here (a container, WSL1 or a session without `systemctl --user`); start tokend another "
+        f"way, e.g. add this line to your login shell profile: `{tokend} run --config {config} >/dev/null 2>&1 &`")
+
+
+def install(config: Path) -> str:
+    """Write the service file, enable and start it. Returns what was done, for people."""
+    tokend = tokend_executable()
+    config = config.absolute()
+    if sys.platform == "darwin":  # pragma: no cover - exercised on macOS only; rendering is tested everywhere
+        r = render_launchd(tokend, config)
+        _write(r)
+        Path(platformdirs.user_log_dir(paths.APP)).mkdir(parents=True, exist_ok=True, mode=0o700)
+        domain = f"gui/{os.getuid()}"
+        _run("launchctl", "bootout", domain, str(r.path), check=False)
+        _run("launchctl", "bootstrap", domain, str(r.path))
+        return f"installed and started the LaunchAgent {r.path}"
+    if sys.platform == "win32":  # pragma: no cover
+        r = render_task(tokend, config)
+        _write(r, encoding="utf-16")
+        name = service_name(config)
+        _run("schtasks", "/Create", "/F", "/TN", name, "/XML", str(r.path))
+        _run("schtasks", "/Run", "/TN", name)
+        return f"registered and started the scheduled task {name}"
+    if not _user_systemd():
+        raise _no_systemd(config, tokend)
+    r = render_systemd(tokend, config)
+    _write(r)
+    name = r.path.stem
+    _run("systemctl", "--user", "daemon-reload")
+    _run("systemctl", "--user", "enable", name)
+    _run("systemctl", "--user", "restart", name)
+    return f"installed, enabled and started the systemd user unit {name} ({r.path})"
+
+
+def uninstall(config: Path) -> str:
+    config = config.absolute()
+    name = service_name(config)
+    if sys.platform == "darwin":  # pragma: no cover
+        r = render_launchd(Path("tokend"), config)
+        _run("launchctl", "bootout", f"gui/{os.getuid()}", str(r.path), check=False)
+        r.path.unlink(missing_ok=True)
+        return f"removed the LaunchAgent {r.path}"
+    if sys.platform == "win32":  # pragma: no cover
+        _run("schtasks", "/End", "/TN", name, check=False)
+        _run("schtasks", "/Delete", "/F", "/TN", name, check=False)
+        return f"removed the scheduled task {name}"
+    r = render_systemd(Path("tokend"), config)
+    if _user_systemd():
+        _run("systemctl", "--user", "disable", "--now", name, check=False)
+    existed = r.path.exists()
+    r.path.unlink(missing_ok=True)
+    if _user_systemd():
+        _run("systemctl", "--user", "daemon-reload", check=False)
+    return f"removed the systemd user unit {r.path}" if existed else f"no service was installed ({r.path})"
+
+
+def status(config: Path) -> tuple[bool, str]:
+    """(running, what the service manager says)."""
+    name = service_name(config.absolute())
+    if sys.platform == "darwin":  # pragma: no cover
+        label = LABEL if name == "tokend" else f"{LABEL}.{name}"
+        r = _run("launchctl", "print", f"gui/{os.getuid()}/{label}", check=False)
+        return r.returncode == 0 and "state = running" in r.stdout, r.stdout or r.stderr
+    if sys.platform == "win32":  # pragma: no cover
+        r = _run("schtasks", "/Query", "/TN", name, "/V", "/FO", "LIST", check=False)
+        return r.returncode == 0 and "Running" in r.stdout, r.stdout or r.stderr
+    if not _user_systemd():
+        return False, "no user systemd here; the service is not managed by systemd"
+    r = _run("systemctl", "--user", "status", "--no-pager", name, check=False)
+    return r.returncode == 0, (r.stdout or r.stderr).strip()
+
+
+def logs_command(config: Path, follow: bool) -> list[str] | Path:
+    """The command that shows the service's logs (journal), or the log file to show."""
+    if sys.platform.startswith("linux") and _user_systemd():
+        return ["journalctl", "--user", "-u", service_name(config.absolute()), "-n", "200", "--no-pager",
+                *(["-f"] if follow else [])]
+    return Path(platformdirs.user_log_dir(paths.APP)) / "tokend.log"
+
+
+def _write(r: Rendered, encoding: str = "utf-8") -> None:
+    r.path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = r.path.with_name(r.path.name + ".tmp")
+    tmp.write_text(r.text, encoding=encoding)
+    os.replace(tmp, r.path)
