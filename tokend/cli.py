@@ -175,8 +175,6 @@ def _purge(config_path: Path) -> list[str]:
     """Remove what tokend wrote for this config: its entries in every sink, and its own folders."""
     import shutil
 
-    import platformdirs
-
     from tokend import config, sinks
     from tokend.errors import ConfigError
 
@@ -191,8 +189,7 @@ def _purge(config_path: Path) -> list[str]:
         sink = sinks.build(kind, options, owner)
         sink.sync([])
         done.append(f"removed tokend's entries from {sink.location()}")
-    for folder in {platformdirs.user_state_dir(paths.APP), platformdirs.user_cache_dir(paths.APP),
-                   platformdirs.user_data_dir(paths.APP)}:
+    for folder in {paths.state_dir(), paths.cache_dir(), paths.data_dir(), paths.log_dir()}:
         if Path(folder).exists():
             shutil.rmtree(folder)
             done.append(f"removed {folder}")

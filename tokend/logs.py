@@ -14,8 +14,6 @@ import os
 import sys
 from pathlib import Path
 
-import platformdirs
-
 from tokend import paths
 from tokend.redact import RedactingFilter
 
@@ -23,7 +21,7 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def log_file() -> Path:
-    return Path(platformdirs.user_log_dir(paths.APP)) / "tokend.log"
+    return paths.log_dir() / "tokend.log"
 
 
 def setup(debug: bool, quiet: bool = False, daemon: bool = False) -> None:

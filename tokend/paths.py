@@ -14,13 +14,19 @@ from pathlib import Path
 import platformdirs
 
 APP = "tokend"
+# No separate "author" folder on Windows; the config roams with the user there (%APPDATA%\tokend).
+_DIRS = platformdirs.PlatformDirs(APP, appauthor=False, roaming=True)
+
+
+def config_dir() -> Path:
+    return Path(_DIRS.user_config_dir)
 
 
 def default_config_path() -> Path:
     env = os.environ.get("TOKEND_CONFIG")
     if env:
         return Path(env).expanduser()
-    return Path(platformdirs.user_config_dir(APP)) / "config.toml"
+    return config_dir() / "config.toml"
 
 
 def config_id(config_path: Path) -> str:
@@ -39,7 +45,7 @@ def runtime_dir() -> Path:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset and falls back to a private /tmp folder: that is fine.
         warnings.simplefilter("ignore")
-        return Path(platformdirs.user_runtime_dir(APP))
+        return Path(_DIRS.user_runtime_dir)
 
 
 def socket_path(config_path: Path) -> Path:
@@ -51,4 +57,16 @@ def lock_path(config_path: Path) -> Path:
 
 
 def state_dir() -> Path:
-    return Path(platformdirs.user_state_dir(APP))
+    return Path(_DIRS.user_state_dir)
+
+
+def data_dir() -> Path:
+    return Path(platformdirs.PlatformDirs(APP, appauthor=False).user_data_dir)  # local, not roaming, on Windows
+
+
+def cache_dir() -> Path:
+    return Path(_DIRS.user_cache_dir)
+
+
+def log_dir() -> Path:
+    return Path(_DIRS.user_log_dir)

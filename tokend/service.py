@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 
-import platformdirs
-
 from tokend import paths
 from tokend.errors import TokendError
 
@@ -37,7 +35,7 @@ class Rendered:
 
 def service_name(config_path: Path) -> str:
     """`tokend` for the default config; `tokend-<config id>` for others, so several can be installed."""
-    default = Path(platformdirs.user_config_dir(paths.APP)) / "config.toml"
+    default = paths.config_dir() / "config.toml"
     if Path(config_path).absolute() == default.absolute():
         return "tokend"
     return f"tokend-{paths.config_id(config_path)}"
@@ -74,7 +72,7 @@ def render_systemd(tokend: Path, config: Path) -> Rendered:
 def render_launchd(tokend: Path, config: Path) -> Rendered:
     name = service_name(config)
     label = LABEL if name == "tokend" else f"{LABEL}.{name}"
-    log_dir = Path(platformdirs.user_log_dir(paths.APP))
+    log_dir = paths.log_dir()
     text = _template("tokend.plist").format(tokend=xml_escape(str(tokend)), config=xml_escape(str(config.absolute())),
                                             label=label, log_dir=xml_escape(str(log_dir)))
     return Rendered(Path.home() / "Library" / "LaunchAgents" / f"{label}.plist", text)
@@ -91,7 +89,7 @@ def render_task(tokend: Path, config: Path, user: str | None = None) -> Rendered
     text = _template("tokend-task.xml").format(command=xml_escape(str(pythonw)), arguments=xml_escape(arguments),
                                                label=xml_escape(name),
                                                user=xml_escape(f"{domain}\\{user}" if domain else user))
-    folder = Path(platformdirs.user_data_dir(paths.APP, appauthor=False))
+    folder = paths.data_dir()
     return Rendered(folder / f"{name}-task.xml", text)
 
 
@@ -121,7 +119,7 @@ def install(config: Path) -> str:
     if sys.platform == "darwin":  # pragma: no cover - exercised on macOS only; rendering is tested everywhere
         r = render_launchd(tokend, config)
         _write(r)
-        Path(platformdirs.user_log_dir(paths.APP)).mkdir(parents=True, exist_ok=True, mode=0o700)
+        paths.log_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
         domain = f"gui/{os.getuid()}"
         _run("launchctl", "bootout", domain, str(r.path), check=False)
         _run("launchctl", "bootstrap", domain, str(r.path))
@@ -187,7 +185,9 @@ def logs_command(config: Path, follow: bool) -> list[str] | Path:
     if sys.platform.startswith("linux") and _user_systemd():
         return ["journalctl", "--user", "-u", service_name(config.absolute()), "-n", "200", "--no-pager",
                 *(["-f"] if follow else [])]
-    return Path(platformdirs.user_log_dir(paths.APP)) / "tokend.log"
+    from tokend.logs import log_file
+
+    return log_file()
 
 
 def _write(r: Rendered, encoding: str = "utf-8") -> None:
