@@ -114,6 +114,7 @@ def em(tenant: Tenant) -> Iterator[Tenant]:
     e.hang_next(0)
     e.directory.lifetime = 3600.0
     e.mi_lifetime = None
+    e.browser_user = None
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     ex.epilog = "usage: tokend exec TARGET [--config PATH] -- CMD [ARGS...]"
     sub.add_parser("stop", parents=[common], help="ask the running daemon to stop")
     sub.add_parser("reload", parents=[common], help="ask the running daemon to read its config again")
+    li = sub.add_parser("login", parents=[common], help="sign in once (device-code or browser identities)")
+    li.add_argument("identity", nargs="?", help="identity name (optional when only one needs a person)")
+    lo = sub.add_parser("logout", parents=[common], help="forget a sign-in and remove its tokens from every sink")
+    lo.add_argument("identity", nargs="?", help="identity name (optional when only one needs a person)")
     svc = sub.add_parser("service", parents=[common], help="run tokend at login under the OS's service manager")
     svc_sub = svc.add_subparsers(dest="action", metavar="ACTION", required=True)
     svc_sub.add_parser("install", parents=[common], help="install, enable and start the login service")
@@ -144,6 +148,65 @@ def cmd_reload(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
     return 0
 
 
+_PERSON_SOURCES = ("device-code", "browser", "azure-cli")
+
+
+def _person_identity(config_path: Path, name: str | None) -> Any:
+    """The identity a person signs in to: the one named, else the only one whose source needs a person."""
+    from tokend import config
+
+    cfg = config.load(config_path)
+    if name is not None:
+        if name not in cfg.identities:
+            raise UsageError(f"no identity {name!r} in {config_path} (configured: {', '.join(cfg.identities)})")
+        return cfg.identities[name]
+    candidates = [i for i in cfg.identities.values() if i.source in _PERSON_SOURCES]
+    if len(candidates) != 1:
+        names = ", ".join(i.name for i in candidates) or "none"
+        raise UsageError(f"name the identity to sign in to (device-code, browser or azure-cli ones: {names})")
+    return candidates[0]
+
+
+def _tell_daemon_sign_in_changed(config_path: Path, identity: str) -> str:
+    try:
+        ipc.request(paths.socket_path(config_path), {"op": "sign-in-changed", "identity": identity})
+    except DaemonNotRunning:
+        return "no daemon is running for this config; start it with `tokend run` or `tokend service install`"
+    return "the running daemon has picked it up"
+
+
+def cmd_login(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
+    from tokend import logs
+
+    logs.setup(debug, quiet=True)
+    ic = _person_identity(config_path, args.identity)
+    if ic.source == "azure-cli":
+        raise UsageError(f"identity {ic.name} follows the Azure CLI: run `az login`; tokend notices within seconds")
+    if ic.source not in _PERSON_SOURCES:
+        raise UsageError(f"identity {ic.name} ({ic.source}) signs in without a person; nothing to do")
+    from tokend.identities import interactive
+
+    record = interactive.login(ic, say=lambda text: print(text, file=sys.stderr, flush=True))
+    print(f"signed in as {record.username} (tenant {record.tenant_id}) for identity {ic.name}; "
+          f"{_tell_daemon_sign_in_changed(config_path, ic.name)}")
+    return 0
+
+
+def cmd_logout(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
+    ic = _person_identity(config_path, args.identity)
+    if ic.source == "azure-cli":
+        raise UsageError(f"identity {ic.name} follows the Azure CLI: run `az logout`; tokend removes its tokens "
+                         "within seconds")
+    if ic.source not in _PERSON_SOURCES:
+        raise UsageError(f"identity {ic.name} ({ic.source}) has no sign-in to forget")
+    from tokend.identities import interactive
+
+    for line in interactive.logout(ic):
+        print(line)
+    print(f"signed out of identity {ic.name}; {_tell_daemon_sign_in_changed(config_path, ic.name)}")
+    return 0
+
+
 def cmd_service(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
     from tokend import service
 
@@ -197,7 +260,7 @@ def _purge(config_path: Path) -> list[str]:
 
 
 _COMMANDS = {"run": cmd_run, "status": cmd_status, "token": cmd_token, "exec": cmd_exec, "stop": cmd_stop,
-             "reload": cmd_reload, "service": cmd_service}
+             "reload": cmd_reload, "service": cmd_service, "login": cmd_login, "logout": cmd_logout}
 
 
 def _ask(config_path: Path, payload: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-SOURCES = ("azure-cli", "service-principal", "managed-identity", "workload-identity", "default")
+SOURCES = ("azure-cli", "device-code", "browser", "service-principal", "managed-identity", "workload-identity",
+           "default")
 SINK_KINDS = ("pgpass",)
 
 _COMMON_IDENTITY_KEYS = {"source", "tenant_id", "client_id", "cloud", "authority", "resource"}
@@ -34,6 +35,8 @@ _SOURCE_KEYS: dict[str, tuple[set[str], set[str]]] = {
     "managed-identity": (set(), set()),
     "workload-identity": ({"token_file"}, set()),
     "default": (set(), set()),
+    "device-code": ({"allow_unencrypted_cache"}, set()),
+    "browser": ({"allow_unencrypted_cache"}, set()),
 }
 _SINK_KEYS: dict[str, set[str]] = {"pgpass": {"path"}}
 _TARGET_KEYS = {"host", "port", "database", "user", "identity", "sinks"}
@@ -55,6 +58,7 @@ class IdentityConfig:
     client_secret_env: str | None = None
     certificate_path: Path | None = None
     token_file: Path | None = None
+    allow_unencrypted_cache: bool = False
 
     @property
     def authority(self) -> str:
@@ -152,12 +156,15 @@ def _identity(name: str, body: dict[str, Any], path: Path) -> IdentityConfig:
         if cert and not Path(cert).expanduser().is_file():
             raise ConfigError(path, f"{where}.certificate_path", f"no file at {cert}; give the PEM certificate's path")
     token_file = _str(body, "token_file", path, where)
+    unencrypted = body.get("allow_unencrypted_cache", False)
+    if not isinstance(unencrypted, bool):
+        raise ConfigError(path, f"{where}.allow_unencrypted_cache", f"expected true or false, got {unencrypted!r}")
     return IdentityConfig(
         name=name, source=source, cloud=cloud, resource=resource,
         tenant_id=_str(body, "tenant_id", path, where), client_id=_str(body, "client_id", path, where),
         authority_override=authority, client_secret_env=secret_env,
         certificate_path=Path(cert).expanduser() if cert else None,
-        token_file=Path(token_file).expanduser() if token_file else None,
+        token_file=Path(token_file).expanduser() if token_file else None, allow_unencrypted_cache=unencrypted,
     )
 
 

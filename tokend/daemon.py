@@ -90,7 +90,7 @@ class Daemon:
                 "principal": token.principal if token else None,
                 "expires_on": int(token.expires_on) if token else None,
                 "refresh_at": int(r.next_at) if r.next_at else None,
-                "last_error": r.last_error,
+                "last_error": r.last_error, "cache": r.identity.cache,
             })
         targets = []
         for t in cfg.targets.values():
@@ -151,7 +151,8 @@ class Daemon:
             for r in retired:
                 del self.refreshers[r.identity.name]
             for name in sorted(used - set(self.refreshers)):
-                r = Refresher(identities.build(new.identities[name]), self.policy, self.clock, self._tokens_changed)
+                r = Refresher(identities.build(new.identities[name]), self.policy, self.clock, self._tokens_changed,
+                              self._login_required)
                 self.refreshers[name] = r
                 if self._running:
                     r.start()
@@ -178,6 +179,21 @@ class Daemon:
         for w in list(self.workers.values()):
             w.poke()
 
+    def _login_required(self, identity: str, reason: str) -> None:
+        """Once per episode: tell the person, on the desktop, what to run."""
+        from tokend import notify
+
+        threading.Thread(target=notify.notify, args=(f"tokend: sign-in needed for {identity}", reason),
+                         name="notify", daemon=True).start()
+
+    def sign_in_changed(self, source: str | None = None, identity: str | None = None) -> None:
+        """A sign-in changed outside the daemon: refresh the identities it concerns now."""
+        with self._lock:
+            chosen = [r for n, r in self.refreshers.items()
+                      if (identity is None or n == identity) and (source is None or r.identity.config.source == source)]
+        for r in chosen:
+            r.sign_in_changed()
+
     # -- running ------------------------------------------------------------------------------------------------
     def stop(self, reason: str) -> None:
         self._stop_reason = reason
@@ -202,7 +218,10 @@ class Daemon:
         from tokend.watch import FileWatcher
 
         server = ipc.Server(paths.socket_path(self.config.path), self._handle)
-        watcher = FileWatcher([self.config.path], lambda: self._reload_quietly("config file changed"))
+        watchers = [FileWatcher([self.config.path], lambda: self._reload_quietly("config file changed")),
+                    # az login / logout / account set rewrite the CLI's profile
+                    FileWatcher([azure_cli_dir() / "azureProfile.json"],
+                                lambda: self.sign_in_changed(source="azure-cli"))]
         with _signals(self):
             with self._lock:
                 self._running = True
@@ -216,7 +235,8 @@ class Daemon:
                 for w in self.workers.values():
                     w.start()
             server.start()
-            watcher.start()
+            for watcher in watchers:
+                watcher.start()
             log.info("tokend running: %d identities, %d targets, config %s", len(self.refreshers),
                      len(self.config.targets), self.config.path)
             _notify_service_manager(b"READY=1")
@@ -224,7 +244,8 @@ class Daemon:
                 pass
         _notify_service_manager(b"STOPPING=1")
         log.info("tokend stopping (%s)", self._stop_reason)
-        watcher.stop()
+        for watcher in watchers:
+            watcher.stop()
         server.close()
         with self._lock:
             parts = [*self.refreshers.values(), *self.workers.values()]
@@ -245,6 +266,9 @@ class Daemon:
         if op == "token":
             target, token = self.token_for(request.get("target"))
             return {"token": token.value, "expires_on": token.expires_on, "target": target_dict(target)}
+        if op == "sign-in-changed":
+            self.sign_in_changed(identity=request.get("identity"))
+            return {"refreshing": True}
         if op == "reload":
             self.reload("tokend reload")
             return {"reloaded": True}
@@ -252,6 +276,11 @@ class Daemon:
             self.stop("tokend stop")
             return {"stopping": True}
         raise UsageError(f"unknown request {op!r}")
+
+
+def azure_cli_dir() -> Path:
+    """The Azure CLI's config folder: AZURE_CONFIG_DIR, else ~/.azure."""
+    return Path(os.environ.get("AZURE_CONFIG_DIR") or Path.home() / ".azure").expanduser()
 
 
 def target_dict(t: Target) -> dict[str, Any]:

@@ -36,7 +36,15 @@ class IdentityUnavailable(TokendError):
 
 
 class LoginRequired(TokendError):
-    """A person must sign in again (expired refresh token, MFA, consent, signed out)."""
+    """A person must sign in again (expired refresh token, MFA, consent, signed out).
+
+    ``signed_out``: the sign-in itself has ended (``az logout``, ``tokend logout``), so tokens from it must leave the
+    sinks now, not at their expiry.
+    """
+
+    def __init__(self, message: str, signed_out: bool = False) -> None:
+        super().__init__(message)
+        self.signed_out = signed_out
 
 
 class TokenFailed(TokendError):

@@ -20,11 +20,12 @@ log = logging.getLogger("tokend.refresh")
 
 class Refresher:
     def __init__(self, identity: Identity, policy: Policy, clock: Callable[[], float],
-                 on_change: Callable[[], None]) -> None:
+                 on_change: Callable[[], None], on_login_required: Callable[[str, str], None] | None = None) -> None:
         self.identity = identity
         self.policy = policy
         self.clock = clock
         self.on_change = on_change
+        self.on_login_required = on_login_required
         self.token: Token | None = None
         self.last_error: str | None = None
         self.error_kind: str | None = None  # "login-required" | "unavailable" | "failed"
@@ -51,6 +52,12 @@ class Refresher:
         self.next_at = 0.0
         self._wake.set()
 
+    def sign_in_changed(self) -> None:
+        """The sign-in behind this identity changed (tokend login, az login / logout / account set): rebuild the
+        credential and ask at once. A sign-out found then removes the held token from the sinks."""
+        self.identity.close()
+        self.refresh_now()
+
     # -- what status shows -----------------------------------------------------------------------------------------
     def valid_token(self) -> Token | None:
         token = self.token
@@ -72,9 +79,16 @@ class Refresher:
             token = self.identity.fetch()
         except TokendError as e:
             self._failures += 1
+            was = self.error_kind
             self.error_kind = ("login-required" if isinstance(e, LoginRequired)
                                else "unavailable" if isinstance(e, IdentityUnavailable) else "failed")
             self.last_error = str(e)
+            if isinstance(e, LoginRequired) and e.signed_out and self.token is not None:
+                log.warning("identity %s: signed out; removing its token from the sinks", self.identity.name)
+                self.token = None  # a token never outlives the sign-in it came from
+                self.on_change()
+            if self.error_kind == "login-required" and was != "login-required" and self.on_login_required:
+                self.on_login_required(self.identity.name, self.last_error)
             held = self.valid_token()
             remaining = held.expires_on - now if held is not None else None
             self.next_at = now + self.policy.backoff(self._failures, remaining,

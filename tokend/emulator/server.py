@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import secrets
@@ -52,6 +53,16 @@ class DeviceFlow:
 
 
 @dataclass
+class AuthCode:
+    client_id: str
+    redirect_uri: str
+    challenge: str
+    upn: str
+    resource: str
+    nonce: str | None
+
+
+@dataclass
 class Grant:
     """A refresh token's meaning: which user signed in to which client."""
 
@@ -76,6 +87,8 @@ class Emulator:
         self.requests: list[dict[str, Any]] = []
         self.devices: dict[str, DeviceFlow] = {}
         self.grants: dict[str, Grant] = {}
+        self.codes: dict[str, AuthCode] = {}
+        self.browser_user: str | None = None  # who "signs in" when a browser opens the authorize page
         self.lock = threading.Lock()
         self.certs = ca.make(self.folder / "tls")
         self.ldap = LdapCheck(self.directory, host, ldap_port)
@@ -176,6 +189,15 @@ class Emulator:
                                                            "a fresh auth token is needed. The user might have "
                                                            "changed or reset their password.")
             return 200, self._user_tokens(d.users[g.upn], g.client_id or client_id, resource, scope)
+        if grant == "authorization_code":
+            with self.lock:
+                ac = self.codes.pop(form.get("code", ""), None)
+            verifier = form.get("code_verifier", "")
+            digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            if ac is None or ac.redirect_uri != form.get("redirect_uri") or digest != ac.challenge:
+                return _error(400, "invalid_grant", 70008, "The provided authorization code or refresh token has "
+                                                           "expired due to inactivity.")
+            return 200, self._user_tokens(d.users[ac.upn], ac.client_id, ac.resource, scope, ac.nonce)
         if grant == "urn:ietf:params:oauth:grant-type:device_code":
             with self.lock:
                 flow = self.devices.get(form.get("device_code", ""))
@@ -200,6 +222,20 @@ class Emulator:
         return 200, {"device_code": code, "user_code": user_code, "verification_uri": uri, "expires_in": 900,
                      "interval": 1, "message": f"To sign in, use a web browser to open the page {uri} and enter the "
                                                f"code {user_code} to authenticate."}
+
+    def authorize(self, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """The browser sign-in page: signs in ``browser_user`` at once and redirects back with a code (PKCE)."""
+        redirect = query.get("redirect_uri", "")
+        if not redirect.startswith(("http://localhost", "http://127.0.0.1")):
+            return 400, {"error": "invalid_request", "error_description": "AADSTS50011: redirect URI mismatch"}
+        if self.browser_user not in self.directory.users or query.get("code_challenge_method") != "S256":
+            return 400, {"error": "access_denied", "error_description": "AADSTS50020: no user signed in here"}
+        code = secrets.token_urlsafe(48)
+        with self.lock:
+            self.codes[code] = AuthCode(query.get("client_id", ""), redirect, query.get("code_challenge", ""),
+                                        self.browser_user, _resource(query.get("scope", "")), query.get("nonce"))
+        sep = "&" if "?" in redirect else "?"
+        return 302, {"Location": f"{redirect}{sep}code={code}&state={query.get('state', '')}"}
 
     def managed_identity(self, query: dict[str, str], header: str | None) -> tuple[int, dict[str, Any]]:
         if header != self.identity_header:
@@ -234,16 +270,18 @@ class Emulator:
             return False
         return False
 
-    def _user_tokens(self, user: User, client_id: str, resource: str, scope: str) -> dict[str, Any]:
+    def _user_tokens(self, user: User, client_id: str, resource: str, scope: str,
+                     nonce: str | None = None) -> dict[str, Any]:
         d = self.directory
         token, exp = d.mint(resource, user=user, client_id=client_id)
         rt = secrets.token_urlsafe(64)
         with self.lock:
             self.grants[rt] = Grant(user.upn, client_id)
         now = int(time.time())
-        id_token = jwt.encode({"aud": client_id, "iss": f"{self.url}/{d.tenant_id}/v2.0", "iat": now, "nbf": now,
-                               "exp": now + 3600, "name": user.name, "oid": user.oid, "preferred_username": user.upn,
-                               "sub": user.oid, "tid": d.tenant_id, "ver": "2.0"}, d.key, algorithm="RS256")
+        id_claims = {"aud": client_id, "iss": f"{self.url}/{d.tenant_id}/v2.0", "iat": now, "nbf": now,
+                     "exp": now + 3600, "name": user.name, "oid": user.oid, "preferred_username": user.upn,
+                     "sub": user.oid, "tid": d.tenant_id, "ver": "2.0", **({"nonce": nonce} if nonce else {})}
+        id_token = jwt.encode(id_claims, d.key, algorithm="RS256")
         client_info = base64.urlsafe_b64encode(json.dumps({"uid": user.oid, "utid": d.tenant_id}).encode())
         return {"token_type": "Bearer", "scope": f"{resource}/user_impersonation {resource}/.default",
                 "expires_in": exp - now, "ext_expires_in": exp - now, "access_token": token, "refresh_token": rt,
@@ -285,6 +323,8 @@ class Emulator:
                 return self.token_endpoint(tenant, form)
             if method == "POST" and rest == "oauth2/v2.0/devicecode":
                 return self.device_code(form)
+            if method == "GET" and rest == "oauth2/v2.0/authorize":
+                return self.authorize(query)
         return 404, {"error": "not_found", "error_description": f"the emulator does not serve {method} {path}"}
 
 
@@ -327,6 +367,12 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception as e:  # keep serving; a test reads the log
                 log.exception("emulator error")
                 status, payload = 500, {"error": "server_error", "error_description": type(e).__name__}
+        if status == 302:
+            self.send_response(302)
+            self.send_header("Location", payload["Location"])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")

@@ -17,13 +17,18 @@ REGISTRY: dict[str, str] = {
     "managed-identity": "tokend.identities.managed_identity",
     "workload-identity": "tokend.identities.workload_identity",
     "default": "tokend.identities.default",
+    "device-code": "tokend.identities.interactive",
+    "browser": "tokend.identities.interactive",
 }
 
 
 def build(config: IdentityConfig) -> Identity:
     """The Identity for one [identities.NAME] table."""
     module = importlib.import_module(REGISTRY[config.source])
-    return Identity(config, module.credential)
+    identity = Identity(config, module.credential, login_hint=getattr(module, "login_hint", None))
+    if hasattr(module, "cache_kind"):
+        identity.cache = module.cache_kind(config)
+    return identity
 
 
 __all__ = ["REGISTRY", "Identity", "build"]

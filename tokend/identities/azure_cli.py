@@ -13,5 +13,9 @@ from azure.identity import AzureCliCredential
 from tokend.config import IdentityConfig
 
 
+def login_hint(config: IdentityConfig) -> str:
+    return f"run `az login{' --tenant ' + config.tenant_id if config.tenant_id else ''}`"
+
+
 def credential(config: IdentityConfig) -> Any:
     return AzureCliCredential(tenant_id=config.tenant_id or "", process_timeout=20)

@@ -19,11 +19,12 @@ from azure.identity import AuthenticationRequiredError, CredentialUnavailableErr
 
 from tokend.clouds import scope_for
 from tokend.config import IdentityConfig
-from tokend.errors import IdentityUnavailable, LoginRequired, TokenFailed
+from tokend.errors import IdentityUnavailable, LoginRequired, TokendError, TokenFailed
 from tokend.redact import redact
 from tokend.token import Token
 
 CredentialFactory = Callable[[IdentityConfig], Any]
+LoginHint = Callable[[IdentityConfig], str]
 
 # Phrases in azure-identity / az / Entra errors that mean a person has to sign in (again).
 _LOGIN_HINTS = re.compile(r"az login|invalid_grant|interaction_required|AADSTS(50076|50078|50079|50173|700082|70043)",
@@ -33,12 +34,15 @@ _LOGIN_HINTS = re.compile(r"az login|invalid_grant|interaction_required|AADSTS(5
 class Identity:
     """One sign-in: builds its credential once and turns its answers into Tokens or sorted errors."""
 
-    def __init__(self, config: IdentityConfig, factory: CredentialFactory, clock: Callable[[], float] = time.time):
+    def __init__(self, config: IdentityConfig, factory: CredentialFactory, clock: Callable[[], float] = time.time,
+                 login_hint: LoginHint | None = None):
         self.config = config
         self._factory = factory
+        self._login_hint = login_hint
         self._clock = clock
         self._credential: Any = None
         self._lock = threading.Lock()
+        self.cache: str | None = None  # "encrypted" | "unencrypted" for sign-in caches tokend keeps
 
     @property
     def name(self) -> str:
@@ -51,19 +55,29 @@ class Identity:
                 if self._credential is None:
                     self._credential = self._factory(self.config)
                 info = self._credential.get_token_info(scope_for(self.config.resource))
+            except TokendError:
+                raise
             except AuthenticationRequiredError as e:
-                raise LoginRequired(_one_line(e)) from None
+                raise self._login_required(_one_line(e)) from None
             except CredentialUnavailableError as e:
                 text = _one_line(e)
-                raise (LoginRequired if _LOGIN_HINTS.search(text) else IdentityUnavailable)(text) from None
+                if _LOGIN_HINTS.search(text):  # e.g. az: "Please run 'az login'": the sign-in is gone
+                    raise self._login_required(text, signed_out=True) from None
+                raise IdentityUnavailable(text) from None
             except ClientAuthenticationError as e:
                 text = _one_line(e)
-                raise (LoginRequired if _LOGIN_HINTS.search(text) else TokenFailed)(text) from None
+                if _LOGIN_HINTS.search(text):
+                    raise self._login_required(text) from None
+                raise TokenFailed(text) from None
             except (ValueError, OSError) as e:
                 raise TokenFailed(_one_line(e)) from None
             except Exception as e:  # azure-core transport errors and the like: report, retry, never crash
                 raise TokenFailed(f"{type(e).__name__}: {_one_line(e)}") from None
         return Token.from_jwt(info.token, info.expires_on, self._clock(), info.refresh_on)
+
+    def _login_required(self, text: str, signed_out: bool = False) -> LoginRequired:
+        hint = self._login_hint(self.config) if self._login_hint else ""
+        return LoginRequired(f"{text} — fix: {hint}" if hint and hint not in text else text, signed_out)
 
     def close(self) -> None:
         with self._lock:
