@@ -18,7 +18,7 @@ say() { printf 'tokend install: %s\n' "$*"; }
 
 if command -v pipx >/dev/null 2>&1; then
   say "installing with pipx from $TOKEND_SOURCE"
-  pipx install --force "$TOKEND_SOURCE" >/dev/null
+  pipx install --force --system-site-packages "$TOKEND_SOURCE" >/dev/null
   tokend=$(command -v tokend || echo "$bin_dir/tokend")
 elif command -v uv >/dev/null 2>&1; then
   say "installing with uv tool from $TOKEND_SOURCE"
@@ -27,7 +27,8 @@ elif command -v uv >/dev/null 2>&1; then
 else
   venv="$data_home/tokend/venv"
   say "installing into $venv from $TOKEND_SOURCE"
-  "$python" -m venv "$venv"
+  # System site-packages make the distribution's PyGObject visible: the encrypted sign-in cache needs it on Linux.
+  "$python" -m venv --system-site-packages "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
   "$venv/bin/python" -m pip install -q --upgrade "$TOKEND_SOURCE"
   mkdir -p "$bin_dir"

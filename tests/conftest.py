@@ -135,7 +135,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixtur
     request.addfinalizer(lambda: shutil.rmtree(runtime, ignore_errors=True))
     for var in ("PGPASSFILE", "PGPASSWORD", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGSERVICEFILE",
                 "TOKEND_CONFIG", "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "AZURE_CLIENT_ID",
-                "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST", "AZURE_CLIENT_SECRET"):
+                "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST", "AZURE_CLIENT_SECRET",
+                "DBUS_SESSION_BUS_ADDRESS", "BROWSER"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
@@ -239,6 +240,45 @@ def psql(pg_port: int, user: str = GROUP, env: dict[str, str] | None = None,
     conninfo = f"host=127.0.0.1 port={pg_port} dbname=appdb user='{user}' sslmode=require {extra}"
     return subprocess.run(["psql", conninfo, "-w", "-Atc", "select current_user"], capture_output=True, text=True,
                           env=e, timeout=30)
+
+
+@pytest.fixture
+def secret_service(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A real Secret Service for this test only: gnome-keyring, unlocked, on a private D-Bus session bus."""
+    missing = [t for t in ("dbus-daemon", "gnome-keyring-daemon") if not shutil.which(t)]
+    try:
+        import gi
+
+        gi.require_version("Secret", "1")
+    except (ImportError, ValueError):
+        missing.append("PyGObject with Secret-1")
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"missing for the Secret Service tests: {missing}; tests/run.sh installs them")
+        pytest.skip(f"no Secret Service here ({', '.join(missing)})")
+    bus = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address=1"], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+    assert bus.stdout is not None
+    address = bus.stdout.readline().strip()
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", address)
+    keyring = subprocess.Popen(["gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets"],
+                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert keyring.stdin is not None
+    keyring.stdin.write(b"test-keyring-password")
+    keyring.stdin.close()
+
+    def ready() -> bool:
+        probe = subprocess.run(["dbus-send", "--session", "--print-reply", "--dest=org.freedesktop.DBus",
+                                "/org/freedesktop/DBus", "org.freedesktop.DBus.NameHasOwner",
+                                "string:org.freedesktop.secrets"], capture_output=True, text=True)
+        return "boolean true" in probe.stdout
+
+    wait_for(ready, timeout=15, what="gnome-keyring on the private bus")
+    yield address
+    keyring.terminate()
+    bus.terminate()
+    keyring.wait(5)
+    bus.wait(5)
 
 
 def az_path() -> str | None:

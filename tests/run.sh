@@ -12,6 +12,13 @@ need_apt=()
 command -v psql >/dev/null || need_apt+=(postgresql-client)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+# A real Secret Service for the keyring and the encrypted sign-in cache: gnome-keyring on a private D-Bus session;
+# libsecret reached from Python through Debian's PyGObject.
+command -v dbus-daemon >/dev/null || need_apt+=(dbus)
+command -v gnome-keyring-daemon >/dev/null || need_apt+=(gnome-keyring)
+[ -d /usr/lib/python3/dist-packages/gi ] || need_apt+=(python3-gi)
+[ -e /usr/lib/x86_64-linux-gnu/girepository-1.0/Secret-1.typelib ] || ls /usr/lib/*/girepository-1.0/Secret-1.typelib \
+  >/dev/null 2>&1 || need_apt+=(gir1.2-secret-1)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "installing Debian packages: ${need_apt[*]}"
@@ -27,6 +34,19 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >>"$log" 2>&1
 .venv/bin/python -m pip install -q -e ".[test]" >>"$log" 2>&1 || { tail -20 "$log"; exit 1; }
+
+# Debian's PyGObject (gi) into the venv, when the venv's Python has the system Python's ABI: msal-extensions
+# needs it for libsecret. Only the gi package is linked, not the whole system site-packages.
+venv_abi=$(.venv/bin/python -c 'import sys; print(sys.implementation.cache_tag)')
+sys_abi=$(/usr/bin/python3 -c 'import sys; print(sys.implementation.cache_tag)' 2>/dev/null || true)
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [ -d /usr/lib/python3/dist-packages/gi ] && [ "$venv_abi" = "$sys_abi" ]; then
+  mkdir -p .venv/system-gi
+  ln -sfn /usr/lib/python3/dist-packages/gi .venv/system-gi/gi
+  echo "$root/.venv/system-gi" > "$site/system-gi.pth"
+else
+  echo "note: Debian's PyGObject does not fit this venv ($venv_abi vs ${sys_abi:-none}); encrypted-cache tests skip"
+fi
 
 # The real Azure CLI, in its own virtualenv: it pins its own azure-identity/msal.
 if [ ! -x .venv-az/bin/az ]; then

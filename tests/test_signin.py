@@ -3,6 +3,7 @@ recovery without a restart, logout; and the Azure CLI's own sign-in followed wit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -200,3 +201,27 @@ def test_browser_sign_in(em: Tenant, postgres: Postgres, pgpass: Path, write_con
     d = daemon(cfg)
     assert d.wait_ready()["identities"][0]["principal"] == em.alice.upn
     assert psql(postgres.port, user=em.alice.upn).stdout.strip() == em.alice.upn
+
+
+def test_encrypted_cache_in_a_real_secret_service(em: Tenant, postgres: Postgres, pgpass: Path, write_config,
+                                                  daemon, home: Path, secret_service: str) -> None:
+    """No opt-in needed where a Secret Service runs: the MSAL cache goes to libsecret (gnome-keyring here), the
+    file beside it holds no tokens, and a restarted daemon still refreshes silently."""
+    import secretstorage
+
+    cfg = write_config(device_identity("me", em.url, em.tenant_id).replace("allow_unencrypted_cache = true\n", "")
+                       + target("db", "me", postgres, em.alice.upn))
+    r = login(cfg, em.emulator, em.alice.upn)
+    assert r.returncode == 0, r.stderr
+    marker = home / ".IdentityService" / "tokend.me.nocae"
+    assert b"RefreshToken" not in (marker.read_bytes() if marker.exists() else b"")
+    with contextlib.closing(secretstorage.dbus_init()) as conn:
+        items = list(secretstorage.get_default_collection(conn).search_items({"MsalClientID":
+                                                                               "Microsoft.Developer.IdentityService"}))
+        assert any(b"RefreshToken" in item.get_secret() for item in items)
+    for _ in range(2):
+        d = daemon(cfg)
+        status = d.wait_ready()
+        assert status["identities"][0]["cache"] == "encrypted"
+        assert psql(postgres.port, user=em.alice.upn).stdout.strip() == em.alice.upn
+        assert d.stop() == 0
