@@ -81,7 +81,16 @@ def _common(config: IdentityConfig) -> dict[str, Any]:
 
 
 def _cls(config: IdentityConfig) -> type:
-    return DeviceCodeCredential if config.source == "device-code" else InteractiveBrowserCredential
+    if config.source == "device-code":
+        return DeviceCodeCredential
+    if sys.platform in ("win32", "darwin"):  # pragma: no cover - the platform broker (WAM, Company Portal)
+        try:
+            from azure.identity.broker import InteractiveBrowserBrokerCredential  # the [broker] extra
+
+            return InteractiveBrowserBrokerCredential
+        except ImportError:
+            pass
+    return InteractiveBrowserCredential
 
 
 def credential(config: IdentityConfig) -> Any:
