@@ -244,9 +244,9 @@ def _purge(config_path: Path) -> list[str]:
     owner = paths.config_id(config_path)
     try:
         cfg = config.load(config_path)
-        places = {k: cfg.sinks[k].options for k in {k for t in cfg.targets.values() for k in t.sinks} | {"pgpass"}}
+        places = {k: cfg.sinks[k].options for k in config.SINK_KINDS}
     except ConfigError:
-        places = {"pgpass": {}}
+        places = {k: {} for k in config.SINK_KINDS}
     done = []
     for kind, options in sorted(places.items()):
         sink = sinks.build(kind, options, owner)

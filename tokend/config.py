@@ -25,7 +25,7 @@ else:  # pragma: no cover
 
 SOURCES = ("azure-cli", "device-code", "browser", "service-principal", "managed-identity", "workload-identity",
            "default")
-SINK_KINDS = ("pgpass",)
+SINK_KINDS = ("pgpass", "pg_service", "keychain")
 
 _COMMON_IDENTITY_KEYS = {"source", "tenant_id", "client_id", "cloud", "authority", "resource"}
 # Keys each source accepts beyond the common ones, and the ones it needs.
@@ -38,7 +38,7 @@ _SOURCE_KEYS: dict[str, tuple[set[str], set[str]]] = {
     "device-code": ({"allow_unencrypted_cache"}, set()),
     "browser": ({"allow_unencrypted_cache"}, set()),
 }
-_SINK_KEYS: dict[str, set[str]] = {"pgpass": {"path"}}
+_SINK_KEYS: dict[str, set[str]] = {"pgpass": {"path"}, "pg_service": {"path"}, "keychain": set()}
 _TARGET_KEYS = {"host", "port", "database", "user", "identity", "sinks"}
 _REFRESH_KEYS = {"margin"}
 _TOP_KEYS = {"identities", "targets", "sinks", "refresh"}

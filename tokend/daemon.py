@@ -25,7 +25,7 @@ from typing import Any
 from tokend import config as config_mod
 from tokend import identities, ipc, paths, sinks
 from tokend.config import Config, Target
-from tokend.errors import EXIT_FAILURE, EXIT_OK, TokendError, UsageError
+from tokend.errors import EXIT_FAILURE, EXIT_OK, SinkUnavailable, TokendError, UsageError
 from tokend.refresh import Policy
 from tokend.refresher import Refresher
 from tokend.sinks import Entry
@@ -132,13 +132,20 @@ class Daemon:
 
     def _apply(self, new: Config) -> None:
         """Make the running parts match ``new``. Sinks are built and checked first, so a bad one refuses it all."""
-        kinds = {k for t in new.targets.values() for k in t.sinks} | {"pgpass"}
+        # Every kind runs, used or not, so what an earlier config wrote there is cleaned up; only used ones are
+        # checked (and a failed check of a used one refuses the config).
+        kinds = set(config_mod.SINK_KINDS)
+        used_kinds = {k for t in new.targets.values() for k in t.sinks}
         built = {}
         for kind in sorted(kinds):
             old = self.workers.get(kind)
             if old is None or old.sink.options != new.sinks[kind].options:
                 sink = sinks.build(kind, new.sinks[kind].options, self.owner)
-                sink.check()
+                try:
+                    if kind in used_kinds:
+                        sink.check()
+                except SinkUnavailable as e:  # not usable now (no keychain yet): report and retry, not fatal
+                    log.warning("sink %s: %s", kind, e)
                 built[kind] = sink
         used = {t.identity for t in new.targets.values()}
         self.policy = Policy(margin=new.refresh_margin)

@@ -55,5 +55,10 @@ class SinkError(TokendError):
     """A sink could not write. The message says why and how to fix it."""
 
 
+class SinkUnavailable(SinkError):
+    """The place is not usable right now (no keychain in this session, a locked keychain). Not fatal at start: the
+    sink reports it and retries, the others carry on."""
+
+
 class DaemonNotRunning(TokendError):
     """No daemon answers on the IPC endpoint for this config."""

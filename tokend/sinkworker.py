@@ -61,6 +61,11 @@ class SinkWorker:
             self.last_error = f"{self.sink.location()}: {e.strerror or e}"
             log.warning("sink %s: %s", self.sink.kind, self.last_error)
             return False
+        except Exception as e:  # a bug or an odd backend: report and retry, never kill the worker
+            self._failures += 1
+            self.last_error = f"{type(e).__name__} while writing {self.sink.location()}"
+            log.exception("sink %s failed", self.sink.kind)
+            return False
         self._failures = 0
         self.last_error = None
         self.last_write = self.clock()

@@ -44,7 +44,11 @@ class Sink(ABC):
         """Make the place hold exactly ``entries`` (and every byte that is not ours, unchanged)."""
 
 
-REGISTRY: dict[str, str] = {"pgpass": "tokend.sinks.pgpass:PgpassSink"}
+REGISTRY: dict[str, str] = {
+    "pgpass": "tokend.sinks.pgpass:PgpassSink",
+    "pg_service": "tokend.sinks.pg_service:PgServiceSink",
+    "keychain": "tokend.sinks.keychain:KeychainSink",
+}
 
 
 def build(kind: str, options: Mapping[str, Any], owner: str) -> Sink:

@@ -58,6 +58,20 @@ def rewrite(path: Path, transform: Transform, attempts: int = 5) -> bool:
         raise SinkError(f"{real}: cannot write ({e.strerror or e}); check the disk and the folder") from None
 
 
+def check_writable(path: Path, setting: str) -> None:
+    """Raise SinkError (with the fix) unless ``path`` can be rewritten: its folder exists and is writable, and the
+    file, if there, is readable. ``setting`` names the config key that moves it."""
+    folder = Path(os.path.realpath(path)).parent
+    if folder.exists() and not folder.is_dir():
+        raise SinkError(f"{path}: {folder} is not a folder; set {setting} to a file in a folder")
+    if not folder.is_dir():
+        raise SinkError(f"{path}: folder {folder} does not exist; create it or set {setting}")
+    if not os.access(folder, os.W_OK):
+        raise SinkError(f"{path}: folder {folder} is not writable; fix its permissions or set {setting}")
+    if path.exists() and not os.access(path, os.R_OK):
+        raise SinkError(f"{path}: cannot read it; fix its permissions (it should be yours, mode 0600)")
+
+
 def _read(path: Path) -> tuple[tuple[int, int, int] | None, bytes | None]:
     try:
         with open(path, "rb") as f:
