@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     li.add_argument("identity", nargs="?", help="identity name (optional when only one needs a person)")
     lo = sub.add_parser("logout", parents=[common], help="forget a sign-in and remove its tokens from every sink")
     lo.add_argument("identity", nargs="?", help="identity name (optional when only one needs a person)")
+    cl = sub.add_parser("clients", parents=[common], help="set up PostgreSQL clients (none: list what is here)")
+    cl.add_argument("client", nargs="?", choices=["ads", "pgadmin"], help="the client to set up")
+    cl.add_argument("targets", nargs="*", metavar="TARGET", help="targets (default: all)")
+    cl.add_argument("--output", type=Path, metavar="FILE", help="pgadmin: write servers.json here, not to stdout")
     svc = sub.add_parser("service", parents=[common], help="run tokend at login under the OS's service manager")
     svc_sub = svc.add_subparsers(dest="action", metavar="ACTION", required=True)
     svc_sub.add_parser("install", parents=[common], help="install, enable and start the login service")
@@ -207,6 +211,37 @@ def cmd_logout(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
     return 0
 
 
+def cmd_clients(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
+    from tokend import clients, config
+
+    if args.client is None:
+        for c in clients.detect():
+            print(f"{c.name:<20} {('found: ' + c.found) if c.found else 'not found':<48} {c.how}")
+        return 0
+    cfg = config.load(config_path)
+    from tokend.daemon import resolve_target
+
+    targets = [resolve_target(cfg, n) for n in args.targets] or list(cfg.targets.values())
+    if not targets:
+        raise UsageError(f"no targets in {config_path}; add a [targets.NAME] table first")
+    if args.client == "ads":
+        from tokend.clients import ads
+
+        for line in ads.install(targets):
+            print(line)
+        return 0
+    from tokend.clients import pgadmin
+    from tokend.service import tokend_executable
+
+    text = pgadmin.servers_json(targets, tokend_executable(), config_path)
+    if args.output:
+        args.output.write_text(text)
+        print(f"wrote {args.output}: import it in pgAdmin with Tools → Import/Export Servers", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_service(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
     from tokend import service
 
@@ -260,7 +295,8 @@ def _purge(config_path: Path) -> list[str]:
 
 
 _COMMANDS = {"run": cmd_run, "status": cmd_status, "token": cmd_token, "exec": cmd_exec, "stop": cmd_stop,
-             "reload": cmd_reload, "service": cmd_service, "login": cmd_login, "logout": cmd_logout}
+             "reload": cmd_reload, "service": cmd_service, "login": cmd_login, "logout": cmd_logout,
+             "clients": cmd_clients}
 
 
 def _ask(config_path: Path, payload: dict[str, Any]) -> dict[str, Any]:
@@ -282,6 +318,8 @@ def _token(config_path: Path, target: str | None, debug: bool) -> dict[str, Any]
     logs.setup(debug, quiet=True)
     cfg = config.load(config_path)
     t = resolve_target(cfg, target)
+    if "keychain" in t.sinks and (kept := _from_keychain(t.name)) is not None:
+        return {"token": kept.value, "expires_on": kept.expires_on, "target": target_dict(t)}
     identity = identities.build(cfg.identities[t.identity])
     try:
         token = identity.fetch()
@@ -311,6 +349,21 @@ def _fast_token(args: list[str]) -> int | None:
         return None
     sys.stdout.write(reply["token"] + "\n")
     return 0
+
+
+def _from_keychain(name: str, min_life: float = 60.0) -> Any:
+    """The token the daemon last left in the keychain for target ``name``, if it has ``min_life`` seconds left."""
+    from tokend.sinks import keychain
+    from tokend.token import Token, expiry
+
+    try:
+        value = keychain.read(name)
+    except Exception:  # no usable keychain here: acquire directly instead
+        return None
+    exp = expiry(value) if value else None
+    if value is None or exp is None or exp - time.time() < min_life:
+        return None
+    return Token(value, exp, time.time())
 
 
 def render_status(status: dict[str, Any], now: float) -> str:

@@ -44,14 +44,22 @@ _SHOWN = ("oid", "upn", "unique_name", "preferred_username", "appid", "tid", "au
 
 def display_claims(value: str) -> dict[str, str]:
     """The claims of a JWT worth showing, or {} when it is not a JWT we can read."""
+    data = _payload(value)
+    return {k: str(data[k]) for k in _SHOWN if k in data}
+
+
+def expiry(value: str) -> float | None:
+    """The ``exp`` claim of a JWT (epoch seconds), or None."""
+    exp = _payload(value).get("exp")
+    return float(exp) if isinstance(exp, (int, float)) else None
+
+
+def _payload(value: str) -> dict[str, object]:
     parts = value.split(".")
     if len(parts) != 3:
         return {}
-    payload = parts[1] + "=" * (-len(parts[1]) % 4)
     try:
-        data = json.loads(base64.urlsafe_b64decode(payload))
+        data = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except (ValueError, binascii.Error):
         return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: str(data[k]) for k in _SHOWN if k in data}
+    return data if isinstance(data, dict) else {}

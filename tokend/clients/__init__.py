@@ -1,0 +1,54 @@
+"""`tokend clients`: which PostgreSQL clients are on this machine and how tokend serves each.
+
+Commands that produce a file for another program print it to stdout unless given --output FILE.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Client:
+    name: str
+    found: str | None  # where it was found, or None
+    how: str
+
+
+def _config_home() -> Path:
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+
+
+def _first(*candidates: str | Path | None) -> str | None:
+    for c in candidates:
+        if c and (Path(c).exists() if isinstance(c, Path) else True):
+            return str(c)
+    return None
+
+
+def detect() -> list[Client]:
+    from tokend.clients import ads
+
+    home, conf = Path.home(), _config_home()
+    jetbrains = sorted(conf.glob("JetBrains/DataGrip*")) + sorted(
+        (home / "Library" / "Application Support" / "JetBrains").glob("DataGrip*"))
+    return [
+        Client("psql / libpq", shutil.which("psql"),
+               "pgpass (sink pgpass); `psql service=TARGET` with the pg_service sink"),
+        Client("Azure Data Studio", _first(shutil.which("azuredatastudio"), ads.user_dir().parent),
+               "`tokend clients ads`: profiles that take the password from pgpass"),
+        Client("pgAdmin 4", _first(shutil.which("pgadmin4"), home / ".pgadmin", Path("/usr/pgadmin4")),
+               "`tokend clients pgadmin > servers.json`, then File → Import Servers"),
+        Client("DBeaver", _first(shutil.which("dbeaver"), home / ".local/share/DBeaverData",
+                                 home / "Library/DBeaverData"),
+               "connection → Authentication \"PostgreSQL pgpass\""),
+        Client("DataGrip", _first(shutil.which("datagrip"), *(jetbrains[-1:] or [None])),
+               "data source → Authentication \"pgpass\""),
+        Client("VS Code PostgreSQL", _first(shutil.which("code"), conf / "Code"),
+               "password authentication with an empty password: libpq reads pgpass"),
+        Client("scripts", sys.executable, "`tokend token TARGET`, `tokend exec TARGET -- CMD`, or the keychain sink"),
+    ]

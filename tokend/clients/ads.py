@@ -1,0 +1,184 @@
+"""Azure Data Studio: targets as PostgreSQL connection profiles that take the password from pgpass.
+
+A profile in ADS's user settings (``datasource.connections``, provider PGSQL) with ``savePassword: true`` and no
+stored credential makes ADS connect without prompting and send an empty password; its PostgreSQL backend
+(pgtoolsservice → psycopg → libpq) treats empty as none and reads pgpass, so every connect gets the fresh token.
+A stale saved password for the profile would win, so it is removed, wherever this ADS keeps it
+(see ``credential_stores``). The rest of the settings file is kept byte for byte, comments included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from tokend.clients import jsonc
+from tokend.config import Target
+from tokend.errors import TokendError
+from tokend.sinks.atomic import rewrite
+
+ROOT_GROUP_ID = "C777F06B-202E-4480-B475-FA416154D458"  # ADS's root connection group
+GROUP_ID = "tokend-0000-4000-8000-000000000001"
+GROUP_NAME = "tokend"
+
+
+def user_dir() -> Path:
+    """ADS's User folder on this OS."""
+    if sys.platform == "win32":  # pragma: no cover
+        return Path(os.environ["APPDATA"]) / "azuredatastudio" / "User"
+    if sys.platform == "darwin":  # pragma: no cover
+        return Path.home() / "Library" / "Application Support" / "azuredatastudio" / "User"
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "azuredatastudio" / "User"
+
+
+def dbname(t: Target) -> str:
+    return "postgres" if t.database == "*" else t.database
+
+
+def profile(t: Target) -> dict[str, Any]:
+    options = {"connectionName": f"{t.name} (tokend)", "host": t.host, "hostaddr": "", "port": str(t.port),
+               "dbname": dbname(t), "user": t.user, "password": "", "authenticationType": "SqlLogin",
+               "sslmode": "require", "groupId": GROUP_ID, "databaseDisplayName": dbname(t)}
+    return {"options": options, "groupId": GROUP_ID, "providerName": "PGSQL", "savePassword": True,
+            "id": f"tokend-{t.name}"}
+
+
+def credential_id(t: Target) -> str:
+    """The id under which ADS keeps a saved password for this profile (option names sorted, values raw)."""
+    return ("Microsoft.SqlTools|itemtype:Profile|id:providerName:PGSQL|applicationName:azdata|"
+            f"authenticationType:SqlLogin|dbname:{dbname(t)}|host:{t.host}|hostaddr:|port:{t.port}|user:{t.user}")
+
+
+class CredentialStore(Protocol):
+    """One place ADS may keep saved passwords."""
+
+    name: str
+
+    def delete(self, credential_id: str) -> bool:
+        """Remove the saved password with this id; True when there was one."""
+
+
+@dataclass
+class SecretServiceStore:
+    """Linux before ADS 1.48 (keytar over libsecret): service = the credential id."""
+
+    name: str = "Secret Service"
+
+    def delete(self, credential_id: str) -> bool:
+        import secretstorage
+
+        with contextlib.closing(secretstorage.dbus_init()) as conn:
+            found = False
+            for collection in secretstorage.get_all_collections(conn):
+                for item in collection.search_items({"service": credential_id}):
+                    item.delete()
+                    found = True
+            return found
+
+
+@dataclass
+class VscdbStore:
+    """Linux ADS 1.48+: an encrypted row in globalStorage/state.vscdb. Only safe to change while ADS is closed."""
+
+    path: Path
+    name: str = "state.vscdb"
+
+    def delete(self, credential_id: str) -> bool:
+        if not self.path.exists():
+            return False
+        if _ads_running():
+            raise TokendError("Azure Data Studio is running: close it, then run `tokend clients ads` again "
+                              "(its saved-password store can only be changed while it is closed)")
+        with contextlib.closing(sqlite3.connect(self.path, timeout=5)) as db, db:
+            cur = db.execute("DELETE FROM ItemTable WHERE instr(key, ?) > 0", (credential_id,))
+            return cur.rowcount > 0
+
+
+@dataclass
+class MacKeychainStore:  # pragma: no cover - macOS only
+    """macOS: a Keychain generic password, service = the credential id, empty account."""
+
+    name: str = "Keychain"
+
+    def delete(self, credential_id: str) -> bool:
+        r = subprocess.run(["security", "delete-generic-password", "-s", credential_id, "-a", ""],
+                           capture_output=True)
+        return r.returncode == 0
+
+
+@dataclass
+class WindowsCredentialStore:  # pragma: no cover - Windows only
+    """Windows: Credential Manager, target name = the credential id (sqltoolsservice's Win32Credential)."""
+
+    name: str = "Credential Manager"
+
+    def delete(self, credential_id: str) -> bool:
+        from keyring.backends.Windows import WinVaultKeyring
+        from keyring.errors import PasswordDeleteError
+
+        try:
+            WinVaultKeyring().delete_password(credential_id, "")
+        except PasswordDeleteError:
+            return False
+        return True
+
+
+def credential_stores() -> list[CredentialStore]:
+    if sys.platform == "win32":  # pragma: no cover
+        return [WindowsCredentialStore()]
+    if sys.platform == "darwin":  # pragma: no cover
+        return [MacKeychainStore()]
+    stores: list[CredentialStore] = [VscdbStore(user_dir() / "globalStorage" / "state.vscdb")]
+    if os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
+        stores.append(SecretServiceStore())
+    return stores
+
+
+def _ads_running() -> bool:
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return False
+    for cmdline in proc.glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if b"azuredatastudio" in cmdline.read_bytes().split(b"\0", 1)[0]:
+                return True
+    return False
+
+
+def update_settings(text: str, targets: Sequence[Target]) -> str:
+    """ADS settings text with tokend's profiles for ``targets`` (and its group) added or updated."""
+    data = jsonc.loads(text) if text.strip() else {}
+    ours = {f"tokend-{t.name}" for t in targets}
+    connections = [c for c in data.get("datasource.connections", []) if c.get("id") not in ours]
+    connections += [profile(t) for t in targets]
+    groups = list(data.get("datasource.connectionGroups", []))
+    root = next((g for g in groups if g.get("name") == "ROOT"), None)
+    if root is None:
+        root = {"name": "ROOT", "id": ROOT_GROUP_ID}
+        groups.insert(0, root)
+    if not any(g.get("id") == GROUP_ID for g in groups):
+        groups.append({"name": GROUP_NAME, "id": GROUP_ID, "parentId": root["id"], "color": "#0078D4",
+                       "description": "Entra logins kept fresh by tokend"})
+    text = jsonc.set_key(text, "datasource.connectionGroups", groups)
+    return jsonc.set_key(text, "datasource.connections", connections)
+
+
+def install(targets: Iterable[Target], stores: Sequence[CredentialStore] | None = None) -> list[str]:
+    """Add or update the profiles and remove stale saved passwords. Returns what was done."""
+    targets = list(targets)
+    settings = user_dir() / "settings.json"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    rewrite(settings, lambda old: update_settings((old or b"").decode("utf-8-sig"), targets).encode())
+    done = [f"{settings}: profiles {', '.join(t.name for t in targets)} (group {GROUP_NAME!r})"]
+    for t in targets:
+        for store in stores if stores is not None else credential_stores():
+            if store.delete(credential_id(t)):
+                done.append(f"removed a stale saved password for {t.name} from {store.name}")
+    return done
