@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -177,6 +178,25 @@ def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[s
         return path
 
     return write
+
+
+def device_identity(name: str, em_url: str, tenant_id: str) -> str:
+    return (f'[identities.{name}]\nsource = "device-code"\ntenant_id = "{tenant_id}"\nauthority = "{em_url}"\n'
+            "allow_unencrypted_cache = true\n")
+
+
+def login(cfg: Path, emulator: Emulator, upn: str, identity: str | None = None,
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`tokend login` as a person would run it; the emulator approves the code shown in the terminal."""
+    cmd = [TOKEND, "login", *([identity] if identity else []), "--config", str(cfg)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    code = re.search(r"enter the code (\w+)", line)
+    assert code, line + proc.stderr.read()
+    emulator.approve(code[1], upn)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, line + err)
 
 
 class DaemonProcess:

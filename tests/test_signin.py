@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import stat
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,31 +15,12 @@ from tokend.emulator.postgres import Postgres
 from tokend.emulator.server import Emulator
 from tokend.sinks.pgpass import parse
 
-from conftest import GROUP, SECRET, TOKEND, Tenant, psql, tokend, wait_for
-
-
-def device_identity(name: str, em_url: str, tenant_id: str) -> str:
-    return (f'[identities.{name}]\nsource = "device-code"\ntenant_id = "{tenant_id}"\nauthority = "{em_url}"\n'
-            "allow_unencrypted_cache = true\n")
+from conftest import GROUP, SECRET, Tenant, device_identity, login, psql, tokend, wait_for
 
 
 def target(name: str, identity: str, pg: Postgres, user: str) -> str:
     return (f'[targets.{name}]\nhost = "127.0.0.1"\nport = {pg.port}\ndatabase = "appdb"\nuser = "{user}"\n'
             f'identity = "{identity}"\n')
-
-
-def login(cfg: Path, emulator: Emulator, upn: str, identity: str | None = None,
-          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`tokend login` as a person would run it; the emulator approves the code shown in the terminal."""
-    cmd = [TOKEND, "login", *([identity] if identity else []), "--config", str(cfg)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    assert proc.stderr is not None
-    line = proc.stderr.readline()
-    code = re.search(r"enter the code (\w+)", line)
-    assert code, line + proc.stderr.read()
-    emulator.approve(code[1], upn)
-    out, err = proc.communicate(timeout=60)
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, line + err)
 
 
 def pgpass_users(pgpass: Path) -> dict[str, str]:

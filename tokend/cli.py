@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     li.add_argument("identity", nargs="?", help="identity name (optional when only one needs a person)")
     lo = sub.add_parser("logout", parents=[common], help="forget a sign-in and remove its tokens from every sink")
     lo.add_argument("identity", nargs="?", help="identity name (optional when only one needs a person)")
+    doc = sub.add_parser("doctor", parents=[common], help="check everything and say how to fix what is wrong")
+    doc.add_argument("--json", action="store_true", help="machine-readable output")
+    doc.add_argument("--login", action="store_true", help="also log in to each target through pgpass")
     cl = sub.add_parser("clients", parents=[common], help="set up PostgreSQL clients (none: list what is here)")
     cl.add_argument("client", nargs="?", choices=["ads", "pgadmin"], help="the client to set up")
     cl.add_argument("targets", nargs="*", metavar="TARGET", help="targets (default: all)")
@@ -242,6 +245,30 @@ def cmd_clients(args: argparse.Namespace, config_path: Path, debug: bool) -> int
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
+    from tokend import doctor, logs
+
+    logs.setup(debug, quiet=True)
+    checks = doctor.run(config_path, login=args.login)
+    report = doctor.as_json(checks)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        paint = _painter()
+        marks = {"ok": paint("✓", "32"), "warn": paint("!", "33"), "fail": paint("✗", "31")}
+        for c in checks:
+            print(f"{marks[c.status]} {c.name:<28} {c.evidence}")
+            if c.fix and c.status != "ok":
+                print(f"  {'':<28} fix: {c.fix}")
+    return 0 if report["ok"] else 1
+
+
+def _painter() -> Any:
+    """Colour only on a terminal (and never with NO_COLOR)."""
+    on = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    return lambda text, code: f"\033[{code}m{text}\033[0m" if on else text
+
+
 def cmd_service(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
     from tokend import service
 
@@ -296,7 +323,7 @@ def _purge(config_path: Path) -> list[str]:
 
 _COMMANDS = {"run": cmd_run, "status": cmd_status, "token": cmd_token, "exec": cmd_exec, "stop": cmd_stop,
              "reload": cmd_reload, "service": cmd_service, "login": cmd_login, "logout": cmd_logout,
-             "clients": cmd_clients}
+             "clients": cmd_clients, "doctor": cmd_doctor}
 
 
 def _ask(config_path: Path, payload: dict[str, Any]) -> dict[str, Any]:

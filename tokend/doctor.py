@@ -1,0 +1,303 @@
+"""`tokend doctor`: every check with ok / warn / fail, the evidence, and the exact fix.
+
+Checks, in order: the config; the daemon; each identity (gets a token: principal, tenant, expiry; the audience is the
+cloud's ossrdbms resource); pgpass (exists, 0600, tokend's block first, no line above it that shadows a target);
+the libpq of psql and of psycopg (13+ reads long pgpass lines; older ones truncate silently); each target's host
+(resolves, accepts TCP, speaks TLS); optionally a real login per target; the keychain; the login service.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import ssl
+import stat
+import struct
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tokend import ipc, paths
+from tokend.config import Config, Target
+from tokend.errors import ConfigError, DaemonNotRunning, LoginRequired, TokendError
+from tokend.sinks import block
+from tokend.sinks.pgpass import parse
+from tokend.token import Token, display_claims, expiry
+
+SSL_REQUEST = struct.pack("!ii", 8, 80877103)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # "ok" | "warn" | "fail"
+    evidence: str
+    fix: str = ""
+
+
+def run(config_path: Path, login: bool = False) -> list[Check]:
+    from tokend import config
+
+    checks: list[Check] = []
+    try:
+        cfg = config.load(config_path)
+    except ConfigError as e:
+        return [Check("config", "fail", str(e), "fix the file as the message says, or pass --config PATH"),
+                _daemon(config_path)[0]]
+    checks.append(Check("config", "ok", f"{config_path}: {len(cfg.identities)} identities, "
+                                        f"{len(cfg.targets)} targets"))
+    daemon_check, status = _daemon(config_path)
+    checks.append(daemon_check)
+    checks += _identities(cfg, config_path, status)
+    checks += _pgpass(cfg)
+    checks += _libpq()
+    for t in cfg.targets.values():
+        checks += _network(t)
+        if login:
+            checks.append(_login(t))
+    if any("keychain" in t.sinks for t in cfg.targets.values()):
+        checks.append(_keychain())
+    checks.append(_service(config_path))
+    return checks
+
+
+def as_json(checks: list[Check]) -> dict[str, Any]:
+    return {"ok": not any(c.status == "fail" for c in checks), "checks": [asdict(c) for c in checks]}
+
+
+def _daemon(config_path: Path) -> tuple[Check, dict[str, Any] | None]:
+    sock = paths.socket_path(config_path)
+    try:
+        status = ipc.request(sock, {"op": "status"}, timeout=5)
+    except DaemonNotRunning:
+        return Check("daemon", "fail", f"no daemon answers at {sock}",
+                     f"start it: `tokend service install --config {config_path}` (at login) or "
+                     f"`tokend run --config {config_path}`"), None
+    except TokendError as e:
+        return Check("daemon", "fail", f"the daemon at {sock} answered with an error: {e}",
+                     "see `tokend service logs`"), None
+    return Check("daemon", "ok", f"pid {status['pid']}, running since {time.ctime(status['started_at'])}"), status
+
+
+def _identities(cfg: Config, config_path: Path, status: dict[str, Any] | None) -> list[Check]:
+    from tokend import identities
+
+    out = []
+    for name, ic in cfg.identities.items():
+        users = cfg.targets_of(name)
+        if not users:
+            continue
+        try:
+            token = _token_from_daemon(config_path, users[0]) if status else None
+            if token is None:
+                identity = identities.build(ic)
+                try:
+                    token = identity.fetch()
+                finally:
+                    identity.close()
+        except LoginRequired as e:
+            out.append(Check(f"identity {name}", "fail", f"sign-in needed: {e}",
+                             _fix_from(str(e)) or f"tokend login {name}"))
+            continue
+        except TokendError as e:
+            out.append(Check(f"identity {name}", "fail", f"no token: {e}",
+                             "check the network and the identity's settings (tenant, client id, secret variable)"))
+            continue
+        c = token.claims
+        left = token.expires_on - time.time()
+        out.append(Check(f"identity {name}", "ok", f"{token.principal} in tenant {c.get('tid', '?')}, token "
+                                                   f"expires in {left / 60:.0f} m ({ic.source})"))
+        aud = c.get("aud", "").rstrip("/")
+        if aud == ic.cloud.resource:
+            out.append(Check(f"identity {name} audience", "ok", aud))
+        else:
+            out.append(Check(f"identity {name} audience", "fail",
+                             f"the token is for {aud!r}, the servers of cloud {ic.cloud.name} want "
+                             f"{ic.cloud.resource!r}",
+                             f"remove `resource` from [identities.{name}] or set cloud to the servers' cloud"))
+    return out
+
+
+def _token_from_daemon(config_path: Path, target: Target) -> Token | None:
+    try:
+        reply = ipc.request(paths.socket_path(config_path), {"op": "token", "target": target.name}, timeout=10)
+    except TokendError:
+        return None
+    value = reply["token"]
+    return Token(value, expiry(value) or reply["expires_on"], time.time(), None, display_claims(value))
+
+
+def _fix_from(message: str) -> str:
+    m = re.search(r"fix: (.*)$", message)
+    return m[1] if m else ""
+
+
+def _pgpass(cfg: Config) -> list[Check]:
+    from tokend.sinks.pgpass import default_path
+
+    options = cfg.sinks["pgpass"].options
+    path = Path(options["path"]).expanduser() if options.get("path") else default_path()
+    targets = [t for t in cfg.targets.values() if "pgpass" in t.sinks]
+    if not path.exists():
+        return [Check("pgpass", "fail" if targets else "ok", f"{path} does not exist",
+                      "start the daemon; it writes the file" if targets else "")]
+    out = []
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        out.append(Check("pgpass mode", "fail", f"{path} is {mode:04o}: libpq ignores a pgpass that others can "
+                                                "read", f"chmod 600 {path}"))
+    else:
+        out.append(Check("pgpass mode", "ok", f"{path} is {mode:04o}"))
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        out.append(Check("pgpass encoding", "fail", f"{path} starts with a UTF-8 BOM: libpq cannot read line 1",
+                         "save the file without a BOM"))
+    owner = paths.config_id(cfg.path)
+    lines, ours = _lines_with_owner(data, owner)
+    first = next((i for i, mine in enumerate(ours) if mine), None)
+    shadowed = []
+    for t in targets:
+        match = next((i for i, ln in enumerate(lines) if ln and _matches(ln, t)), None)
+        if match is None:
+            shadowed.append(f"target {t.name}: no line matches yet")
+        elif not ours[match]:
+            shadowed.append(f"target {t.name}: line {match + 1} ({':'.join(lines[match][:4])}) comes first and "
+                            "wins over tokend's")
+    if first is not None and any(ln and not ours[i] for i, ln in enumerate(lines[:first])):
+        out.append(Check("pgpass order", "warn", f"user lines above tokend's block in {path}",
+                         "restart the daemon (it puts its block first) or move those lines below it"))
+    if shadowed:
+        out.append(Check("pgpass shadowing", "fail", "; ".join(shadowed),
+                         f"delete or move those lines below tokend's block in {path}"))
+    elif targets:
+        out.append(Check("pgpass shadowing", "ok", f"tokend's line is the first match for {len(targets)} targets"))
+    return out
+
+
+def _lines_with_owner(data: bytes, owner: str) -> tuple[list[tuple[str, ...] | None], list[bool]]:
+    """Each line parsed as libpq would (None for comments and blanks), and whether it sits in ``owner``'s block."""
+    lines: list[tuple[str, ...] | None] = []
+    ours: list[bool] = []
+    inside = False
+    for raw in data.decode("utf-8", "replace").split("\n"):
+        if raw.startswith((block.BEGIN + owner.encode()).decode()):
+            inside = True
+        elif raw.rstrip("\r") == (block.END + owner.encode()).decode():
+            inside = False
+        parsed = parse(raw)
+        lines.append(parsed[0] if parsed else None)
+        ours.append(inside)
+    return lines, ours
+
+
+def _matches(line: tuple[str, ...], t: Target) -> bool:
+    host, port, db, user = line[:4]
+    return (host in ("*", t.host) and port in ("*", str(t.port)) and user in ("*", t.user)
+            and (db == "*" or t.database in ("*", db)))
+
+
+def _libpq() -> list[Check]:
+    out = []
+    psql = shutil.which("psql")
+    if psql:
+        text = subprocess.run([psql, "--version"], capture_output=True, text=True).stdout.strip()
+        m = re.search(r"(\d+)(?:\.(\d+))?", text)
+        major = int(m[1]) if m else 0
+        out.append(_version_check("psql's libpq", major, text))
+    try:
+        import psycopg
+
+        v = psycopg.pq.version()
+        out.append(_version_check("psycopg's libpq", v // 10000, f"libpq {v // 10000}.{v % 10000 // 100}"))
+    except ImportError:
+        pass
+    return out
+
+
+def _version_check(name: str, major: int, evidence: str) -> Check:
+    if major >= 13:
+        return Check(name, "ok", evidence)
+    return Check(name, "fail", f"{evidence}: libpq before 13 silently truncates pgpass lines over 320 bytes, so a "
+                               "token never works", "install a current PostgreSQL client (13 or newer)")
+
+
+def _network(t: Target, timeout: float = 5.0) -> list[Check]:
+    name = f"target {t.name}"
+    try:
+        infos = socket.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        return [Check(f"{name} host", "fail", f"{t.host} does not resolve ({e.strerror})",
+                      f"check the host name in [targets.{t.name}] and your DNS / VPN")]
+    address = infos[0][4][0]
+    try:
+        sock = socket.create_connection((t.host, t.port), timeout=timeout)
+    except OSError as e:
+        return [Check(f"{name} host", "ok", f"{t.host} is {address}"),
+                Check(f"{name} port", "fail", f"{t.host}:{t.port} does not accept TCP ({e.strerror or e})",
+                      "check the port, the server's firewall rules and that it is running")]
+    checks = [Check(f"{name} host", "ok", f"{t.host} is {address}"),
+              Check(f"{name} port", "ok", f"{t.host}:{t.port} accepts TCP")]
+    with sock:
+        sock.settimeout(timeout)
+        try:
+            sock.sendall(SSL_REQUEST)
+            answer = sock.recv(1)
+        except OSError as e:
+            return [*checks, Check(f"{name} tls", "fail", f"no answer to the TLS request ({e})",
+                                   "is this a PostgreSQL server?")]
+        if answer != b"S":
+            return [*checks, Check(f"{name} tls", "fail", "the server does not offer TLS; Azure requires it",
+                                   "enable ssl on the server")]
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        try:
+            with ctx.wrap_socket(sock, server_hostname=t.host) as tls:
+                version = tls.version()
+        except (ssl.SSLError, OSError) as e:
+            return [*checks, Check(f"{name} tls", "fail", f"TLS handshake failed ({e})", "check the server's TLS")]
+    return [*checks, Check(f"{name} tls", "ok", f"{version} (sslmode=require)")]
+
+
+def _login(t: Target) -> Check:
+    psql = shutil.which("psql")
+    if not psql:
+        return Check(f"target {t.name} login", "warn", "psql not found", "install a PostgreSQL client to test logins")
+    db = "postgres" if t.database == "*" else t.database
+    env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
+    conninfo = f"host={t.host} port={t.port} dbname={db} user='{t.user}' sslmode=require connect_timeout=10"
+    r = subprocess.run([psql, conninfo, "-w", "-Atc", "select current_user"], capture_output=True, text=True,
+                       env=env, timeout=30)
+    if r.returncode == 0:
+        return Check(f"target {t.name} login", "ok", f"logged in through pgpass as {r.stdout.strip()}")
+    reason = (r.stderr.strip().splitlines() or ["?"])[-1]
+    return Check(f"target {t.name} login", "fail", reason,
+                 "check the role exists on the server (pgaadauth_create_principal) and you are in the group")
+
+
+def _keychain() -> Check:
+    from tokend.sinks.keychain import KeychainSink
+
+    sink = KeychainSink({}, "doctor")
+    try:
+        sink.check()
+    except TokendError as e:
+        return Check("keychain", "fail", str(e), "see the evidence")
+    return Check("keychain", "ok", sink.location())
+
+
+def _service(config_path: Path) -> Check:
+    from tokend import service
+
+    try:
+        running, text = service.status(config_path)
+    except TokendError as e:
+        return Check("service", "warn", str(e), f"tokend service install --config {config_path}")
+    first = (text.strip().splitlines() or [""])[0]
+    if running:
+        return Check("service", "ok", first)
+    return Check("service", "warn", f"not running as a login service: {first}",
+                 f"tokend service install --config {config_path}")
