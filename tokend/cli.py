@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true", help="fetch every token and write every sink once, then exit")
     st = sub.add_parser("status", parents=[common], help="what the daemon holds and what is wrong")
     st.add_argument("--json", action="store_true", help="machine-readable output (times are Unix epoch seconds)")
+    st.add_argument("--watch", action="store_true", help="follow it: redraw every two seconds until Ctrl-C")
     tok = sub.add_parser("token", parents=[common], help="print a valid token for a target")
     tok.add_argument("target", nargs="?", help="target name (optional when there is only one)")
     ex = sub.add_parser("exec", parents=[common], help="run a command with PG* variables set for a target")
@@ -48,6 +49,24 @@ def _parser() -> argparse.ArgumentParser:
     li.add_argument("identity", nargs="?", help="identity name (optional when only one needs a person)")
     lo = sub.add_parser("logout", parents=[common], help="forget a sign-in and remove its tokens from every sink")
     lo.add_argument("identity", nargs="?", help="identity name (optional when only one needs a person)")
+    ini = sub.add_parser("init", parents=[common], help="write a working config (asks, or takes flags)")
+    ini.add_argument("--server", help="server name; a bare name gets the cloud's suffix")
+    ini.add_argument("--user", help="PostgreSQL user: an Entra group's display name, or a UPN")
+    ini.add_argument("--identity", help="azure-cli | device-code | browser | service-principal | managed-identity, "
+                                        "or an identity already in the config")
+    ini.add_argument("--cloud", choices=["public", "usgov", "china"])
+    ini.add_argument("--database", help='database (default "*": any)')
+    ini.add_argument("--port", type=int)
+    ini.add_argument("--name", help="target name (default: the server's first label)")
+    ini.add_argument("--tenant", help="tenant id or domain")
+    ini.add_argument("--client-id")
+    ini.add_argument("--client-secret-env", metavar="VAR", help="the environment variable that holds the secret")
+    ini.add_argument("--certificate-path", metavar="PEM")
+    ini.add_argument("--authority", help="login authority override (custom clouds, the emulator)")
+    ini.add_argument("--allow-unencrypted-cache", action="store_true", help="device-code/browser without a keyring")
+    ini.add_argument("--check", action="store_true", help="also connect and show current_user")
+    ini.add_argument("--service", action=argparse.BooleanOptionalAction, default=None,
+                     help="install the login service (asked when interactive)")
     doc = sub.add_parser("doctor", parents=[common], help="check everything and say how to fix what is wrong")
     doc.add_argument("--json", action="store_true", help="machine-readable output")
     doc.add_argument("--login", action="store_true", help="also log in to each target through pgpass")
@@ -107,12 +126,18 @@ def cmd_run(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
 
 
 def cmd_status(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
-    status = _ask(config_path, {"op": "status"})
-    if args.json:
-        print(json.dumps(status, indent=2))
-    else:
-        print(render_status(status, time.time()))
-    return 0
+    while True:
+        status = _ask(config_path, {"op": "status"})
+        if args.json:
+            print(json.dumps(status, indent=2), flush=True)
+        else:
+            clear = "\033[H\033[2J" if args.watch and sys.stdout.isatty() else ""
+            print(clear + render_status(status, time.time(), _painter()), flush=True)
+        if not args.watch:
+            return 0
+        time.sleep(2)
+        if not sys.stdout.isatty():
+            print()
 
 
 def cmd_token(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
@@ -245,6 +270,75 @@ def cmd_clients(args: argparse.Namespace, config_path: Path, debug: bool) -> int
     return 0
 
 
+def cmd_init(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
+    from tokend import config, identities, init, logs
+
+    logs.setup(debug, quiet=True)
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+
+    def ask(question: str, default: str) -> str:
+        answer = input(f"{question}{f' [{default}]' if default else ''}: ")
+        return answer or default
+
+    text = config_path.read_text(encoding="utf-8-sig") if config_path.exists() else ""
+    existing = config.parse(text, config_path) if text.strip() else None
+    answers = init.Answers(server=args.server, user=args.user, identity=args.identity, cloud=args.cloud,
+                           database=args.database, port=args.port, name=args.name, tenant=args.tenant,
+                           client_id=args.client_id, client_secret_env=args.client_secret_env,
+                           certificate_path=args.certificate_path, authority=args.authority)
+    if args.allow_unencrypted_cache:
+        answers.extra["allow_unencrypted_cache"] = True
+    init.fill(answers, ask if interactive else None, existing)
+    new_text, target, identity = init.add_to_config(text, answers, config_path)
+    init.write(config_path, new_text)
+    print(f"wrote {config_path}: target {target} ({answers.user} at {answers.server}) with identity {identity}")
+    cfg = config.load(config_path)
+    ic = cfg.identities[identity]
+    if ic.source in ("device-code", "browser"):
+        from tokend.identities import interactive as person
+
+        if not person.record_path(ic).exists():
+            if not interactive:
+                print(f"next: sign in once with `tokend login {identity} --config {config_path}`")
+                return 0
+            person.login(ic, say=lambda line: print(line, flush=True))
+    ident = identities.build(ic)
+    try:
+        token = ident.fetch()
+    finally:
+        ident.close()
+    print(f"identity {identity} works: token for {token.principal} (tenant {token.claims.get('tid', '?')}), "
+          f"{_until(token.expires_on, time.time())}")
+    if args.check:
+        print(_check_login(cfg.targets[target], token.value))
+    if args.service or (args.service is None and interactive and ask("Install the login service now? (y/n)",
+                                                                      "y").lower().startswith("y")):
+        from tokend import service
+
+        try:
+            print(service.install(config_path))
+        except TokendError as e:
+            print(f"service not installed: {e}")
+    return 0
+
+
+def _check_login(t: Any, token: str) -> str:
+    import shutil
+    import subprocess
+
+    psql = shutil.which("psql")
+    if not psql:
+        return "check skipped: psql not found"
+    db = "postgres" if t.database == "*" else t.database
+    env = {**os.environ, "PGPASSWORD": token}
+    r = subprocess.run([psql, f"host={t.host} port={t.port} dbname={db} user='{t.user}' sslmode=require "
+                        "connect_timeout=10", "-Atc", "select current_user"], capture_output=True, text=True,
+                       env=env, timeout=30)
+    if r.returncode != 0:
+        raise TokendError(f"login to {t.host} as {t.user} failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
+    return f"logged in to {t.host} as current_user = {r.stdout.strip()}"
+
+
 def cmd_doctor(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
     from tokend import doctor, logs
 
@@ -323,7 +417,8 @@ def _purge(config_path: Path) -> list[str]:
 
 _COMMANDS = {"run": cmd_run, "status": cmd_status, "token": cmd_token, "exec": cmd_exec, "stop": cmd_stop,
              "reload": cmd_reload, "service": cmd_service, "login": cmd_login, "logout": cmd_logout,
-             "clients": cmd_clients, "doctor": cmd_doctor}
+             "clients": cmd_clients, "doctor": cmd_doctor,
+             "init": cmd_init}
 
 
 def _ask(config_path: Path, payload: dict[str, Any]) -> dict[str, Any]:
@@ -393,25 +488,36 @@ def _from_keychain(name: str, min_life: float = 60.0) -> Any:
     return Token(value, exp, time.time())
 
 
-def render_status(status: dict[str, Any], now: float) -> str:
-    """A compact human view of ``tokend status --json``."""
+def render_status(status: dict[str, Any], now: float, paint: Any = None) -> str:
+    """A compact human view of ``tokend status --json``: one line per identity and per target, problems indented
+    under them with their fix."""
+    paint = paint or (lambda text, _code: text)
+    colour = {"ok": "32", "retrying": "33", "pending": "33", "starting": "33", "empty": "33",
+              "login-required": "31", "failed": "31", "unavailable": "31"}
+
+    def state(word: str) -> str:
+        return paint(f"{word:<15}", colour.get(word, "0"))
+
     lines = [f"tokend pid {status['pid']} · config {status['config']}"]
     if status.get("config_error"):
-        lines.append(f"  ! config change refused, still serving the previous one: {status['config_error']}")
-    lines += ["", "identities:"]
+        lines.append(paint(f"  ! config change refused, still serving the previous one: {status['config_error']}",
+                           "31"))
+    lines += ["", "IDENTITY         STATE           SOURCE             PRINCIPAL                      TOKEN"]
     for i in status["identities"]:
-        expires = _until(i["expires_on"], now)
-        line = f"  {i['name']:<16} {i['state']:<15} {i['source']:<18} {i['principal'] or '-':<30} {expires}"
-        lines.append(line.rstrip())
+        source = i["source"] + (" (unencrypted cache)" if i.get("cache") == "unencrypted" else "")
+        lines.append(f"{i['name']:<16} {state(i['state'])} {source:<18} {i['principal'] or '-':<30} "
+                     f"{_until(i['expires_on'], now)}".rstrip())
         if i["last_error"]:
-            lines.append(f"      ! {i['last_error']}")
-    lines += ["", "targets:"]
+            lines.append(f"    ! {i['last_error']}")
+    lines += ["", "TARGET           CONNECTS AS                                        SINKS"]
     for t in status["targets"]:
-        sinks = ", ".join(f"{k} {v['state']}" for k, v in t["sinks"].items())
-        lines.append(f"  {t['name']:<16} {t['user']}@{t['host']}:{t['port']}/{t['database']}  [{sinks}]")
+        where = f"{t['user']}@{t['host']}:{t['port']}/{t['database']}"
+        sinks = ", ".join(f"{k} {paint(v['state'], colour.get(v['state'], '0'))}{_ago(v['last_write'], now)}"
+                          for k, v in t["sinks"].items())
+        lines.append(f"{t['name']:<16} {where:<50} {sinks}")
         for k, v in t["sinks"].items():
             if v["last_error"]:
-                lines.append(f"      ! {k}: {v['last_error']}")
+                lines.append(f"    ! {k}: {v['last_error']}")
     return "\n".join(lines)
 
 
@@ -420,6 +526,13 @@ def _until(epoch: float | None, now: float) -> str:
         return "no token"
     left = epoch - now
     return f"expires in {left / 60:.0f} m" if left >= 120 else f"expires in {left:.0f} s"
+
+
+def _ago(epoch: float | None, now: float) -> str:
+    if not epoch:
+        return ""
+    seconds = max(0, now - epoch)
+    return f" ({seconds / 60:.0f} m ago)" if seconds >= 120 else f" ({seconds:.0f} s ago)"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,151 @@
+"""`tokend init`: a working config without reading the docs.
+
+Interactive when a terminal is attached (flags given are taken as answers), flag-driven otherwise. A bare server
+name is completed with the cloud's suffix; an Azure CLI sign-in is detected and offered, else device-code sign-in.
+Re-running adds a target (and an identity only when none fits) by appending to the file: what is there stays, byte
+for byte. The result is checked with the real config loader before it is written, then a token proves the identity.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tokend import config as config_mod
+from tokend.clouds import CLOUDS
+from tokend.errors import UsageError
+
+Ask = Callable[[str, str], str]
+
+
+@dataclass
+class Answers:
+    server: str | None = None
+    user: str | None = None
+    identity: str | None = None  # a source kind, or the name of an identity already in the config
+    cloud: str | None = None
+    database: str | None = None
+    port: int | None = None
+    name: str | None = None
+    tenant: str | None = None
+    client_id: str | None = None
+    client_secret_env: str | None = None
+    certificate_path: str | None = None
+    authority: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def complete_host(server: str, cloud: str) -> str:
+    """``contoso-prod`` → ``contoso-prod.postgres.database.azure.com`` (the cloud's suffix); full names stay."""
+    server = server.strip()
+    if "." in server or server in ("localhost",) or ":" in server:
+        return server
+    return server + CLOUDS[cloud].server_suffix
+
+
+def azure_cli_user() -> str | None:
+    """Who the Azure CLI is signed in as, or None (no az, not signed in)."""
+    az = shutil.which("az")
+    if not az:
+        return None
+    try:
+        r = subprocess.run([az, "account", "show", "--query", "user.name", "-o", "tsv"], capture_output=True,
+                           text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return r.stdout.strip() or None if r.returncode == 0 else None
+
+
+def fill(a: Answers, ask: Ask | None, existing: config_mod.Config | None) -> Answers:
+    """Complete the answers: from the person when ``ask`` is given, else the missing required ones are an error."""
+
+    def need(value: str | None, question: str, default: str = "", flag: str = "") -> str:
+        if value:
+            return value
+        if ask is None:
+            if default:
+                return default
+            raise UsageError(f"{flag} is required when no terminal is attached (see tokend init --help)")
+        answer = ask(question, default).strip()
+        if not answer:
+            raise UsageError(f"{question.rstrip('?: ')}: an answer is required")
+        return answer
+
+    a.cloud = need(a.cloud, "Azure cloud (public, usgov, china)", "public", "--cloud")
+    if a.cloud not in CLOUDS:
+        raise UsageError(f"unknown cloud {a.cloud!r}; use one of: {', '.join(CLOUDS)}")
+    a.server = complete_host(need(a.server, "Server name (e.g. contoso-prod)", "", "--server"), a.cloud)
+    a.user = need(a.user, "PostgreSQL user: the Entra group's display name, or your UPN", "", "--user")
+    a.database = a.database or (ask("Database (* for any)", "*").strip() if ask else "*") or "*"
+    if a.identity is None:
+        names = list(existing.identities) if existing else []
+        cli_user = azure_cli_user()
+        default = names[0] if names else ("azure-cli" if cli_user else "device-code")
+        hint = f" (the Azure CLI is signed in as {cli_user})" if cli_user else ""
+        choices = ", ".join([*names, "azure-cli", "device-code", "browser", "service-principal",
+                             "managed-identity"])
+        a.identity = need(None, f"Sign in with{hint} — {choices}", default, "--identity") if ask else default
+    if a.identity == "service-principal":
+        a.tenant = need(a.tenant, "Tenant id or domain", "", "--tenant")
+        a.client_id = need(a.client_id, "Client (application) id", "", "--client-id")
+        if not a.certificate_path:
+            a.client_secret_env = need(a.client_secret_env, "Name of the environment variable holding the secret",
+                                       "", "--client-secret-env")
+    return a
+
+
+def add_to_config(text: str, a: Answers, path: Path) -> tuple[str, str, str]:
+    """The config text with the new target (and identity when needed) appended. Returns (text, target, identity)."""
+    existing = config_mod.parse(text, path) if text.strip() else None
+    assert a.identity and a.server and a.user and a.cloud
+    identity_name = a.identity if existing and a.identity in existing.identities else None
+    if identity_name is None:
+        fields = {"source": a.identity, "tenant_id": a.tenant, "client_id": a.client_id, "cloud": a.cloud,
+                  "client_secret_env": a.client_secret_env, "certificate_path": a.certificate_path,
+                  "authority": a.authority, **a.extra}
+        fields = {k: v for k, v in fields.items() if v and not (k == "cloud" and v == "public")}
+        for name, ic in (existing.identities.items() if existing else []):
+            if (ic.source, ic.tenant_id, ic.client_id, ic.cloud.name) == (a.identity, a.tenant, a.client_id,
+                                                                          a.cloud):
+                identity_name = name
+                break
+        else:
+            base = {"azure-cli": "me", "device-code": "me", "browser": "me"}.get(a.identity, "app")
+            identity_name = _unique(base, existing.identities if existing else {})
+            text = _append(text, f"identities.{identity_name}", fields)
+    target = _unique(a.name or re.sub(r"[^A-Za-z0-9_.-]", "-", a.server.split(".")[0]),
+                     existing.targets if existing else {})
+    body: dict[str, object] = {"host": a.server}
+    if a.port and a.port != 5432:
+        body["port"] = a.port
+    body.update(database=a.database or "*", user=a.user, identity=identity_name)
+    text = _append(text, f"targets.{target}", body)
+    config_mod.parse(text, path)  # the real loader judges it before anything is written
+    return text, target, identity_name
+
+
+def _unique(base: str, taken: object) -> str:
+    name, n = base or "db", 2
+    while name in taken:  # type: ignore[operator]
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+def _append(text: str, table: str, body: dict[str, object]) -> str:
+    lines = [f"[{table}]"] + [f"{k} = {json.dumps(v)}" for k, v in body.items()]
+    sep = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
+    return text + sep + "\n".join(lines) + "\n"
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
