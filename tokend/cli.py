@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     ini.add_argument("--check", action="store_true", help="also connect and show current_user")
     ini.add_argument("--service", action=argparse.BooleanOptionalAction, default=None,
                      help="install the login service (asked when interactive)")
+    dem = sub.add_parser("demo", parents=[common], help="watch tokend work against a local Entra emulator")
+    dem.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
+    comp = sub.add_parser("completion", parents=[common], help="print a shell completion script")
+    comp.add_argument("shell", choices=["bash", "zsh", "fish", "powershell", "targets"],
+                      help="the shell (or `targets`: the configured target names, for the scripts)")
     doc = sub.add_parser("doctor", parents=[common], help="check everything and say how to fix what is wrong")
     doc.add_argument("--json", action="store_true", help="machine-readable output")
     doc.add_argument("--login", action="store_true", help="also log in to each target through pgpass")
@@ -339,6 +344,27 @@ def _check_login(t: Any, token: str) -> str:
     return f"logged in to {t.host} as current_user = {r.stdout.strip()}"
 
 
+def cmd_completion(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
+    if args.shell == "targets":
+        import contextlib
+
+        from tokend import config
+
+        with contextlib.suppress(TokendError):  # no config: nothing to offer
+            print("\n".join(config.load(config_path).targets))
+        return 0
+    from tokend.completion import SHELLS
+
+    sys.stdout.write(SHELLS[args.shell](_parser()))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
+    from tokend import demo
+
+    return demo.run(args.duration, say=lambda line: print(line, flush=True))
+
+
 def cmd_doctor(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
     from tokend import doctor, logs
 
@@ -418,7 +444,7 @@ def _purge(config_path: Path) -> list[str]:
 _COMMANDS = {"run": cmd_run, "status": cmd_status, "token": cmd_token, "exec": cmd_exec, "stop": cmd_stop,
              "reload": cmd_reload, "service": cmd_service, "login": cmd_login, "logout": cmd_logout,
              "clients": cmd_clients, "doctor": cmd_doctor,
-             "init": cmd_init}
+             "init": cmd_init, "demo": cmd_demo, "completion": cmd_completion}
 
 
 def _ask(config_path: Path, payload: dict[str, Any]) -> dict[str, Any]:
