@@ -528,10 +528,10 @@ def render_status(status: dict[str, Any], now: float, paint: Any = None) -> str:
     if status.get("config_error"):
         lines.append(paint(f"  ! config change refused, still serving the previous one: {status['config_error']}",
                            "31"))
-    lines += ["", "IDENTITY         STATE           SOURCE             PRINCIPAL                      TOKEN"]
+    lines += ["", "IDENTITY         STATE           SOURCE             PRINCIPAL                              TOKEN"]
     for i in status["identities"]:
         source = i["source"] + (" (unencrypted cache)" if i.get("cache") == "unencrypted" else "")
-        lines.append(f"{i['name']:<16} {state(i['state'])} {source:<18} {i['principal'] or '-':<30} "
+        lines.append(f"{i['name']:<16} {state(i['state'])} {source:<18} {i['principal'] or '-':<38} "
                      f"{_until(i['expires_on'], now)}".rstrip())
         if i["last_error"]:
             lines.append(f"    ! {i['last_error']}")

@@ -48,8 +48,8 @@ def run(config_path: Path, login: bool = False) -> list[Check]:
     except ConfigError as e:
         return [Check("config", "fail", str(e), "fix the file as the message says, or pass --config PATH"),
                 _daemon(config_path)[0]]
-    checks.append(Check("config", "ok", f"{config_path}: {len(cfg.identities)} identities, "
-                                        f"{len(cfg.targets)} targets"))
+    checks.append(Check("config", "ok", f"{config_path}: {_count(len(cfg.identities), 'identity', 'identities')}, "
+                                        f"{_count(len(cfg.targets), 'target', 'targets')}"))
     daemon_check, status = _daemon(config_path)
     checks.append(daemon_check)
     checks += _identities(cfg, config_path, status)
@@ -67,6 +67,10 @@ def run(config_path: Path, login: bool = False) -> list[Check]:
 
 def as_json(checks: list[Check]) -> dict[str, Any]:
     return {"ok": not any(c.status == "fail" for c in checks), "checks": [asdict(c) for c in checks]}
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _daemon(config_path: Path) -> tuple[Check, dict[str, Any] | None]:
@@ -174,7 +178,8 @@ def _pgpass(cfg: Config) -> list[Check]:
         out.append(Check("pgpass shadowing", "fail", "; ".join(shadowed),
                          f"delete or move those lines below tokend's block in {path}"))
     elif targets:
-        out.append(Check("pgpass shadowing", "ok", f"tokend's line is the first match for {len(targets)} targets"))
+        out.append(Check("pgpass shadowing", "ok", "tokend's line is the first match for "
+                                                   f"{_count(len(targets), 'target', 'targets')}"))
     return out
 
 
