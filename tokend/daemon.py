@@ -247,8 +247,7 @@ class Daemon:
             log.info("tokend running: %d identities, %d targets, config %s", len(self.refreshers),
                      len(self.config.targets), self.config.path)
             _notify_service_manager(b"READY=1")
-            while not self._stop.wait(1.0):
-                pass
+            self._stop.wait()  # signal handlers and IPC set it; no periodic wake-up while idle
         _notify_service_manager(b"STOPPING=1")
         log.info("tokend stopping (%s)", self._stop_reason)
         for watcher in watchers:

@@ -76,9 +76,9 @@ class SinkWorker:
     def _run(self) -> None:
         self._dirty.set()  # first sync at start: removes entries of targets no longer configured
         while not self._stopping:
-            self._dirty.wait(self.policy.max_sleep)
-            if self._stopping or not self._dirty.is_set():
-                continue
+            self._dirty.wait()  # pokes wake it; nothing to do in between
+            if self._stopping:
+                return
             self._dirty.clear()
             if not self.sync() and not self._stopping:
                 delay = self.policy.backoff(self._failures, urgent=False)

@@ -6,11 +6,15 @@ from typing import Any
 
 from tokend.config import IdentityConfig
 
+# A token service that hangs must not hold a refresher for minutes: bound each HTTP request (seconds) and the
+# retries azure-core adds on top, so one attempt ends within about a minute and tokend's own backoff takes over.
+TRANSPORT = {"connection_timeout": 10, "read_timeout": 15, "retry_total": 2}
+
 
 def authority_kwargs(config: IdentityConfig) -> dict[str, Any]:
-    """``authority`` for the cloud; an overridden authority (custom cloud, emulator) also turns instance discovery
-    off, since only Microsoft's own hosts answer it."""
-    kwargs: dict[str, Any] = {"authority": config.authority}
+    """``authority`` for the cloud, and the transport bounds; an overridden authority (custom cloud, emulator) also
+    turns instance discovery off, since only Microsoft's own hosts answer it."""
+    kwargs: dict[str, Any] = {"authority": config.authority, **TRANSPORT}
     if config.authority_override:
         kwargs["disable_instance_discovery"] = True
     return kwargs

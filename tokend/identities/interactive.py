@@ -29,7 +29,7 @@ from tokend import paths
 from tokend.clouds import scope_for
 from tokend.config import IdentityConfig
 from tokend.errors import LoginRequired, TokendError
-from tokend.identities._authority import authority_kwargs
+from tokend.identities._authority import TRANSPORT, authority_kwargs
 
 # The Azure CLI's public client: pre-authorised for the ossrdbms resource in every tenant.
 DEFAULT_CLIENT_ID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
@@ -74,7 +74,7 @@ def _options(config: IdentityConfig) -> TokenCachePersistenceOptions:
 
 def _common(config: IdentityConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"client_id": config.client_id or DEFAULT_CLIENT_ID,
-                              "cache_persistence_options": _options(config)}
+                              "cache_persistence_options": _options(config), **TRANSPORT}
     if config.tenant_id:
         kwargs["tenant_id"] = config.tenant_id
     return kwargs

@@ -10,9 +10,10 @@ from typing import Any
 from azure.identity import ManagedIdentityCredential
 
 from tokend.config import IdentityConfig
+from tokend.identities._authority import TRANSPORT
 
 
 def credential(config: IdentityConfig) -> Any:
     if config.client_id:
-        return ManagedIdentityCredential(client_id=config.client_id)
-    return ManagedIdentityCredential()
+        return ManagedIdentityCredential(client_id=config.client_id, **TRANSPORT)
+    return ManagedIdentityCredential(**TRANSPORT)
