@@ -301,6 +301,12 @@ def secret_service(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
     bus.wait(5)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process, seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def az_path() -> str | None:
     for candidate in (os.environ.get("TOKEND_TEST_AZ"), "/opt/tokend-az/bin/az", shutil.which("az")):
         if candidate and Path(candidate).exists():

@@ -19,6 +19,8 @@ command -v gnome-keyring-daemon >/dev/null || need_apt+=(gnome-keyring)
 [ -d /usr/lib/python3/dist-packages/gi ] || need_apt+=(python3-gi)
 command -v secret-tool >/dev/null || need_apt+=(libsecret-tools)
 command -v zsh >/dev/null || need_apt+=(zsh)
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || ls /usr/lib/*/faketime/libfaketimeMT.so.1 \
+  >/dev/null 2>&1 || need_apt+=(faketime)
 command -v fish >/dev/null || need_apt+=(fish)
 [ -e /usr/lib/x86_64-linux-gnu/girepository-1.0/Secret-1.typelib ] || ls /usr/lib/*/girepository-1.0/Secret-1.typelib \
   >/dev/null 2>&1 || need_apt+=(gir1.2-secret-1)

@@ -19,7 +19,7 @@ from tokend.emulator.directory import TokenRejected
 from tokend.emulator.postgres import Postgres
 from tokend.sinks.pgpass import parse
 
-from conftest import GROUP, SECRET, Tenant, psql, sp_config, tokend, wait_for
+from conftest import GROUP, SECRET, Tenant, cpu_seconds, psql, sp_config, tokend, wait_for
 
 
 def pgpass_token(pgpass: Path) -> str | None:
@@ -242,14 +242,14 @@ def test_long_outage_recovers_within_seconds(em: Tenant, postgres: Postgres, pgp
     d.wait_ready()
     wait_for(lambda: pgpass_token(pgpass), what="token in pgpass")
     em.emulator.refuse_connections()
-    cpu0 = _cpu_seconds(d.proc.pid)
+    cpu0 = cpu_seconds(d.proc.pid)
     # the held token expires during the outage and leaves pgpass
     wait_for(lambda: pgpass_token(pgpass) is None, timeout=75, interval=0.5, what="expired token removed")
     status = d.status()
     assert status["identities"][0]["state"] == "failed" and status["identities"][0]["last_error"]
     time.sleep(10)  # part of the outage itself, not a wait for a condition
     assert d.proc.poll() is None
-    cpu = _cpu_seconds(d.proc.pid) - cpu0
+    cpu = cpu_seconds(d.proc.pid) - cpu0
     assert cpu < 10, f"daemon used {cpu:.1f} s of CPU during the outage: spinning"
     back = time.monotonic()
     em.emulator.accept_connections()
@@ -257,11 +257,6 @@ def test_long_outage_recovers_within_seconds(em: Tenant, postgres: Postgres, pgp
     recovered = time.monotonic() - back
     assert recovered < 20, recovered
     assert d.status()["identities"][0]["state"] == "ok"
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_status_json_is_the_contract(em: Tenant, postgres: Postgres, write_config, daemon) -> None:

@@ -30,7 +30,7 @@ class Policy:
     cap: float = 90.0  # largest backoff ceiling, seconds
     cap_empty: float = 15.0  # largest backoff ceiling while no valid token is held, seconds
     floor: float = 1.0  # no retry sooner than this, seconds
-    max_sleep: float = 30.0  # longest single sleep, seconds (rule 6)
+    max_sleep: float = 10.0  # longest single sleep, seconds (rule 6): a resumed laptop acts within this
 
     def refresh_at(self, token: Token) -> float:
         """When to ask for the token that replaces ``token`` (rules 1–3)."""
