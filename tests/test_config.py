@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,37 @@ def test_fuzz_any_text_is_a_config_or_a_config_error(text: str) -> None:
         parse(text, Path("fuzz.toml"))
     except ConfigError as e:
         assert str(e).startswith("fuzz.toml")
+
+
+def _toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(v)
+
+
+scalars = st.one_of(st.text(max_size=12), st.integers(-5, 70000), st.booleans(), st.floats(allow_nan=False),
+                    st.lists(st.text(max_size=8), max_size=3))
+keys = st.sampled_from(["source", "tenant_id", "client_id", "cloud", "authority", "resource", "client_secret_env",
+                        "certificate_path", "host", "port", "database", "user", "identity", "sinks", "path",
+                        "margin", "token_file", "allow_unencrypted_cache", "bogus"])
+tables = st.dictionaries(keys, scalars, max_size=6)
+sections = st.sampled_from(["identities", "targets", "sinks", "refresh", "other"])
+names = st.sampled_from(["me", "app", "prod", "pgpass", "keychain", "pg_service", "a b", "x"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(sections, names, tables), max_size=6))
+def test_fuzz_structured_configs_load_or_fail_clearly(parts: list) -> None:
+    """Shaped like real configs, with wrong types, unknown keys and dangling names mixed in."""
+    text = "".join(
+        (f"[{section}]\n" if section == "refresh" else f'[{section}."{name}"]\n')
+        + "".join(f"{k} = {_toml_value(v)}\n" for k, v in body.items()) + "\n"
+        for section, name, body in parts)
+    try:
+        parse(text, Path("fuzz.toml"))
+    except ConfigError as e:
+        assert str(e).startswith("fuzz.toml") and "\n" not in str(e)
