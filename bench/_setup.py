@@ -104,6 +104,19 @@ def find_az() -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def released_tokend() -> Iterator[str]:
+    """tokend as users get it: a regular (not editable) install of this checkout in a fresh venv."""
+    folder = Path(tempfile.mkdtemp(prefix="tokend-bench-venv-"))
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+        subprocess.run([str(folder / "bin" / "python"), "-m", "pip", "install", "-q",
+                        str(Path(__file__).resolve().parent.parent)], check=True, capture_output=True)
+        yield str(folder / "bin" / "tokend")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def time_command(cmd: list[str], env: dict[str, str], runs: int) -> list[float]:
     out = []
     for _ in range(runs):
