@@ -141,10 +141,10 @@ def _fix_from(message: str) -> str:
 
 
 def _pgpass(cfg: Config) -> list[Check]:
-    from tokend.sinks.pgpass import default_path
+    from tokend.sinks.pgpass import PgpassSink
 
-    options = cfg.sinks["pgpass"].options
-    path = Path(options["path"]).expanduser() if options.get("path") else default_path()
+    owner = paths.config_id(cfg.path)
+    path = PgpassSink(cfg.sinks["pgpass"].options, owner).path
     targets = [t for t in cfg.targets.values() if "pgpass" in t.sinks]
     if not path.exists():
         return [Check("pgpass", "fail" if targets else "ok", f"{path} does not exist",
@@ -160,7 +160,6 @@ def _pgpass(cfg: Config) -> list[Check]:
     if data.startswith(b"\xef\xbb\xbf"):
         out.append(Check("pgpass encoding", "fail", f"{path} starts with a UTF-8 BOM: libpq cannot read line 1",
                          "save the file without a BOM"))
-    owner = paths.config_id(cfg.path)
     lines, ours = _lines_with_owner(data, owner)
     first = next((i for i, mine in enumerate(ours) if mine), None)
     shadowed = []

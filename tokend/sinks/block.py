@@ -7,7 +7,12 @@ the block follows the file's line-end convention.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tokend.sinks.atomic import check_writable, rewrite
 
 BEGIN = b"# >>> tokend "
 END = b"# <<< tokend "
@@ -45,3 +50,24 @@ def without(data: bytes, owner: str) -> bytes:
     if stop is None:  # an end marker someone deleted: drop only our begin line, keep the rest as theirs
         return b"".join(lines[:start] + lines[start + 1:])
     return b"".join(lines[:start] + lines[stop + 1:])
+
+
+@dataclass(frozen=True)
+class MarkedFile:
+    """One user file that holds an owner's block: where it is, whether it can be written, and writing the block."""
+
+    path: Path
+    owner: str
+    setting: str  # the config key that moves it, for error texts
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], owner: str, default: Callable[[], Path],
+                     setting: str) -> MarkedFile:
+        configured = options.get("path")
+        return cls(Path(configured).expanduser() if configured else default(), owner, setting)
+
+    def check(self) -> None:
+        check_writable(self.path, self.setting)
+
+    def write(self, lines: Sequence[str]) -> None:
+        rewrite(self.path, lambda old: splice(old, self.owner, lines))

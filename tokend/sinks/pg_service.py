@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from tokend.sinks import Entry, Sink, block
-from tokend.sinks.atomic import check_writable, rewrite
 
 
 def default_path() -> Path:
@@ -41,15 +40,14 @@ class PgServiceSink(Sink):
 
     def __init__(self, options: Mapping[str, Any], owner: str) -> None:
         super().__init__(options, owner)
-        configured = options.get("path")
-        self.path = Path(configured).expanduser() if configured else default_path()
+        self.file = block.MarkedFile.from_options(options, owner, default_path, "[sinks.pg_service] path")
+        self.path = self.file.path
 
     def location(self) -> str:
         return str(self.path)
 
     def check(self) -> None:
-        check_writable(self.path, "[sinks.pg_service] path")
+        self.file.check()
 
     def sync(self, entries: Sequence[Entry]) -> None:
-        lines = [line for e in entries for line in section(e)]
-        rewrite(self.path, lambda old: block.splice(old, self.owner, lines))
+        self.file.write([line for e in entries for line in section(e)])

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from tokend.sinks import Entry, Sink, block
-from tokend.sinks.atomic import check_writable, rewrite
 
 
 def default_path() -> Path:
@@ -74,14 +73,14 @@ class PgpassSink(Sink):
 
     def __init__(self, options: Mapping[str, Any], owner: str) -> None:
         super().__init__(options, owner)
-        configured = options.get("path")
-        self.path = Path(configured).expanduser() if configured else default_path()
+        self.file = block.MarkedFile.from_options(options, owner, default_path, "[sinks.pgpass] path")
+        self.path = self.file.path
 
     def location(self) -> str:
         return str(self.path)
 
     def check(self) -> None:
-        check_writable(self.path, "[sinks.pgpass] path")
+        self.file.check()
 
     def sync(self, entries: Sequence[Entry]) -> None:
-        rewrite(self.path, lambda old: splice(old, self.owner, entries))
+        self.file.write([line_for(e) for e in entries])
