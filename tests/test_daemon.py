@@ -277,3 +277,22 @@ def tokend_cmd() -> list[str]:
     from conftest import TOKEND
 
     return [TOKEND]
+
+
+def test_status_watch_redraws(em: Tenant, postgres: Postgres, write_config, daemon) -> None:
+    from conftest import TOKEND
+
+    cfg = write_config(sp_config(em, postgres.port))
+    d = daemon(cfg)
+    d.wait_ready()
+    proc = subprocess.Popen([TOKEND, "status", "--watch", "--config", str(cfg)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        seen, deadline = [], time.monotonic() + 15
+        while sum(line.startswith("IDENTITY") for line in seen) < 2 and time.monotonic() < deadline:
+            seen.append(proc.stdout.readline())
+        assert sum(line.startswith("IDENTITY") for line in seen) == 2
+        assert not any("\033[" in line for line in seen)  # no colour or screen control when not on a terminal
+    finally:
+        proc.terminate()
+        proc.wait(5)
