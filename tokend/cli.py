@@ -295,7 +295,9 @@ def cmd_init(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
         answers.extra["allow_unencrypted_cache"] = True
     init.fill(answers, ask if interactive else None, existing)
     new_text, target, identity = init.add_to_config(text, answers, config_path)
-    init.write(config_path, new_text)
+    from tokend.sinks.atomic import write_private
+
+    write_private(config_path, new_text)
     print(f"wrote {config_path}: target {target} ({answers.user} at {answers.server}) with identity {identity}")
     cfg = config.load(config_path)
     ic = cfg.identities[identity]
@@ -307,11 +309,7 @@ def cmd_init(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
                 print(f"next: sign in once with `tokend login {identity} --config {config_path}`")
                 return 0
             person.login(ic, say=lambda line: print(line, flush=True))
-    ident = identities.build(ic)
-    try:
-        token = ident.fetch()
-    finally:
-        ident.close()
+    token = identities.fetch_once(ic)
     print(f"identity {identity} works: token for {token.principal} (tenant {token.claims.get('tid', '?')}), "
           f"{_until(token.expires_on, time.time())}")
     if args.check:
@@ -328,20 +326,15 @@ def cmd_init(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
 
 
 def _check_login(t: Any, token: str) -> str:
-    import shutil
-    import subprocess
+    from tokend.doctor import psql_login
 
-    psql = shutil.which("psql")
-    if not psql:
+    result = psql_login(t, password=token)
+    if result is None:
         return "check skipped: psql not found"
-    db = "postgres" if t.database == "*" else t.database
-    env = {**os.environ, "PGPASSWORD": token}
-    r = subprocess.run([psql, f"host={t.host} port={t.port} dbname={db} user='{t.user}' sslmode=require "
-                        "connect_timeout=10", "-Atc", "select current_user"], capture_output=True, text=True,
-                       env=env, timeout=30)
-    if r.returncode != 0:
-        raise TokendError(f"login to {t.host} as {t.user} failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
-    return f"logged in to {t.host} as current_user = {r.stdout.strip()}"
+    ok, text = result
+    if not ok:
+        raise TokendError(f"login to {t.host} as {t.user} failed: {text}")
+    return f"logged in to {t.host} as current_user = {text}"
 
 
 def cmd_completion(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
@@ -468,11 +461,7 @@ def _token(config_path: Path, target: str | None, debug: bool) -> dict[str, Any]
     t = resolve_target(cfg, target)
     if "keychain" in t.sinks and (kept := _from_keychain(t.name)) is not None:
         return {"token": kept.value, "expires_on": kept.expires_on, "target": target_dict(t)}
-    identity = identities.build(cfg.identities[t.identity])
-    try:
-        token = identity.fetch()
-    finally:
-        identity.close()
+    token = identities.fetch_once(cfg.identities[t.identity])
     return {"token": token.value, "expires_on": token.expires_on, "target": target_dict(t)}
 
 

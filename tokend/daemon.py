@@ -46,7 +46,7 @@ class Daemon:
         self.owner = paths.config_id(config.path)
         self.started_at = clock()
         self.config = config
-        self.policy = Policy(margin=config.refresh_margin)
+        self.policy = Policy()  # _apply sets it from the config
         self.config_error: str | None = None
         self.refreshers: dict[str, Refresher] = {}
         self.workers: dict[str, SinkWorker] = {}
@@ -134,10 +134,9 @@ class Daemon:
         """Make the running parts match ``new``. Sinks are built and checked first, so a bad one refuses it all."""
         # Every kind runs, used or not, so what an earlier config wrote there is cleaned up; only used ones are
         # checked (and a failed check of a used one refuses the config).
-        kinds = set(config_mod.SINK_KINDS)
         used_kinds = {k for t in new.targets.values() for k in t.sinks}
         built = {}
-        for kind in sorted(kinds):
+        for kind in config_mod.SINK_KINDS:
             old = self.workers.get(kind)
             if old is None or old.sink.options != new.sinks[kind].options:
                 sink = sinks.build(kind, new.sinks[kind].options, self.owner)
@@ -152,7 +151,7 @@ class Daemon:
         with self._lock:
             for part in (*self.refreshers.values(), *self.workers.values()):
                 part.policy = self.policy
-            retired_workers = [w for k, w in self.workers.items() if k not in kinds or k in built]
+            retired_workers = [w for k, w in self.workers.items() if k in built]  # replaced by a new place
             retired = [r for n, r in self.refreshers.items()
                        if n not in used or new.identities[n] != r.identity.config]
             for r in retired:

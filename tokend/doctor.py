@@ -98,11 +98,7 @@ def _identities(cfg: Config, config_path: Path, status: dict[str, Any] | None) -
         try:
             token = _token_from_daemon(config_path, users[0]) if status else None
             if token is None:
-                identity = identities.build(ic)
-                try:
-                    token = identity.fetch()
-                finally:
-                    identity.close()
+                token = identities.fetch_once(ic)
         except LoginRequired as e:
             out.append(Check(f"identity {name}", "fail", f"sign-in needed: {e}",
                              _fix_from(str(e)) or f"tokend login {name}"))
@@ -266,19 +262,32 @@ def _network(t: Target, timeout: float = 5.0) -> list[Check]:
     return [*checks, Check(f"{name} tls", "ok", f"{version} (sslmode=require)")]
 
 
-def _login(t: Target) -> Check:
+def psql_login(t: Target, password: str | None = None) -> tuple[bool, str] | None:
+    """Log in to ``t`` with psql: with ``password``, else through pgpass. (ok, current_user or the reason); None
+    when there is no psql here."""
     psql = shutil.which("psql")
     if not psql:
-        return Check(f"target {t.name} login", "warn", "psql not found", "install a PostgreSQL client to test logins")
+        return None
     db = "postgres" if t.database == "*" else t.database
     env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
+    if password is not None:
+        env["PGPASSWORD"] = password
     conninfo = f"host={t.host} port={t.port} dbname={db} user='{t.user}' sslmode=require connect_timeout=10"
     r = subprocess.run([psql, conninfo, "-w", "-Atc", "select current_user"], capture_output=True, text=True,
                        env=env, timeout=30)
     if r.returncode == 0:
-        return Check(f"target {t.name} login", "ok", f"logged in through pgpass as {r.stdout.strip()}")
-    reason = (r.stderr.strip().splitlines() or ["?"])[-1]
-    return Check(f"target {t.name} login", "fail", reason,
+        return True, r.stdout.strip()
+    return False, (r.stderr.strip().splitlines() or ["?"])[-1]
+
+
+def _login(t: Target) -> Check:
+    result = psql_login(t)
+    if result is None:
+        return Check(f"target {t.name} login", "warn", "psql not found", "install a PostgreSQL client to test logins")
+    ok, text = result
+    if ok:
+        return Check(f"target {t.name} login", "ok", f"logged in through pgpass as {text}")
+    return Check(f"target {t.name} login", "fail", text,
                  "check the role exists on the server (pgaadauth_create_principal) and you are in the group")
 
 

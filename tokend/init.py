@@ -9,7 +9,6 @@ for byte. The result is checked with the real config loader before it is written
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -143,9 +142,3 @@ def _append(text: str, table: str, body: dict[str, object]) -> str:
     return text + sep + "\n".join(lines) + "\n"
 
 
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)

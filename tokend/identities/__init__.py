@@ -10,6 +10,7 @@ import importlib
 
 from tokend.config import IdentityConfig
 from tokend.identities.base import Identity
+from tokend.token import Token
 
 REGISTRY: dict[str, str] = {
     "azure-cli": "tokend.identities.azure_cli",
@@ -31,4 +32,13 @@ def build(config: IdentityConfig) -> Identity:
     return identity
 
 
-__all__ = ["REGISTRY", "Identity", "build"]
+def fetch_once(config: IdentityConfig) -> Token:
+    """One token from a credential built for the occasion (commands that run without the daemon)."""
+    identity = build(config)
+    try:
+        return identity.fetch()
+    finally:
+        identity.close()
+
+
+__all__ = ["REGISTRY", "Identity", "build", "fetch_once"]

@@ -58,21 +58,21 @@ class Identity:
             except TokendError:
                 raise
             except AuthenticationRequiredError as e:
-                raise self._login_required(_one_line(e)) from None
+                raise self._login_required(one_line(e)) from None
             except CredentialUnavailableError as e:
-                text = _one_line(e)
+                text = one_line(e)
                 if _LOGIN_HINTS.search(text):  # e.g. az: "Please run 'az login'": the sign-in is gone
                     raise self._login_required(text, signed_out=True) from None
                 raise IdentityUnavailable(text) from None
             except ClientAuthenticationError as e:
-                text = _one_line(e)
+                text = one_line(e)
                 if _LOGIN_HINTS.search(text):
                     raise self._login_required(text) from None
                 raise TokenFailed(text) from None
             except (ValueError, OSError) as e:
-                raise TokenFailed(_one_line(e)) from None
+                raise TokenFailed(one_line(e)) from None
             except Exception as e:  # azure-core transport errors and the like: report, retry, never crash
-                raise TokenFailed(f"{type(e).__name__}: {_one_line(e)}") from None
+                raise TokenFailed(f"{type(e).__name__}: {one_line(e)}") from None
         return Token.from_jwt(info.token, info.expires_on, self._clock(), info.refresh_on)
 
     def _login_required(self, text: str, signed_out: bool = False) -> LoginRequired:
@@ -86,7 +86,7 @@ class Identity:
             self._credential = None
 
 
-def _one_line(e: BaseException, limit: int = 300) -> str:
+def one_line(e: BaseException, limit: int = 300) -> str:
     """A bounded one-line reason: the first meaningful line of the error, with any token-like text removed."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     text = redact(" ".join(lines[:3]) if lines else type(e).__name__)

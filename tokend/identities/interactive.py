@@ -30,6 +30,8 @@ from tokend.clouds import scope_for
 from tokend.config import IdentityConfig
 from tokend.errors import LoginRequired, TokendError
 from tokend.identities._authority import TRANSPORT, authority_kwargs
+from tokend.identities.base import one_line
+from tokend.sinks.atomic import write_private
 
 # The Azure CLI's public client: pre-authorised for the ossrdbms resource in every tenant.
 DEFAULT_CLIENT_ID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
@@ -123,17 +125,10 @@ def login(config: IdentityConfig, say: Callable[[str], None]) -> AuthenticationR
     try:
         record = cred.authenticate(scopes=[scope_for(config.resource)])
     except Exception as e:  # azure-identity's errors: one line, no token in them
-        from tokend.redact import redact
-
-        raise TokendError(f"identity {config.name}: sign-in failed: {redact(str(e).splitlines()[0])}") from None
+        raise TokendError(f"identity {config.name}: sign-in failed: {one_line(e)}") from None
     finally:
         cred.close()
-    path = record_path(config)
-    paths.private_dir(path.parent)
-    tmp = path.with_suffix(".tmp")
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-        f.write(record.serialize())
-    os.replace(tmp, path)
+    write_private(record_path(config), record.serialize())
     return record
 
 

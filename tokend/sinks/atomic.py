@@ -58,6 +58,16 @@ def rewrite(path: Path, transform: Transform, attempts: int = 5) -> bool:
         raise SinkError(f"{real}: cannot write ({e.strerror or e}); check the disk and the folder") from None
 
 
+def write_private(path: Path, text: str) -> None:
+    """Replace a file tokend owns outright (records, indexes, its config) with ``text``: mode 0600 in a 0700 folder,
+    through a temporary file and a rename, so a reader never sees half of it."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def check_writable(path: Path, setting: str) -> None:
     """Raise SinkError (with the fix) unless ``path`` can be rewritten: its folder exists and is writable, and the
     file, if there, is readable. ``setting`` names the config key that moves it."""

@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tokend import paths
 from tokend.errors import SinkUnavailable
 from tokend.sinks import Entry, Sink
+from tokend.sinks.atomic import write_private
 
 SERVICE = "tokend"
 MANIFEST = "tokend-chunks:v1:"
@@ -135,9 +135,5 @@ class KeychainSink(Sink):
             return {}
 
     def _save_index(self, index: dict[str, int]) -> None:
-        paths.private_dir(self.index_path.parent)
-        tmp = self.index_path.with_suffix(".tmp")
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-            json.dump(index, f)
-        os.replace(tmp, self.index_path)
+        write_private(self.index_path, json.dumps(index))
 
