@@ -12,7 +12,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +29,13 @@ from tokend.emulator.directory import App, ManagedIdentity, User
 from tokend.emulator.postgres import Postgres
 from tokend.emulator.server import Emulator
 
-TOKEND = str(Path(sys.executable).with_name("tokend"))
+REPO = Path(__file__).resolve().parent.parent
+# The `tokend` users get: installed from a wheel of this checkout into a venv of its own (tests/run.sh makes it).
+TOKEND = os.environ.get("TOKEND_TEST_BIN") or str(REPO / ".venv-product" / "bin" / "tokend")
+if not Path(TOKEND).exists():
+    raise SystemExit(f"no installed tokend at {TOKEND}: run the tests with `bash tests/run.sh`, which builds the "
+                     "wheel and installs it (or set TOKEND_TEST_BIN)")
+PRODUCT_PYTHON = str(Path(TOKEND).with_name("python"))
 RESOURCE = "https://ossrdbms-aad.database.windows.net"
 GROUP = "DBA Group"
 SECRET = "emulator-secret-value-1"  # the test app's client secret (test data, not a real secret)
@@ -146,6 +151,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixtur
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     monkeypatch.setenv("AZURE_CONFIG_DIR", str(home / ".azure"))
+    # Away from the checkout: `python -c …` started from it would import the source tree, not the installed tokend.
+    monkeypatch.chdir(tmp_path)
     if "tenant" in request.fixturenames:
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(request.getfixturevalue("tenant").bundle))
     return home
@@ -154,6 +161,17 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixtur
 @pytest.fixture
 def pgpass(home: Path) -> Path:
     return home / ".pgpass"
+
+
+def pgpass_token(pgpass: Path, user: str = GROUP) -> str | None:
+    """The password of the first pgpass line for ``user``, as libpq would pick it; None when there is none."""
+    from tokend.sinks.pgpass import parse
+
+    try:
+        lines = parse(pgpass.read_text())
+    except FileNotFoundError:
+        return None
+    return next((ln[4] for ln in lines if ln[3] == user), None)
 
 
 def sp_config(t: Tenant, pg_port: int, *, extra: str = "", targets: str | None = None, source: str = "sp") -> str:

@@ -33,25 +33,40 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 python=${PYTHON:-python3}
+# Tests run what users install: a wheel built from this checkout, never an editable install.
+#   .venv          the test tools, and tokend from that wheel (in-process tests import the installed copy)
+#   .venv-product  a fresh venv holding nothing but the wheel and its dependencies: the `tokend` that the
+#                  end-to-end tests run, as install/install.sh would install it
 if [ ! -x .venv/bin/python ]; then
   echo "creating .venv with $($python --version)"
   $python -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >>"$log" 2>&1
-.venv/bin/python -m pip install -q -e ".[test]" >>"$log" 2>&1 || { tail -20 "$log"; exit 1; }
+rm -rf dist
+.venv/bin/python -m pip wheel -q --no-deps -w dist . >>"$log" 2>&1 || { tail -20 "$log"; exit 1; }
+wheel=$(ls "$root"/dist/tokend-*.whl)
+echo "built $(basename "$wheel")"
+.venv/bin/python -m pip install -q "$wheel[test]" >>"$log" 2>&1 || { tail -20 "$log"; exit 1; }
+.venv/bin/python -m pip install -q --force-reinstall --no-deps "$wheel" >>"$log" 2>&1 || { tail -20 "$log"; exit 1; }
+rm -rf .venv-product
+$python -m venv .venv-product
+.venv-product/bin/python -m pip install -q "$wheel" >>"$log" 2>&1 || { tail -20 "$log"; exit 1; }
 
-# Debian's PyGObject (gi) into the venv, when the venv's Python has the system Python's ABI: msal-extensions
+# Debian's PyGObject (gi) into both venvs, when their Python has the system Python's ABI: msal-extensions
 # needs it for libsecret. Only the gi package is linked, not the whole system site-packages.
-venv_abi=$(.venv/bin/python -c 'import sys; print(sys.implementation.cache_tag)')
 sys_abi=$(/usr/bin/python3 -c 'import sys; print(sys.implementation.cache_tag)' 2>/dev/null || true)
-site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-if [ -d /usr/lib/python3/dist-packages/gi ] && [ "$venv_abi" = "$sys_abi" ]; then
-  mkdir -p .venv/system-gi
-  ln -sfn /usr/lib/python3/dist-packages/gi .venv/system-gi/gi
-  echo "$root/.venv/system-gi" > "$site/system-gi.pth"
-else
-  echo "note: Debian's PyGObject does not fit this venv ($venv_abi vs ${sys_abi:-none}); encrypted-cache tests skip"
-fi
+for venv in .venv .venv-product; do
+  venv_abi=$($venv/bin/python -c 'import sys; print(sys.implementation.cache_tag)')
+  site=$($venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  if [ -d /usr/lib/python3/dist-packages/gi ] && [ "$venv_abi" = "$sys_abi" ]; then
+    mkdir -p $venv/system-gi
+    ln -sfn /usr/lib/python3/dist-packages/gi $venv/system-gi/gi
+    echo "$root/$venv/system-gi" > "$site/system-gi.pth"
+  else
+    echo "note: Debian's PyGObject does not fit $venv ($venv_abi vs ${sys_abi:-none}); encrypted-cache tests skip"
+  fi
+done
+export TOKEND_TEST_BIN="$root/.venv-product/bin/tokend"
 
 # The real Azure CLI, in its own virtualenv: it pins its own azure-identity/msal.
 if [ ! -x .venv-az/bin/az ]; then
@@ -63,4 +78,5 @@ export TOKEND_TEST_AZ="$root/.venv-az/bin/az"
 
 echo "ruff:"
 .venv/bin/ruff check tokend tests bench
-exec .venv/bin/python -m pytest "$@"
+# .venv/bin/pytest, not `python -m pytest`: the latter puts the checkout on sys.path and would import it.
+exec .venv/bin/pytest "$@"

@@ -10,7 +10,6 @@ import os
 import shlex
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from tokend.emulator.postgres import Postgres
 from tokend.sinks import Entry, keychain
 from tokend.token import Token
 
-from conftest import GROUP, Tenant, psql, sp_config, tokend, wait_for
+from conftest import GROUP, PRODUCT_PYTHON, Tenant, psql, sp_config, tokend, wait_for
 
 
 def sp_with_sinks(em: Tenant, pg: Postgres, sinks: str, name: str = "db") -> str:
@@ -31,7 +30,7 @@ def sp_with_sinks(em: Tenant, pg: Postgres, sinks: str, name: str = "db") -> str
 
 
 def keyring_get(name: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "keyring", "get", "tokend", name], capture_output=True, text=True)
+    r = subprocess.run([PRODUCT_PYTHON, "-m", "keyring", "get", "tokend", name], capture_output=True, text=True)
     return r.stdout.strip()
 
 
@@ -44,7 +43,7 @@ def secret_tool(name: str) -> str:
 def test_keychain_sink_in_a_real_secret_service(em: Tenant, postgres: Postgres, write_config, daemon,
                                                 secret_service: str) -> None:
     em.emulator.directory.lifetime = 60
-    subprocess.run([sys.executable, "-m", "keyring", "set", "someone-else", "me"], input="theirs\n", text=True,
+    subprocess.run([PRODUCT_PYTHON, "-m", "keyring", "set", "someone-else", "me"], input="theirs\n", text=True,
                    check=True)
     cfg = write_config(sp_with_sinks(em, postgres, '["pgpass", "keychain"]'))
     d = daemon(cfg)
@@ -58,7 +57,7 @@ def test_keychain_sink_in_a_real_secret_service(em: Tenant, postgres: Postgres, 
     cfg.write_text(sp_with_sinks(em, postgres, '["pgpass"]'))
     wait_for(lambda: keyring_get("db") == "", timeout=5, what="entry of removed target deleted")
     assert keyring_get("someone-else") == "" and subprocess.run(
-        [sys.executable, "-m", "keyring", "get", "someone-else", "me"], capture_output=True, text=True
+        [PRODUCT_PYTHON, "-m", "keyring", "get", "someone-else", "me"], capture_output=True, text=True
     ).stdout.strip() == "theirs"
 
 

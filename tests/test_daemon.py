@@ -7,7 +7,6 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,17 +16,19 @@ import pytest
 from tokend import paths
 from tokend.emulator.directory import TokenRejected
 from tokend.emulator.postgres import Postgres
-from tokend.sinks.pgpass import parse
 
-from conftest import GROUP, SECRET, Tenant, cpu_seconds, psql, sp_config, tokend, wait_for
-
-
-def pgpass_token(pgpass: Path) -> str | None:
-    try:
-        lines = parse(pgpass.read_text())
-    except FileNotFoundError:
-        return None
-    return next((ln[4] for ln in lines if ln[3] == GROUP), None)
+from conftest import (
+    GROUP,
+    PRODUCT_PYTHON,
+    SECRET,
+    Tenant,
+    cpu_seconds,
+    pgpass_token,
+    psql,
+    sp_config,
+    tokend,
+    wait_for,
+)
 
 
 def assert_no_secret_in(text: str, em: Tenant) -> None:
@@ -66,7 +67,7 @@ def test_status_token_exec(em: Tenant, postgres: Postgres, pgpass: Path, write_c
     probe_imports = ("import sys; from tokend.cli import main; rc = main(['token', '--config', sys.argv[1]]); "
                      "heavy = [m for m in sys.modules if m.split('.')[0] in ('azure', 'msal', 'argparse', 'logging')]; "
                      "print(rc, heavy, file=sys.stderr)")
-    r = subprocess.run([sys.executable, "-c", probe_imports, str(cfg)], capture_output=True, text=True)
+    r = subprocess.run([PRODUCT_PYTHON, "-c", probe_imports, str(cfg)], capture_output=True, text=True)
     assert r.stdout == token.stdout and r.stderr.strip() == "0 []", r.stderr
 
     r = tokend("exec", "db", "--config", str(cfg), "--", "psql", "-Atc", "select current_user, current_database()")

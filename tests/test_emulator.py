@@ -13,7 +13,7 @@ from azure.identity import ClientSecretCredential
 
 from tokend.emulator.directory import TokenRejected
 
-from conftest import GROUP, RESOURCE, SECRET, Tenant
+from conftest import GROUP, PRODUCT_PYTHON, RESOURCE, SECRET, Tenant
 
 
 def fetch(url: str, bundle: str) -> dict:
@@ -129,13 +129,12 @@ def test_device_code_and_refresh_token_flow(em: Tenant) -> None:
 def test_standalone_emulator_from_a_small_config(tmp_path, monkeypatch) -> None:
     import os
     import subprocess
-    import sys
 
     cfg = tmp_path / "emulator.toml"
     cfg.write_text('lifetime = 120\n[[users]]\nupn = "bob@contoso.example"\n[[apps]]\nname = "ci-app"\n'
                    'client_id = "11111111-2222-3333-4444-555555555555"\nsecret = "abc"\n'
                    '[[groups]]\nname = "Readers"\nmembers = ["bob@contoso.example", "ci-app"]\n')
-    proc = subprocess.Popen([sys.executable, "-m", "tokend.emulator", "--config", str(cfg), "--folder",
+    proc = subprocess.Popen([PRODUCT_PYTHON, "-m", "tokend.emulator", "--config", str(cfg), "--folder",
                              str(tmp_path / "em")], stdout=subprocess.PIPE, text=True)
     try:
         info = json.loads(proc.stdout.readline())

@@ -16,30 +16,16 @@ from types import MappingProxyType
 from typing import Any
 
 from tokend.clouds import CLOUDS, Cloud
-from tokend.errors import ConfigError
+from tokend.errors import ConfigError, UsageError
+from tokend.kinds import COMMON_IDENTITY_KEYS, SINKS, SOURCES
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-SOURCES = ("azure-cli", "device-code", "browser", "service-principal", "managed-identity", "workload-identity",
-           "default")
-SINK_KINDS = ("pgpass", "pg_service", "keychain")
-
-_COMMON_IDENTITY_KEYS = {"source", "tenant_id", "client_id", "cloud", "authority", "resource"}
-# Keys each source accepts beyond the common ones, and the ones it needs.
-_SOURCE_KEYS: dict[str, tuple[set[str], set[str]]] = {
-    "azure-cli": (set(), set()),
-    "service-principal": ({"client_secret_env", "certificate_path"}, {"tenant_id", "client_id"}),
-    "managed-identity": (set(), set()),
-    "workload-identity": ({"token_file"}, set()),
-    "default": (set(), set()),
-    "device-code": ({"allow_unencrypted_cache"}, set()),
-    "browser": ({"allow_unencrypted_cache"}, set()),
-}
-_SINK_KEYS: dict[str, set[str]] = {"pgpass": {"path"}, "pg_service": {"path"}, "keychain": set()}
 _TARGET_KEYS = {"host", "port", "database", "user", "identity", "sinks"}
+_HOST_WITH_PORT = re.compile(r"^(\[[^\]]*\]|[^:\[\]]+):(\d+)$")
 _REFRESH_KEYS = {"margin"}
 _TOP_KEYS = {"identities", "targets", "sinks", "refresh"}
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -70,10 +56,15 @@ class Target:
     name: str
     host: str
     port: int
-    database: str
+    database: str  # "*": any database
     user: str
     identity: str
     sinks: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The target as status, IPC answers and scripts see it."""
+        return {"name": self.name, "host": self.host, "port": self.port, "database": self.database,
+                "user": self.user, "identity": self.identity}
 
 
 @dataclass(frozen=True)
@@ -93,16 +84,37 @@ class Config:
     def targets_of(self, identity: str) -> list[Target]:
         return [t for t in self.targets.values() if t.identity == identity]
 
+    def target(self, name: str | None) -> Target:
+        """The target called ``name``, or the only one when no name is given. UsageError names the choices."""
+        names = ", ".join(self.targets) or "none"
+        if name is None:
+            if len(self.targets) == 1:
+                return next(iter(self.targets.values()))
+            example = next(iter(self.targets), "TARGET")
+            raise UsageError(f"name a target (configured in {self.path}: {names}); e.g. tokend token {example}")
+        if name not in self.targets:
+            raise UsageError(f"no target {name!r} in {self.path} (configured: {names})")
+        return self.targets[name]
+
 
 def load(path: Path) -> Config:
     """Read and validate the config at ``path``. Raises ConfigError with file, key and fix."""
     path = Path(path).expanduser()
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        data = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(path, "", "no such file; create it (see README, 'Config') or pass --config PATH") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(path, "", f"cannot read it ({_reason(e)}); check its permissions and encoding") from None
+        raise ConfigError(path, "", "no such file; create it with `tokend init` (see README, 'Config') or pass "
+                                    "--config PATH") from None
+    except IsADirectoryError:
+        raise ConfigError(path, "", "is a folder, not a file; pass the config file's path with --config") from None
+    except OSError as e:
+        raise ConfigError(path, "", f"cannot read it ({_reason(e)}); check its permissions") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(path, "", f"line {line} is not UTF-8 (byte 0x{data[e.start]:02x}); save the file as "
+                                    "UTF-8") from None
     return parse(text, path)
 
 
@@ -111,6 +123,8 @@ def parse(text: str, path: Path) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, "", f"not valid TOML: {e}; fix the syntax there") from None
+    except RecursionError:
+        raise ConfigError(path, "", "nested too deeply to be a tokend config; see README, 'Config'") from None
     _only(raw, _TOP_KEYS, path, "")
     identities = {
         name: _identity(name, body, path)
@@ -132,9 +146,9 @@ def _identity(name: str, body: dict[str, Any], path: Path) -> IdentityConfig:
     source = _str(body, "source", path, where, required=True)
     if source not in SOURCES:
         raise ConfigError(path, f"{where}.source", f"unknown source {source!r}; use one of: {', '.join(SOURCES)}")
-    extra, needed = _SOURCE_KEYS[source]
-    _only(body, _COMMON_IDENTITY_KEYS | extra, path, where)
-    for key in sorted(needed):
+    kind = SOURCES[source]
+    _only(body, COMMON_IDENTITY_KEYS | kind.keys, path, where)
+    for key in sorted(kind.required):
         _str(body, key, path, where, required=True)
     cloud_name = _str(body, "cloud", path, where) or "public"
     if cloud_name not in CLOUDS:
@@ -146,15 +160,12 @@ def _identity(name: str, body: dict[str, Any], path: Path) -> IdentityConfig:
     resource = _str(body, "resource", path, where) or cloud.resource
     secret_env = _str(body, "client_secret_env", path, where)
     cert = _str(body, "certificate_path", path, where)
-    if source == "service-principal":
-        if bool(secret_env) == bool(cert):
-            raise ConfigError(path, where, "set exactly one of client_secret_env (an environment variable's name) "
-                                           "or certificate_path")
-        if secret_env and not os.environ.get(secret_env):
-            raise ConfigError(path, f"{where}.client_secret_env",
-                              f"environment variable {secret_env} is not set; export it before starting tokend")
-        if cert and not Path(cert).expanduser().is_file():
-            raise ConfigError(path, f"{where}.certificate_path", f"no file at {cert}; give the PEM certificate's path")
+    # Whether the secret's variable is set is the identity's business, not the config's: commands that only read
+    # names and hosts (status, doctor, clients, completion) work in a shell that does not hold the secret, and the
+    # daemon shows an unset variable as that identity's problem.
+    if source == "service-principal" and bool(secret_env) == bool(cert):
+        raise ConfigError(path, where, "set exactly one of client_secret_env (an environment variable's name) "
+                                       "or certificate_path")
     token_file = _str(body, "token_file", path, where)
     unencrypted = body.get("allow_unencrypted_cache", False)
     if not isinstance(unencrypted, bool):
@@ -171,8 +182,12 @@ def _identity(name: str, body: dict[str, Any], path: Path) -> IdentityConfig:
 def _target(name: str, body: dict[str, Any], path: Path, identities: Mapping[str, IdentityConfig]) -> Target:
     where = f"targets.{name}"
     _only(body, _TARGET_KEYS, path, where)
-    host = _field(body, "host", path, where, required=True)
+    host = _host(body, path, where)
     user = _field(body, "user", path, where, required=True)
+    assert user is not None
+    if user == "*":
+        raise ConfigError(path, f"{where}.user", "must name one user (the group's display name, a UPN, or an "
+                                                 "identity's name), not the wildcard *")
     identity = _str(body, "identity", path, where)
     if identity is None:
         if len(identities) != 1:
@@ -190,20 +205,43 @@ def _target(name: str, body: dict[str, Any], path: Path, identities: Mapping[str
     if not isinstance(sinks, list) or not all(isinstance(s, str) for s in sinks):
         raise ConfigError(path, f"{where}.sinks", f'expected a list of sink names like ["pgpass"], got {sinks!r}')
     for s in sinks:
-        if s not in SINK_KINDS:
-            raise ConfigError(path, f"{where}.sinks", f"unknown sink {s!r}; use one of: {', '.join(SINK_KINDS)}")
+        if s not in SINKS:
+            raise ConfigError(path, f"{where}.sinks", f"unknown sink {s!r}; use one of: {', '.join(SINKS)}")
     return Target(name, host, port, database, user, identity, tuple(dict.fromkeys(sinks)))
+
+
+def _host(body: Mapping[str, Any], path: Path, where: str) -> str:
+    """A host name or address exactly as libpq will be given it (pgpass matches it literally)."""
+    host = _field(body, "host", path, where, required=True)
+    assert host is not None
+    key = f"{where}.host"
+    if "://" in host:
+        raise ConfigError(path, key, f"{host!r} is a URL; write only the server's name, e.g. host = "
+                                     '"contoso.postgres.database.azure.com"')
+    if m := _HOST_WITH_PORT.match(host):
+        name = m[1].strip("[]")
+        raise ConfigError(path, key, f"{host!r} holds a port; write host = {name!r} and port = {m[2]}")
+    if host.startswith("/"):
+        raise ConfigError(path, key, "a Unix socket folder; tokend serves TCP servers (libpq matches socket "
+                                     "connections in pgpass as localhost)")
+    if host == "*" or any(c in host for c in " ,\\"):
+        raise ConfigError(path, key, f"{host!r} is not one server name; write the host exactly as clients "
+                                     "connect to it (one name, no spaces, commas or wildcards)")
+    return host
 
 
 def _sinks(raw: object, path: Path) -> dict[str, SinkConfig]:
     tables = _tables(raw, path, "sinks")
     out = {}
-    for kind in SINK_KINDS:
-        body = tables.pop(kind, {})
-        _only(body, _SINK_KEYS[kind], path, f"sinks.{kind}")
-        out[kind] = SinkConfig(kind, MappingProxyType(dict(body)))
-    for kind in tables:
-        raise ConfigError(path, f"sinks.{kind}", f"unknown sink; use one of: {', '.join(SINK_KINDS)}")
+    for kind in SINKS.values():
+        where = f"sinks.{kind.name}"
+        body = tables.pop(kind.name, {})
+        _only(body, kind.keys, path, where)
+        for key in body:
+            _str(body, key, path, where)  # every sink option is a non-empty string (paths)
+        out[kind.name] = SinkConfig(kind.name, MappingProxyType(dict(body)))
+    for name in tables:
+        raise ConfigError(path, f"sinks.{name}", f"unknown sink; use one of: {', '.join(SINKS)}")
     return out
 
 

@@ -115,13 +115,16 @@ class Refresher:
     def _run(self) -> None:
         while not self._stopping:
             now = self.clock()
-            if self.token is not None and not self.token.valid_at(now):
-                log.warning("identity %s: token expired before a new one came; removing it from the sinks",
-                            self.identity.name)
-                self.token = None
-                self.on_change()
-            if now >= self.next_at:
+            expired = self.token is not None and not self.token.valid_at(now)
+            if expired or now >= self.next_at:
+                # An expired token (a laptop waking, a clock step) is replaced before it is removed, so the sinks
+                # go straight from the old token to the new one when the credential answers.
                 self.step()
+                if self.token is not None and not self.token.valid_at(self.clock()):
+                    log.warning("identity %s: token expired before a new one came; removing it from the sinks",
+                                self.identity.name)
+                    self.token = None
+                    self.on_change()
                 continue
             deadline = self.next_at if self.token is None else min(self.next_at, self.token.expires_on)
             self._wake.wait(self.policy.sleep_for(now, deadline))

@@ -13,11 +13,23 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 log = logging.getLogger("tokend.watch")
 _WRITES = {"created", "modified", "moved", "deleted", "closed"}
+# Only changes are subscribed to: a folder someone merely reads (opens, closes unwritten) never wakes us, and cannot
+# flood the kernel's event queue (libfaketime, `az` and shells read files in these folders constantly).
+_FILTER: list[type[FileSystemEvent]] = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileDeletedEvent,
+                                        FileClosedEvent]
 
 
 class FileWatcher(FileSystemEventHandler):
@@ -33,7 +45,7 @@ class FileWatcher(FileSystemEventHandler):
     def start(self) -> None:
         for folder in sorted({os.path.dirname(f) for f in self.files}):
             if os.path.isdir(folder):
-                self._observer.schedule(self, folder, recursive=False)
+                self._observer.schedule(self, folder, recursive=False, event_filter=_FILTER)
             else:
                 log.warning("not watching %s: the folder does not exist", folder)
         self._observer.start()

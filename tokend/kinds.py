@@ -1,0 +1,68 @@
+"""The plug-in tables: every identity source and every sink kind, with the config keys each takes.
+
+One table per kind of plug-in, and everything that lists them derives from it: config validation, the registries
+that build them, ``tokend init``'s choices and help, shell completion, and the README's tables (a test compares).
+Module paths are strings, so reading this table imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """One ``source = "…"`` of an ``[identities.NAME]`` table."""
+
+    name: str
+    module: str  # the tokend.identities module whose credential(config) builds it
+    keys: frozenset[str]  # keys it accepts beyond COMMON_IDENTITY_KEYS
+    required: frozenset[str]  # keys it cannot do without
+    person: bool  # a person signs in (az login / tokend login), so it can need a person again
+    uses: str  # what it signs in with, for people (README, help)
+
+
+COMMON_IDENTITY_KEYS = frozenset({"source", "tenant_id", "client_id", "cloud", "authority", "resource"})
+
+SOURCES: dict[str, SourceKind] = {s.name: s for s in (
+    SourceKind("azure-cli", "tokend.identities.azure_cli", frozenset(), frozenset(), True,
+               "your `az login` (`az account get-access-token`)"),
+    SourceKind("device-code", "tokend.identities.interactive", frozenset({"allow_unencrypted_cache"}), frozenset(),
+               True, "a one-time `tokend login` with a code shown in your terminal"),
+    SourceKind("browser", "tokend.identities.interactive", frozenset({"allow_unencrypted_cache"}), frozenset(), True,
+               "a one-time `tokend login` in your browser"),
+    SourceKind("service-principal", "tokend.identities.service_principal",
+               frozenset({"client_secret_env", "certificate_path"}), frozenset({"tenant_id", "client_id"}), False,
+               "an app registration's secret (named by an environment variable) or certificate"),
+    SourceKind("managed-identity", "tokend.identities.managed_identity", frozenset(), frozenset(), False,
+               "the Azure host's identity; `client_id` for a user-assigned one"),
+    SourceKind("workload-identity", "tokend.identities.workload_identity", frozenset({"token_file"}), frozenset(),
+               False, "a federated token file (Kubernetes workload identity, CI OIDC)"),
+    SourceKind("default", "tokend.identities.default", frozenset(), frozenset(), False,
+               "azure-identity's DefaultAzureCredential, never interactive"),
+)}
+
+
+@dataclass(frozen=True)
+class SinkKind:
+    """One name in a target's ``sinks = […]``, configured under ``[sinks.NAME]``."""
+
+    name: str
+    factory: str  # "module:Class" of its Sink
+    keys: frozenset[str]  # keys of its [sinks.NAME] table
+    serves: str  # who reads it, for people
+
+
+SINKS: dict[str, SinkKind] = {s.name: s for s in (
+    SinkKind("pgpass", "tokend.sinks.pgpass:PgpassSink", frozenset({"path"}),
+             "libpq (psql, psycopg, pgAdmin, DBeaver, DataGrip), pgjdbc, Npgsql, asyncpg"),
+    SinkKind("pg_service", "tokend.sinks.pg_service:PgServiceSink", frozenset({"path"}),
+             "`psql service=TARGET` and every libpq client that takes a service name"),
+    SinkKind("keychain", "tokend.sinks.keychain:KeychainSink", frozenset(),
+             "scripts and tools that read the OS keychain (Keychain, Credential Manager, Secret Service)"),
+)}
+
+
+def person_sources() -> tuple[str, ...]:
+    """Sources a person signs in to: the ones `tokend login` / `az login` concern."""
+    return tuple(s.name for s in SOURCES.values() if s.person)
