@@ -204,9 +204,9 @@ def device_identity(name: str, em_url: str, tenant_id: str) -> str:
 
 
 def login(cfg: Path, emulator: Emulator, upn: str, identity: str | None = None,
-          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+          env: dict[str, str] | None = None, exe: str = TOKEND) -> subprocess.CompletedProcess[str]:
     """`tokend login` as a person would run it; the emulator approves the code shown in the terminal."""
-    cmd = [TOKEND, "login", *([identity] if identity else []), "--config", str(cfg)]
+    cmd = [exe, "login", *([identity] if identity else []), "--config", str(cfg)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stderr is not None
     line = proc.stderr.readline()
@@ -364,3 +364,59 @@ def az(em: Tenant, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     run("cloud", "set", "-n", "Emulator")
     run("config", "set", "core.instance_discovery=false")
     return run
+
+
+OTHER_USER = "tokend-other"
+
+
+@pytest.fixture
+def other_user() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """A second local user (created once; tests run as root in CI), and a way to run a command as that user."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("the tests that act as a second local user need root (CI runs them as root)")
+        pytest.skip("creating a second local user needs root (CI runs as root)")
+    import fcntl
+    import pwd
+
+    with open("/tmp/tokend-test-useradd.lock", "w") as lock:  # pytest processes side by side add it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            pwd.getpwnam(OTHER_USER)
+        except KeyError:
+            subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", OTHER_USER], check=True)
+
+    def run(*cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run(["runuser", "-u", OTHER_USER, "--", *cmd], capture_output=True, text=True,
+                           timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"{cmd} as {OTHER_USER} failed: {r.stderr}")
+        return r
+
+    return run
+
+
+def open_path_for_others(path: Path) -> None:
+    """Let other users walk down to ``path`` (x on every parent folder); the file's own mode still decides."""
+    for parent in path.parents:
+        if parent == Path("/"):
+            break
+        os.chmod(parent, os.stat(parent).st_mode | 0o011)
+
+
+@pytest.fixture
+def faketime(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """An environment that runs a process under libfaketime with a wall-clock offset read from a file (the test
+    writes "+2h", "-2h"…), the monotonic and boot clocks left real. The file sits in a folder of its own: libfaketime
+    reads it at every clock call, and the daemon watches its config's folder."""
+    lib = next(iter(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1")), Path("/nonexistent"))
+    if not lib.exists():
+        if os.environ.get("CI"):
+            pytest.fail("libfaketime missing; tests/run.sh installs Debian's faketime")
+        pytest.skip("libfaketime not installed")
+    (tmp_path / "clock").mkdir()
+    offset = tmp_path / "clock" / "faketime"
+    offset.write_text("+0\n")
+    env = {**os.environ, "LD_PRELOAD": str(lib), "FAKETIME_TIMESTAMP_FILE": str(offset), "FAKETIME_NO_CACHE": "1",
+           "FAKETIME_DONT_FAKE_MONOTONIC": "1", "DONT_FAKE_MONOTONIC": "1"}
+    return env, offset

@@ -78,5 +78,7 @@ export TOKEND_TEST_AZ="$root/.venv-az/bin/az"
 
 echo "ruff:"
 .venv/bin/ruff check tokend tests bench
+echo "mypy:"
+.venv/bin/mypy
 # .venv/bin/pytest, not `python -m pytest`: the latter puts the checkout on sys.path and would import it.
 exec .venv/bin/pytest "$@"

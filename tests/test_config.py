@@ -14,6 +14,7 @@ from tokend.errors import ConfigError
 
 from conftest import tokend
 
+ME = '[identities.me]\nsource = "azure-cli"\n'
 GOOD = """
 [identities.me]
 source = "azure-cli"
@@ -67,8 +68,18 @@ def test_good_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
      "targets.t.identity", "add [identities.nope]"),
     ('[refresh]\nmargin = "ten minutes"\n', "refresh.margin", "bad duration"),
     ('[identities.me]\nsource = "kerberos"\n', "identities.me.source", "use one of"),
-    ('[identities.a]\nsource = "service-principal"\ntenant_id = "t"\nclient_id = "c"\n'
-     'client_secret_env = "TOKEND_UNSET_VAR"\n', "identities.a.client_secret_env", "is not set"),
+    ('[identities.a]\nsource = "service-principal"\ntenant_id = "t"\nclient_id = "c"\n',
+     "identities.a", "exactly one of client_secret_env"),
+    (f'{ME}[targets.t]\nhost = "127.0.0.1:5432"\nuser = "u"\n', "targets.t.host",
+     "write host = '127.0.0.1' and port = 5432"),
+    (f'{ME}[targets.t]\nhost = "[::1]:6432"\nuser = "u"\n', "targets.t.host", "write host = '::1' and port = 6432"),
+    (f'{ME}[targets.t]\nhost = "postgres://h.example/db"\nuser = "u"\n', "targets.t.host", "is a URL"),
+    (f'{ME}[targets.t]\nhost = ""\nuser = "u"\n', "targets.t.host", "non-empty string"),
+    (f'{ME}[targets.t]\nhost = "a.example,b.example"\nuser = "u"\n', "targets.t.host", "not one server name"),
+    (f'{ME}[targets.t]\nhost = "h"\nuser = "*"\n', "targets.t.user", "not the wildcard"),
+    (f'{ME}[targets.t]\nhost = "h"\nuser = "u"\ndatabase = ""\n', "targets.t.database", "non-empty string"),
+    (f'{ME}[sinks.pgpass]\npath = 5\n', "sinks.pgpass.path", "non-empty string"),
+    ("x = " + "[" * 100_000 + "]" * 100_000 + "\n", "", "nested too deeply"),
     ('[identities.me]\nsource = "azure-cli"\ncloud = "mars"\n', "identities.me.cloud", "use one of"),
     ('[targets.t]\nhost = "h"\n', "targets.t.user", "missing"),
     ('[identities.me]\nsource = "azure-cli"\n[targets.t]\nhost = "h"\nuser = "u"\nsinks = ["carrier-pigeon"]\n',
@@ -91,6 +102,30 @@ def test_mistakes_name_file_key_and_fix(tmp_path: Path, text: str, key: str, fix
 def test_missing_config_file(tmp_path: Path) -> None:
     r = tokend("run", "--once", "--config", str(tmp_path / "nope.toml"))
     assert r.returncode == 2 and "no such file" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = tokend("status", "--config", str(tmp_path / "nope.toml"))
+    assert r.returncode == 2 and str(tmp_path / "nope.toml") in r.stderr and "no such file" in r.stderr
+    assert "tokend run" not in r.stderr  # names the missing file; does not suggest running on it
+
+
+def test_a_folder_or_a_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
+    r = tokend("run", "--once", "--config", str(tmp_path))
+    assert r.returncode == 2 and "is a folder" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    latin = tmp_path / "latin1.toml"
+    latin.write_bytes(b'# ok\n[identities.me]\nsource = "azure-cli" # caf\xe9\n')
+    r = tokend("run", "--once", "--config", str(latin))
+    assert r.returncode == 2 and "line 3 is not UTF-8" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_unset_secret_is_the_identitys_problem_not_the_configs(tmp_path: Path, monkeypatch) -> None:
+    """Commands that read names and hosts work in a shell without the secret; the identity says what is missing."""
+    monkeypatch.delenv("APP_SECRET", raising=False)
+    path = tmp_path / "c.toml"
+    path.write_text(GOOD)
+    assert load(path).targets["app"].identity == "app"
+    r = tokend("completion", "targets", "--config", str(path))
+    assert r.returncode == 0 and r.stdout.split() == ["prod", "app"]
+    r = tokend("run", "--once", "--config", str(path))
+    assert r.returncode == 1 and "APP_SECRET is not set" in r.stderr
 
 
 def test_config_found_through_env_and_platformdirs(tmp_path: Path, home: Path, monkeypatch) -> None:

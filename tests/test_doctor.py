@@ -36,7 +36,8 @@ def test_healthy(em: Tenant, postgres: Postgres, pgpass: Path, write_config, dae
     assert c["identity sp audience"]["evidence"] == "https://ossrdbms-aad.database.windows.net"
     assert c["target db tls"]["status"] == "ok" and "TLS" in c["target db tls"]["evidence"]
     assert c["target db login"]["evidence"] == f"logged in through pgpass as {GROUP}"
-    assert c["psql's libpq"]["status"] == "ok" and c["psycopg's libpq"]["status"] == "ok"
+    assert c["psql's libpq"]["status"] == "ok"
+    assert "psycopg's libpq" not in c  # the product's own environment has no psycopg: nothing to judge there
     assert c["service"]["status"] == "warn"  # no user systemd here: said, not failed
     human = tokend("doctor", "--config", str(cfg))
     assert human.returncode == 0 and "✓ identity sp" in human.stdout

@@ -8,30 +8,46 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from tokend.clock import Clock
+from tokend.config import IdentityConfig
 from tokend.errors import LoginRequired, TokenFailed
 from tokend.refresh import Policy
 from tokend.refresher import Refresher
 from tokend.token import Token
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
+class Hands:
+    """A hand-moved wall clock and boot clock; ``step`` moves both, ``set_wall`` only the wall clock."""
 
-    def __call__(self) -> float:
-        return self.now
+    def __init__(self) -> None:
+        self.wall = 1_000_000.0
+        self.up = 500.0
+
+    @property
+    def now(self) -> float:
+        return self.wall
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self.up += value - self.wall
+        self.wall = value
+
+    def clock(self) -> Clock:
+        return Clock(now=lambda: self.wall, boot=lambda: self.up)
 
 
 class Scripted:
     """Answers fetch() from a list: a Token, or an exception to raise."""
 
     name = "scripted"
+    config: IdentityConfig
+    cache = None
 
     def __init__(self, answers: Iterator[Token | Exception]) -> None:
         self.answers = answers
         self.calls = 0
 
-    def fetch(self) -> Token:
+    def fetch(self, fresh: bool = False) -> Token:
         self.calls += 1
         answer = next(self.answers)
         if isinstance(answer, Exception):
@@ -42,46 +58,49 @@ class Scripted:
         pass
 
 
-def make(answers: list[Token | Exception], clock: Clock) -> tuple[Refresher, list[int]]:
+def make(answers: list[Token | Exception], hands: Hands) -> tuple[Refresher, list[int]]:
     changes: list[int] = []
-    r = Refresher(Scripted(iter(answers)), Policy(margin=600), clock,  # type: ignore[arg-type]
-                  lambda: changes.append(1))
+    r = Refresher(Scripted(iter(answers)), Policy(margin=600), hands.clock(), lambda: changes.append(1))
     return r, changes
 
 
+def tok(value: str, hands: Hands, lifetime: float) -> Token:
+    return Token(value, hands.now + lifetime, hands.now, received=hands.up)
+
+
 def test_new_token_is_published_and_scheduled() -> None:
-    clock = Clock()
-    t = Token("a", clock.now + 3600, clock.now)
+    clock = Hands()
+    t = tok("a", clock, 3600)
     r, changes = make([t], clock)
     r.step()
     assert r.state == "ok" and r.token == t and changes == [1]
-    assert r.next_at == t.expires_on - 600
+    assert r.due_in() == 3600 - 600
 
 
 def test_same_token_is_not_an_error_and_not_a_hot_loop() -> None:
-    clock = Clock()
-    t = Token("a", clock.now + 3600, clock.now)
+    clock = Hands()
+    t = tok("a", clock, 3600)
     r, changes = make([t, Token("a", t.expires_on, clock.now)], clock)
     r.step()
-    clock.now = r.next_at
+    clock.now += r.due_in()
     r.step()
     assert r.state == "ok" and changes == [1] and r.last_error is None
-    assert clock.now + 1 <= r.next_at <= clock.now + 20
+    assert 1 <= r.due_in() <= 20
 
 
 def test_failure_keeps_the_token_and_retries_before_expiry() -> None:
-    clock = Clock()
-    t = Token("a", clock.now + 3600, clock.now)
+    clock = Hands()
+    t = tok("a", clock, 3600)
     r, _ = make([t, TokenFailed("service down")], clock)
     r.step()
     clock.now = t.expires_on - 40
     r.step()
     assert r.state == "retrying" and r.valid_token() == t and r.last_error == "service down"
-    assert r.next_at <= clock.now + 10  # a quarter of the 40 s left at most
+    assert r.due_in() <= 10  # a quarter of the 40 s left at most
 
 
 def test_login_required_is_a_state() -> None:
-    clock = Clock()
+    clock = Hands()
     r, changes = make([LoginRequired("run az login")], clock)
     r.step()
     assert r.state == "login-required" and r.valid_token() is None and changes == []
@@ -89,10 +108,34 @@ def test_login_required_is_a_state() -> None:
 
 
 def test_expired_token_is_not_valid() -> None:
-    clock = Clock()
-    t = Token("a", clock.now + 60, clock.now)
+    clock = Hands()
+    t = tok("a", clock, 60)
     r, _ = make([t, TokenFailed("down")], clock)
     r.step()
     clock.now += 61
     r.step()
     assert r.valid_token() is None and r.state == "failed"
+
+
+def test_a_wall_clock_set_back_does_not_lengthen_a_tokens_life() -> None:
+    """NTP, a restored VM, dual boot: the wall clock steps back two hours; the boot clock does not. The token's
+    life is judged on the boot clock since it arrived, so it expires on time and is never handed out late."""
+    clock = Hands()
+    t = tok("a", clock, 60)
+    r, changes = make([t, t, Token("b", clock.now + 3660, clock.now)], clock)
+    r.step()
+    clock.wall -= 7200  # stepped back
+    clock.up += 30
+    assert 29 <= t.remaining(clock.clock()) <= 30
+    clock.up += 31  # 61 s after it arrived: gone, whatever the wall clock says
+    assert r.valid_token() is None
+    r.step()  # the credential's cache still believes in "a": tokend asks past it (fresh) and gets "b"
+    assert r.token is not None and r.token.value == "b" and changes == [1, 1]
+
+
+def test_a_wall_clock_set_forward_or_a_sleep_counts_too() -> None:
+    clock = Hands()
+    r, _ = make([tok("a", clock, 3600)], clock)
+    r.step()
+    clock.wall += 3600  # the wall clock alone jumps past the expiry (a resume the boot clock did not see)
+    assert r.valid_token() is None and r.due_in() <= 0

@@ -163,20 +163,10 @@ def test_a_hang_ends_at_the_transport_timeout(em: Tenant, postgres: Postgres, wr
 
 def test_wall_clock_jump_past_expiry_gets_a_fresh_token_within_seconds(em: Tenant, postgres: Postgres,
                                                                        pgpass: Path, write_config, daemon,
-                                                                       tmp_path: Path) -> None:
+                                                                       faketime) -> None:
     """A laptop waking: the wall clock jumps two hours while the monotonic clock did not move (libfaketime, with
     monotonic time left real)."""
-    lib = next(iter(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1")), Path("/nonexistent"))
-    if not lib.exists():
-        if os.environ.get("CI"):
-            pytest.fail("libfaketime missing; tests/run.sh installs Debian's faketime")
-        pytest.skip("libfaketime not installed")
-    # libfaketime reads this file at every clock call: keep it out of the config's folder, which the daemon watches
-    (tmp_path / "clock").mkdir()
-    offset = tmp_path / "clock" / "faketime"
-    offset.write_text("+0\n")
-    env = {**os.environ, "LD_PRELOAD": str(lib), "FAKETIME_TIMESTAMP_FILE": str(offset), "FAKETIME_NO_CACHE": "1",
-           "FAKETIME_DONT_FAKE_MONOTONIC": "1", "DONT_FAKE_MONOTONIC": "1"}
+    env, offset = faketime
     cfg = write_config(sp_config(em, postgres.port))
     d = daemon(cfg, env=env)
     before = d.wait_ready()["identities"][0]["expires_on"]
@@ -199,7 +189,7 @@ def test_files_are_private_and_another_user_gets_nothing(em: Tenant, postgres: P
     d.wait_ready()
     wait_for(lambda: pgpass.exists() and (home / ".pg_service.conf").exists(), what="sinks written")
     made = [pgpass, home / ".pg_service.conf", paths.socket_path(cfg), paths.lock_path(cfg),
-            home / ".local" / "state" / "tokend" / "log" / "tokend.log"]
+            paths.log_file(cfg)]
     for f in made:
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
     for folder in (paths.socket_path(cfg).parent, home / ".local" / "state" / "tokend" / "log"):

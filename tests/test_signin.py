@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tokend import paths
 from tokend.emulator.postgres import Postgres
 from tokend.emulator.server import Emulator
 from tokend.sinks.pgpass import parse
@@ -33,10 +34,10 @@ def test_device_code_sign_in_survives_restarts(em: Tenant, postgres: Postgres, p
     r = login(cfg, em.emulator, em.alice.upn)
     assert r.returncode == 0, r.stderr
     assert f"signed in as {em.alice.upn}" in r.stdout
-    record = home / ".local" / "share" / "tokend" / "records" / "me.json"
+    record = paths.config_data_dir(cfg) / "records" / "me.json"
     assert stat.S_IMODE(record.stat().st_mode) == 0o600
     assert stat.S_IMODE(record.parent.stat().st_mode) == 0o700
-    cache = home / ".IdentityService" / "tokend.me.nocae"
+    cache = home / ".IdentityService" / f"{paths.identity_cache_name(cfg, 'me')}.nocae"
     assert cache.exists() and stat.S_IMODE(cache.stat().st_mode) == 0o600
 
     for _ in range(2):  # start, stop, start again: no new sign-in needed
@@ -97,8 +98,8 @@ def test_logout_removes_tokens_everywhere(em: Tenant, postgres: Postgres, pgpass
     wait_for(lambda: em.alice.upn in pgpass_users(pgpass), what="token in pgpass")
     r = tokend("logout", "--config", str(cfg))
     assert r.returncode == 0, r.stderr
-    assert not (home / ".local" / "share" / "tokend" / "records" / "me.json").exists()
-    assert not (home / ".IdentityService" / "tokend.me.nocae").exists()
+    assert not (paths.config_data_dir(cfg) / "records" / "me.json").exists()
+    assert not (home / ".IdentityService" / f"{paths.identity_cache_name(cfg, 'me')}.nocae").exists()
     wait_for(lambda: em.alice.upn not in pgpass_users(pgpass), timeout=5, what="token removed")
     assert d.status()["identities"][0]["state"] == "login-required"
 
@@ -135,8 +136,8 @@ def test_identities_in_two_tenants_side_by_side(em: Tenant, postgres: Postgres, 
         users = pgpass_users(pgpass)
         assert em.emulator.directory.check(users["alice"], em.alice.upn)
         assert other.directory.check(users["bob"], bob.upn)
-        assert (home / ".IdentityService" / "tokend.a.nocae").exists()
-        assert (home / ".IdentityService" / "tokend.b.nocae").exists()
+        assert (home / ".IdentityService" / f"{paths.identity_cache_name(cfg, 'a')}.nocae").exists()
+        assert (home / ".IdentityService" / f"{paths.identity_cache_name(cfg, 'b')}.nocae").exists()
     finally:
         other.stop()
 
@@ -192,7 +193,7 @@ def test_encrypted_cache_in_a_real_secret_service(em: Tenant, postgres: Postgres
                        + target("db", "me", postgres, em.alice.upn))
     r = login(cfg, em.emulator, em.alice.upn)
     assert r.returncode == 0, r.stderr
-    marker = home / ".IdentityService" / "tokend.me.nocae"
+    marker = home / ".IdentityService" / f"{paths.identity_cache_name(cfg, 'me')}.nocae"
     assert b"RefreshToken" not in (marker.read_bytes() if marker.exists() else b"")
     with contextlib.closing(secretstorage.dbus_init()) as conn:
         items = list(secretstorage.get_default_collection(conn).search_items({"MsalClientID":

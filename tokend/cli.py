@@ -1,27 +1,28 @@
-"""Command line: argument parsing and output only; every command calls into the modules that do the work.
+"""Command line: the argument parser and thin handlers that wire arguments to the modules doing the work.
 
-Data goes to stdout, diagnostics to stderr. Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
-``tokend token`` is on scripts' hot path: it imports only what asking the daemon needs.
+Data goes to stdout, diagnostics to stderr. Exit codes: 0 ok, 1 runtime failure, 2 usage or config error; errors
+are one line (what, where, how to fix), never a traceback unless --debug. ``tokend token`` is on scripts' hot
+path: ``tokend.handoff`` answers it before this module parses anything.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tokend import __version__, ipc, paths
+from tokend import __version__, handoff
 from tokend.errors import DaemonNotRunning, TokendError, UsageError
 
 if TYPE_CHECKING:
     import argparse
+    import threading
 
 
 def _parser() -> argparse.ArgumentParser:
     import argparse
+
+    from tokend.kinds import SOURCES
 
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS keeps a value given before the command from being reset by the subcommand's defaults.
@@ -33,31 +34,37 @@ def _parser() -> argparse.ArgumentParser:
                                 description="Keeps a valid Microsoft Entra token where PostgreSQL clients look.")
     p.add_argument("--version", action="version", version=f"tokend {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
-    run.add_argument("--once", action="store_true", help="fetch every token and write every sink once, then exit")
-    st = sub.add_parser("status", parents=[common], help="what the daemon holds and what is wrong")
+
+    def cmd(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=text, description=text)
+
+    cmd("run", "run the daemon in the foreground").add_argument(
+        "--once", action="store_true", help="fetch every token and write every sink once, then exit")
+    st = cmd("status", "what the daemon holds and what is wrong")
     st.add_argument("--json", action="store_true", help="machine-readable output (times are Unix epoch seconds)")
     st.add_argument("--watch", action="store_true", help="follow it: redraw every two seconds until Ctrl-C")
-    tok = sub.add_parser("token", parents=[common], help="print a valid token for a target")
+    tok = cmd("token", "print a valid token for a target")
     tok.add_argument("target", nargs="?", help="target name (optional when there is only one)")
-    ex = sub.add_parser("exec", parents=[common], help="run a command with PG* variables set for a target")
+    for flag, help_ in (("--host", "the host a client connects to"), ("--port", "its port (default 5432)"),
+                        ("--user", "the user it logs in as"), ("--database", "the database (default: any)")):
+        tok.add_argument(flag, help=f"pick the target libpq would match: {help_}")
+    ex = cmd("exec", "run a command with PG* variables set for a target")
     ex.add_argument("target", help="target name")
     ex.epilog = "usage: tokend exec TARGET [--config PATH] -- CMD [ARGS...]"
-    sub.add_parser("stop", parents=[common], help="ask the running daemon to stop")
-    sub.add_parser("reload", parents=[common], help="ask the running daemon to read its config again")
-    li = sub.add_parser("login", parents=[common], help="sign in once (device-code or browser identities)")
-    li.add_argument("identity", nargs="?", help="identity name (optional when only one needs a person)")
-    lo = sub.add_parser("logout", parents=[common], help="forget a sign-in and remove its tokens from every sink")
-    lo.add_argument("identity", nargs="?", help="identity name (optional when only one needs a person)")
-    ini = sub.add_parser("init", parents=[common], help="write a working config (asks, or takes flags)")
+    cmd("stop", "ask the running daemon to stop")
+    cmd("reload", "ask the running daemon to read its config again")
+    for name, text in (("login", "sign in once (device-code or browser identities)"),
+                       ("logout", "forget a sign-in and remove its tokens from every sink")):
+        cmd(name, text).add_argument("identity", nargs="?", help="identity name (optional when only one needs a "
+                                                                 "person)")
+    ini = cmd("init", "write a working config (asks, or takes flags)")
     ini.add_argument("--server", help="server name; a bare name gets the cloud's suffix")
     ini.add_argument("--user", help="PostgreSQL user: an Entra group's display name, or a UPN")
-    ini.add_argument("--identity", help="azure-cli | device-code | browser | service-principal | managed-identity, "
-                                        "or an identity already in the config")
+    ini.add_argument("--identity", help=f"{' | '.join(SOURCES)}, or an identity already in the config")
     ini.add_argument("--cloud", choices=["public", "usgov", "china"])
     ini.add_argument("--database", help='database (default "*": any)')
     ini.add_argument("--port", type=int)
-    ini.add_argument("--name", help="target name (default: the server's first label)")
+    ini.add_argument("--name", help="target name (default: from the server's name)")
     ini.add_argument("--tenant", help="tenant id or domain")
     ini.add_argument("--client-id")
     ini.add_argument("--client-secret-env", metavar="VAR", help="the environment variable that holds the secret")
@@ -67,45 +74,48 @@ def _parser() -> argparse.ArgumentParser:
     ini.add_argument("--check", action="store_true", help="also connect and show current_user")
     ini.add_argument("--service", action=argparse.BooleanOptionalAction, default=None,
                      help="install the login service (asked when interactive)")
-    dem = sub.add_parser("demo", parents=[common], help="watch tokend work against a local Entra emulator")
-    dem.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
-    comp = sub.add_parser("completion", parents=[common], help="print a shell completion script")
-    comp.add_argument("shell", choices=["bash", "zsh", "fish", "powershell", "targets"],
-                      help="the shell (or `targets`: the configured target names, for the scripts)")
-    doc = sub.add_parser("doctor", parents=[common], help="check everything and say how to fix what is wrong")
+    cmd("demo", "watch tokend work against a local Entra emulator").add_argument(
+        "--duration", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
+    cmd("completion", "print a shell completion script").add_argument(
+        "shell", choices=["bash", "zsh", "fish", "powershell", "targets"],
+        help="the shell (or `targets`: the configured target names, for the scripts)")
+    doc = cmd("doctor", "check everything and say how to fix what is wrong")
     doc.add_argument("--json", action="store_true", help="machine-readable output")
     doc.add_argument("--login", action="store_true", help="also log in to each target through pgpass")
-    cl = sub.add_parser("clients", parents=[common], help="set up PostgreSQL clients (none: list what is here)")
+    cl = cmd("clients", "set up PostgreSQL clients (none: list what is here)")
     cl.add_argument("client", nargs="?", choices=["ads", "pgadmin"], help="the client to set up")
     cl.add_argument("targets", nargs="*", metavar="TARGET", help="targets (default: all)")
     cl.add_argument("--output", type=Path, metavar="FILE", help="pgadmin: write servers.json here, not to stdout")
-    svc = sub.add_parser("service", parents=[common], help="run tokend at login under the OS's service manager")
+    svc = cmd("service", "run tokend at login under the OS's service manager")
     svc_sub = svc.add_subparsers(dest="action", metavar="ACTION", required=True)
     svc_sub.add_parser("install", parents=[common], help="install, enable and start the login service")
-    un = svc_sub.add_parser("uninstall", parents=[common], help="stop and remove the login service")
-    un.add_argument("--purge", action="store_true",
-                    help="also remove what tokend wrote (its pgpass block, caches, records); your entries stay")
+    svc_sub.add_parser("uninstall", parents=[common], help="stop and remove the login service").add_argument(
+        "--purge", action="store_true", help="also remove everything this config made (see README); your entries, "
+                                             "other configs and the installation stay")
     svc_sub.add_parser("status", parents=[common], help="what the service manager says")
-    lg = svc_sub.add_parser("logs", parents=[common], help="show the daemon's logs")
-    lg.add_argument("-f", "--follow", action="store_true", help="keep following")
+    svc_sub.add_parser("logs", parents=[common], help="show the daemon's logs").add_argument(
+        "-f", "--follow", action="store_true", help="keep following")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["token"] and (fast := _fast_token(argv[1:])) is not None:
-        return fast
+    if argv[:1] == ["token"] and (answered := handoff.token(argv[1:])) is not None:
+        return answered
+    stop = _catch_stop_signals() if argv[:1] == ["run"] else None
     # Everything after the first "--" is the command for `exec`, so options may come before it in any order.
     cmd: list[str] = []
     if "--" in argv:
         i = argv.index("--")
         argv, cmd = argv[:i], argv[i + 1:]
     args = _parser().parse_args(argv)
-    args.cmd = cmd
+    args.cmd, args.stop = cmd, stop
     debug = getattr(args, "debug", False)
+    from tokend import paths
+
     config_path = getattr(args, "config", None) or paths.default_config_path()
     try:
-        return _COMMANDS[args.command](args, config_path, debug)
+        return int(_COMMANDS[args.command](args, config_path, debug))
     except TokendError as e:
         if debug:
             raise
@@ -123,21 +133,38 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def cmd_run(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
-    from tokend import config, daemon, logs
+def _catch_stop_signals() -> threading.Event:
+    """``tokend run``: from the first moment, SIGTERM / SIGINT only ask for a clean stop (exit 0), even while the
+    daemon is still importing or waiting for its first tokens."""
+    import signal
+    import threading
 
-    logs.setup(debug, quiet=args.once, daemon=not args.once)
-    return daemon.start(config.load(config_path), once=args.once)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def cmd_run(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
+    from tokend import config, daemon, logs, paths
+
+    logs.setup(debug, quiet=args.once, log_file=None if args.once else paths.log_file(config_path))
+    return daemon.start(config.load(config_path), once=args.once, stop=args.stop)
 
 
 def cmd_status(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
+    import json
+    import time
+
+    from tokend import status
+
     while True:
-        status = _ask(config_path, {"op": "status"})
+        state = _asked(config_path, lambda c: c.status())
         if args.json:
-            print(json.dumps(status, indent=2), flush=True)
+            print(json.dumps(state, indent=2), flush=True)
         else:
             clear = "\033[H\033[2J" if args.watch and sys.stdout.isatty() else ""
-            print(clear + render_status(status, time.time(), _painter()), flush=True)
+            print(clear + status.render(state, time.time(), status.painter()), flush=True)
         if not args.watch:
             return 0
         time.sleep(2)
@@ -146,209 +173,86 @@ def cmd_status(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
 
 
 def cmd_token(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
-    reply = _token(config_path, args.target, debug)
-    sys.stdout.write(reply["token"] + "\n")
+    sys.stdout.write(_token(config_path, args, debug).token + "\n")
     return 0
 
 
 def cmd_exec(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
-    cmd = args.cmd
-    if not cmd:
-        raise UsageError("nothing to run; usage: tokend exec TARGET -- CMD [ARGS...]")
-    reply = _token(config_path, args.target, debug)
-    t = reply["target"]
-    env = dict(os.environ)
-    env.update(PGHOST=t["host"], PGPORT=str(t["port"]), PGUSER=t["user"], PGPASSWORD=reply["token"])
-    if t["database"] != "*":
-        env["PGDATABASE"] = t["database"]
-    env.setdefault("PGSSLMODE", "require")
-    sys.stdout.flush()
-    if sys.platform == "win32":  # pragma: no cover - no exec on Windows: run and pass the exit code on
-        import subprocess
+    from tokend import pgenv
 
-        return subprocess.call(cmd, env=env)
-    try:
-        os.execvpe(cmd[0], cmd, env)
-    except FileNotFoundError:
-        raise UsageError(f"command not found: {cmd[0]}") from None
-    except PermissionError:
-        raise UsageError(f"cannot run {cmd[0]}: permission denied") from None
+    if not args.cmd:
+        raise UsageError("nothing to run; usage: tokend exec TARGET -- CMD [ARGS...]")
+    return pgenv.exec_with(_token(config_path, args, debug), args.cmd)
 
 
 def cmd_stop(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
-    _ask(config_path, {"op": "stop"})
+    _asked(config_path, lambda c: c.stop())
     return 0
 
 
 def cmd_reload(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
-    _ask(config_path, {"op": "reload"})
+    _asked(config_path, lambda c: c.reload())
     return 0
 
 
-_PERSON_SOURCES = ("device-code", "browser", "azure-cli")
+def cmd_login(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
+    from tokend import config, logs
+    from tokend.identities import interactive
+
+    logs.setup(debug, quiet=True)
+    ic = config.load(config_path).identity_for_sign_in(args.identity, "login")
+    record = interactive.login(ic, say=lambda text: print(text, file=sys.stderr, flush=True))
+    print(f"signed in as {record.username} (tenant {record.tenant_id}) for identity {ic.name}; "
+          f"{_tell_daemon(config_path, ic.name)}")
+    return 0
 
 
-def _person_identity(config_path: Path, name: str | None) -> Any:
-    """The identity a person signs in to: the one named, else the only one whose source needs a person."""
+def cmd_logout(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
     from tokend import config
+    from tokend.identities import interactive
 
-    cfg = config.load(config_path)
-    if name is not None:
-        if name not in cfg.identities:
-            raise UsageError(f"no identity {name!r} in {config_path} (configured: {', '.join(cfg.identities)})")
-        return cfg.identities[name]
-    candidates = [i for i in cfg.identities.values() if i.source in _PERSON_SOURCES]
-    if len(candidates) != 1:
-        names = ", ".join(i.name for i in candidates) or "none"
-        raise UsageError(f"name the identity to sign in to (device-code, browser or azure-cli ones: {names})")
-    return candidates[0]
+    ic = config.load(config_path).identity_for_sign_in(args.identity, "logout")
+    for line in interactive.logout(ic):
+        print(line)
+    print(f"signed out of identity {ic.name}; {_tell_daemon(config_path, ic.name)}")
+    return 0
 
 
-def _tell_daemon_sign_in_changed(config_path: Path, identity: str) -> str:
+def _tell_daemon(config_path: Path, identity: str) -> str:
     try:
-        ipc.request(paths.socket_path(config_path), {"op": "sign-in-changed", "identity": identity})
+        _client(config_path).sign_in_changed(identity)
     except DaemonNotRunning:
         return "no daemon is running for this config; start it with `tokend run` or `tokend service install`"
     return "the running daemon has picked it up"
 
 
-def cmd_login(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
-    from tokend import logs
-
-    logs.setup(debug, quiet=True)
-    ic = _person_identity(config_path, args.identity)
-    if ic.source == "azure-cli":
-        raise UsageError(f"identity {ic.name} follows the Azure CLI: run `az login`; tokend notices within seconds")
-    if ic.source not in _PERSON_SOURCES:
-        raise UsageError(f"identity {ic.name} ({ic.source}) signs in without a person; nothing to do")
-    from tokend.identities import interactive
-
-    record = interactive.login(ic, say=lambda text: print(text, file=sys.stderr, flush=True))
-    print(f"signed in as {record.username} (tenant {record.tenant_id}) for identity {ic.name}; "
-          f"{_tell_daemon_sign_in_changed(config_path, ic.name)}")
-    return 0
-
-
-def cmd_logout(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
-    ic = _person_identity(config_path, args.identity)
-    if ic.source == "azure-cli":
-        raise UsageError(f"identity {ic.name} follows the Azure CLI: run `az logout`; tokend removes its tokens "
-                         "within seconds")
-    if ic.source not in _PERSON_SOURCES:
-        raise UsageError(f"identity {ic.name} ({ic.source}) has no sign-in to forget")
-    from tokend.identities import interactive
-
-    for line in interactive.logout(ic):
-        print(line)
-    print(f"signed out of identity {ic.name}; {_tell_daemon_sign_in_changed(config_path, ic.name)}")
-    return 0
-
-
 def cmd_clients(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
-    from tokend import clients, config
+    from tokend import clients
 
-    if args.client is None:
-        for c in clients.detect():
-            print(f"{c.name:<20} {('found: ' + c.found) if c.found else 'not found':<48} {c.how}")
-        return 0
-    cfg = config.load(config_path)
-    from tokend.daemon import resolve_target
-
-    targets = [resolve_target(cfg, n) for n in args.targets] or list(cfg.targets.values())
-    if not targets:
-        raise UsageError(f"no targets in {config_path}; add a [targets.NAME] table first")
-    if args.client == "ads":
-        from tokend.clients import ads
-
-        for line in ads.install(targets):
-            print(line)
-        return 0
-    from tokend.clients import pgadmin
-    from tokend.service import tokend_executable
-
-    text = pgadmin.servers_json(targets, tokend_executable(), config_path)
-    if args.output:
-        args.output.write_text(text)
-        print(f"wrote {args.output}: import it in pgAdmin with Tools → Import/Export Servers", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
+    for line in clients.run(args.client, args.targets, config_path, args.output):
+        print(line)
     return 0
 
 
 def cmd_init(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
-    from tokend import config, identities, init, logs
+    from tokend import init, logs
 
     logs.setup(debug, quiet=True)
-    interactive = sys.stdin.isatty() and sys.stdout.isatty()
-
-    def ask(question: str, default: str) -> str:
-        answer = input(f"{question}{f' [{default}]' if default else ''}: ")
-        return answer or default
-
-    text = config_path.read_text(encoding="utf-8-sig") if config_path.exists() else ""
-    existing = config.parse(text, config_path) if text.strip() else None
     answers = init.Answers(server=args.server, user=args.user, identity=args.identity, cloud=args.cloud,
                            database=args.database, port=args.port, name=args.name, tenant=args.tenant,
                            client_id=args.client_id, client_secret_env=args.client_secret_env,
                            certificate_path=args.certificate_path, authority=args.authority)
     if args.allow_unencrypted_cache:
         answers.extra["allow_unencrypted_cache"] = True
-    init.fill(answers, ask if interactive else None, existing)
-    new_text, target, identity = init.add_to_config(text, answers, config_path)
-    from tokend.sinks.atomic import write_private
-
-    write_private(config_path, new_text)
-    print(f"wrote {config_path}: target {target} ({answers.user} at {answers.server}) with identity {identity}")
-    cfg = config.load(config_path)
-    ic = cfg.identities[identity]
-    if ic.source in ("device-code", "browser"):
-        from tokend.identities import interactive as person
-
-        if not person.record_path(ic).exists():
-            if not interactive:
-                print(f"next: sign in once with `tokend login {identity} --config {config_path}`")
-                return 0
-            person.login(ic, say=lambda line: print(line, flush=True))
-    token = identities.fetch_once(ic)
-    print(f"identity {identity} works: token for {token.principal} (tenant {token.claims.get('tid', '?')}), "
-          f"{_until(token.expires_on, time.time())}")
-    if args.check:
-        print(_check_login(cfg.targets[target], token.value))
-    if args.service or (args.service is None and interactive and ask("Install the login service now? (y/n)",
-                                                                      "y").lower().startswith("y")):
-        from tokend import service
-
-        try:
-            print(service.install(config_path))
-        except TokendError as e:
-            print(f"service not installed: {e}")
-    return 0
-
-
-def _check_login(t: Any, token: str) -> str:
-    from tokend.doctor import psql_login
-
-    result = psql_login(t, password=token)
-    if result is None:
-        return "check skipped: psql not found"
-    ok, text = result
-    if not ok:
-        raise TokendError(f"login to {t.host} as {t.user} failed: {text}")
-    return f"logged in to {t.host} as current_user = {text}"
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    return init.run(config_path, answers, interactive, check=args.check, service=args.service,
+                    say=lambda line: print(line, flush=True))
 
 
 def cmd_completion(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
-    if args.shell == "targets":
-        import contextlib
+    from tokend import completion
 
-        from tokend import config
-
-        with contextlib.suppress(TokendError):  # no config: nothing to offer
-            print("\n".join(config.load(config_path).targets))
-        return 0
-    from tokend.completion import SHELLS
-
-    sys.stdout.write(SHELLS[args.shell](_parser()))
+    sys.stdout.write(completion.script(args.shell, _parser(), config_path))
     return 0
 
 
@@ -359,27 +263,15 @@ def cmd_demo(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
-    from tokend import doctor, logs
+    import json
+
+    from tokend import doctor, logs, status
 
     logs.setup(debug, quiet=True)
     checks = doctor.run(config_path, login=args.login)
     report = doctor.as_json(checks)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        paint = _painter()
-        marks = {"ok": paint("✓", "32"), "warn": paint("!", "33"), "fail": paint("✗", "31")}
-        for c in checks:
-            print(f"{marks[c.status]} {c.name:<28} {c.evidence}")
-            if c.fix and c.status != "ok":
-                print(f"  {'':<28} fix: {c.fix}")
+    print(json.dumps(report, indent=2) if args.json else doctor.render(checks, status.painter()))
     return 0 if report["ok"] else 1
-
-
-def _painter() -> Any:
-    """Colour only on a terminal (and never with NO_COLOR)."""
-    on = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    return lambda text, code: f"\033[{code}m{text}\033[0m" if on else text
 
 
 def cmd_service(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
@@ -387,167 +279,61 @@ def cmd_service(args: argparse.Namespace, config_path: Path, debug: bool) -> int
 
     if args.action == "install":
         print(service.install(config_path))
-        return 0
-    if args.action == "uninstall":
+    elif args.action == "uninstall":
         print(service.uninstall(config_path))
-        if args.purge:
-            for line in _purge(config_path):
-                print(line)
-        return 0
-    if args.action == "status":
+        for line in service.purge(config_path) if args.purge else []:
+            print(line)
+    elif args.action == "status":
         running, text = service.status(config_path)
         print(text)
         return 0 if running else 1
-    shown = service.logs_command(config_path, args.follow)
-    if isinstance(shown, list):
-        return os.spawnvp(os.P_WAIT, shown[0], shown)
-    if not shown.exists():
-        raise TokendError(f"no log file yet at {shown}")
-    if args.follow and sys.platform != "win32":
-        return os.spawnvp(os.P_WAIT, "tail", ["tail", "-n", "200", "-F", str(shown)])
-    sys.stdout.write("".join(shown.read_text(errors="replace").splitlines(keepends=True)[-200:]))
+    else:
+        return service.show_logs(config_path, args.follow)
     return 0
-
-
-def _purge(config_path: Path) -> list[str]:
-    """Remove what tokend wrote for this config: its entries in every sink, and its own folders."""
-    import shutil
-
-    from tokend import config, sinks
-    from tokend.errors import ConfigError
-
-    owner = paths.config_id(config_path)
-    try:
-        cfg = config.load(config_path)
-        places = {k: cfg.sinks[k].options for k in config.SINK_KINDS}
-    except ConfigError:
-        places = {k: {} for k in config.SINK_KINDS}
-    done = []
-    for kind, options in sorted(places.items()):
-        sink = sinks.build(kind, options, owner)
-        sink.sync([])
-        done.append(f"removed tokend's entries from {sink.location()}")
-    for folder in {paths.state_dir(), paths.cache_dir(), paths.data_dir(), paths.log_dir()}:
-        if Path(folder).exists():
-            shutil.rmtree(folder)
-            done.append(f"removed {folder}")
-    return done
 
 
 _COMMANDS = {"run": cmd_run, "status": cmd_status, "token": cmd_token, "exec": cmd_exec, "stop": cmd_stop,
              "reload": cmd_reload, "service": cmd_service, "login": cmd_login, "logout": cmd_logout,
-             "clients": cmd_clients, "doctor": cmd_doctor,
-             "init": cmd_init, "demo": cmd_demo, "completion": cmd_completion}
+             "clients": cmd_clients, "doctor": cmd_doctor, "init": cmd_init, "demo": cmd_demo,
+             "completion": cmd_completion}
 
 
-def _ask(config_path: Path, payload: dict[str, Any]) -> dict[str, Any]:
+def _client(config_path: Path) -> Any:
+    from tokend import ipc
+
+    return ipc.Client(config_path)
+
+
+def _asked(config_path: Path, call: Any) -> Any:
+    """``call(client)`` on the running daemon; with none, the line says what to do (or which file is missing)."""
     try:
-        return ipc.request(paths.socket_path(config_path), payload)
+        return call(_client(config_path))
     except DaemonNotRunning as e:
+        if not config_path.exists():
+            from tokend.config import load
+
+            load(config_path)  # raises the ConfigError naming the missing file
         raise TokendError(f"{e}; start it with `tokend run --config {config_path}`") from None
 
 
-def _token(config_path: Path, target: str | None, debug: bool) -> dict[str, Any]:
-    """A valid token and its target: from the running daemon, else acquired here directly."""
+def _token(config_path: Path, args: argparse.Namespace, debug: bool) -> Any:
+    """A valid token and its target: from the running daemon, else (keychain, or acquired here) without it."""
+    from tokend import config, ipc
+
+    name = args.target
+    if getattr(args, "host", None) or getattr(args, "user", None):
+        name = config.load(config_path).match(args.host, args.port, args.user, args.database).name
     try:
-        return ipc.request(paths.socket_path(config_path), {"op": "token", "target": target})
+        return ipc.Client(config_path).token(name)
     except DaemonNotRunning:
         pass
-    from tokend import config, identities, logs
-    from tokend.daemon import resolve_target, target_dict
+    from tokend import identities, logs
 
     logs.setup(debug, quiet=True)
     cfg = config.load(config_path)
-    t = resolve_target(cfg, target)
-    if "keychain" in t.sinks and (kept := _from_keychain(t.name)) is not None:
-        return {"token": kept.value, "expires_on": kept.expires_on, "target": target_dict(t)}
-    token = identities.fetch_once(cfg.identities[t.identity])
-    return {"token": token.value, "expires_on": token.expires_on, "target": target_dict(t)}
-
-
-def _fast_token(args: list[str]) -> int | None:
-    """``tokend token [TARGET] [--config PATH]`` answered by a running daemon, without argparse or logging:
-    scripts and password commands call it often. None: take the normal path (other options, no daemon, errors)."""
-    target, config_path, rest = None, None, list(args)
-    while rest:
-        arg = rest.pop(0)
-        if arg == "--config" and rest:
-            config_path = Path(rest.pop(0))
-        elif arg.startswith("--config="):
-            config_path = Path(arg.split("=", 1)[1])
-        elif arg.startswith("-") or target is not None:
-            return None
-        else:
-            target = arg
-    try:
-        reply = ipc.request(paths.socket_path(config_path or paths.default_config_path()),
-                            {"op": "token", "target": target})
-    except TokendError:
-        return None
-    sys.stdout.write(reply["token"] + "\n")
-    return 0
-
-
-def _from_keychain(name: str, min_life: float = 60.0) -> Any:
-    """The token the daemon last left in the keychain for target ``name``, if it has ``min_life`` seconds left."""
-    from tokend.sinks import keychain
-    from tokend.token import Token, expiry
-
-    try:
-        value = keychain.read(name)
-    except Exception:  # no usable keychain here: acquire directly instead
-        return None
-    exp = expiry(value) if value else None
-    if value is None or exp is None or exp - time.time() < min_life:
-        return None
-    return Token(value, exp, time.time())
-
-
-def render_status(status: dict[str, Any], now: float, paint: Any = None) -> str:
-    """A compact human view of ``tokend status --json``: one line per identity and per target, problems indented
-    under them with their fix."""
-    paint = paint or (lambda text, _code: text)
-    colour = {"ok": "32", "retrying": "33", "pending": "33", "starting": "33", "empty": "33",
-              "login-required": "31", "failed": "31", "unavailable": "31"}
-
-    def state(word: str) -> str:
-        return paint(f"{word:<15}", colour.get(word, "0"))
-
-    lines = [f"tokend pid {status['pid']} · config {status['config']}"]
-    if status.get("config_error"):
-        lines.append(paint(f"  ! config change refused, still serving the previous one: {status['config_error']}",
-                           "31"))
-    lines += ["", "IDENTITY         STATE           SOURCE             PRINCIPAL                              TOKEN"]
-    for i in status["identities"]:
-        source = i["source"] + (" (unencrypted cache)" if i.get("cache") == "unencrypted" else "")
-        lines.append(f"{i['name']:<16} {state(i['state'])} {source:<18} {i['principal'] or '-':<38} "
-                     f"{_until(i['expires_on'], now)}".rstrip())
-        if i["last_error"]:
-            lines.append(f"    ! {i['last_error']}")
-    lines += ["", "TARGET           CONNECTS AS                                        SINKS"]
-    for t in status["targets"]:
-        where = f"{t['user']}@{t['host']}:{t['port']}/{t['database']}"
-        sinks = ", ".join(f"{k} {paint(v['state'], colour.get(v['state'], '0'))}{_ago(v['last_write'], now)}"
-                          for k, v in t["sinks"].items())
-        lines.append(f"{t['name']:<16} {where:<50} {sinks}")
-        for k, v in t["sinks"].items():
-            if v["last_error"]:
-                lines.append(f"    ! {k}: {v['last_error']}")
-    return "\n".join(lines)
-
-
-def _until(epoch: float | None, now: float) -> str:
-    if epoch is None:
-        return "no token"
-    left = epoch - now
-    return f"expires in {left / 60:.0f} m" if left >= 120 else f"expires in {left:.0f} s"
-
-
-def _ago(epoch: float | None, now: float) -> str:
-    if not epoch:
-        return ""
-    seconds = max(0, now - epoch)
-    return f" ({seconds / 60:.0f} m ago)" if seconds >= 120 else f" ({seconds:.0f} s ago)"
+    target = cfg.target(name)
+    token = identities.token_without_daemon(cfg, target)
+    return ipc.TokenAnswer(token.value, token.expires_on, target.as_dict())
 
 
 if __name__ == "__main__":  # pragma: no cover

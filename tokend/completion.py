@@ -4,6 +4,7 @@ never drift from the commands. Target names complete too (``tokend completion ta
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def _commands(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
@@ -98,3 +99,17 @@ Register-ArgumentCompleter -Native -CommandName tokend -ScriptBlock {{
 
 
 SHELLS = {"bash": bash, "zsh": zsh, "fish": fish, "powershell": powershell}
+
+
+def script(shell: str, parser: argparse.ArgumentParser, config_path: Path) -> str:
+    """The completion script for ``shell``, or for ``targets`` the configured target names (read from the config's
+    names only: it works without any identity's secret; no config, or a broken one, offers nothing)."""
+    if shell != "targets":
+        return SHELLS[shell](parser)
+    from tokend import config
+    from tokend.errors import TokendError
+
+    try:
+        return "".join(f"{name}\n" for name in config.load(config_path).targets)
+    except TokendError:
+        return ""

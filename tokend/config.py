@@ -6,10 +6,10 @@ environment variable that holds it, a certificate by its path.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -17,7 +17,7 @@ from typing import Any
 
 from tokend.clouds import CLOUDS, Cloud
 from tokend.errors import ConfigError, UsageError
-from tokend.kinds import COMMON_IDENTITY_KEYS, SINKS, SOURCES
+from tokend.kinds import COMMON_IDENTITY_KEYS, SINKS, SOURCES, person_sources
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,6 +38,7 @@ class IdentityConfig:
     source: str
     cloud: Cloud
     resource: str
+    config_path: Path  # the config file it comes from: sign-in records and caches are kept per config
     tenant_id: str | None = None
     client_id: str | None = None
     authority_override: str | None = None
@@ -95,6 +96,53 @@ class Config:
         if name not in self.targets:
             raise UsageError(f"no target {name!r} in {self.path} (configured: {names})")
         return self.targets[name]
+
+    def match(self, host: str | None, port: str | int | None, user: str | None,
+              database: str | None = None) -> Target:
+        """The target libpq would take the password of for this connection (the pgpass block's rules: exact,
+        case-sensitive fields, a target's database "*" matches any). ``user`` may arrive identifier-quoted, as
+        pgAdmin's %USERNAME% does (``"DBA Group"``). UsageError when none matches, or several that would hand out
+        different tokens."""
+        if not host or not user:
+            raise UsageError("give at least --host and --user (and --port unless it is 5432)")
+        if len(user) >= 2 and user.startswith('"') and user.endswith('"'):
+            user = user[1:-1].replace('""', '"')
+        try:
+            want_port = int(port) if port not in (None, "") else 5432
+        except ValueError:
+            raise UsageError(f"--port must be a number, got {port!r}") from None
+        found = [t for t in self.targets.values()
+                 if t.host == host and t.port == want_port and t.user == user
+                 and (t.database == "*" or database in (None, "", t.database))]
+        if not found:
+            raise UsageError(f"no target in {self.path} for {user}@{host}:{want_port}"
+                             f"{'/' + database if database else ''}; add a [targets.NAME] table with exactly these "
+                             "host, port and user (case-sensitive)")
+        if len({t.identity for t in found}) > 1:
+            raise UsageError(f"several targets match {user}@{host}:{want_port} with different identities "
+                             f"({', '.join(t.name for t in found)}); name one: tokend token TARGET")
+        return found[0]
+
+    def identity_for_sign_in(self, name: str | None, action: str) -> IdentityConfig:
+        """The identity `tokend login` / `logout` acts on: the one named, else the only one a person signs in to.
+        UsageError with the fix for identities tokend does not sign in itself."""
+        people = person_sources()
+        if name is not None:
+            if name not in self.identities:
+                raise UsageError(f"no identity {name!r} in {self.path} (configured: {', '.join(self.identities)})")
+            ic = self.identities[name]
+        else:
+            candidates = [i for i in self.identities.values() if i.source in people]
+            if len(candidates) != 1:
+                names = ", ".join(i.name for i in candidates) or "none"
+                raise UsageError(f"name the identity to {action} ({', '.join(people)} ones: {names})")
+            ic = candidates[0]
+        if ic.source == "azure-cli":
+            raise UsageError(f"identity {ic.name} follows the Azure CLI: run `az {action}`; tokend notices within "
+                             "seconds")
+        if ic.source not in people:
+            raise UsageError(f"identity {ic.name} ({ic.source}) signs in without a person; nothing to {action}")
+        return ic
 
 
 def load(path: Path) -> Config:
@@ -171,7 +219,7 @@ def _identity(name: str, body: dict[str, Any], path: Path) -> IdentityConfig:
     if not isinstance(unencrypted, bool):
         raise ConfigError(path, f"{where}.allow_unencrypted_cache", f"expected true or false, got {unencrypted!r}")
     return IdentityConfig(
-        name=name, source=source, cloud=cloud, resource=resource,
+        name=name, source=source, cloud=cloud, resource=resource, config_path=path,
         tenant_id=_str(body, "tenant_id", path, where), client_id=_str(body, "client_id", path, where),
         authority_override=authority, client_secret_env=secret_env,
         certificate_path=Path(cert).expanduser() if cert else None,
@@ -282,7 +330,7 @@ def _table(raw: object, path: Path, where: str) -> dict[str, Any]:
     return raw
 
 
-def _only(body: Mapping[str, Any], allowed: set[str], path: Path, where: str) -> None:
+def _only(body: Mapping[str, Any], allowed: AbstractSet[str], path: Path, where: str) -> None:
     for key in body:
         if key not in allowed:
             prefix = f"{where}." if where else ""

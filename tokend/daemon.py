@@ -1,39 +1,49 @@
-"""The daemon: owns the refreshers, the sink workers, the config watcher, the IPC endpoint, signals and the one
-shutdown path.
+"""The daemon: owns the refreshers, the sink workers, the watchers, the IPC endpoint, signals and the one shutdown
+path.
+
+``Daemon`` is built from a config and the builders it uses for identities and sinks (``build_identity``,
+``build_sink``: tests pass fakes and drive ``apply``, ``status`` and ``handle`` in-process). ``run`` wires it to
+the world.
 
 Start-up: take the per-config instance lock, build sinks (each test-writes, so a bad path fails now), start one
-refresher per identity in use, wait for each first answer (so a restart does not briefly drop still-valid entries),
-then start the sink workers, answer on IPC, and tell a service manager we are ready. A changed config (file watcher,
-SIGHUP or ``tokend reload``) is parsed and checked on the side, then swapped in; identities whose settings did not
-change keep their refresher and token. Every reason to stop (signal, IPC stop) ends in ``run``'s return value.
+refresher per identity in use, wait for each first answer (so a restart does not briefly drop still-valid
+entries), then start the sink workers, answer on IPC, and tell a service manager we are ready. A stop requested at
+any point before that (a signal during start-up) ends it there, writing nothing.
+A changed config (file watcher, SIGHUP or ``tokend reload``) is parsed and checked on the side, then swapped in,
+one reload at a time; identities whose settings did not change keep their refresher and token. Every reason to
+stop (signal, IPC stop) ends in ``run``'s return value.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from tokend import config as config_mod
-from tokend import identities, ipc, paths, sinks
-from tokend.config import Config, Target
+from tokend import identities, ipc, paths, sinks, system
+from tokend.clock import SYSTEM, Clock
+from tokend.config import Config, IdentityConfig
 from tokend.errors import EXIT_FAILURE, EXIT_OK, SinkUnavailable, TokendError, UsageError
+from tokend.kinds import SINKS
 from tokend.refresh import Policy
-from tokend.refresher import Refresher
-from tokend.sinks import Entry
+from tokend.refresher import Refresher, TokenSource
+from tokend.sinks import Entry, Sink
 from tokend.sinkworker import SinkWorker
-from tokend.token import Token
 
 log = logging.getLogger("tokend.daemon")
 FIRST_ATTEMPT_WAIT = 60.0  # seconds to wait for every identity's first answer before the first write
+
+IdentityBuilder = Callable[[IdentityConfig, Clock], TokenSource]
+SinkBuilder = Callable[[str, Any, str], Sink]
 
 
 class AlreadyRunning(TokendError):
@@ -41,20 +51,25 @@ class AlreadyRunning(TokendError):
 
 
 class Daemon:
-    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: Config, clock: Clock = SYSTEM, build_identity: IdentityBuilder = identities.build,
+                 build_sink: SinkBuilder = sinks.build, stop: threading.Event | None = None) -> None:
         self.clock = clock
+        self.build_identity = build_identity
+        self.build_sink = build_sink
         self.owner = paths.config_id(config.path)
-        self.started_at = clock()
+        self.started_at = clock.now()
         self.config = config
-        self.policy = Policy()  # _apply sets it from the config
+        self.policy = Policy()  # apply sets it from the config
         self.config_error: str | None = None
         self.refreshers: dict[str, Refresher] = {}
         self.workers: dict[str, SinkWorker] = {}
+        self.on_workers_changed: Callable[[dict[str, SinkWorker], list[SinkWorker]], None] | None = None
         self._lock = threading.RLock()
+        self._reload_lock = threading.Lock()  # one reload at a time, whoever asked
         self._running = False
-        self._stop = threading.Event()
+        self._stop = stop or threading.Event()
         self._stop_reason = "stopped"
-        self._apply(config)
+        self.apply(config)
 
     # -- what the sinks and IPC see -------------------------------------------------------------------------------
     def entries(self, kind: str) -> list[Entry]:
@@ -68,18 +83,18 @@ class Daemon:
                     out.append(Entry(target, token))
             return out
 
-    def token_for(self, name: str | None) -> tuple[Target, Token]:
+    def token_for(self, name: str | None) -> ipc.TokenAnswer:
         with self._lock:
-            target = resolve_target(self.config, name)
+            target = self.config.target(name)
             r = self.refreshers[target.identity]
         token = r.valid_token()
         if token is None:
             raise TokendError(f"no valid token for target {target.name!r} yet (identity {target.identity}: "
-                              f"{r.state}{': ' + r.last_error if r.last_error else ''})")
-        return target, token
+                              f"{r.state}{': ' + r.last_error if r.last_error else ''}); see `tokend status`")
+        return ipc.TokenAnswer(token.value, token.expires_on, target.as_dict())
 
     def status(self) -> dict[str, Any]:
-        now = self.clock()
+        now = self.clock.now()
         with self._lock:
             cfg, refreshers, workers = self.config, dict(self.refreshers), dict(self.workers)
         ids = []
@@ -88,58 +103,47 @@ class Daemon:
             ids.append({
                 "name": name, "source": r.identity.config.source, "state": r.state,
                 "principal": token.principal if token else None,
-                "expires_on": int(token.expires_on) if token else None,
-                "refresh_at": int(r.next_at) if r.next_at else None,
-                "last_error": r.last_error, "cache": r.identity.cache,
+                # the true end of its life (Token.remaining), whatever the wall clock did since it arrived
+                "expires_on": int(now + token.remaining(self.clock)) if token else None,
+                "refresh_at": int(now + max(0.0, r.due_in())), "last_error": r.last_error,
+                "cache": r.identity.cache,
             })
         targets = []
         for t in cfg.targets.values():
             token = refreshers[t.identity].valid_token()
-            per_sink = {}
-            for kind in t.sinks:
-                w = workers[kind]
-                written = w.written.get(t.name)
-                if w.last_error:
-                    state = "failed"
-                elif written is not None and written > now:
-                    state = "ok" if token is not None and written == token.expires_on else "pending"
-                else:
-                    state = "pending" if token is not None else "empty"
-                per_sink[kind] = {"state": state, "location": w.sink.location(),
-                                  "last_write": int(w.last_write) if w.last_write else None,
-                                  "last_error": w.last_error}
-            targets.append({"name": t.name, "host": t.host, "port": t.port, "database": t.database, "user": t.user,
-                            "identity": t.identity, "sinks": per_sink})
+            per_sink = {kind: workers[kind].status_of(t.name, token) for kind in t.sinks}
+            targets.append({**t.as_dict(), "sinks": per_sink, "proxy": None})
         return {"config": str(cfg.path), "config_error": self.config_error, "pid": os.getpid(),
                 "started_at": int(self.started_at), "identities": ids, "targets": targets}
 
     # -- config changes -----------------------------------------------------------------------------------------
     def reload(self, why: str) -> None:
         """Read the config again and swap it in; a bad one is refused and the running config keeps serving."""
-        try:
-            new = config_mod.load(self.config.path)
-            if new == self.config:
-                self.config_error = None
-                log.info("config unchanged (%s)", why)
-                return
-            self._apply(new)
-        except TokendError as e:
-            self.config_error = str(e)
-            log.error("config change refused (%s), still serving the previous one: %s", why, e)
-            raise
-        self.config_error = None
-        log.info("config reloaded (%s): %d identities, %d targets", why, len(self.refreshers), len(new.targets))
+        with self._reload_lock:
+            try:
+                new = config_mod.load(self.config.path)
+                if new == self.config:
+                    self.config_error = None
+                    log.info("config unchanged (%s)", why)
+                    return
+                self.apply(new)
+            except TokendError as e:
+                self.config_error = str(e)
+                log.error("config change refused (%s), still serving the previous one: %s", why, e)
+                raise
+            self.config_error = None
+            log.info("config reloaded (%s): %d identities, %d targets", why, len(self.refreshers), len(new.targets))
 
-    def _apply(self, new: Config) -> None:
+    def apply(self, new: Config) -> None:
         """Make the running parts match ``new``. Sinks are built and checked first, so a bad one refuses it all."""
         # Every kind runs, used or not, so what an earlier config wrote there is cleaned up; only used ones are
         # checked (and a failed check of a used one refuses the config).
         used_kinds = {k for t in new.targets.values() for k in t.sinks}
         built = {}
-        for kind in config_mod.SINK_KINDS:
+        for kind in SINKS:
             old = self.workers.get(kind)
             if old is None or old.sink.options != new.sinks[kind].options:
-                sink = sinks.build(kind, new.sinks[kind].options, self.owner)
+                sink = self.build_sink(kind, new.sinks[kind].options, self.owner)
                 try:
                     if kind in used_kinds:
                         sink.check()
@@ -149,36 +153,42 @@ class Daemon:
         used = {t.identity for t in new.targets.values()}
         self.policy = Policy(margin=new.refresh_margin)
         with self._lock:
-            for part in (*self.refreshers.values(), *self.workers.values()):
-                part.policy = self.policy
+            for r in self.refreshers.values():
+                r.policy = self.policy
+            for w in self.workers.values():
+                w.policy = self.policy
             retired_workers = [w for k, w in self.workers.items() if k in built]  # replaced by a new place
             retired = [r for n, r in self.refreshers.items()
                        if n not in used or new.identities[n] != r.identity.config]
             for r in retired:
                 del self.refreshers[r.identity.name]
             for name in sorted(used - set(self.refreshers)):
-                r = Refresher(identities.build(new.identities[name]), self.policy, self.clock, self._tokens_changed,
-                              self._login_required)
+                r = Refresher(self.build_identity(new.identities[name], self.clock), self.policy, self.clock,
+                              self._tokens_changed, self._login_required)
                 self.refreshers[name] = r
                 if self._running:
                     r.start()
             for kind, sink in built.items():
-                w = SinkWorker(sink, lambda kind=kind: self.entries(kind), self.policy, self.clock)
+                w = SinkWorker(sink, functools.partial(self.entries, kind), self.policy, self.clock)
                 self.workers[kind] = w
                 if self._running:
                     w.start()
-            for w in retired_workers:
-                if self.workers.get(w.sink.kind) is w:
-                    del self.workers[w.sink.kind]
             self.config = new
+            places = {w.sink.place() for w in self.workers.values()}
         for r in retired:
             r.stop()
         for w in retired_workers:
             w.stop()
+        for w in retired_workers:
+            w.join(5.0)
+            if w.sink.place() in places:
+                continue  # the new sink writes the same place: cleaning it would undo the new sink's write
             try:
                 w.sink.sync([])  # what we wrote at the old place goes
             except TokendError as e:
                 log.warning("could not clean %s: %s", w.sink.location(), e)
+        if self.on_workers_changed is not None and built:
+            self.on_workers_changed({k: self.workers[k] for k in built}, retired_workers)
         self._tokens_changed()
 
     def _tokens_changed(self) -> None:
@@ -199,6 +209,26 @@ class Daemon:
                       if (identity is None or n == identity) and (source is None or r.identity.config.source == source)]
         for r in chosen:
             r.sign_in_changed()
+
+    # -- IPC ------------------------------------------------------------------------------------------------------
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Answer one IPC request (``ipc.OPS``)."""
+        op = request.get("op")
+        if op == ipc.STATUS:
+            return self.status()
+        if op == ipc.TOKEN:
+            answer = self.token_for(_name(request, "target"))
+            return {"token": answer.token, "expires_on": answer.expires_on, "target": answer.target}
+        if op == ipc.SIGN_IN_CHANGED:
+            self.sign_in_changed(identity=_name(request, "identity"))
+            return {"refreshing": True}
+        if op == ipc.RELOAD:
+            self.reload("tokend reload")
+            return {"reloaded": True}
+        if op == ipc.STOP:
+            self.stop("tokend stop")
+            return {"stopping": True}
+        raise UsageError(f"unknown request {op!r}; operations: {', '.join(ipc.OPS)}")
 
     # -- running ------------------------------------------------------------------------------------------------
     def stop(self, reason: str) -> None:
@@ -221,66 +251,76 @@ class Daemon:
 
     def run(self) -> int:
         """Run until a signal or an IPC stop. Returns the exit code."""
-        from tokend.watch import FileWatcher
+        from tokend.ioloop import IOLoop
+        from tokend.watch import Watcher
 
-        server = ipc.Server(paths.socket_path(self.config.path), self._handle)
-        watchers = [FileWatcher([self.config.path], lambda: self._reload_quietly("config file changed")),
+        io = IOLoop().start()
+        server = ipc.Server(ipc.endpoint(self.config.path), self.handle, io.executor)
+        watcher = Watcher(io)
+        sink_watches: dict[str, Any] = {}
+
+        def watch_sinks(new: dict[str, SinkWorker], retired: list[SinkWorker]) -> None:
+            for w in retired:
+                if w.sink.kind in sink_watches:
+                    watcher.unwatch(sink_watches.pop(w.sink.kind))
+            for kind, w in new.items():
+                if w.sink.watched():  # someone replacing the file (a dotfile manager): write our block again
+                    sink_watches[kind] = watcher.watch(w.sink.watched(), w.poke)
+
+        try:
+            with _signals(self):
+                io.run(server.start())  # answers status from the start; refuses a bad endpoint before any write
+                with self._lock:
+                    self._running = True
+                    for r in self.refreshers.values():
+                        r.start()
+                deadline = self.clock.boot() + FIRST_ATTEMPT_WAIT
+                for r in list(self.refreshers.values()):
+                    while not r.first_done.wait(0.2) and not self._stop.is_set() and self.clock.boot() < deadline:
+                        pass
+                if not self._stop.is_set():
+                    with self._lock:
+                        for w in self.workers.values():
+                            w.start()
+                        watch_sinks(dict(self.workers), [])
+                        self.on_workers_changed = watch_sinks
+                    watcher.watch([self.config.path], lambda: self._reload_quietly("config file changed"))
                     # az login / logout / account set rewrite the CLI's profile
-                    FileWatcher([azure_cli_dir() / "azureProfile.json"],
-                                lambda: self.sign_in_changed(source="azure-cli"))]
-        with _signals(self):
-            with self._lock:
-                self._running = True
-                for r in self.refreshers.values():
-                    r.start()
-            deadline = self.clock() + FIRST_ATTEMPT_WAIT
-            for r in list(self.refreshers.values()):
-                while not r.first_done.wait(0.2) and not self._stop.is_set() and self.clock() < deadline:
-                    pass
-            with self._lock:
-                for w in self.workers.values():
-                    w.start()
-            server.start()
-            for watcher in watchers:
-                watcher.start()
-            log.info("tokend running: %d identities, %d targets, config %s", len(self.refreshers),
-                     len(self.config.targets), self.config.path)
-            _notify_service_manager(b"READY=1")
-            self._stop.wait()  # signal handlers and IPC set it; no periodic wake-up while idle
-        _notify_service_manager(b"STOPPING=1")
-        log.info("tokend stopping (%s)", self._stop_reason)
-        for watcher in watchers:
+                    watcher.watch([azure_cli_dir() / "azureProfile.json"],
+                                  lambda: self.sign_in_changed(source="azure-cli"))
+                    watcher.start()
+                    log.info("tokend running: %d identities, %d targets, config %s", len(self.refreshers),
+                             len(self.config.targets), self.config.path)
+                    _notify_service_manager(b"READY=1")
+                self._stop.wait()  # signal handlers and IPC set it; no periodic wake-up while idle
+        finally:
+            _notify_service_manager(b"STOPPING=1")
+            log.info("tokend stopping (%s)", self._stop_reason)
             watcher.stop()
-        server.close()
-        with self._lock:
-            parts = [*self.refreshers.values(), *self.workers.values()]
-        for part in parts:
-            part.stop()
-        for part in parts:
-            part.join(5.0)
+            server.close()
+            with self._lock:
+                refreshers, workers = list(self.refreshers.values()), list(self.workers.values())
+            for r in refreshers:
+                r.stop()
+            for w in workers:
+                w.stop()
+            for w in workers:
+                w.join(5.0)  # a write in progress finishes: the file is never left half-done
+            for r in refreshers:
+                r.join(0.5)  # a token request in flight is abandoned (its thread is a daemon thread)
+            io.stop()
         return EXIT_OK
 
     def _reload_quietly(self, why: str) -> None:
         with suppress(TokendError):  # logged, and shown in status
             self.reload(why)
 
-    def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        op = request.get("op")
-        if op == "status":
-            return self.status()
-        if op == "token":
-            target, token = self.token_for(request.get("target"))
-            return {"token": token.value, "expires_on": token.expires_on, "target": target_dict(target)}
-        if op == "sign-in-changed":
-            self.sign_in_changed(identity=request.get("identity"))
-            return {"refreshing": True}
-        if op == "reload":
-            self.reload("tokend reload")
-            return {"reloaded": True}
-        if op == "stop":
-            self.stop("tokend stop")
-            return {"stopping": True}
-        raise UsageError(f"unknown request {op!r}")
+
+def _name(request: dict[str, Any], key: str) -> str | None:
+    value = request.get(key)
+    if value is not None and not isinstance(value, str):
+        raise UsageError(f"bad request: {key} must be a name or null")
+    return value
 
 
 def azure_cli_dir() -> Path:
@@ -288,43 +328,33 @@ def azure_cli_dir() -> Path:
     return Path(os.environ.get("AZURE_CONFIG_DIR") or Path.home() / ".azure").expanduser()
 
 
-def target_dict(t: Target) -> dict[str, Any]:
-    return {"name": t.name, "host": t.host, "port": t.port, "database": t.database, "user": t.user}
-
-
-def resolve_target(config: Config, name: str | None) -> Target:
-    """The target called ``name``, or the only one when no name is given."""
-    if name is None:
-        if len(config.targets) == 1:
-            return next(iter(config.targets.values()))
-        names = ", ".join(config.targets) or "none"
-        raise UsageError(f"name a target (configured: {names}); e.g. tokend token {next(iter(config.targets), 'T')}")
-    if name not in config.targets:
-        names = ", ".join(config.targets) or "none"
-        raise UsageError(f"no target {name!r} in {config.path} (configured: {names})")
-    return config.targets[name]
-
-
 @contextmanager
 def instance_lock(config_path: Path) -> Iterator[None]:
-    """Hold the one-daemon-per-config lock. The OS releases it when the process dies, even by kill -9."""
+    """Hold the one-daemon-per-config lock; the lock file is removed on a clean exit. The OS releases the lock when
+    a daemon dies, even by kill -9 (a later daemon then reuses the file)."""
     path = paths.lock_path(config_path)
     paths.private_dir(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        if not system.try_lock(fd):
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip() if hasattr(os, "pread") else ""
+            os.close(fd)
+            raise AlreadyRunning(f"another tokend (pid {other or '?'}) is already running for {config_path}; "
+                                 "stop it with `tokend stop` or use another --config")
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the daemon before us removed the file between our open and our lock: take the new one
     try:
-        if sys.platform != "win32":
-            import fcntl
-
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                raise AlreadyRunning(f"another tokend (pid {other}) is already running for {config_path}; "
-                                     "stop it with `tokend stop` or use another --config") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
         yield
     finally:
+        with suppress(FileNotFoundError):
+            os.unlink(path)  # still locked while we unlink: nobody can have taken it
         os.close(fd)
 
 
@@ -334,6 +364,8 @@ def _signals(daemon: Daemon) -> Iterator[None]:
         signal.SIGTERM: lambda signum, _f: daemon.stop(signal.Signals(signum).name),
         signal.SIGINT: lambda signum, _f: daemon.stop(signal.Signals(signum).name),
     }
+    if hasattr(signal, "SIGBREAK"):  # Windows: Ctrl-Break, and what a console close sends
+        handlers[signal.SIGBREAK] = lambda signum, _f: daemon.stop("SIGBREAK")
     if hasattr(signal, "SIGHUP"):
         handlers[signal.SIGHUP] = lambda _s, _f: threading.Thread(
             target=daemon._reload_quietly, args=("SIGHUP",), daemon=True).start()
@@ -359,8 +391,11 @@ def _notify_service_manager(message: bytes) -> None:
         log.warning("could not notify the service manager: %s", e)
 
 
-def start(config: Config, once: bool = False) -> int:
-    """``tokend run``: one daemon for this config, or one pass with ``once``."""
+def start(config: Config, once: bool = False, stop: threading.Event | None = None) -> int:
+    """``tokend run``: one daemon for this config, or one pass with ``once``. ``stop``: set by the signal handlers
+    the command installed before its imports, so a signal during start-up ends it cleanly too."""
     with instance_lock(config.path):
-        daemon = Daemon(config)
+        if stop is not None and stop.is_set():
+            return EXIT_OK
+        daemon = Daemon(config, stop=stop)
         return daemon.run_once() if once else daemon.run()

@@ -13,7 +13,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,6 +20,8 @@ from pathlib import Path
 
 from tokend.emulator.postgres import Postgres, server_bindir
 from tokend.emulator.server import Emulator
+from tokend.service import tokend_executable
+from tokend.status import plural
 
 GROUP = "DBA Group"
 
@@ -35,7 +36,8 @@ def run(duration: float | None, say: Callable[[str], None] = print, interval: fl
         secret = secrets.token_urlsafe(24)
         app = em.directory.add_app("tokend-demo-app", secret=secret)
         em.directory.add_group(GROUP, app.oid)
-        say(f"Entra emulator at {em.url} (tenant {em.directory.tenant_id}); tokens live 60 s")
+        say(f"Entra emulator at {em.url} (tenant {em.directory.tenant_id}); tokens live 60 s, so tokend "
+            f"replaces each one after ~30 s{_expect(duration)}")
         if server_bindir() is not None:
             pg = Postgres(em.ldap.port).start()
             pg.add_roles([GROUP])
@@ -52,7 +54,7 @@ def run(duration: float | None, say: Callable[[str], None] = print, interval: fl
             f'[targets.demo]\nhost = "{host}"\nport = {port}\ndatabase = "appdb"\nuser = "{GROUP}"\n\n'
             f'[sinks.pgpass]\npath = "{folder / "pgpass"}"\n')
         log = open(folder / "daemon.log", "wb")  # noqa: SIM115 - closed with the daemon below
-        daemon = subprocess.Popen([sys.executable, "-m", "tokend", "run", "--config", str(config)], env=env,
+        daemon = subprocess.Popen([str(tokend_executable()), "run", "--config", str(config)], env=env,
                                   stdout=log, stderr=subprocess.STDOUT)
         say(f"daemon pid {daemon.pid} writes {folder / 'pgpass'}\n")
         return _watch(config, env, pg, duration, interval, say, daemon)
@@ -99,6 +101,7 @@ def _watch(config: Path, env: dict[str, str], pg: Postgres | None, duration: flo
     start = time.monotonic()
     tokens: list[int] = []
     logins = failures = 0
+    failed: list[str] = []
     while duration is None or time.monotonic() - start < duration:
         if daemon.poll() is not None:
             say(f"the daemon exited with {daemon.returncode}; see its log")
@@ -115,18 +118,30 @@ def _watch(config: Path, env: dict[str, str], pg: Postgres | None, duration: flo
                 ok, who = _login(pg, env)
                 logins += 1
                 failures += not ok
+                if not ok:
+                    failed.append(f"{time.strftime('%H:%M:%S')} {who}")
                 line += f"  ·  psql as {GROUP!r} through pgpass: {'ok (' + who + ')' if ok else 'FAILED ' + who}"
         else:
             line += "  waiting for the first token…"
         say(line)
         time.sleep(interval)
     rotations = max(0, len(tokens) - 1)
-    say(f"\n{rotations} rotations, {logins} logins, {failures} failed")
-    return 0 if rotations >= 2 and failures == 0 else 1
+    say(f"\n{plural(rotations, 'rotation')}, {plural(logins, 'login')}, {failures} failed")
+    if failures:
+        say(f"login failures (the first): {failed[0]}")
+        return 1
+    return 0
+
+
+def _expect(duration: float | None) -> str:
+    if duration is None:
+        return ""
+    n = max(0, int((duration - 5) // 30))
+    return f"; in {duration:.0f} s expect about {plural(n, 'rotation')}"
 
 
 def _status(config: Path, env: dict[str, str]) -> dict | None:
-    r = subprocess.run([sys.executable, "-m", "tokend", "status", "--json", "--config", str(config)], env=env,
+    r = subprocess.run([str(tokend_executable()), "status", "--json", "--config", str(config)], env=env,
                        capture_output=True, text=True)
     return json.loads(r.stdout) if r.returncode == 0 else None
 

@@ -1,9 +1,11 @@
 """`tokend doctor`: every check with ok / warn / fail, the evidence, and the exact fix.
 
-Checks, in order: the config; the daemon; each identity (gets a token: principal, tenant, expiry; the audience is the
-cloud's ossrdbms resource); pgpass (exists, 0600, tokend's block first, no line above it that shadows a target);
-the libpq of psql and of psycopg (13+ reads long pgpass lines; older ones truncate silently); each target's host
-(resolves, accepts TCP, speaks TLS); optionally a real login per target; the keychain; the login service.
+Checks, in order: the config; the daemon; each identity (its token: principal, tenant, expiry; the audience is the
+cloud's ossrdbms resource) — as the running daemon holds it, so doctor needs no secret in your shell — or fetched
+here when no daemon runs; pgpass (exists, 0600, tokend's block first, no line above it that shadows a target);
+the libpq of psql and of psycopg (13+ reads long pgpass lines; older ones truncate silently); each server (resolves,
+accepts TCP, speaks TLS; at most ``MAX_SERVERS``, checked side by side); optionally a real login per target; the
+keychain; the login service.
 """
 
 from __future__ import annotations
@@ -17,18 +19,22 @@ import stat
 import struct
 import subprocess
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tokend import ipc, paths
 from tokend.config import Config, Target
-from tokend.errors import ConfigError, DaemonNotRunning, LoginRequired, TokendError
+from tokend.errors import ConfigError, DaemonNotRunning, IdentityUnavailable, LoginRequired, TokendError
 from tokend.sinks import block
 from tokend.sinks.pgpass import parse
+from tokend.status import plural
 from tokend.token import Token, display_claims, expiry
 
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)
+MAX_SERVERS = 50  # servers (host, port) whose network and TLS doctor checks; more are named as not checked
 
 
 @dataclass(frozen=True)
@@ -48,17 +54,14 @@ def run(config_path: Path, login: bool = False) -> list[Check]:
     except ConfigError as e:
         return [Check("config", "fail", str(e), "fix the file as the message says, or pass --config PATH"),
                 _daemon(config_path)[0]]
-    checks.append(Check("config", "ok", f"{config_path}: {_count(len(cfg.identities), 'identity', 'identities')}, "
-                                        f"{_count(len(cfg.targets), 'target', 'targets')}"))
+    checks.append(Check("config", "ok", f"{config_path}: {plural(len(cfg.identities), 'identity', 'identities')}, "
+                                        f"{plural(len(cfg.targets), 'target')}"))
     daemon_check, status = _daemon(config_path)
     checks.append(daemon_check)
     checks += _identities(cfg, config_path, status)
-    checks += _pgpass(cfg)
+    checks += _pgpass(cfg, status)
     checks += _libpq()
-    for t in cfg.targets.values():
-        checks += _network(t)
-        if login:
-            checks.append(_login(t))
+    checks += _servers(list(cfg.targets.values()), login)
     if any("keychain" in t.sinks for t in cfg.targets.values()):
         checks.append(_keychain())
     checks.append(_service(config_path))
@@ -69,20 +72,29 @@ def as_json(checks: list[Check]) -> dict[str, Any]:
     return {"ok": not any(c.status == "fail" for c in checks), "checks": [asdict(c) for c in checks]}
 
 
-def _count(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
+def render(checks: list[Check], paint: Callable[[str, str], str]) -> str:
+    """The checks for people: a mark, the name, the evidence, and the fix under each one that is not ok."""
+    marks = {"ok": paint("✓", "32"), "warn": paint("!", "33"), "fail": paint("✗", "31")}
+    width = max([28, *(len(c.name) for c in checks)])
+    lines = []
+    for c in checks:
+        lines.append(f"{marks[c.status]} {c.name:<{width}} {c.evidence}")
+        if c.fix and c.status != "ok":
+            lines.append(f"  {'':<{width}} fix: {c.fix}")
+    return "\n".join(lines)
 
 
 def _daemon(config_path: Path) -> tuple[Check, dict[str, Any] | None]:
-    sock = paths.socket_path(config_path)
+    client = ipc.Client(config_path, timeout=30)
+    where = client.endpoint.describe()
     try:
-        status = ipc.request(sock, {"op": "status"}, timeout=5)
+        status = client.status()
     except DaemonNotRunning:
-        return Check("daemon", "fail", f"no daemon answers at {sock}",
+        return Check("daemon", "fail", f"no daemon answers at {where}",
                      f"start it: `tokend service install --config {config_path}` (at login) or "
                      f"`tokend run --config {config_path}`"), None
     except TokendError as e:
-        return Check("daemon", "fail", f"the daemon at {sock} answered with an error: {e}",
+        return Check("daemon", "fail", f"the daemon at {where} answered with an error: {e}",
                      "see `tokend service logs`"), None
     return Check("daemon", "ok", f"pid {status['pid']}, running since {time.ctime(status['started_at'])}"), status
 
@@ -90,18 +102,24 @@ def _daemon(config_path: Path) -> tuple[Check, dict[str, Any] | None]:
 def _identities(cfg: Config, config_path: Path, status: dict[str, Any] | None) -> list[Check]:
     from tokend import identities
 
+    held = {i["name"]: i for i in (status or {}).get("identities", [])}
     out = []
     for name, ic in cfg.identities.items():
         users = cfg.targets_of(name)
         if not users:
             continue
         try:
-            token = _token_from_daemon(config_path, users[0]) if status else None
-            if token is None:
+            if status is not None:
+                token = _token_from_daemon(config_path, users[0], held.get(name))
+            else:
                 token = identities.fetch_once(ic)
         except LoginRequired as e:
             out.append(Check(f"identity {name}", "fail", f"sign-in needed: {e}",
                              _fix_from(str(e)) or f"tokend login {name}"))
+            continue
+        except IdentityUnavailable as e:
+            out.append(Check(f"identity {name}", "fail", f"cannot be used here: {e}", _unavailable_fix(ic.source,
+                                                                                                       str(e))))
             continue
         except TokendError as e:
             out.append(Check(f"identity {name}", "fail", f"no token: {e}",
@@ -122,13 +140,27 @@ def _identities(cfg: Config, config_path: Path, status: dict[str, Any] | None) -
     return out
 
 
-def _token_from_daemon(config_path: Path, target: Target) -> Token | None:
+def _unavailable_fix(source: str, reason: str) -> str:
+    if source == "azure-cli" and "not found" in reason.lower():
+        return "install the Azure CLI (https://aka.ms/azure-cli), then `az login`"
+    if "environment variable" in reason:
+        return "export the variable where the daemon runs (its service environment), then restart it"
+    return "see the evidence"
+
+
+def _token_from_daemon(config_path: Path, target: Target, held: dict[str, Any] | None) -> Token:
+    """The token the daemon holds for ``target``'s identity; raises the identity's own state when it holds none."""
     try:
-        reply = ipc.request(paths.socket_path(config_path), {"op": "token", "target": target.name}, timeout=10)
-    except TokendError:
-        return None
-    value = reply["token"]
-    return Token(value, expiry(value) or reply["expires_on"], time.time(), None, display_claims(value))
+        answer = ipc.Client(config_path).token(target.name)
+    except TokendError as e:
+        state, reason = (held or {}).get("state"), (held or {}).get("last_error") or str(e)
+        if state == "login-required":
+            raise LoginRequired(reason) from None
+        if state == "unavailable":
+            raise IdentityUnavailable(reason) from None
+        raise TokendError(f"the daemon holds none ({state or '?'}: {reason})") from None
+    return Token(answer.token, expiry(answer.token) or answer.expires_on, time.time(), None,
+                 display_claims(answer.token))
 
 
 def _fix_from(message: str) -> str:
@@ -136,15 +168,22 @@ def _fix_from(message: str) -> str:
     return m[1] if m else ""
 
 
-def _pgpass(cfg: Config) -> list[Check]:
+def _pgpass(cfg: Config, status: dict[str, Any] | None) -> list[Check]:
     from tokend.sinks.pgpass import PgpassSink
 
     owner = paths.config_id(cfg.path)
     path = PgpassSink(cfg.sinks["pgpass"].options, owner).path
     targets = [t for t in cfg.targets.values() if "pgpass" in t.sinks]
     if not path.exists():
-        return [Check("pgpass", "fail" if targets else "ok", f"{path} does not exist",
-                      "start the daemon; it writes the file" if targets else "")]
+        if not targets:
+            return [Check("pgpass", "ok", f"{path} does not exist (no target uses it)")]
+        said = [f"target {t['name']}: {t['sinks']['pgpass']['state']}"
+                + (f" ({t['sinks']['pgpass']['last_error']})" if t["sinks"]["pgpass"]["last_error"] else "")
+                for t in (status or {}).get("targets", []) if "pgpass" in t["sinks"]]
+        if status is None:
+            return [Check("pgpass", "fail", f"{path} does not exist", "start the daemon; it writes the file")]
+        return [Check("pgpass", "fail", f"{path} does not exist; the daemon says: {'; '.join(said[:5]) or '-'}",
+                      "see `tokend status`: the sink's error names the fix")]
     out = []
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
@@ -153,18 +192,28 @@ def _pgpass(cfg: Config) -> list[Check]:
     else:
         out.append(Check("pgpass mode", "ok", f"{path} is {mode:04o}"))
     data = path.read_bytes()
-    if data.startswith(b"\xef\xbb\xbf"):
+    if data.startswith(block.BOM) and not data[len(block.BOM):].startswith(b"#"):
         out.append(Check("pgpass encoding", "fail", f"{path} starts with a UTF-8 BOM: libpq cannot read line 1",
                          "save the file without a BOM"))
     lines, ours = _lines_with_owner(data, owner)
     first = next((i for i, mine in enumerate(ours) if mine), None)
     shadowed = []
+    exact: dict[tuple[str, ...], list[int]] = {}
+    wild = []
+    for i, ln in enumerate(lines):
+        if ln is None:
+            continue
+        if "*" in ln[:2] or ln[3] == "*":
+            wild.append(i)
+        else:
+            exact.setdefault((ln[0], ln[1], ln[3]), []).append(i)
     for t in targets:
-        match = next((i for i, ln in enumerate(lines) if ln and _matches(ln, t)), None)
+        candidates = [*exact.get((t.host, str(t.port), t.user), []), *wild]
+        match = min((i for i in candidates if _matches(lines[i] or (), t)), default=None)
         if match is None:
             shadowed.append(f"target {t.name}: no line matches yet")
         elif not ours[match]:
-            shadowed.append(f"target {t.name}: line {match + 1} ({':'.join(lines[match][:4])}) comes first and "
+            shadowed.append(f"target {t.name}: line {match + 1} ({':'.join((lines[match] or ())[:4])}) comes first and "
                             "wins over tokend's")
     if first is not None and any(ln and not ours[i] for i, ln in enumerate(lines[:first])):
         out.append(Check("pgpass order", "warn", f"user lines above tokend's block in {path}",
@@ -174,7 +223,7 @@ def _pgpass(cfg: Config) -> list[Check]:
                          f"delete or move those lines below tokend's block in {path}"))
     elif targets:
         out.append(Check("pgpass shadowing", "ok", "tokend's line is the first match for "
-                                                   f"{_count(len(targets), 'target', 'targets')}"))
+                                                   f"{plural(len(targets), 'target')}"))
     return out
 
 
@@ -223,6 +272,24 @@ def _version_check(name: str, major: int, evidence: str) -> Check:
         return Check(name, "ok", evidence)
     return Check(name, "fail", f"{evidence}: libpq before 13 silently truncates pgpass lines over 320 bytes, so a "
                                "token never works", "install a current PostgreSQL client (13 or newer)")
+
+
+def _servers(targets: list[Target], login: bool) -> list[Check]:
+    """Network and TLS checks per server (and logins per target), side by side, for at most MAX_SERVERS servers."""
+    servers: dict[tuple[str, int], Target] = {}
+    for t in targets:
+        servers.setdefault((t.host, t.port), t)
+    chosen = list(servers.values())[:MAX_SERVERS]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(_network, chosen))
+        logins = list(pool.map(_login, [t for t in targets if (t.host, t.port) in
+                                        {(c.host, c.port) for c in chosen}])) if login else []
+    checks = [c for r in results for c in r] + logins
+    if len(servers) > MAX_SERVERS:
+        checks.append(Check("servers", "warn", f"checked {MAX_SERVERS} of {len(servers)} servers",
+                            "the others are not checked here; `tokend doctor` with a config of fewer servers "
+                            "checks them"))
+    return checks
 
 
 def _network(t: Target, timeout: float = 5.0) -> list[Check]:
@@ -307,6 +374,10 @@ def _service(config_path: Path) -> Check:
 
     try:
         running, text = service.status(config_path)
+    except service.NoServiceManager as e:
+        return Check("service", "warn", f"the login service cannot be managed here: {e}",
+                     f"start tokend another way, e.g. from your login shell profile: "
+                     f"`tokend run --config {config_path} >/dev/null 2>&1 &`")
     except TokendError as e:
         return Check("service", "warn", str(e), f"tokend service install --config {config_path}")
     first = (text.strip().splitlines() or [""])[0]

@@ -8,17 +8,20 @@ for byte. The result is checked with the real config loader before it is written
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokend import config as config_mod
 from tokend.clouds import CLOUDS
-from tokend.errors import UsageError
+from tokend.errors import IdentityUnavailable, TokendError, UsageError
+from tokend.kinds import SOURCES
 
 Ask = Callable[[str, str], str]
 
@@ -87,9 +90,12 @@ def fill(a: Answers, ask: Ask | None, existing: config_mod.Config | None) -> Ans
         cli_user = azure_cli_user()
         default = names[0] if names else ("azure-cli" if cli_user else "device-code")
         hint = f" (the Azure CLI is signed in as {cli_user})" if cli_user else ""
-        choices = ", ".join([*names, "azure-cli", "device-code", "browser", "service-principal",
-                             "managed-identity"])
+        choices = ", ".join([*names, *SOURCES])
         a.identity = need(None, f"Sign in with{hint} — {choices}", default, "--identity") if ask else default
+    if a.identity == "azure-cli" and not shutil.which("az"):
+        raise UsageError("the Azure CLI is not installed here: install it (https://aka.ms/azure-cli) and run "
+                         "`az login`, or choose another way to sign in with --identity device-code (or browser, "
+                         "service-principal, managed-identity)")
     if a.identity == "service-principal":
         a.tenant = need(a.tenant, "Tenant id or domain", "", "--tenant")
         a.client_id = need(a.client_id, "Client (application) id", "", "--client-id")
@@ -118,8 +124,7 @@ def add_to_config(text: str, a: Answers, path: Path) -> tuple[str, str, str]:
             base = {"azure-cli": "me", "device-code": "me", "browser": "me"}.get(a.identity, "app")
             identity_name = _unique(base, existing.identities if existing else {})
             text = _append(text, f"identities.{identity_name}", fields)
-    target = _unique(a.name or re.sub(r"[^A-Za-z0-9_.-]", "-", a.server.split(".")[0]),
-                     existing.targets if existing else {})
+    target = _unique(a.name or target_name(a.server), existing.targets if existing else {})
     body: dict[str, object] = {"host": a.server}
     if a.port and a.port != 5432:
         body["port"] = a.port
@@ -129,6 +134,18 @@ def add_to_config(text: str, a: Answers, path: Path) -> tuple[str, str, str]:
     return text, target, identity_name
 
 
+def target_name(server: str) -> str:
+    """A target's name from its server: the first label of a host name (``contoso-prod``), ``localhost`` for a
+    loopback address, and an address spelled with dashes otherwise (``db-10-0-0-7``)."""
+    try:
+        address = ipaddress.ip_address(server.strip("[]"))
+    except ValueError:
+        return re.sub(r"[^A-Za-z0-9_-]", "-", server.split(".")[0])[:64] or "db"
+    if address.is_loopback:
+        return "localhost"
+    return "db-" + re.sub(r"[^0-9A-Za-z]+", "-", str(address)).strip("-")
+
+
 def _unique(base: str, taken: object) -> str:
     name, n = base or "db", 2
     while name in taken:  # type: ignore[operator]
@@ -136,9 +153,75 @@ def _unique(base: str, taken: object) -> str:
     return name
 
 
+def _key(name: str) -> str:
+    """A TOML key: bare when it can be, quoted otherwise (a name with a dot would otherwise nest tables)."""
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+
+
 def _append(text: str, table: str, body: dict[str, object]) -> str:
-    lines = [f"[{table}]"] + [f"{k} = {json.dumps(v)}" for k, v in body.items()]
+    kind, _, name = table.partition(".")
+    lines = [f"[{kind}.{_key(name)}]"] + [f"{k} = {json.dumps(v)}" for k, v in body.items()]
     sep = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
     return text + sep + "\n".join(lines) + "\n"
 
 
+
+
+def run(config_path: Path, answers: Answers, interactive: bool, check: bool, service: bool | None,
+        say: Callable[[str], None]) -> int:
+    """``tokend init``: complete the answers (asking when ``interactive``), append to the config, prove the
+    identity with a token, optionally log in (``check``) and install the login service. Returns the exit code."""
+    from tokend import identities
+
+    def ask(question: str, default: str) -> str:
+        answer = input(f"{question}{f' [{default}]' if default else ''}: ")
+        return answer or default
+
+    text = config_path.read_text(encoding="utf-8-sig") if config_path.exists() else ""
+    existing = config_mod.parse(text, config_path) if text.strip() else None
+    fill(answers, ask if interactive else None, existing)
+    new_text, target, identity = add_to_config(text, answers, config_path)
+    from tokend.sinks.atomic import write_private
+
+    write_private(config_path, new_text)
+    say(f"wrote {config_path}: target {target} ({answers.user} at {answers.server}) with identity {identity}")
+    cfg = config_mod.load(config_path)
+    ic = cfg.identities[identity]
+    if ic.source in ("device-code", "browser"):
+        from tokend.identities import interactive as person
+
+        if not person.record_path(ic).exists():
+            if not interactive:
+                say(f"next: sign in once with `tokend login {identity} --config {config_path}`")
+                return 0
+            person.login(ic, say=say)
+    try:
+        token = identities.fetch_once(ic)
+    except IdentityUnavailable as e:
+        raise TokendError(f"identity {identity} cannot get a token here yet: {e}") from None
+    left = token.expires_on - time.time()
+    say(f"identity {identity} works: token for {token.principal} (tenant {token.claims.get('tid', '?')}), "
+        f"expires in {left / 60:.0f} m")
+    if check:
+        say(_check_login(cfg.targets[target], token.value))
+    if service or (service is None and interactive and ask("Install the login service now? (y/n)",
+                                                            "y").lower().startswith("y")):
+        from tokend import service as service_mod
+
+        try:
+            say(service_mod.install(config_path))
+        except TokendError as e:
+            say(f"service not installed: {e}")
+    return 0
+
+
+def _check_login(t: config_mod.Target, token: str) -> str:
+    from tokend.doctor import psql_login
+
+    result = psql_login(t, password=token)
+    if result is None:
+        return "check skipped: psql not found"
+    ok, text = result
+    if not ok:
+        raise TokendError(f"login to {t.host} as {t.user} failed: {text}")
+    return f"logged in to {t.host} as current_user = {text}"

@@ -1,131 +1,248 @@
-"""The local IPC endpoint: a Unix socket (0600, in the per-user runtime folder, 0700) speaking one JSON line each way.
+"""Talking to the daemon: one JSON request line, one JSON answer line, over an endpoint only the user can reach.
 
-Requests: {"op": "status"}, {"op": "token", "target": NAME|null}, {"op": "stop"}.
-Answers: {"ok": true, "result": {...}} or {"ok": false, "error": "one line", "exit_code": N}.
-On Linux the peer's uid is checked too (SO_PEERCRED): only the daemon's own user is served.
-Windows (not yet): a named pipe \\\\.\\pipe\\tokend-<config id> whose ACL admits only the current user.
+Operations (``OPS``, the one list client and server share): ``status``, ``token`` (``target``: a name or null),
+``reload``, ``stop``, ``sign-in-changed`` (``identity``: a name or null).
+Answers: ``{"ok": true, "result": …}`` or ``{"ok": false, "error": "one line", "exit_code": N}``.
 
-This module is imported by ``tokend token``; keep it free of heavy imports.
+Endpoints (``Endpoint``): on Linux and macOS a Unix socket, mode 0600, in the per-user runtime folder (0700), whose
+peer's uid is checked as well; on Windows a named pipe ``\\\\.\\pipe\\tokend-<config id>`` whose ACL admits only the
+user and SYSTEM (``tokend.winpipe``). Both carry the same bytes; everything above the endpoint is the same code, so
+the Unix socket exercises it on every platform.
+
+The server is asyncio (``Server``): no thread per connection, a request may be at most ``MAX_REQUEST`` bytes and
+must arrive within ``REQUEST_TIMEOUT`` seconds, answers of any size stream out. Requests are answered by a handler
+on a small thread pool, so a slow ``status`` never holds up the proxy sharing the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import json
+import logging
 import os
 import socket
-import struct
-import threading
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
-from tokend.errors import DaemonNotRunning, TokendError
+from tokend import paths, system
+from tokend.errors import EXIT_USAGE, DaemonNotRunning, TokendError, UsageError
 
-if TYPE_CHECKING:
-    from pathlib import Path
+log = logging.getLogger("tokend.ipc")
+
+STATUS, TOKEN, RELOAD, STOP, SIGN_IN_CHANGED = "status", "token", "reload", "stop", "sign-in-changed"
+OPS = (STATUS, TOKEN, RELOAD, STOP, SIGN_IN_CHANGED)
+MAX_REQUEST = 64 * 1024  # bytes in one request line
+REQUEST_TIMEOUT = 10.0  # seconds for a client to send its request
+BACKLOG = 1024  # pending connections the kernel queues (capped by net.core.somaxconn)
+BUSY_RETRY = 2.0  # seconds a client keeps retrying a full backlog before it gives up with one line
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
-MAX_REQUEST = 64 * 1024
 
 
-class Server:
-    def __init__(self, path: Path, handler: Handler) -> None:
+@dataclass(frozen=True)
+class TokenAnswer:
+    token: str
+    expires_on: float
+    target: dict[str, Any]
+
+
+class Stream(Protocol):
+    """A connected client stream (a socket, or a Windows pipe wrapped to look like one)."""
+
+    def sendall(self, data: bytes) -> None: ...
+
+    def recv(self, size: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class Endpoint(Protocol):
+    """Where one daemon listens and its clients connect."""
+
+    def describe(self) -> str: ...
+
+    def connect(self, timeout: float) -> Stream:
+        """A connected duplex stream; DaemonNotRunning when nobody listens."""
+
+    async def listen(self, on_client: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]) -> Any:
+        """Start serving; returns something with ``close()``."""
+
+    def cleanup(self) -> None: ...
+
+
+class UnixEndpoint:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.handler = handler
-        self._sock: socket.socket | None = None
-        self._thread = threading.Thread(target=self._serve, name="ipc", daemon=True)
 
-    def start(self) -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.path.parent, 0o700)
+    def describe(self) -> str:
+        return str(self.path)
+
+    def connect(self, timeout: float) -> Stream:
+        deadline = time.monotonic() + min(timeout, BUSY_RETRY)
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(str(self.path))
+                return sock
+            except (FileNotFoundError, ConnectionRefusedError):
+                sock.close()
+                raise DaemonNotRunning(f"no tokend daemon answers at {self.path}") from None
+            except OSError as e:
+                sock.close()
+                if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK) or time.monotonic() > deadline:
+                    if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                        raise TokendError(f"the tokend daemon at {self.path} is too busy to answer; try again") \
+                            from None
+                    raise TokendError(f"cannot reach the tokend daemon at {self.path}: {e.strerror or e}") from None
+                time.sleep(0.01)  # the listen backlog is full: a burst of clients; try again shortly
+
+    async def listen(self, on_client: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]) -> Any:
+        folder = paths.private_dir(self.path.parent)
+        if len(str(self.path).encode()) > 104:
+            raise UsageError(f"the IPC socket path {self.path} is longer than Unix sockets allow (104 bytes); set "
+                              "XDG_RUNTIME_DIR to a shorter folder")
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # stale: we hold the instance lock, so no live daemon owns it
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
-            sock.bind(str(self.path))
+            server = await asyncio.start_unix_server(on_client, str(self.path), limit=MAX_REQUEST, backlog=BACKLOG)
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
-        sock.listen(16)
-        self._sock = sock
-        self._thread.start()
+        log.debug("IPC on %s (folder %s)", self.path, folder)
+        return server
 
-    def close(self) -> None:
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
-            self._sock.close()
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
-
-    def _serve(self) -> None:
-        assert self._sock is not None
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return  # closed
-            threading.Thread(target=self._answer, args=(conn,), name="ipc-conn", daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(10)
-            try:
-                if not _same_user(conn):
-                    return
-                request = json.loads(_read_line(conn))
-                if not isinstance(request, dict):
-                    raise ValueError("not an object")
-                reply: dict[str, Any] = {"ok": True, "result": self.handler(request)}
-            except TokendError as e:
-                reply = {"ok": False, "error": str(e), "exit_code": e.exit_code}
-            except (ValueError, OSError) as e:
-                reply = {"ok": False, "error": f"bad request: {type(e).__name__}", "exit_code": 2}
-            except Exception:
-                import logging
-
-                logging.getLogger("tokend.ipc").exception("IPC request failed")
-                reply = {"ok": False, "error": "internal error in the daemon; see its log", "exit_code": 1}
-            with contextlib.suppress(OSError):
-                conn.sendall(json.dumps(reply).encode() + b"\n")
+    def cleanup(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
 
 
-def request(path: Path, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-    """Send one request to the daemon at ``path``; raise DaemonNotRunning when none answers."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
+def endpoint(config_path: Path) -> Endpoint:
+    """The endpoint of the daemon for ``config_path`` on this OS."""
+    if system.WINDOWS:  # pragma: no cover - exercised by the Windows CI job
+        from tokend.winpipe import PipeEndpoint
+
+        return PipeEndpoint(paths.pipe_name(config_path))
+    return UnixEndpoint(paths.socket_path(config_path))
+
+
+class Client:
+    """The one way anything talks to a running daemon."""
+
+    def __init__(self, config_path: Path, timeout: float = 10.0, where: Endpoint | None = None) -> None:
+        self.endpoint = where or endpoint(config_path)
+        self.timeout = timeout
+
+    def status(self) -> dict[str, Any]:
+        return self.request({"op": STATUS})
+
+    def token(self, target: str | None) -> TokenAnswer:
+        r = self.request({"op": TOKEN, "target": target})
+        return TokenAnswer(r["token"], float(r["expires_on"]), r["target"])
+
+    def reload(self) -> None:
+        self.request({"op": RELOAD})
+
+    def stop(self) -> None:
+        self.request({"op": STOP})
+
+    def sign_in_changed(self, identity: str | None) -> None:
+        self.request({"op": SIGN_IN_CHANGED, "identity": identity})
+
+    def request(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send one request; DaemonNotRunning when none answers, TokendError with the daemon's line and exit code
+        when it refuses."""
+        stream = self.endpoint.connect(self.timeout)
         try:
-            sock.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise DaemonNotRunning(f"no tokend daemon answers at {path}") from None
-        sock.sendall(json.dumps(payload).encode() + b"\n")
-        reply = json.loads(_read_line(sock))
-    finally:
-        sock.close()
-    if not reply.get("ok"):
-        err = TokendError(reply.get("error", "the daemon refused the request"))
-        err.exit_code = int(reply.get("exit_code", 1))
-        raise err
-    return reply["result"]
+            stream.sendall(json.dumps(payload).encode() + b"\n")
+            data = _read_answer(stream)
+        except OSError as e:
+            raise TokendError(f"the tokend daemon at {self.endpoint.describe()} did not answer: "
+                              f"{e.strerror or type(e).__name__}") from None
+        finally:
+            stream.close()
+        try:
+            reply = json.loads(data)
+        except ValueError:
+            raise TokendError(f"the tokend daemon at {self.endpoint.describe()} closed the connection without an "
+                              "answer; see its log") from None
+        if not reply.get("ok"):
+            err = TokendError(reply.get("error", "the daemon refused the request"))
+            err.exit_code = int(reply.get("exit_code", 1))
+            raise err
+        result: dict[str, Any] = reply["result"]
+        return result
 
 
-def _read_line(sock: socket.socket) -> bytes:
-    buf = bytearray()
-    while b"\n" not in buf:
-        chunk = sock.recv(65536)
+def _read_answer(stream: Stream) -> bytes:
+    chunks = []
+    while True:
+        chunk = stream.recv(1 << 20)
         if not chunk:
             break
-        buf += chunk
-        if len(buf) > MAX_REQUEST * 4:
-            raise ValueError("message too long")
-    return bytes(buf.split(b"\n", 1)[0])
+        chunks.append(chunk)
+        if chunk.endswith(b"\n"):
+            break
+    return b"".join(chunks)
 
 
-def _same_user(conn: socket.socket) -> bool:
-    if not hasattr(socket, "SO_PEERCRED"):
-        return True  # the socket's 0600 mode in a 0700 folder is the guard here
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid == os.getuid()
+class Server:
+    """Answers requests on the daemon's endpoint with ``handler`` (run on ``executor``), on the running loop."""
+
+    def __init__(self, where: Endpoint, handler: Handler, executor: Executor) -> None:
+        self.endpoint = where
+        self.handler = handler
+        self.executor = executor
+        self._server: Any = None
+
+    async def start(self) -> None:
+        self._server = await self.endpoint.listen(self._serve)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self.endpoint.cleanup()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            sock = writer.get_extra_info("socket")
+            uid = system.peer_uid(sock) if sock is not None and hasattr(sock, "getsockopt") else None
+            if uid is not None and uid != os.getuid():
+                log.warning("IPC: refused a connection from uid %d (only uid %d is served)", uid, os.getuid())
+                return
+            reply = await self._answer(reader)
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT * 3)
+        except (OSError, asyncio.TimeoutError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _answer(self, reader: asyncio.StreamReader) -> dict[str, Any]:
+        try:
+            line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
+            request = json.loads(line)
+            if not isinstance(request, dict) or request.get("op") not in OPS:
+                raise ValueError(f"unknown request; operations: {', '.join(OPS)}")
+            loop = asyncio.get_running_loop()
+            return {"ok": True, "result": await loop.run_in_executor(self.executor, self.handler, request)}
+        except TokendError as e:
+            return {"ok": False, "error": str(e), "exit_code": e.exit_code}
+        except asyncio.TimeoutError:
+            return {"ok": False, "error": f"no request within {REQUEST_TIMEOUT:.0f} s", "exit_code": EXIT_USAGE}
+        except (ValueError, asyncio.LimitOverrunError) as e:
+            why = "too long" if isinstance(e, asyncio.LimitOverrunError) or "limit" in str(e) else str(e)
+            return {"ok": False, "error": f"bad request: {why}"[:300], "exit_code": EXIT_USAGE}
+        except Exception:
+            log.exception("IPC request failed")
+            return {"ok": False, "error": "internal error in the daemon; see its log", "exit_code": 1}

@@ -2,8 +2,8 @@
 
 - stderr, unless TOKEND_LOG_STDERR=0 (the launchd and Task Scheduler definitions set it: their stderr is a file
   that nothing would rotate);
-- for the daemon, also a rotating file ``tokend.log`` (1 MB × 5, mode 0600) in the platformdirs log folder, unless
-  systemd's journal already collects stderr (JOURNAL_STREAM is set).
+- for the daemon, also a rotating file (1 MB × 5, mode 0600) in the platformdirs log folder, one per config
+  (``paths.log_file``), unless systemd's journal already collects stderr (JOURNAL_STREAM is set).
 """
 
 from __future__ import annotations
@@ -20,21 +20,17 @@ from tokend.redact import RedactingFilter
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def log_file() -> Path:
-    return paths.log_dir() / "tokend.log"
-
-
-def setup(debug: bool, quiet: bool = False, daemon: bool = False) -> None:
-    """``quiet``: only errors (one-shot commands report their own summary line)."""
+def setup(debug: bool, quiet: bool = False, log_file: Path | None = None) -> None:
+    """``quiet``: only errors (one-shot commands report their own summary line). ``log_file``: the daemon's
+    rotating log file (``paths.log_file``), unless the journal collects stderr."""
     handlers: list[logging.Handler] = []
     if os.environ.get("TOKEND_LOG_STDERR") != "0":
         handlers.append(logging.StreamHandler(sys.stderr))
-    if daemon and not os.environ.get("JOURNAL_STREAM"):
-        path = log_file()
-        paths.private_dir(path.parent)
+    if log_file is not None and not os.environ.get("JOURNAL_STREAM"):
+        paths.private_dir(log_file.parent)
         old = os.umask(0o077)
         try:
-            handlers.append(logging.handlers.RotatingFileHandler(path, maxBytes=1_000_000, backupCount=5,
+            handlers.append(logging.handlers.RotatingFileHandler(log_file, maxBytes=1_000_000, backupCount=5,
                                                                  encoding="utf-8"))
         finally:
             os.umask(old)

@@ -6,16 +6,17 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
-import sys
+
+from tokend import system
 
 log = logging.getLogger("tokend.notify")
 
 
 def _command(title: str, message: str) -> list[str] | None:
-    if sys.platform == "darwin" and shutil.which("osascript"):
+    if system.MACOS and shutil.which("osascript"):
         script = f"display notification {_applescript(message)} with title {_applescript(title)}"
         return ["osascript", "-e", script]
-    if sys.platform == "win32" and shutil.which("powershell"):  # pragma: no cover
+    if system.WINDOWS and shutil.which("powershell"):  # pragma: no cover
         ps = ("Add-Type -AssemblyName System.Windows.Forms; $n = New-Object System.Windows.Forms.NotifyIcon; "
               "$n.Icon = [System.Drawing.SystemIcons]::Information; $n.Visible = $true; "
               f"$n.ShowBalloonTip(10000, {_ps(title)}, {_ps(message)}, 'Warning'); Start-Sleep 10; $n.Dispose()")

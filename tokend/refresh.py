@@ -1,6 +1,8 @@
-"""The refresh policy, pure: when to ask for the next token and how long to back off. Takes ``now``; touches nothing.
+"""The refresh policy, pure: when to ask for the next token and how long to back off. Touches nothing.
 
-Times are Unix epoch seconds (wall clock: a laptop that slept wakes past its deadlines and acts at once).
+Every answer is a duration in seconds; the refresher measures them on the boot clock (``Clock.boot``), which never
+steps and counts suspend, and judges a token's remaining life on both clocks (``Token.remaining``), so neither a
+wall clock stepped back nor a laptop that slept makes tokend late.
 The rules, in order:
 1. The credential said when (``refresh_on``, given for long-lived tokens such as managed identity): ask then.
 2. Short tokens (lifetime under twice the margin): ask at half the lifetime.
@@ -32,22 +34,22 @@ class Policy:
     floor: float = 1.0  # no retry sooner than this, seconds
     max_sleep: float = 10.0  # longest single sleep, seconds (rule 6): a resumed laptop acts within this
 
-    def refresh_at(self, token: Token) -> float:
-        """When to ask for the token that replaces ``token`` (rules 1–3)."""
-        lifetime = token.expires_on - token.obtained_at
+    def lead(self, token: Token) -> float:
+        """How long before ``token`` expires to ask for the one that replaces it (rules 1–3), seconds."""
+        lifetime = token.lifetime
         if token.refresh_on is not None and token.obtained_at < token.refresh_on < token.expires_on:
-            return token.refresh_on
+            return token.expires_on - token.refresh_on
         if lifetime < 2 * self.margin:
-            return token.obtained_at + lifetime / 2
-        return token.expires_on - self.margin
+            return lifetime / 2
+        return self.margin
 
-    def same_token_at(self, now: float, token: Token, rand: Callable[[float, float], float] = random.uniform) -> float:
-        """When to ask again after getting back the token we hold (rule 4): soon, jittered, before expiry."""
+    def same_token_delay(self, token: Token, rand: Callable[[float, float], float] = random.uniform) -> float:
+        """How long to wait after getting back the token we hold (rule 4): soon, jittered, seconds."""
         lo, hi = self.same_token_retry
-        lifetime = max(token.expires_on - token.obtained_at, 0.0)
+        lifetime = max(token.lifetime, 0.0)
         # Short tokens get proportionally short retries, but never shorter than the floor.
         scale = min(1.0, lifetime / (8 * hi)) if lifetime else 1.0
-        return now + max(self.floor, rand(lo, hi) * scale)
+        return max(self.floor, rand(lo, hi) * scale)
 
     def backoff(self, attempt: int, remaining: float | None = None, urgent: bool = True,
                 rand: Callable[[float, float], float] = random.uniform) -> float:
@@ -61,6 +63,6 @@ class Policy:
             ceiling = min(ceiling, self.cap_empty if remaining is None or remaining <= 0 else remaining / 4)
         return max(self.floor, rand(0.0, ceiling))
 
-    def sleep_for(self, now: float, deadline: float) -> float:
-        """How long to sleep now towards ``deadline`` (rule 6)."""
-        return min(max(deadline - now, 0.0), self.max_sleep)
+    def sleep_for(self, wait: float) -> float:
+        """How long to sleep now when the next thing is due in ``wait`` seconds (rule 6)."""
+        return min(max(wait, 0.0), self.max_sleep)

@@ -2,6 +2,8 @@
 
 One per identity: a thousand targets under one identity cost one token request per refresh. The state shown in
 ``tokend status`` is derived from what it holds (the token, the last error), never stored on the side.
+Deadlines are measured on the boot clock and a token's life on both clocks (``Token.remaining``); no sleep is
+longer than the policy's ``max_sleep``, so a resumed laptop or a stepped clock is noticed within seconds.
 """
 
 from __future__ import annotations
@@ -9,18 +11,35 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
-from tokend.errors import IdentityUnavailable, LoginRequired, TokendError
-from tokend.identities import Identity
+from tokend.clock import Clock
+from tokend.config import IdentityConfig
+from tokend.errors import IdentityUnavailable, LoginRequired, TokendError, TokenFailed
 from tokend.refresh import Policy
 from tokend.token import Token
 
 log = logging.getLogger("tokend.refresh")
 
 
+class TokenSource(Protocol):
+    """What a refresher needs from an identity; ``identities.Identity`` is the real one."""
+
+    config: IdentityConfig
+    cache: str | None  # "encrypted" | "unencrypted" for sign-in caches tokend keeps, else None
+
+    @property
+    def name(self) -> str: ...
+
+    def fetch(self, fresh: bool = False) -> Token:
+        """A token for the identity's resource; ``fresh``: not the one the credential has cached."""
+
+    def close(self) -> None: ...
+
+
 class Refresher:
-    def __init__(self, identity: Identity, policy: Policy, clock: Callable[[], float],
-                 on_change: Callable[[], None], on_login_required: Callable[[str, str], None] | None = None) -> None:
+    def __init__(self, identity: TokenSource, policy: Policy, clock: Clock, on_change: Callable[[], None],
+                 on_login_required: Callable[[str, str], None] | None = None) -> None:
         self.identity = identity
         self.policy = policy
         self.clock = clock
@@ -29,9 +48,11 @@ class Refresher:
         self.token: Token | None = None
         self.last_error: str | None = None
         self.error_kind: str | None = None  # "login-required" | "unavailable" | "failed"
-        self.next_at: float = 0.0
         self.first_done = threading.Event()
+        self._by_life = False  # the next attempt is due `lead` before the token's end, not at _retry_at
+        self._retry_at = 0.0  # boot clock: when to try again after a same-token answer or a failure
         self._failures = 0
+        self._spent: str | None = None  # the last token judged expired: never taken back from a stale cache
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"refresh-{identity.name}", daemon=True)
@@ -43,13 +64,16 @@ class Refresher:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        if not self._thread.is_alive():
+            self.identity.close()  # a running loop closes it on its way out
 
     def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     def refresh_now(self) -> None:
         """Ask at once (a new sign-in was noticed, or a person asked)."""
-        self.next_at = 0.0
+        self._by_life, self._retry_at = False, 0.0
         self._wake.set()
 
     def sign_in_changed(self) -> None:
@@ -61,7 +85,7 @@ class Refresher:
     # -- what status shows -----------------------------------------------------------------------------------------
     def valid_token(self) -> Token | None:
         token = self.token
-        return token if token is not None and token.valid_at(self.clock()) else None
+        return token if token is not None and token.valid(self.clock) else None
 
     @property
     def state(self) -> str:
@@ -71,30 +95,30 @@ class Refresher:
             return "retrying" if self.error_kind else "ok"
         return self.error_kind or "starting"
 
+    def due_in(self) -> float:
+        """Seconds until the next attempt (≤ 0: now)."""
+        token = self.token
+        if self._by_life and token is not None:
+            return token.remaining(self.clock) - self.policy.lead(token)
+        return self._retry_at - self.clock.boot()
+
     # -- the loop ----------------------------------------------------------------------------------------------
     def step(self) -> None:
         """One attempt: fetch, then decide when the next one is due. Public so --once and tests drive it directly."""
-        now = self.clock()
         try:
             token = self.identity.fetch()
+            held = self.token
+            if held is not None and token.value == held.value and not held.valid(self.clock):
+                # The credential's cache still believes in a token our boot clock says has run out: the wall
+                # clock was set back. Ask past the cache.
+                log.warning("identity %s: the credential handed back a token that has expired (was the clock set "
+                            "back?); asking for a new one", self.identity.name)
+                token = self.identity.fetch(fresh=True)
+            if token.value == self._spent:
+                raise TokenFailed("the credential keeps handing back a token that has expired (was the clock set "
+                                  "back?); tokend asks again shortly")
         except TokendError as e:
-            self._failures += 1
-            was = self.error_kind
-            self.error_kind = ("login-required" if isinstance(e, LoginRequired)
-                               else "unavailable" if isinstance(e, IdentityUnavailable) else "failed")
-            self.last_error = str(e)
-            if isinstance(e, LoginRequired) and e.signed_out and self.token is not None:
-                log.warning("identity %s: signed out; removing its token from the sinks", self.identity.name)
-                self.token = None  # a token never outlives the sign-in it came from
-                self.on_change()
-            if self.error_kind == "login-required" and was != "login-required" and self.on_login_required:
-                self.on_login_required(self.identity.name, self.last_error)
-            held = self.valid_token()
-            remaining = held.expires_on - now if held is not None else None
-            self.next_at = now + self.policy.backoff(self._failures, remaining,
-                                                     urgent=not isinstance(e, LoginRequired))
-            log.warning("identity %s: %s (%s; next try in %.0f s)", self.identity.name, self.last_error,
-                        self.error_kind, self.next_at - now)
+            self._failed(e)
             return
         finally:
             self.first_done.set()
@@ -102,31 +126,53 @@ class Refresher:
         self.error_kind = self.last_error = None
         if self.token is not None and token.value == self.token.value:
             # The credential handed back its cached token: a new one is not available yet. Not an error.
-            self.next_at = self.policy.same_token_at(now, self.token)
-            log.debug("identity %s: same token still cached; asking again in %.0f s", self.identity.name,
-                      self.next_at - now)
+            delay = self.policy.same_token_delay(self.token)
+            self._by_life, self._retry_at = False, self.clock.boot() + delay
+            log.debug("identity %s: same token still cached; asking again in %.0f s", self.identity.name, delay)
             return
         self.token = token
-        self.next_at = self.policy.refresh_at(token)
+        self._by_life = True
         log.info("identity %s: new token for %s, expires in %.0f s, next refresh in %.0f s", self.identity.name,
-                 token.principal or "?", token.expires_on - now, self.next_at - now)
+                 token.principal or "?", token.remaining(self.clock), self.due_in())
         self.on_change()
+
+    def _failed(self, e: TokendError) -> None:
+        self._failures += 1
+        was = self.error_kind
+        self.error_kind = ("login-required" if isinstance(e, LoginRequired)
+                           else "unavailable" if isinstance(e, IdentityUnavailable) else "failed")
+        self.last_error = str(e)
+        if isinstance(e, LoginRequired) and e.signed_out and self.token is not None:
+            log.warning("identity %s: signed out; removing its token from the sinks", self.identity.name)
+            self.token = None  # a token never outlives the sign-in it came from
+            self.on_change()
+        if self.error_kind == "login-required" and was != "login-required" and self.on_login_required:
+            self.on_login_required(self.identity.name, self.last_error)
+        held = self.valid_token()
+        remaining = held.remaining(self.clock) if held is not None else None
+        delay = self.policy.backoff(self._failures, remaining, urgent=not isinstance(e, LoginRequired))
+        self._by_life, self._retry_at = False, self.clock.boot() + delay
+        log.warning("identity %s: %s (%s; next try in %.0f s)", self.identity.name, self.last_error,
+                    self.error_kind, delay)
 
     def _run(self) -> None:
         while not self._stopping:
-            now = self.clock()
-            expired = self.token is not None and not self.token.valid_at(now)
-            if expired or now >= self.next_at:
+            token = self.token
+            expired = token is not None and not token.valid(self.clock)
+            if expired or self.due_in() <= 0:
                 # An expired token (a laptop waking, a clock step) is replaced before it is removed, so the sinks
                 # go straight from the old token to the new one when the credential answers.
                 self.step()
-                if self.token is not None and not self.token.valid_at(self.clock()):
+                if self.token is not None and not self.token.valid(self.clock):
                     log.warning("identity %s: token expired before a new one came; removing it from the sinks",
                                 self.identity.name)
+                    self._spent = self.token.value
                     self.token = None
                     self.on_change()
                 continue
-            deadline = self.next_at if self.token is None else min(self.next_at, self.token.expires_on)
-            self._wake.wait(self.policy.sleep_for(now, deadline))
+            wait = self.due_in()
+            if self.token is not None:
+                wait = min(wait, self.token.remaining(self.clock))
+            self._wake.wait(self.policy.sleep_for(wait))
             self._wake.clear()
         self.identity.close()

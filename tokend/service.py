@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 
-from tokend import paths
-from tokend.errors import TokendError
+from tokend import paths, system
+from tokend.errors import ConfigError, TokendError
 
 LABEL = "org.tokend.tokend"
 
@@ -33,17 +33,12 @@ class Rendered:
     text: str
 
 
-def service_name(config_path: Path) -> str:
-    """`tokend` for the default config; `tokend-<config id>` for others, so several can be installed."""
-    default = paths.config_dir() / "config.toml"
-    if Path(config_path).absolute() == default.absolute():
-        return "tokend"
-    return f"tokend-{paths.config_id(config_path)}"
+service_name = paths.service_name
 
 
 def tokend_executable() -> Path:
-    """The absolute path of the installed `tokend` next to this Python, else the one on PATH."""
-    beside = Path(sys.executable).with_name("tokend.exe" if sys.platform == "win32" else "tokend")
+    """The absolute path of the installed `tokend` launcher next to this Python, else the one on PATH."""
+    beside = Path(sys.executable).with_name("tokend.cmd" if system.WINDOWS else "tokend")
     if beside.exists():
         return beside.absolute()
     found = shutil.which("tokend")
@@ -116,15 +111,15 @@ def install(config: Path) -> str:
     """Write the service file, enable and start it. Returns what was done, for people."""
     tokend = tokend_executable()
     config = config.absolute()
-    if sys.platform == "darwin":  # pragma: no cover - exercised on macOS only; rendering is tested everywhere
+    if system.MACOS:  # pragma: no cover - exercised on macOS only; rendering is tested everywhere
         r = render_launchd(tokend, config)
         _write(r)
-        paths.log_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+        paths.private_dir(paths.log_dir())
         domain = f"gui/{os.getuid()}"
         _run("launchctl", "bootout", domain, str(r.path), check=False)
         _run("launchctl", "bootstrap", domain, str(r.path))
         return f"installed and started the LaunchAgent {r.path}"
-    if sys.platform == "win32":  # pragma: no cover
+    if system.WINDOWS:  # pragma: no cover
         r = render_task(tokend, config)
         _write(r, encoding="utf-16")
         name = service_name(config)
@@ -145,12 +140,12 @@ def install(config: Path) -> str:
 def uninstall(config: Path) -> str:
     config = config.absolute()
     name = service_name(config)
-    if sys.platform == "darwin":  # pragma: no cover
+    if system.MACOS:  # pragma: no cover
         r = render_launchd(Path("tokend"), config)
         _run("launchctl", "bootout", f"gui/{os.getuid()}", str(r.path), check=False)
         r.path.unlink(missing_ok=True)
         return f"removed the LaunchAgent {r.path}"
-    if sys.platform == "win32":  # pragma: no cover
+    if system.WINDOWS:  # pragma: no cover
         _run("schtasks", "/End", "/TN", name, check=False)
         _run("schtasks", "/Delete", "/F", "/TN", name, check=False)
         return f"removed the scheduled task {name}"
@@ -167,31 +162,95 @@ def uninstall(config: Path) -> str:
 def status(config: Path) -> tuple[bool, str]:
     """(running, what the service manager says)."""
     name = service_name(config.absolute())
-    if sys.platform == "darwin":  # pragma: no cover
+    if system.MACOS:  # pragma: no cover
         label = LABEL if name == "tokend" else f"{LABEL}.{name}"
         r = _run("launchctl", "print", f"gui/{os.getuid()}/{label}", check=False)
         return r.returncode == 0 and "state = running" in r.stdout, r.stdout or r.stderr
-    if sys.platform == "win32":  # pragma: no cover
+    if system.WINDOWS:  # pragma: no cover
         r = _run("schtasks", "/Query", "/TN", name, "/V", "/FO", "LIST", check=False)
         return r.returncode == 0 and "Running" in r.stdout, r.stdout or r.stderr
     if not _user_systemd():
-        return False, "no user systemd here; the service is not managed by systemd"
+        raise NoServiceManager("no user systemd here (a container, WSL1 or a session without `systemctl --user`)")
     r = _run("systemctl", "--user", "status", "--no-pager", name, check=False)
     return r.returncode == 0, (r.stdout or r.stderr).strip()
 
 
-def logs_command(config: Path, follow: bool) -> list[str] | Path:
-    """The command that shows the service's logs (journal), or the log file to show."""
-    if sys.platform.startswith("linux") and _user_systemd():
-        return ["journalctl", "--user", "-u", service_name(config.absolute()), "-n", "200", "--no-pager",
-                *(["-f"] if follow else [])]
-    from tokend.logs import log_file
+def show_logs(config: Path, follow: bool) -> int:
+    """``tokend service logs``: the journal's lines for the service, else the tail of the daemon's log file."""
+    if system.LINUX and _user_systemd():
+        cmd = ["journalctl", "--user", "-u", service_name(config.absolute()), "-n", "200", "--no-pager",
+               *(["-f"] if follow else [])]
+        return subprocess.call(cmd)
+    shown = paths.log_file(config)
+    if not shown.exists():
+        raise TokendError(f"no log file yet at {shown}")
+    if follow and not system.WINDOWS:
+        return subprocess.call(["tail", "-n", "200", "-F", str(shown)])
+    sys.stdout.write("".join(shown.read_text(errors="replace").splitlines(keepends=True)[-200:]))
+    return 0
 
-    return log_file()
+
+def _stop_daemon(config: Path, timeout: float = 15.0) -> None:
+    """A daemon still running for this config (started by hand) is asked to stop first, or it would write again
+    what purge removes."""
+    import time
+
+    from tokend import ipc
+    from tokend.errors import DaemonNotRunning
+
+    try:
+        ipc.Client(config).stop()
+    except DaemonNotRunning:
+        return
+    deadline = time.monotonic() + timeout
+    while paths.socket_path(config).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def purge(config: Path) -> list[str]:
+    """Remove everything this config made: its entries in every sink (pgpass and pg_service blocks, keychain
+    entries), its sign-ins (records and sign-in caches), state, log files, socket and lock. Never the installation,
+    never another config's files, never a line or entry of the user's. Returns what was done."""
+    import shutil
+
+    from tokend import config as config_mod
+    from tokend import sinks
+    from tokend.kinds import SINKS
+
+    _stop_daemon(config)
+    owner = paths.config_id(config)
+    try:
+        cfg = config_mod.load(config)
+        places = {k: cfg.sinks[k].options for k in SINKS}
+        people = [i for i in cfg.identities.values() if i.source in ("device-code", "browser")]
+    except ConfigError:
+        cfg, places, people = None, {k: {} for k in SINKS}, []
+    done = []
+    for kind, options in places.items():
+        sink = sinks.build(kind, options, owner)
+        try:
+            sink.sync([])
+            done.append(f"removed this config's entries from {sink.location()}")
+        except TokendError as e:
+            done.append(f"could not clean {sink.location()}: {e}")
+    if people:
+        from tokend.identities import interactive
+
+        for ic in people:
+            done += interactive.logout(ic)
+    for folder in (paths.config_state_dir(config), paths.config_data_dir(config), paths.proxy_dir(config)):
+        if folder.exists():
+            shutil.rmtree(folder)
+            done.append(f"removed {folder}")
+    log = paths.log_file(config)
+    for f in [*log.parent.glob(log.name + "*"), paths.socket_path(config), paths.lock_path(config)]:
+        if f.exists():
+            f.unlink()
+            done.append(f"removed {f}")
+    return done
 
 
 def _write(r: Rendered, encoding: str = "utf-8") -> None:
-    r.path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = r.path.with_name(r.path.name + ".tmp")
-    tmp.write_text(r.text, encoding=encoding)
-    os.replace(tmp, r.path)
+    from tokend.sinks.atomic import write_private
+
+    write_private(r.path, r.text, encoding)

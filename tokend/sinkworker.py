@@ -1,7 +1,8 @@
 """SinkWorker: keeps one sink in step with the daemon's current tokens, on its own thread.
 
 Every sync writes the newest entries, so a retry never writes a stale token; a failing sink backs off and retries
-without holding up the others.
+without holding up the others, and logs its reason once per change of reason. What it last wrote is kept per
+target, so status tells each target's truth (a target added by a reload is "pending", not "failed 19 s ago").
 """
 
 from __future__ import annotations
@@ -9,24 +10,32 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+from tokend.clock import Clock
 from tokend.errors import TokendError
 from tokend.refresh import Policy
 from tokend.sinks import Entry, Sink
+from tokend.token import Token
 
 log = logging.getLogger("tokend.sink")
 
 
+@dataclass(frozen=True)
+class Written:
+    expires_on: float  # of the token written for the target
+    at: float  # wall clock
+
+
 class SinkWorker:
-    def __init__(self, sink: Sink, entries: Callable[[], Sequence[Entry]], policy: Policy,
-                 clock: Callable[[], float]) -> None:
+    def __init__(self, sink: Sink, entries: Callable[[], Sequence[Entry]], policy: Policy, clock: Clock) -> None:
         self.sink = sink
         self.entries = entries
         self.policy = policy
         self.clock = clock
         self.last_error: str | None = None
-        self.last_write: float | None = None
-        self.written: dict[str, float] = {}  # target name → expires_on of the token written for it
+        self.written: dict[str, Written] = {}  # target name → what was last written for it
         self._failures = 0
         self._dirty = threading.Event()
         self._stopping = False
@@ -36,7 +45,7 @@ class SinkWorker:
         self._thread.start()
 
     def poke(self) -> None:
-        """The tokens changed: write them soon."""
+        """The tokens changed, or the place was changed by someone else: write soon."""
         self._dirty.set()
 
     def stop(self) -> None:
@@ -44,7 +53,8 @@ class SinkWorker:
         self._dirty.set()
 
     def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     def sync(self) -> bool:
         """Write the current entries now. Returns False (and records why) when the sink failed."""
@@ -52,26 +62,44 @@ class SinkWorker:
         try:
             self.sink.sync(entries)
         except TokendError as e:
-            self._failures += 1
-            self.last_error = str(e)
-            log.warning("sink %s: %s", self.sink.kind, e)
-            return False
+            return self._failed(str(e))
         except OSError as e:
-            self._failures += 1
-            self.last_error = f"{self.sink.location()}: {e.strerror or e}"
-            log.warning("sink %s: %s", self.sink.kind, self.last_error)
-            return False
+            return self._failed(f"{self.sink.location()}: {e.strerror or e}")
         except Exception as e:  # a bug or an odd backend: report and retry, never kill the worker
-            self._failures += 1
-            self.last_error = f"{type(e).__name__} while writing {self.sink.location()}"
-            log.exception("sink %s failed", self.sink.kind)
-            return False
+            log.debug("sink %s failed", self.sink.kind, exc_info=True)
+            return self._failed(f"{type(e).__name__} while writing {self.sink.location()}")
+        if self.last_error is not None:
+            log.info("sink %s: writing again (%s)", self.sink.kind, self.sink.location())
         self._failures = 0
         self.last_error = None
-        self.last_write = self.clock()
-        self.written = {e.target.name: e.token.expires_on for e in entries}
-        log.debug("sink %s: wrote %d entries to %s", self.sink.kind, len(entries), self.sink.location())
+        now, written = self.clock.now(), {}
+        for entry in entries:
+            w = self.written.get(entry.target.name)
+            same = w is not None and w.expires_on == entry.token.expires_on
+            written[entry.target.name] = w if same and w is not None else Written(entry.token.expires_on, now)
+        self.written = written
+        log.debug("sink %s: %d entries in %s", self.sink.kind, len(entries), self.sink.location())
         return True
+
+    def _failed(self, reason: str) -> bool:
+        self._failures += 1
+        if reason != self.last_error:  # once per change of reason; the retries stay quiet
+            log.warning("sink %s: %s", self.sink.kind, reason)
+        self.last_error = reason
+        return False
+
+    def status_of(self, target: str, token: Token | None) -> dict[str, Any]:
+        """This sink's truth about one target: ok (holds the current token), pending (will), empty (no token to
+        hold), failed (the last write failed)."""
+        w = self.written.get(target)
+        if self.last_error:
+            state = "failed"
+        elif token is None:
+            state = "empty" if w is None else "pending"
+        else:
+            state = "ok" if w is not None and w.expires_on == token.expires_on else "pending"
+        return {"state": state, "location": self.sink.location(), "last_write": int(w.at) if w else None,
+                "last_error": self.last_error}
 
     def _run(self) -> None:
         self._dirty.set()  # first sync at start: removes entries of targets no longer configured

@@ -9,23 +9,57 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tokend.clock import Clock
+
+
+END_MARGIN = 5.0  # seconds before its end at which a token leaves the sinks
 
 
 @dataclass(frozen=True)
 class Token:
-    """An access token. Times are Unix epoch seconds. ``value`` never shows in repr or str."""
+    """An access token. ``value`` never shows in repr or str.
+
+    Times: ``expires_on``, ``obtained_at`` and ``refresh_on`` are Unix epoch seconds on the wall clock;
+    ``received`` is the boot clock (``Clock.boot``) when it arrived, or None for a token read back from elsewhere
+    (the keychain, the daemon), whose life is judged on the wall clock alone.
+    """
 
     value: str = field(repr=False)
     expires_on: float
     obtained_at: float
     refresh_on: float | None = None
     claims: dict[str, str] = field(default_factory=dict, compare=False)
+    received: float | None = None
 
     @classmethod
-    def from_jwt(cls, value: str, expires_on: float, obtained_at: float, refresh_on: float | None = None) -> Token:
-        return cls(value, float(expires_on), float(obtained_at), refresh_on, display_claims(value))
+    def from_jwt(cls, value: str, expires_on: float, obtained_at: float, refresh_on: float | None = None,
+                 received: float | None = None) -> Token:
+        return cls(value, float(expires_on), float(obtained_at), refresh_on, display_claims(value), received)
+
+    @property
+    def lifetime(self) -> float:
+        """Seconds it was valid for when it arrived."""
+        return self.expires_on - self.obtained_at
+
+    def remaining(self, clock: Clock) -> float:
+        """Seconds of life left: the wall clock's view, but never more than its lifetime minus the time elapsed on
+        the boot clock since it arrived (a wall clock stepped back does not lengthen it; one stepped forward, or
+        a sleep, shortens it as the server will see it)."""
+        left = self.expires_on - clock.now()
+        if self.received is not None:
+            left = min(left, self.lifetime - (clock.boot() - self.received))
+        return left
+
+    def valid(self, clock: Clock) -> bool:
+        """Worth handing out: more than ``END_MARGIN`` seconds left (a client that gets it still connects in
+        time, even if its clock and the server's differ by a moment)."""
+        return self.remaining(clock) > END_MARGIN
 
     def valid_at(self, now: float) -> bool:
+        """Valid at wall-clock time ``now`` (for tokens with no boot-clock record)."""
         return now < self.expires_on
 
     @property

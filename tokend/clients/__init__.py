@@ -8,8 +8,11 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tokend.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -46,9 +49,40 @@ def detect() -> list[Client]:
         Client("DBeaver", _first(shutil.which("dbeaver"), home / ".local/share/DBeaverData",
                                  home / "Library/DBeaverData"),
                "connection → Authentication \"PostgreSQL pgpass\""),
-        Client("DataGrip", _first(shutil.which("datagrip"), *(jetbrains[-1:] or [None])),
+        Client("DataGrip", _first(shutil.which("datagrip"), *jetbrains[-1:]),
                "data source → Authentication \"pgpass\""),
         Client("VS Code PostgreSQL", _first(shutil.which("code"), conf / "Code"),
                "password authentication with an empty password: libpq reads pgpass"),
         Client("scripts", sys.executable, "`tokend token TARGET`, `tokend exec TARGET -- CMD`, or the keychain sink"),
     ]
+
+
+def run(client: str | None, names: list[str], config_path: Path, output: Path | None) -> Iterator[str]:
+    """``tokend clients [CLIENT] [TARGET…]``: list the clients here, or set one up; yields lines for people.
+    Reads the config for names and hosts only (no identity is built, no secret needed)."""
+    from tokend import config
+
+    if client is None:
+        for c in detect():
+            yield f"{c.name:<20} {('found: ' + c.found) if c.found else 'not found':<48} {c.how}"
+        return
+    cfg = config.load(config_path)
+    targets = [cfg.target(n) for n in names] or list(cfg.targets.values())
+    if not targets:
+        raise UsageError(f"no targets in {config_path}; add a [targets.NAME] table first")
+    if client == "ads":
+        from tokend.clients import ads
+
+        yield from ads.install(targets)
+        return
+    from tokend.clients import pgadmin
+    from tokend.service import tokend_executable
+
+    text = pgadmin.servers_json(targets, tokend_executable(), config_path)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    from tokend.sinks.atomic import write_private
+
+    write_private(output, text)
+    print(f"wrote {output}: import it in pgAdmin with Tools → Import/Export Servers", file=sys.stderr)

@@ -13,15 +13,16 @@ import contextlib
 import os
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from tokend import system
 from tokend.clients import jsonc
 from tokend.config import Target
 from tokend.errors import TokendError
+from tokend.sinks import lock_dir
 from tokend.sinks.atomic import rewrite
 
 ROOT_GROUP_ID = "C777F06B-202E-4480-B475-FA416154D458"  # ADS's root connection group
@@ -31,9 +32,9 @@ GROUP_NAME = "tokend"
 
 def user_dir() -> Path:
     """ADS's User folder on this OS."""
-    if sys.platform == "win32":  # pragma: no cover
+    if system.WINDOWS:  # pragma: no cover
         return Path(os.environ["APPDATA"]) / "azuredatastudio" / "User"
-    if sys.platform == "darwin":  # pragma: no cover
+    if system.MACOS:  # pragma: no cover
         return Path.home() / "Library" / "Application Support" / "azuredatastudio" / "User"
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "azuredatastudio" / "User"
 
@@ -131,9 +132,9 @@ class WindowsCredentialStore:  # pragma: no cover - Windows only
 
 
 def credential_stores() -> list[CredentialStore]:
-    if sys.platform == "win32":  # pragma: no cover
+    if system.WINDOWS:  # pragma: no cover
         return [WindowsCredentialStore()]
-    if sys.platform == "darwin":  # pragma: no cover
+    if system.MACOS:  # pragma: no cover
         return [MacKeychainStore()]
     stores: list[CredentialStore] = [VscdbStore(user_dir() / "globalStorage" / "state.vscdb")]
     if os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
@@ -175,7 +176,7 @@ def install(targets: Iterable[Target], stores: Sequence[CredentialStore] | None 
     targets = list(targets)
     settings = user_dir() / "settings.json"
     settings.parent.mkdir(parents=True, exist_ok=True)
-    rewrite(settings, lambda old: update_settings((old or b"").decode("utf-8-sig"), targets).encode())
+    rewrite(settings, lambda old: update_settings((old or b"").decode("utf-8-sig"), targets).encode(), lock_dir())
     done = [f"{settings}: profiles {', '.join(t.name for t in targets)} (group {GROUP_NAME!r})"]
     for t in targets:
         for store in stores if stores is not None else credential_stores():

@@ -1,34 +1,30 @@
 """Identities: one sign-in each, wrapping exactly one azure-identity credential.
 
-A registry keyed by the config's ``source`` name maps to the module that builds the credential. Modules are
-imported only when used, so commands that ask the daemon never import azure-identity.
+The module that builds each source's credential is named in ``tokend.kinds.SOURCES``. Modules are imported only
+when used, so commands that ask the daemon never import azure-identity.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from tokend.config import IdentityConfig
+from tokend.clock import SYSTEM, Clock
+from tokend.config import Config, IdentityConfig, Target
 from tokend.identities.base import Identity
+from tokend.kinds import SOURCES
 from tokend.token import Token
 
-REGISTRY: dict[str, str] = {
-    "azure-cli": "tokend.identities.azure_cli",
-    "service-principal": "tokend.identities.service_principal",
-    "managed-identity": "tokend.identities.managed_identity",
-    "workload-identity": "tokend.identities.workload_identity",
-    "default": "tokend.identities.default",
-    "device-code": "tokend.identities.interactive",
-    "browser": "tokend.identities.interactive",
-}
+KEYCHAIN_MIN_LIFE = 60.0  # seconds a token read back from the keychain must still have to be handed out
 
 
-def build(config: IdentityConfig) -> Identity:
+def build(config: IdentityConfig, clock: Clock = SYSTEM) -> Identity:
     """The Identity for one [identities.NAME] table."""
-    module = importlib.import_module(REGISTRY[config.source])
-    identity = Identity(config, module.credential, login_hint=getattr(module, "login_hint", None))
-    if hasattr(module, "cache_kind"):
-        identity.cache = module.cache_kind(config)
+    module = importlib.import_module(SOURCES[config.source].module)
+    cache_kind = getattr(module, "cache_kind", None)
+    identity = Identity(config, module.credential, clock, login_hint=getattr(module, "login_hint", None),
+                        persistent_cache=cache_kind is not None)
+    if cache_kind is not None:
+        identity.cache = cache_kind(config)
     return identity
 
 
@@ -41,4 +37,16 @@ def fetch_once(config: IdentityConfig) -> Token:
         identity.close()
 
 
-__all__ = ["REGISTRY", "Identity", "build", "fetch_once"]
+def token_without_daemon(config: Config, target: Target, clock: Clock = SYSTEM) -> Token:
+    """A valid token for ``target`` when no daemon answers: the one the daemon last left in the keychain (when the
+    target keeps one there and it has over a minute left), else one acquired here and now."""
+    if "keychain" in target.sinks:
+        from tokend.sinks import keychain
+
+        kept = keychain.read_token(target.name)
+        if kept is not None and kept.expires_on - clock.now() >= KEYCHAIN_MIN_LIFE:
+            return kept
+    return fetch_once(config.identities[target.identity])
+
+
+__all__ = ["Identity", "build", "fetch_once", "token_without_daemon"]

@@ -8,7 +8,7 @@ from tokend.config import IdentityConfig
 
 # A token service that hangs must not hold a refresher for minutes: bound each HTTP request (seconds) and the
 # retries azure-core adds on top, so one attempt ends within about a minute and tokend's own backoff takes over.
-TRANSPORT = {"connection_timeout": 10, "read_timeout": 15, "retry_total": 2}
+TRANSPORT: dict[str, Any] = {"connection_timeout": 10, "read_timeout": 15, "retry_total": 2}
 
 
 def authority_kwargs(config: IdentityConfig) -> dict[str, Any]:

@@ -8,15 +8,16 @@ Error texts are one line, bounded, and scrubbed of anything shaped like a token.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import AuthenticationRequiredError, CredentialUnavailableError
 
+from tokend.clock import SYSTEM, Clock
 from tokend.clouds import scope_for
 from tokend.config import IdentityConfig
 from tokend.errors import IdentityUnavailable, LoginRequired, TokendError, TokenFailed
@@ -34,12 +35,13 @@ _LOGIN_HINTS = re.compile(r"az login|invalid_grant|interaction_required|AADSTS(5
 class Identity:
     """One sign-in: builds its credential once and turns its answers into Tokens or sorted errors."""
 
-    def __init__(self, config: IdentityConfig, factory: CredentialFactory, clock: Callable[[], float] = time.time,
-                 login_hint: LoginHint | None = None):
+    def __init__(self, config: IdentityConfig, factory: CredentialFactory, clock: Clock = SYSTEM,
+                 login_hint: LoginHint | None = None, persistent_cache: bool = False):
         self.config = config
         self._factory = factory
         self._login_hint = login_hint
         self._clock = clock
+        self._persistent = persistent_cache
         self._credential: Any = None
         self._lock = threading.Lock()
         self.cache: str | None = None  # "encrypted" | "unencrypted" for sign-in caches tokend keeps
@@ -48,13 +50,23 @@ class Identity:
     def name(self) -> str:
         return self.config.name
 
-    def fetch(self) -> Token:
-        """Ask the credential for a token for the identity's resource. Blocks for at most the credential's timeouts."""
+    def fetch(self, fresh: bool = False) -> Token:
+        """Ask the credential for a token for the identity's resource. Blocks for at most the credential's timeouts.
+
+        ``fresh``: not the token the credential has cached. In-memory caches go with a rebuilt credential; a
+        persistent sign-in cache is passed a claims challenge, which makes MSAL redeem its refresh token instead.
+        """
         with self._lock:
             try:
-                if self._credential is None:
+                if fresh and self._credential is not None and hasattr(self._credential, "close"):
+                    self._credential.close()
+                if fresh or self._credential is None:
                     self._credential = self._factory(self.config)
-                info = self._credential.get_token_info(scope_for(self.config.resource))
+                scope = scope_for(self.config.resource)
+                if fresh and self._persistent:
+                    info = self._credential.get_token_info(scope, options={"claims": _fresh_claims(self._clock)})
+                else:
+                    info = self._credential.get_token_info(scope)
             except TokendError:
                 raise
             except AuthenticationRequiredError as e:
@@ -73,7 +85,7 @@ class Identity:
                 raise TokenFailed(one_line(e)) from None
             except Exception as e:  # azure-core transport errors and the like: report, retry, never crash
                 raise TokenFailed(f"{type(e).__name__}: {one_line(e)}") from None
-        return Token.from_jwt(info.token, info.expires_on, self._clock(), info.refresh_on)
+        return Token.from_jwt(info.token, info.expires_on, self._clock.now(), info.refresh_on, self._clock.boot())
 
     def _login_required(self, text: str, signed_out: bool = False) -> LoginRequired:
         hint = self._login_hint(self.config) if self._login_hint else ""
@@ -84,6 +96,11 @@ class Identity:
             if self._credential is not None and hasattr(self._credential, "close"):
                 self._credential.close()
             self._credential = None
+
+
+def _fresh_claims(clock: Clock) -> str:
+    """A continuous-access-evaluation style claims challenge: a token issued no earlier than now."""
+    return json.dumps({"access_token": {"nbf": {"essential": True, "value": str(int(clock.now()))}}})
 
 
 def one_line(e: BaseException, limit: int = 300) -> str:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from azure.identity import (
     TokenCachePersistenceOptions,
 )
 
-from tokend import paths
+from tokend import paths, system
 from tokend.clouds import scope_for
 from tokend.config import IdentityConfig
 from tokend.errors import LoginRequired, TokendError
@@ -42,23 +40,36 @@ def login_hint(config: IdentityConfig) -> str:
 
 
 def cache_name(config: IdentityConfig) -> str:
-    """One MSAL cache per identity, so identities in different tenants never share entries."""
-    return f"tokend.{config.name}"
+    """One MSAL cache per identity of each config, so identities in different tenants (or configs) never share
+    entries, and purging one config leaves the others' sign-ins alone."""
+    return paths.identity_cache_name(config.config_path, config.name)
 
 
 def record_path(config: IdentityConfig) -> Path:
-    return paths.data_dir() / "records" / f"{config.name}.json"
+    return paths.config_data_dir(config.config_path) / "records" / f"{config.name}.json"
+
+
+def cache_folder() -> Path:
+    """Where msal-extensions keeps the cache files (and their lock files) on Linux and macOS."""
+    return Path.home() / ".IdentityService"
+
+
+def _private_cache_folder() -> None:
+    """The sign-in cache folder holds refresh tokens (or their lock files): it must be ours and private — made so
+    when it is missing or too open, refused when another user owns it (paths.private_dir)."""
+    if not system.WINDOWS:  # Windows: %LOCALAPPDATA% is the user's own, and the cache is DPAPI-encrypted
+        paths.private_dir(cache_folder())
 
 
 def encrypted_cache_problem() -> str | None:
     """Why the persistent cache cannot be encrypted here, or None when it can."""
-    if not sys.platform.startswith("linux"):
+    if not system.LINUX:
         return None  # DPAPI (Windows) and the Keychain (macOS) are always there
     try:
         import msal_extensions
 
-        msal_extensions.LibsecretPersistence(os.path.join(os.path.expanduser("~"), ".IdentityService", ".probe"),
-                                             "tokend.probe", {"MsalClientID": "tokend.probe"}, label="probe")
+        msal_extensions.LibsecretPersistence(str(cache_folder() / ".probe"), "tokend.probe",
+                                             {"MsalClientID": "tokend.probe"}, label="probe")
     except Exception as e:
         return f"no usable Secret Service for an encrypted cache ({type(e).__name__}: {str(e)[:120]})"
     return None
@@ -85,7 +96,7 @@ def _common(config: IdentityConfig) -> dict[str, Any]:
 def _cls(config: IdentityConfig) -> type:
     if config.source == "device-code":
         return DeviceCodeCredential
-    if sys.platform in ("win32", "darwin"):  # pragma: no cover - the platform broker (WAM, Company Portal)
+    if system.WINDOWS or system.MACOS:  # pragma: no cover - the platform broker (WAM, Company Portal)
         try:
             from azure.identity.broker import InteractiveBrowserBrokerCredential  # the [broker] extra
 
@@ -97,6 +108,7 @@ def _cls(config: IdentityConfig) -> type:
 
 def credential(config: IdentityConfig) -> Any:
     """The daemon's credential: rebuilt from the stored record, never prompting."""
+    _private_cache_folder()
     path = record_path(config)
     try:
         record = AuthenticationRecord.deserialize(path.read_text())
@@ -112,6 +124,7 @@ def credential(config: IdentityConfig) -> Any:
 
 def login(config: IdentityConfig, say: Callable[[str], None]) -> AuthenticationRecord:
     """Run the sign-in flow in this terminal and store the record. Raises TokendError with the fix."""
+    _private_cache_folder()
     problem = encrypted_cache_problem()
     if problem and not config.allow_unencrypted_cache:
         raise TokendError(f"identity {config.name}: {problem}; start a Secret Service (e.g. gnome-keyring) in your "
@@ -128,6 +141,7 @@ def login(config: IdentityConfig, say: Callable[[str], None]) -> AuthenticationR
         raise TokendError(f"identity {config.name}: sign-in failed: {one_line(e)}") from None
     finally:
         cred.close()
+    paths.private_dir(record_path(config).parent)
     write_private(record_path(config), record.serialize())
     return record
 
@@ -145,7 +159,7 @@ def logout(config: IdentityConfig) -> list[str]:
         name = cache_name(config) + suffix
         with contextlib.suppress(Exception):
             _persistent_cache._get_persistence(config.allow_unencrypted_cache, "MSALCache", name).save("{}")
-        location = Path.home() / ".IdentityService" / name
+        location = cache_folder() / name
         if location.exists():
             location.unlink()
             done.append(f"cleared the cache {name}")

@@ -19,6 +19,6 @@ def credential(config: IdentityConfig) -> Any:
                                      **authority_kwargs(config))
     secret = os.environ.get(config.client_secret_env or "")
     if not secret:
-        raise IdentityUnavailable(f"environment variable {config.client_secret_env} is not set; export it and "
-                                  "restart tokend")
+        raise IdentityUnavailable(f"environment variable {config.client_secret_env} is not set where tokend runs; "
+                                  "export it in the daemon's environment (its service or shell) and restart it")
     return ClientSecretCredential(config.tenant_id, config.client_id, secret, **authority_kwargs(config))

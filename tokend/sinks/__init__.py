@@ -11,9 +11,11 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from tokend.config import Target
+from tokend.kinds import SINKS
 from tokend.token import Token
 
 
@@ -35,6 +37,16 @@ class Sink(ABC):
     def location(self) -> str:
         """Where this sink writes, for status and error texts."""
 
+    def place(self) -> str:
+        """What identifies the place written, so two sinks writing the same one are recognised (a file's resolved
+        path). Default: its location."""
+        return self.location()
+
+    def watched(self) -> list[Path]:
+        """Files whose changes by others should make the sink write again (a pgpass replaced by a dotfile
+        manager). Default: none."""
+        return []
+
     @abstractmethod
     def check(self) -> None:
         """Raise SinkError with the human reason and the fix when this sink cannot work here."""
@@ -44,13 +56,15 @@ class Sink(ABC):
         """Make the place hold exactly ``entries`` (and every byte that is not ours, unchanged)."""
 
 
-REGISTRY: dict[str, str] = {
-    "pgpass": "tokend.sinks.pgpass:PgpassSink",
-    "pg_service": "tokend.sinks.pg_service:PgServiceSink",
-    "keychain": "tokend.sinks.keychain:KeychainSink",
-}
-
-
 def build(kind: str, options: Mapping[str, Any], owner: str) -> Sink:
-    module, _, cls = REGISTRY[kind].partition(":")
-    return getattr(importlib.import_module(module), cls)(options, owner)
+    """The sink of ``kind`` (a name in ``tokend.kinds.SINKS``) for this config's ``owner`` id."""
+    module, _, cls = SINKS[kind].factory.partition(":")
+    sink: Sink = getattr(importlib.import_module(module), cls)(options, owner)
+    return sink
+
+
+def lock_dir() -> Path:
+    """tokend's private folder for writers' lock files (shared by every config of this user)."""
+    from tokend import paths
+
+    return paths.private_dir(paths.runtime_dir() / "locks")

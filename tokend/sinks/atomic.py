@@ -1,55 +1,136 @@
-"""Rewrite a file atomically under a lock, keeping every byte the caller does not change.
+"""Rewrite a file atomically under a lock, keeping every byte the caller does not change — and only a file that is
+safely the user's.
 
-The new content goes to a temporary file in the same folder (mode 0600), is fsynced, and renamed over the old
-file; a symlink is written through to its target. Writers of the same folder are serialised with a lock on the
-folder itself (no lock file litter). If someone else changed the file between our read and our rename (a person
-in an editor), we start over from their version, so their edit is kept.
+Which file (``resolve``): a symlink is followed only when it, and every link after it, belongs to the user (or
+root), and only to a regular file of the user's (or to nothing yet); a file in a folder others may write is used
+only when the folder is sticky and the file is the user's; a device, FIFO or socket is never replaced, nor a file
+with several hard links or a single-file bind mount (a rename would split them). Each refusal says why and how to
+fix it.
+
+How: the new content goes to a temporary file with an unpredictable name in the same folder (O_EXCL|O_NOFOLLOW,
+mode 0600), is fsynced, and renamed over the old file. Writers are serialised with a lock file in tokend's private
+runtime folder (one per file), taken with a timeout, so another user can never stall the writer. If someone else
+changed the file between our read and our rename (a person in an editor), we start over from their version.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import os
-import sys
+import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
+from tokend import system
 from tokend.errors import SinkError
 
 Transform = Callable[[bytes | None], bytes | None]
 _TMP_SUFFIX = ".tokend.tmp"
+LOCK_TIMEOUT = 10.0  # seconds to wait for another tokend writing the same file
+_MAX_LINKS = 40
 
 
-def rewrite(path: Path, transform: Transform, attempts: int = 5) -> bool:
+def _trusted(uid: int) -> bool:
+    return system.WINDOWS or uid in (os.getuid(), 0)
+
+
+def resolve(path: Path) -> Path:
+    """The regular file (or not-yet-existing name) that writing ``path`` may replace; SinkError when it is unsafe."""
+    p = Path(os.path.abspath(path))
+    for _ in range(_MAX_LINKS):
+        try:
+            st = os.lstat(p)
+        except (FileNotFoundError, NotADirectoryError):
+            break  # nothing there yet (the folder check below says what is wrong with its folder, if anything)
+        except OSError as e:
+            raise SinkError(f"{path}: cannot look at {p} ({e.strerror})") from None
+        if not stat.S_ISLNK(st.st_mode):
+            break
+        if not _trusted(st.st_uid):
+            raise SinkError(f"{path}: {p} is a symlink owned by another user (uid {st.st_uid}); tokend follows only "
+                            "your own links: remove it, or set the sink's path to a file of yours")
+        p = Path(os.path.abspath(p.parent / os.readlink(p)))
+    else:
+        raise SinkError(f"{path}: too many symlinks; point the sink's path at the file itself")
+    _check_folder(path, p)
+    try:
+        st = os.lstat(p)
+    except (FileNotFoundError, NotADirectoryError):
+        return p
+    _check_file(path, p, st)
+    return p
+
+
+def _check_folder(path: Path, p: Path) -> None:
+    folder = p.parent
+    try:
+        st = os.stat(folder)
+    except FileNotFoundError:
+        raise SinkError(f"{path}: folder {folder} does not exist; create it or set another path") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise SinkError(f"{path}: {folder} is not a folder; set the sink's path to a file in a folder")
+    if system.WINDOWS or not st.st_mode & 0o022:
+        return
+    sticky = bool(st.st_mode & stat.S_ISVTX)
+    try:
+        ours = os.lstat(p).st_uid == os.getuid()
+    except (FileNotFoundError, NotADirectoryError):
+        ours = False
+    if not (sticky and ours):
+        raise SinkError(f"{path}: folder {folder} is writable by other users{'' if sticky else ' and not sticky'}, "
+                        "so another user could swap the file; keep it in a folder only you can write (your home)")
+
+
+def _check_file(path: Path, p: Path, st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or
+                stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else
+                "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file")
+        raise SinkError(f"{path}: {p} is {kind}; tokend only rewrites regular files: set the sink's path to one")
+    if not system.WINDOWS and st.st_uid != os.getuid():
+        raise SinkError(f"{path}: {p} belongs to another user (uid {st.st_uid}); tokend only rewrites your own files")
+    if st.st_nlink > 1:
+        raise SinkError(f"{path}: {p} has {st.st_nlink} hard links; tokend replaces the file on every write, which "
+                        "would split them: keep one name (or set the sink's path to a file of its own)")
+
+
+def rewrite(path: Path, transform: Transform, lock_dir: Path, attempts: int = 5) -> bool:
     """Apply ``transform`` to the file's bytes (None when it does not exist) and store the result.
 
     ``transform`` returns the new bytes, or None to leave the file as it is. Returns True when the file changed.
-    Raises SinkError with the reason and the path when the folder cannot be written.
+    ``lock_dir``: a private folder of tokend's for the lock file. Raises SinkError with the reason and the fix.
     """
-    real = Path(os.path.realpath(path))
+    real = resolve(path)
     folder = real.parent
+    lock = lock_dir / f"{hashlib.sha256(str(real).encode()).hexdigest()[:16]}.lock"
     try:
-        with _folder_lock(folder):
+        with system.file_lock(str(lock), LOCK_TIMEOUT):
             _remove_leftovers(folder, real.name)
             for _ in range(attempts):
-                before, old = _read(real)
+                before, old = _read(path, real)
                 new = transform(old)
                 if new is None or new == old:
                     return False
                 tmp = _write_temp(folder, real.name, new)
+                replaced = False
                 try:
                     if _stamp(real) != before:
                         continue  # changed under us: redo from the new content
-                    os.replace(tmp, real)
-                    tmp = None
+                    _replace(path, tmp, real)
+                    replaced = True
                 finally:
-                    if tmp is not None:
+                    if not replaced:
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(tmp)
                 _fsync_folder(folder)
                 return True
             raise SinkError(f"{real}: kept changing while tokend tried to write it; will retry")
+    except TimeoutError:
+        raise SinkError(f"{real}: another tokend has held the write lock for over {LOCK_TIMEOUT:.0f} s; "
+                        "will retry (see `tokend status` of your other configs)") from None
     except PermissionError as e:
         raise SinkError(f"{real}: cannot write ({e.strerror}); fix the permissions of {folder}") from None
     except FileNotFoundError:
@@ -58,49 +139,77 @@ def rewrite(path: Path, transform: Transform, attempts: int = 5) -> bool:
         raise SinkError(f"{real}: cannot write ({e.strerror or e}); check the disk and the folder") from None
 
 
-def write_private(path: Path, text: str) -> None:
-    """Replace a file tokend owns outright (records, indexes, its config) with ``text``: mode 0600 in a 0700 folder,
-    through a temporary file and a rename, so a reader never sees half of it."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def write_private(path: Path, text: str, encoding: str = "utf-8") -> None:
+    """Replace a file tokend owns outright (records, indexes, its config) with ``text``: mode 0600, through a
+    temporary file with an unpredictable name and a rename, so a reader never sees half of it. Missing folders are
+    created 0700; the caller makes the folder private when the file holds a secret (``paths.private_dir``)."""
+    folder = path.parent
+    if not folder.exists():
+        from tokend.paths import private_dir
+
+        private_dir(folder)
+    tmp = _write_temp(folder, path.name, text.encode(encoding))
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def check_writable(path: Path, setting: str) -> None:
-    """Raise SinkError (with the fix) unless ``path`` can be rewritten: its folder exists and is writable, and the
-    file, if there, is readable. ``setting`` names the config key that moves it."""
-    folder = Path(os.path.realpath(path)).parent
-    if folder.exists() and not folder.is_dir():
-        raise SinkError(f"{path}: {folder} is not a folder; set {setting} to a file in a folder")
-    if not folder.is_dir():
-        raise SinkError(f"{path}: folder {folder} does not exist; create it or set {setting}")
-    if not os.access(folder, os.W_OK):
-        raise SinkError(f"{path}: folder {folder} is not writable; fix its permissions or set {setting}")
-    if path.exists() and not os.access(path, os.R_OK):
+    """Raise SinkError (with the fix) unless ``path`` can be rewritten safely: ``resolve`` accepts it, its folder
+    is writable, and the file, if there, is readable. ``setting`` names the config key that moves it."""
+    try:
+        real = resolve(path)
+    except SinkError as e:
+        raise SinkError(f"{e} ({setting})") from None
+    if not os.access(real.parent, os.W_OK):
+        raise SinkError(f"{path}: folder {real.parent} is not writable; fix its permissions or set {setting}")
+    if real.exists() and not os.access(real, os.R_OK):
         raise SinkError(f"{path}: cannot read it; fix its permissions (it should be yours, mode 0600)")
 
 
-def _read(path: Path) -> tuple[tuple[int, int, int] | None, bytes | None]:
+def _read(path: Path, real: Path) -> tuple[tuple[int, int, int] | None, bytes | None]:
+    """The stamp and bytes of ``real``, opened without following a link or blocking on a FIFO swapped in since
+    ``resolve`` looked, and checked again once open."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            return (st.st_ino, st.st_mtime_ns, st.st_size), f.read()
+        fd = os.open(real, flags)
     except FileNotFoundError:
         return None, None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise SinkError(f"{path}: {real} became a symlink; tokend will look again") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        _check_file(path, real, st)
+        return (st.st_ino, st.st_mtime_ns, st.st_size), f.read()
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except FileNotFoundError:
         return None
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
+def _replace(path: Path, tmp: str, real: Path) -> None:
+    try:
+        os.replace(tmp, real)
+    except OSError as e:
+        if e.errno in (errno.EBUSY, errno.EXDEV):
+            raise SinkError(f"{path}: {real} is a mount point (a single-file bind mount?); tokend replaces the file "
+                            "on every write: mount its folder instead, or set the sink's path to a file in a "
+                            "mounted folder") from None
+        raise
+
+
 def _write_temp(folder: Path, name: str, data: bytes) -> str:
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=_TMP_SUFFIX)  # mkstemp creates it 0600
+    # mkstemp: a random name, O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=_TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -113,39 +222,20 @@ def _write_temp(folder: Path, name: str, data: bytes) -> str:
 
 
 def _remove_leftovers(folder: Path, name: str) -> None:
-    """Temp files a killed writer left behind. Safe: we hold the folder lock, so none is being written."""
+    """Temp files a killed writer of ours left behind. Safe: we hold the file's lock, so none is being written;
+    only our own regular files are touched."""
     for leftover in folder.glob(f".{name}.*{_TMP_SUFFIX}"):
         with contextlib.suppress(OSError):
-            leftover.unlink()
+            st = os.lstat(leftover)
+            if stat.S_ISREG(st.st_mode) and _trusted(st.st_uid) and (system.WINDOWS or st.st_uid == os.getuid()):
+                leftover.unlink()
 
 
 def _fsync_folder(folder: Path) -> None:
-    if sys.platform == "win32":
+    if system.WINDOWS:
         return
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-@contextlib.contextmanager
-def _folder_lock(folder: Path) -> Iterator[None]:
-    if sys.platform == "win32":  # pragma: no cover - Windows: a lock file, locked with msvcrt
-        import msvcrt
-
-        with open(folder / ".tokend.lock", "a+b") as f:
-            msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)
-            try:
-                yield
-            finally:
-                msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
-        return
-    import fcntl
-
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock

@@ -15,33 +15,38 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokend import paths
 from tokend.errors import SinkUnavailable
 from tokend.sinks import Entry, Sink
 from tokend.sinks.atomic import write_private
+from tokend.token import Token, display_claims, expiry
+
+if TYPE_CHECKING:
+    from keyring.backend import KeyringBackend
 
 SERVICE = "tokend"
 MANIFEST = "tokend-chunks:v1:"
 WINDOWS_LIMIT = 1280  # characters: 2560 bytes of UTF-16 (jaraco/keyring#355)
 
 
-def backend() -> Any:
+def backend() -> KeyringBackend:
     import keyring
 
     return keyring.get_keyring()
 
 
-def value_limit(kr: Any) -> int | None:
+def value_limit(kr: KeyringBackend) -> int | None:
     """The longest value ``kr`` stores whole, in characters, or None when it has no small limit."""
     if type(kr).__module__.startswith("keyring.backends.Windows"):
         return WINDOWS_LIMIT
     return getattr(kr, "max_value_chars", None)
 
 
-def store(kr: Any, name: str, value: str) -> int:
+def store(kr: KeyringBackend, name: str, value: str) -> int:
     """Store ``value`` for ``name``; returns the number of chunks used (0: stored whole)."""
     limit = value_limit(kr)
     if limit is None or len(value) <= limit:
@@ -54,7 +59,7 @@ def store(kr: Any, name: str, value: str) -> int:
     return len(chunks)
 
 
-def read(name: str, kr: Any = None) -> str | None:
+def read(name: str, kr: KeyringBackend | None = None) -> str | None:
     """The value stored for ``name``, chunks put back together; None when missing or torn mid-write."""
     kr = kr or backend()
     value = kr.get_password(SERVICE, name)
@@ -68,7 +73,20 @@ def read(name: str, kr: Any = None) -> str | None:
     return whole if _digest(whole) == digest else None
 
 
-def remove(kr: Any, name: str, chunks: int) -> None:
+def read_token(name: str) -> Token | None:
+    """The token the daemon last left for target ``name`` (its expiry read from the token itself), or None when
+    there is none or no usable keychain here."""
+    try:
+        value = read(name)
+    except Exception:  # no usable keychain here: the caller acquires one directly instead
+        return None
+    exp = expiry(value) if value else None
+    if value is None or exp is None:
+        return None
+    return Token(value, exp, time.time(), None, display_claims(value))
+
+
+def remove(kr: KeyringBackend, name: str, chunks: int) -> None:
     from keyring.errors import PasswordDeleteError
 
     for key in [name, *(f"{name}#{i}" for i in range(1, chunks + 1))]:
@@ -83,13 +101,13 @@ def _digest(value: str) -> str:
 class KeychainSink(Sink):
     kind = "keychain"
 
-    def __init__(self, options: Mapping[str, Any], owner: str, kr: Any = None) -> None:
+    def __init__(self, options: Mapping[str, Any], owner: str, kr: KeyringBackend | None = None) -> None:
         super().__init__(options, owner)
         self._kr = kr
-        self.index_path = paths.state_dir() / f"keychain-{owner}.json"
+        self.index_path = paths.state_dir() / owner / "keychain.json"
 
     @property
-    def kr(self) -> Any:
+    def kr(self) -> KeyringBackend:
         if self._kr is None:
             self._kr = backend()
         return self._kr
@@ -135,5 +153,6 @@ class KeychainSink(Sink):
             return {}
 
     def _save_index(self, index: dict[str, int]) -> None:
+        paths.private_dir(self.index_path.parent)
         write_private(self.index_path, json.dumps(index))
 

@@ -10,19 +10,19 @@ Location: ``[sinks.pg_service] path``, else PGSERVICEFILE, else ~/.pg_service.co
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tokend.sinks import Entry, Sink, block
+from tokend import system
+from tokend.sinks import Entry, Sink, block, lock_dir
 
 
 def default_path() -> Path:
     env = os.environ.get("PGSERVICEFILE")
     if env:
         return Path(env).expanduser()
-    if sys.platform == "win32":  # pragma: no cover
+    if system.WINDOWS:  # pragma: no cover
         return Path(os.environ.get("APPDATA", Path.home())) / "postgresql" / ".pg_service.conf"
     return Path.home() / ".pg_service.conf"
 
@@ -40,11 +40,17 @@ class PgServiceSink(Sink):
 
     def __init__(self, options: Mapping[str, Any], owner: str) -> None:
         super().__init__(options, owner)
-        self.file = block.MarkedFile.from_options(options, owner, default_path, "[sinks.pg_service] path")
+        self.file = block.MarkedFile.from_options(options, owner, default_path, "[sinks.pg_service] path", lock_dir())
         self.path = self.file.path
 
     def location(self) -> str:
         return str(self.path)
+
+    def place(self) -> str:
+        return self.file.place()
+
+    def watched(self) -> list[Path]:
+        return [self.path]
 
     def check(self) -> None:
         self.file.check()

@@ -8,19 +8,19 @@ Location: ``[sinks.pgpass] path``, else PGPASSFILE, else ~/.pgpass (%APPDATA%\\p
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tokend.sinks import Entry, Sink, block
+from tokend import system
+from tokend.sinks import Entry, Sink, block, lock_dir
 
 
 def default_path() -> Path:
     env = os.environ.get("PGPASSFILE")
     if env:
         return Path(env).expanduser()
-    if sys.platform == "win32":  # pragma: no cover
+    if system.WINDOWS:  # pragma: no cover
         return Path(os.environ.get("APPDATA", Path.home())) / "postgresql" / "pgpass.conf"
     return Path.home() / ".pgpass"
 
@@ -49,7 +49,9 @@ def parse(text: str) -> list[tuple[str, str, str, str, str]]:
         raw = raw.removesuffix("\r")
         if raw.startswith("#") or not raw:
             continue
-        fields, cur, i = [], [], 0
+        fields: list[str] = []
+        cur: list[str] = []
+        i = 0
         while i < len(raw):
             ch = raw[i]
             if ch == "\\" and i + 1 < len(raw):
@@ -73,11 +75,17 @@ class PgpassSink(Sink):
 
     def __init__(self, options: Mapping[str, Any], owner: str) -> None:
         super().__init__(options, owner)
-        self.file = block.MarkedFile.from_options(options, owner, default_path, "[sinks.pgpass] path")
+        self.file = block.MarkedFile.from_options(options, owner, default_path, "[sinks.pgpass] path", lock_dir())
         self.path = self.file.path
 
     def location(self) -> str:
         return str(self.path)
+
+    def place(self) -> str:
+        return self.file.place()
+
+    def watched(self) -> list[Path]:
+        return [self.path]
 
     def check(self) -> None:
         self.file.check()

@@ -1,0 +1,297 @@
+"""The daemon's logic in-process, in milliseconds: config swaps (keep, retire, refuse), what sinks and IPC see, and
+every IPC operation over the real asyncio endpoint.
+
+The identities and sinks here are stand-ins behind the same interfaces (``TokenSource``, ``Sink``), so that the
+daemon's own decisions can be watched step by step; the real ones run end to end in test_daemon.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tokend import ipc
+from tokend.clock import Clock
+from tokend.config import IdentityConfig, parse
+from tokend.daemon import Daemon
+from tokend.errors import ConfigError, DaemonNotRunning, SinkError, TokendError
+from tokend.ioloop import IOLoop
+from tokend.sinks import Entry, Sink
+from tokend.token import Token
+
+ME = '[identities.me]\nsource = "azure-cli"\n'
+APP = '[identities.app]\nsource = "managed-identity"\n'
+
+
+class FakeIdentity:
+    """Hands out numbered tokens; counts fetches; knows when it was closed."""
+
+    def __init__(self, config: IdentityConfig, clock: Clock) -> None:
+        self.config, self.clock, self.cache = config, clock, None
+        self.fetches = 0
+        self.closed = False
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def fetch(self, fresh: bool = False) -> Token:
+        self.fetches += 1
+        now = self.clock.now()
+        return Token(f"tok-{self.name}-{self.fetches}", now + 3600, now, received=self.clock.boot())
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class MemorySink(Sink):
+    """Holds what it was told to hold; its place is its path option; path "/bad" fails its check."""
+
+    kind = "memory"
+    synced: list[tuple[str, list[str]]]
+
+    def __init__(self, kind: str, options: Mapping[str, Any], owner: str) -> None:
+        super().__init__(options, owner)
+        self.kind_name = kind
+        self.held: list[str] = []
+        self.syncs = 0
+
+    def location(self) -> str:
+        return f"{self.kind_name}:{self.options.get('path', 'default')}"
+
+    def check(self) -> None:
+        if self.options.get("path") == "/bad":
+            raise SinkError("/bad: folder does not exist; create it or set another path")
+
+    def sync(self, entries: Sequence[Entry]) -> None:
+        self.syncs += 1
+        self.held = [f"{e.target.name}={e.token.value}" for e in entries]
+
+
+class World:
+    def __init__(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "config.toml"
+        self.identities: list[FakeIdentity] = []
+        self.sinks: list[MemorySink] = []
+
+    def identity(self, config: IdentityConfig, clock: Clock) -> FakeIdentity:
+        i = FakeIdentity(config, clock)
+        self.identities.append(i)
+        return i
+
+    def sink(self, kind: str, options: Mapping[str, Any], owner: str) -> MemorySink:
+        s = MemorySink(kind, options, owner)
+        self.sinks.append(s)
+        return s
+
+    def daemon(self, text: str) -> Daemon:
+        self.path.write_text(text)
+        return Daemon(parse(text, self.path), build_identity=self.identity, build_sink=self.sink)
+
+    def edit(self, d: Daemon, text: str) -> None:
+        self.path.write_text(text)
+        d.reload("test")
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def target(name: str, identity: str, sinks: str = '["pgpass"]', host: str = "h.example") -> str:
+    return f'[targets.{name}]\nhost = "{host}"\nuser = "DBA Group"\nidentity = "{identity}"\nsinks = {sinks}\n'
+
+
+def fetched(d: Daemon) -> None:
+    for r in d.refreshers.values():
+        r.step()
+
+
+def test_entries_are_the_targets_of_each_sink_with_a_valid_token(world: World) -> None:
+    d = world.daemon(ME + APP + target("a", "me") + target("b", "app", '["pgpass", "keychain"]'))
+    assert d.entries("pgpass") == []  # no token yet: nothing to hold
+    fetched(d)
+    assert [(e.target.name, e.token.value) for e in d.entries("pgpass")] == [("a", "tok-me-1"), ("b", "tok-app-1")]
+    assert [e.target.name for e in d.entries("keychain")] == ["b"]
+    assert d.entries("pg_service") == []
+
+
+def test_reload_keeps_unchanged_identities_and_their_tokens(world: World) -> None:
+    d = world.daemon(ME + target("a", "me"))
+    fetched(d)
+    r = d.refreshers["me"]
+    world.edit(d, ME + target("a", "me") + target("b", "me", host="other.example"))
+    assert d.refreshers["me"] is r and world.identities[0].fetches == 1  # kept: no new token request
+    assert [e.target.name for e in d.entries("pgpass")] == ["a", "b"]
+    assert d.config_error is None
+
+
+def test_reload_retires_changed_and_unused_identities(world: World) -> None:
+    d = world.daemon(ME + APP + target("a", "me") + target("b", "app"))
+    fetched(d)
+    old_me, old_app = d.refreshers["me"], d.refreshers["app"]
+    world.edit(d, ME.replace('"azure-cli"', '"azure-cli"\ntenant_id = "t2"') + target("a", "me"))
+    assert "app" not in d.refreshers and old_app.identity.closed  # unused now: retired
+    assert d.refreshers["me"] is not old_me and old_me.identity.closed  # settings changed: a new sign-in
+    assert d.entries("pgpass") == []  # the new identity has no token yet: nothing stale is kept
+
+
+def test_a_moved_sink_cleans_its_old_place_and_a_renamed_same_place_does_not(world: World) -> None:
+    d = world.daemon(ME + target("a", "me") + '[sinks.pgpass]\npath = "/one"\n')
+    fetched(d)
+    first = d.workers["pgpass"].sink
+    assert d.workers["pgpass"].sync() and first.held == ["a=tok-me-1"]
+    world.edit(d, ME + target("a", "me") + '[sinks.pgpass]\npath = "/two"\n')
+    assert first.held == [] and d.workers["pgpass"].sink is not first  # the old place is emptied
+    second = d.workers["pgpass"].sink
+    assert d.workers["pgpass"].sync() and second.held == ["a=tok-me-1"]
+    # options that differ but name the same place: the new sink's write must not be undone by a cleanup
+    second.place = lambda: "same"  # type: ignore[method-assign]
+    d.build_sink = lambda kind, options, owner: _same_place(world, kind, options, owner)
+    world.edit(d, ME + target("a", "me") + '[sinks.pgpass]\npath = "/two/."\n')
+    assert second.held == ["a=tok-me-1"]
+
+
+def _same_place(world: World, kind: str, options: Mapping[str, Any], owner: str) -> MemorySink:
+    s = MemorySink(kind, options, owner)
+    s.place = lambda: "same"  # type: ignore[method-assign]
+    world.sinks.append(s)
+    return s
+
+
+def test_a_bad_config_is_refused_and_the_old_one_keeps_serving(world: World) -> None:
+    d = world.daemon(ME + target("a", "me"))
+    fetched(d)
+    for bad, why in ((ME + target("a", "ghost"), "no identity named 'ghost'"),
+                     (ME + target("a", "me") + '[sinks.pgpass]\npath = "/bad"\n', "/bad: folder does not exist"),
+                     ("[targets.x\n", "not valid TOML")):
+        world.path.write_text(bad)
+        with pytest.raises(TokendError, match=why.replace("(", r"\(")):
+            d.reload("test")
+        assert why in (d.config_error or "")
+        assert [e.target.name for e in d.entries("pgpass")] == ["a"] and d.config.targets["a"].identity == "me"
+    world.edit(d, ME + target("a", "me"))
+    assert d.config_error is None
+
+
+def test_reloads_from_many_threads_are_applied_one_at_a_time(world: World) -> None:
+    d = world.daemon(ME + target("a", "me"))
+    fetched(d)
+    texts = [ME + target("a", "me") + f'[sinks.pgpass]\npath = "/p{i % 2}"\n' for i in range(2)]
+    inside, most = [0], [0]
+    real_apply = d.apply
+
+    def counting_apply(new: Any) -> None:
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        try:
+            real_apply(new)
+        finally:
+            inside[0] -= 1
+
+    d.apply = counting_apply  # type: ignore[method-assign]
+
+    def hammer(n: int) -> None:
+        for i in range(20):
+            world.path.write_text(texts[(n + i) % 2])
+            with contextlib.suppress(TokendError):
+                d.reload(f"thread {n}")
+
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1
+
+
+def test_status_tells_each_targets_truth(world: World) -> None:
+    d = world.daemon(ME + target("a", "me", '["pgpass", "keychain"]'))
+    s = d.status()
+    assert s["identities"][0]["state"] == "starting" and s["targets"][0]["sinks"]["pgpass"]["state"] == "empty"
+    fetched(d)
+    assert d.status()["targets"][0]["sinks"]["pgpass"]["state"] == "pending"
+    d.workers["pgpass"].sync()
+    st = d.status()["targets"][0]
+    assert st["sinks"]["pgpass"]["state"] == "ok" and st["sinks"]["pgpass"]["last_write"] is not None
+    assert st["proxy"] is None and {"name", "host", "port", "database", "user", "identity"} <= set(st)
+    # a target added later is pending, with no write time borrowed from the others
+    world.edit(d, ME + target("a", "me", '["pgpass", "keychain"]') + target("b", "me", host="b.example"))
+    b = d.status()["targets"][1]["sinks"]["pgpass"]
+    assert b == {**b, "state": "pending", "last_write": None, "last_error": None}
+
+
+def test_every_ipc_operation(world: World) -> None:
+    d = world.daemon(ME + target("a", "me") + target("b", "me", host="b.example"))
+    with pytest.raises(TokendError, match="no valid token for target 'a' yet"):
+        d.handle({"op": "token", "target": "a"})
+    fetched(d)
+    assert d.handle({"op": "token", "target": "a"})["token"] == "tok-me-1"
+    with pytest.raises(TokendError, match="name a target"):
+        d.handle({"op": "token", "target": None})
+    with pytest.raises(TokendError, match="must be a name"):
+        d.handle({"op": "token", "target": ["a"]})
+    assert d.handle({"op": "status"})["targets"][1]["name"] == "b"
+    assert d.handle({"op": "sign-in-changed", "identity": "me"}) == {"refreshing": True}
+    assert world.identities[0].closed  # the credential is rebuilt at the next fetch
+    assert d.handle({"op": "reload"}) == {"reloaded": True}
+    with pytest.raises(TokendError, match="unknown request"):
+        d.handle({"op": "frobnicate"})
+    assert d.handle({"op": "stop"}) == {"stopping": True} and d._stop.is_set()
+
+
+@pytest.fixture
+def served(world: World, tmp_path: Path):
+    """A daemon's handler served on a real Unix socket by the real asyncio server, in this process."""
+    many = "".join(target(f"t{i}", "me", host=f"h{i}.example") for i in range(10_000))
+    d = world.daemon(ME + many)
+    fetched(d)
+    io = IOLoop().start()
+    where = ipc.UnixEndpoint(Path(os.environ["XDG_RUNTIME_DIR"]) / "t.sock")
+    server = ipc.Server(where, d.handle, io.executor)
+    io.run(server.start())
+    yield d, ipc.Client(tmp_path / "unused.toml", where=where), where
+    server.close()
+    io.stop()
+
+
+def test_ipc_round_trips_over_the_asyncio_server(served) -> None:
+    _d, client, where = served
+    status = client.status()  # 10,000 targets: far beyond one socket buffer
+    assert len(status["targets"]) == 10_000
+    assert client.token("t5").token == "tok-me-1"
+    with pytest.raises(TokendError) as e:
+        client.token("nope")
+    assert e.value.exit_code == 2 and "no target 'nope'" in str(e.value)
+    for raw, why in ((b"not json\n", "bad request"), (b'{"op": "status"' + b" " * 70_000 + b"}\n", "too long"),
+                     (b'["status"]\n', "unknown request")):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(where.path))
+            s.sendall(raw)
+            answer = json.loads(s.makefile("rb").readline())
+        assert answer["ok"] is False and why in answer["error"] and answer["exit_code"] == 2
+    t0 = time.monotonic()
+    with socket.socket(socket.AF_UNIX) as idle:  # connects and says nothing: does not hold anyone else up
+        idle.connect(str(where.path))
+        assert client.token("t1").token == "tok-me-1"
+    assert time.monotonic() - t0 < 2
+
+
+def test_no_daemon_is_its_own_error(tmp_path: Path) -> None:
+    client = ipc.Client(tmp_path / "c.toml", where=ipc.UnixEndpoint(tmp_path / "none.sock"))
+    with pytest.raises(DaemonNotRunning):
+        client.status()
+
+
+def test_a_config_error_is_a_config_error(world: World) -> None:
+    with pytest.raises(ConfigError):
+        world.daemon(ME + target("a", "nobody"))

@@ -1,0 +1,152 @@
+"""One contract every sink passes (keyring's testing/backend.py is the model): a subclass per sink kind says how to
+build one, how to read back what it holds, how to plant the user's own content and how to make its place unusable;
+the tests are the same for all.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import pytest
+
+from tokend.config import Target
+from tokend.errors import SinkError
+from tokend.kinds import SINKS
+from tokend.sinks import Entry, Sink, keychain
+from tokend.sinks.pg_service import PgServiceSink
+from tokend.sinks.pgpass import PgpassSink, parse
+from tokend.token import Token
+
+
+def entry(name: str, value: str, host: str = "h.example") -> Entry:
+    return Entry(Target(name, host, 5432, "*", "DBA Group", "me", ("x",)), Token(value, 2e9, 0))
+
+
+class SinkContract(ABC):
+    @abstractmethod
+    def make(self, tmp_path: Path) -> Sink: ...
+
+    @abstractmethod
+    def held(self, sink: Sink) -> dict[str, str]:
+        """Target name → what the place holds for it (the token, or a marker where the token never goes)."""
+
+    @abstractmethod
+    def plant_user_content(self, sink: Sink) -> None: ...
+
+    @abstractmethod
+    def user_content_intact(self, sink: Sink) -> bool: ...
+
+    @abstractmethod
+    def make_unusable(self, tmp_path: Path) -> Sink: ...
+
+    def expect(self, value: str) -> str:
+        return value
+
+    def test_sync_adds_replaces_and_removes(self, tmp_path: Path) -> None:
+        sink = self.make(tmp_path)
+        sink.sync([entry("a", "tok-1"), entry("b", "tok-2", "b.example")])
+        assert self.held(sink) == {"a": self.expect("tok-1"), "b": self.expect("tok-2")}
+        sink.sync([entry("a", "tok-3")])
+        assert self.held(sink) == {"a": self.expect("tok-3")}
+        sink.sync([])
+        assert self.held(sink) == {}
+
+    def test_the_users_own_content_is_kept(self, tmp_path: Path) -> None:
+        sink = self.make(tmp_path)
+        self.plant_user_content(sink)
+        for entries in ([entry("a", "tok-1")], [entry("a", "tok-2"), entry("b", "x", "b.example")], []):
+            sink.sync(entries)
+            assert self.user_content_intact(sink)
+
+    def test_an_unusable_place_is_reported_with_a_fix(self, tmp_path: Path) -> None:
+        sink = self.make_unusable(tmp_path)
+        with pytest.raises(SinkError) as e:
+            sink.check()
+            sink.sync([entry("a", "tok-1")])
+        assert any(w in str(e.value) for w in ("set ", "start ", "fix ", "create it")), str(e.value)
+
+
+def test_every_sink_kind_has_a_contract_test() -> None:
+    assert {c.kind for c in (TestPgpass, TestPgService, TestKeychain)} == set(SINKS)
+
+
+USER_PGPASS = b"# mine\r\nlegacy.example:5432:*:bob:hunter2\r\n"
+
+
+class TestPgpass(SinkContract):
+    kind = "pgpass"
+
+    def make(self, tmp_path: Path) -> Sink:
+        return PgpassSink({"path": str(tmp_path / "pgpass")}, "owner1")
+
+    def held(self, sink: Sink) -> dict[str, str]:
+        path = Path(sink.location())
+        lines = parse(path.read_text()) if path.exists() else []
+        return {("a" if ln[0] == "h.example" else "b"): ln[4] for ln in lines if ln[3] == "DBA Group"}
+
+    def plant_user_content(self, sink: Sink) -> None:
+        Path(sink.location()).write_bytes(USER_PGPASS)
+
+    def user_content_intact(self, sink: Sink) -> bool:
+        return Path(sink.location()).read_bytes().endswith(USER_PGPASS)
+
+    def make_unusable(self, tmp_path: Path) -> Sink:
+        (tmp_path / "file").write_text("x")
+        return PgpassSink({"path": str(tmp_path / "file" / "pgpass")}, "owner1")
+
+
+class TestPgService(SinkContract):
+    kind = "pg_service"
+
+    def make(self, tmp_path: Path) -> Sink:
+        return PgServiceSink({"path": str(tmp_path / "pg_service.conf")}, "owner1")
+
+    def held(self, sink: Sink) -> dict[str, str]:
+        path = Path(sink.location())
+        text = path.read_text() if path.exists() else ""
+        assert "tok-" not in text  # a token never goes into the service file
+        return {name: "section" for name in ("a", "b") if f"[{name}]" in text}
+
+    def expect(self, value: str) -> str:
+        return "section"
+
+    def plant_user_content(self, sink: Sink) -> None:
+        Path(sink.location()).write_text("[legacy]\nhost=old.example\n")
+
+    def user_content_intact(self, sink: Sink) -> bool:
+        return Path(sink.location()).read_text().endswith("[legacy]\nhost=old.example\n")
+
+    def make_unusable(self, tmp_path: Path) -> Sink:
+        return PgServiceSink({"path": str(tmp_path / "missing" / "pg_service.conf")}, "owner1")
+
+
+class TestKeychain(SinkContract):
+    """The real Secret Service (gnome-keyring on a private bus), through keyring's own backend for it."""
+
+    kind = "keychain"
+
+    @pytest.fixture(autouse=True)
+    def _bus(self, request: pytest.FixtureRequest) -> None:
+        if request.node.name != "test_an_unusable_place_is_reported_with_a_fix":
+            request.getfixturevalue("secret_service")
+
+    def make(self, tmp_path: Path) -> Sink:
+        from keyring.backends.SecretService import Keyring
+
+        self.kr = Keyring()
+        return keychain.KeychainSink({}, "owner1", kr=self.kr)
+
+    def held(self, sink: Sink) -> dict[str, str]:
+        return {n: v for n in ("a", "b") if (v := keychain.read(n, self.kr)) is not None}
+
+    def plant_user_content(self, sink: Sink) -> None:
+        self.kr.set_password("tokend", "someone-else", "theirs")
+
+    def user_content_intact(self, sink: Sink) -> bool:
+        return keychain.read("someone-else", self.kr) == "theirs"
+
+    def make_unusable(self, tmp_path: Path) -> Sink:
+        from keyring.backends import fail
+
+        return keychain.KeychainSink({}, "owner1", kr=fail.Keyring())

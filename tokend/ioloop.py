@@ -1,0 +1,56 @@
+"""The daemon's one asyncio thread: the IPC endpoint, the local proxy's listeners and the health endpoint all run on
+it, and file-change bursts are debounced on it, so no connection ever costs a thread.
+
+Blocking work (answering a status for ten thousand targets, reloading the config) goes to a small thread pool
+(``executor``), never onto the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+WORKERS = 4  # threads for blocking work handed off the loop
+
+
+class IOLoop:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="io-work")
+        self.loop.set_default_executor(self.executor)
+        self._thread = threading.Thread(target=self._run, name="io", daemon=True)
+
+    def start(self) -> IOLoop:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 30.0) -> T:
+        """Run ``coro`` on the loop from another thread and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn`` on the loop, from any thread."""
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def stop(self) -> None:
+        async def _drain() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):  # shutting down: whatever is left is dropped
+                self.run(_drain(), timeout=5)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(5)
+        self.executor.shutdown(wait=False, cancel_futures=True)

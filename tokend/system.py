@@ -1,0 +1,103 @@
+"""Everything that differs by operating system, in one place: which OS this is, a clock that counts suspend, file
+locks, and who is on the other end of a local socket.
+
+The rest of tokend asks this module (``system.WINDOWS``, ``system.boot_time()``…) and never looks at
+``sys.platform`` itself, so each platform's behaviour can be read, and reviewed, here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+TYPE_CHECKING = False  # not typing's: importing typing would cost `tokend token`'s hand-off more than its answer
+if TYPE_CHECKING:  # the rest is imported where used
+    import socket
+    from collections.abc import Iterator
+    from contextlib import AbstractContextManager
+
+WINDOWS = sys.platform == "win32"
+MACOS = sys.platform == "darwin"
+LINUX = sys.platform.startswith("linux")
+NAME = "Windows" if WINDOWS else "macOS" if MACOS else "Linux" if LINUX else sys.platform
+
+
+def boot_time() -> float:
+    """Seconds on a clock that never steps and keeps counting while the machine sleeps.
+
+    Linux: CLOCK_BOOTTIME (``time.monotonic`` stops during suspend there). macOS: CLOCK_MONOTONIC, which counts
+    sleep (``time.monotonic`` uses mach_absolute_time, which does not). Windows: ``time.monotonic`` (the
+    performance counter, which counts sleep on current Windows).
+    """
+    if LINUX:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+    if MACOS:
+        return time.clock_gettime(time.CLOCK_MONOTONIC)
+    return time.monotonic()
+
+
+def try_lock(fd: int) -> bool:
+    """Take an exclusive lock on the open file ``fd`` without waiting; False when another process holds it.
+    The OS drops the lock when the process dies, even by kill -9."""
+    if sys.platform == "win32":  # pragma: no cover - exercised by the Windows CI job
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def file_lock(path: str, timeout: float, poll: float = 0.02) -> AbstractContextManager[None]:
+    """Hold an exclusive lock on the lock file ``path`` (created 0600); TimeoutError after ``timeout`` seconds.
+
+    The lock file must sit in a folder only this user can write (tokend's runtime folder), so no other user can
+    hold it and stall the writer.
+    """
+    from contextlib import contextmanager
+
+    return contextmanager(_file_lock)(path, timeout, poll)
+
+
+def _file_lock(path: str, timeout: float, poll: float) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while not try_lock(fd):
+            if time.monotonic() > deadline:
+                raise TimeoutError(path)
+            time.sleep(poll)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The user id of the process at the other end of a Unix socket, or None where the OS cannot tell.
+
+    Linux: SO_PEERCRED. macOS: LOCAL_PEERCRED (struct xucred: version, uid, …).
+    """
+    import socket
+    import struct
+
+    if hasattr(socket, "SO_PEERCRED"):
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return int(struct.unpack("3i", creds)[1])
+    local_peercred = getattr(socket, "LOCAL_PEERCRED", None)
+    if MACOS and local_peercred is not None:  # pragma: no cover - macOS
+        creds = sock.getsockopt(0, local_peercred, struct.calcsize("2I"))  # SOL_LOCAL = 0
+        return int(struct.unpack("2I", creds[:8])[1])
+    return None
+
+
+def current_uid() -> int | None:
+    return None if WINDOWS else os.getuid()
