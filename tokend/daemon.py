@@ -294,8 +294,9 @@ class Daemon:
                     _notify_service_manager(b"READY=1")
                 self._stop.wait()  # signal handlers and IPC set it; no periodic wake-up while idle
         finally:
-            _notify_service_manager(b"STOPPING=1")
-            log.info("tokend stopping (%s)", self._stop_reason)
+            if self._running:
+                _notify_service_manager(b"STOPPING=1")
+                log.info("tokend stopping (%s)", self._stop_reason)
             watcher.stop()
             server.close()
             with self._lock:
