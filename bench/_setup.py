@@ -17,7 +17,9 @@ from pathlib import Path
 
 from tokend.emulator.server import Emulator
 
-TOKEND = str(Path(sys.executable).with_name("tokend"))
+# The `tokend` users get: tests/run.sh installs the checkout's wheel into .venv-product.
+TOKEND = os.environ.get("TOKEND_TEST_BIN") or str(Path(__file__).resolve().parent.parent / ".venv-product" / "bin" /
+                                                  "tokend")
 SECRET = "bench-secret-value"
 RESOURCE = "https://ossrdbms-aad.database.windows.net"
 
@@ -128,6 +130,12 @@ def time_command(cmd: list[str], env: dict[str, str], runs: int) -> list[float]:
 
 def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process, seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:

@@ -22,6 +22,13 @@ command -v zsh >/dev/null || need_apt+=(zsh)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || ls /usr/lib/*/faketime/libfaketimeMT.so.1 \
   >/dev/null 2>&1 || need_apt+=(faketime)
 command -v fish >/dev/null || need_apt+=(fish)
+# The local proxy's clients and reference relay: pgjdbc on a JRE, node-postgres on Node.js, stunnel4; PgBouncer.
+[ -e /usr/share/java/postgresql.jar ] || need_apt+=(libpostgresql-jdbc-java)
+command -v java >/dev/null || need_apt+=(default-jre-headless)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
+command -v stunnel4 >/dev/null || need_apt+=(stunnel4)
+command -v pgbouncer >/dev/null || need_apt+=(pgbouncer)
 [ -e /usr/lib/x86_64-linux-gnu/girepository-1.0/Secret-1.typelib ] || ls /usr/lib/*/girepository-1.0/Secret-1.typelib \
   >/dev/null 2>&1 || need_apt+=(gir1.2-secret-1)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -68,6 +75,12 @@ for venv in .venv .venv-product; do
 done
 export TOKEND_TEST_BIN="$root/.venv-product/bin/tokend"
 
+# node-postgres, for the proxy's client tests
+if [ ! -d .node/node_modules/pg ]; then
+  mkdir -p .node
+  (cd .node && npm install --silent --no-audit --no-fund pg@8 >>"$log" 2>&1) || { tail -20 "$log"; exit 1; }
+fi
+
 # The real Azure CLI, in its own virtualenv: it pins its own azure-identity/msal.
 if [ ! -x .venv-az/bin/az ]; then
   echo "installing the Azure CLI from PyPI into .venv-az (a few minutes)"
@@ -81,4 +94,29 @@ echo "ruff:"
 echo "mypy:"
 .venv/bin/mypy
 # .venv/bin/pytest, not `python -m pytest`: the latter puts the checkout on sys.path and would import it.
-exec .venv/bin/pytest "$@"
+# Given a selection (-m, -k, or test paths), run exactly that. Otherwise run the whole suite with every `soak` test
+# (minutes of waiting on token rotations, each with its own emulator and PostgreSQL) in a pytest process of its own,
+# side by side with the rest.
+for arg in "$@"; do
+  case $arg in -m|-k|tests*|*.py*) exec .venv/bin/pytest "$@" ;; esac
+done
+rm -rf .soak-logs && mkdir -p .soak-logs
+mapfile -t soaks < <(.venv/bin/pytest --collect-only -q -m soak "$@" 2>/dev/null | grep '::')
+pids=()
+for i in "${!soaks[@]}"; do
+  .venv/bin/pytest -q "$@" "${soaks[$i]}" > ".soak-logs/$i.log" 2>&1 &
+  pids+=($!)
+done
+echo "running ${#soaks[@]} soak tests side by side with the rest"
+status=0
+.venv/bin/pytest -m "not soak" "$@" || status=$?
+for i in "${!pids[@]}"; do
+  if wait "${pids[$i]}"; then
+    echo "soak passed: ${soaks[$i]}"
+  else
+    status=1
+    echo "soak FAILED: ${soaks[$i]}"
+    cat ".soak-logs/$i.log"
+  fi
+done
+exit $status

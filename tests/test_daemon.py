@@ -186,6 +186,7 @@ def probe(pg: Postgres, pgpass: Path, em: Tenant) -> list[str]:
     return problems
 
 
+@pytest.mark.soak
 @pytest.mark.slow
 def test_five_minutes_of_60_second_tokens(em: Tenant, postgres: Postgres, pgpass: Path, write_config,
                                           daemon) -> None:
@@ -208,6 +209,7 @@ def test_five_minutes_of_60_second_tokens(em: Tenant, postgres: Postgres, pgpass
     assert_no_secret_in(d.log(), em)
 
 
+@pytest.mark.soak
 def test_outage_shorter_than_token_life_costs_no_connect(em: Tenant, postgres: Postgres, pgpass: Path,
                                                          write_config, daemon) -> None:
     em.emulator.directory.lifetime = 60
@@ -235,6 +237,7 @@ def test_outage_shorter_than_token_life_costs_no_connect(em: Tenant, postgres: P
     assert "connection refused" in d.log().lower() or "failed to establish" in d.log().lower()
 
 
+@pytest.mark.soak
 def test_long_outage_recovers_within_seconds(em: Tenant, postgres: Postgres, pgpass: Path, write_config,
                                              daemon) -> None:
     em.emulator.directory.lifetime = 60

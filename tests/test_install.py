@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 
 from tokend.emulator.postgres import Postgres
+from tokend.paths import config_id
 
 from conftest import GROUP, REPO, SECRET, Tenant, device_identity, login, pgpass_token, wait_for
 
 USER = "# mine\nlegacy.example:5432:*:bob:hunter2\n"
 
 
+@pytest.mark.soak
 @pytest.mark.slow
 def test_install_then_every_command_then_purge_one_config(em: Tenant, postgres: Postgres, tmp_path: Path) -> None:
     home = tmp_path / "fresh"
@@ -99,7 +101,9 @@ def test_install_then_every_command_then_purge_one_config(em: Tenant, postgres: 
         # purge the first config: only what it made goes
         purge = t("service", "uninstall", "--purge")
         assert "removed this config's entries" in purge.stdout
-        assert pgpass_token(pgpass) is None and pgpass.read_text().endswith(USER)
+        text = pgpass.read_text()
+        assert f"tokend {config_id(config)}" not in text and text.endswith(USER)
+        assert f"tokend {config_id(once)}" in text and f"tokend {config_id(b)}" in text  # the other configs' blocks
         wait_for(lambda: pgpass_token(pgpass, em.alice.upn), timeout=30, what="config b still served")
         assert other.poll() is None and t("status", "--config", str(b)).returncode == 0
         assert (venv / "bin" / "python").exists() and t("--version").returncode == 0  # the installation stays

@@ -147,6 +147,7 @@ def test_tls_error_is_reported(em: Tenant, postgres: Postgres, write_config, tmp
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.soak
 def test_a_hang_ends_at_the_transport_timeout(em: Tenant, postgres: Postgres, write_config, daemon) -> None:
     cfg = write_config(sp_config(em, postgres.port))
     d = daemon(cfg)

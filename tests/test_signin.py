@@ -51,6 +51,7 @@ def test_device_code_sign_in_survives_restarts(em: Tenant, postgres: Postgres, p
         assert d.stop() == 0
 
 
+@pytest.mark.soak
 def test_revoked_sign_in_is_login_required_once_and_recovers(em: Tenant, postgres: Postgres, pgpass: Path,
                                                              write_config, daemon, tmp_path: Path) -> None:
     em.emulator.directory.lifetime = 60

@@ -24,7 +24,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-_TARGET_KEYS = {"host", "port", "database", "user", "identity", "sinks"}
+_TARGET_KEYS = {"host", "port", "database", "user", "identity", "sinks", "listen", "sslrootcert"}
+_LISTEN = re.compile(r"^(?:unix:(\d+)|(127\.0\.0\.1|localhost):(\d+)|\[::1\]:(\d+))$")
 _HOST_WITH_PORT = re.compile(r"^(\[[^\]]*\]|[^:\[\]]+):(\d+)$")
 _REFRESH_KEYS = {"margin"}
 _TOP_KEYS = {"identities", "targets", "sinks", "refresh"}
@@ -53,6 +54,19 @@ class IdentityConfig:
 
 
 @dataclass(frozen=True)
+class Listen:
+    """One address of the local proxy: a Unix socket ``.s.PGSQL.PORT`` (``unix``), or loopback TCP."""
+
+    unix: bool
+    host: str  # "" for a Unix socket; "127.0.0.1" or "::1"
+    port: int
+
+    def __str__(self) -> str:
+        return f"unix:{self.port}" if self.unix else f"{self.host}:{self.port}" if ":" not in self.host \
+            else f"[{self.host}]:{self.port}"
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     host: str
@@ -61,6 +75,8 @@ class Target:
     user: str
     identity: str
     sinks: tuple[str, ...]
+    listen: tuple[Listen, ...] = ()  # the local proxy's addresses for this target
+    sslrootcert: Path | None = None  # the CA file the proxy verifies the server with (default: the system's)
 
     def as_dict(self) -> dict[str, Any]:
         """The target as status, IPC answers and scripts see it."""
@@ -183,6 +199,13 @@ def parse(text: str, path: Path) -> Config:
         name: _target(name, body, path, identities)
         for name, body in _tables(raw.get("targets", {}), path, "targets").items()
     }
+    taken: dict[Listen, str] = {}
+    for t in targets.values():
+        for a in t.listen:
+            if a in taken:
+                raise ConfigError(path, f"targets.{t.name}.listen", f"{a} is already the proxy of target "
+                                                                    f"{taken[a]}; give each target its own port")
+            taken[a] = t.name
     refresh = _table(raw.get("refresh", {}), path, "refresh")
     _only(refresh, _REFRESH_KEYS, path, "refresh")
     margin = _duration(refresh.get("margin", 240), path, "refresh.margin")
@@ -255,7 +278,30 @@ def _target(name: str, body: dict[str, Any], path: Path, identities: Mapping[str
     for s in sinks:
         if s not in SINKS:
             raise ConfigError(path, f"{where}.sinks", f"unknown sink {s!r}; use one of: {', '.join(SINKS)}")
-    return Target(name, host, port, database, user, identity, tuple(dict.fromkeys(sinks)))
+    listen = _listen(body.get("listen", []), path, f"{where}.listen")
+    cert = _str(body, "sslrootcert", path, where)
+    if cert and not Path(cert).expanduser().is_file():
+        raise ConfigError(path, f"{where}.sslrootcert", f"no file at {cert}; give the CA certificate's path (PEM)")
+    return Target(name, host, port, database, user, identity, tuple(dict.fromkeys(sinks)), listen,
+                  Path(cert).expanduser() if cert else None)
+
+
+def _listen(raw: object, path: Path, key: str) -> tuple[Listen, ...]:
+    """The proxy's addresses: "unix:PORT", "127.0.0.1:PORT" or "[::1]:PORT". Loopback only: a proxy on a network
+    interface would let anyone who reaches it log in with your token."""
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise ConfigError(path, key, f'expected a list like ["unix:6432", "127.0.0.1:6432"], got {raw!r}')
+    out = []
+    for text in raw:
+        m = _LISTEN.match(text.strip())
+        if m is None:
+            raise ConfigError(path, key, f"{text!r}: write \"unix:PORT\", \"127.0.0.1:PORT\" or \"[::1]:PORT\" (the "
+                                         "proxy listens on this machine only)")
+        port = int(m[1] or m[3] or m[4])
+        if not 0 < port < 65536:
+            raise ConfigError(path, key, f"{text!r}: the port must be from 1 to 65535")
+        out.append(Listen(True, "", port) if m[1] else Listen(False, "::1" if m[4] else "127.0.0.1", port))
+    return tuple(dict.fromkeys(out))
 
 
 def _host(body: Mapping[str, Any], path: Path, where: str) -> str:

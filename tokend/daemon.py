@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokend import config as config_mod
 from tokend import identities, ipc, paths, sinks, system
@@ -38,6 +38,9 @@ from tokend.refresh import Policy
 from tokend.refresher import Refresher, TokenSource
 from tokend.sinks import Entry, Sink
 from tokend.sinkworker import SinkWorker
+
+if TYPE_CHECKING:
+    from tokend.proxy import Proxy
 
 log = logging.getLogger("tokend.daemon")
 FIRST_ATTEMPT_WAIT = 60.0  # seconds to wait for every identity's first answer before the first write
@@ -64,6 +67,7 @@ class Daemon:
         self.refreshers: dict[str, Refresher] = {}
         self.workers: dict[str, SinkWorker] = {}
         self.on_workers_changed: Callable[[dict[str, SinkWorker], list[SinkWorker]], None] | None = None
+        self.proxy: Proxy | None = None  # the local proxy's listeners, once running
         self._lock = threading.RLock()
         self._reload_lock = threading.Lock()  # one reload at a time, whoever asked
         self._running = False
@@ -112,7 +116,8 @@ class Daemon:
         for t in cfg.targets.values():
             token = refreshers[t.identity].valid_token()
             per_sink = {kind: workers[kind].status_of(t.name, token) for kind in t.sinks}
-            targets.append({**t.as_dict(), "sinks": per_sink, "proxy": None})
+            proxy = self.proxy.status(t.name) if self.proxy is not None else None
+            targets.append({**t.as_dict(), "sinks": per_sink, "proxy": proxy})
         return {"config": str(cfg.path), "config_error": self.config_error, "pid": os.getpid(),
                 "started_at": int(self.started_at), "identities": ids, "targets": targets}
 
@@ -189,6 +194,8 @@ class Daemon:
                 log.warning("could not clean %s: %s", w.sink.location(), e)
         if self.on_workers_changed is not None and built:
             self.on_workers_changed({k: self.workers[k] for k in built}, retired_workers)
+        if self.proxy is not None:
+            self.proxy.apply(new)
         self._tokens_changed()
 
     def _tokens_changed(self) -> None:
@@ -252,6 +259,7 @@ class Daemon:
     def run(self) -> int:
         """Run until a signal or an IPC stop. Returns the exit code."""
         from tokend.ioloop import IOLoop
+        from tokend.proxy import Proxy, raise_file_limit
         from tokend.watch import Watcher
 
         io = IOLoop().start()
@@ -279,6 +287,10 @@ class Daemon:
                     while not r.first_done.wait(0.2) and not self._stop.is_set() and self.clock.boot() < deadline:
                         pass
                 if not self._stop.is_set():
+                    raise_file_limit()
+                    proxy_io = IOLoop(selector=True).start() if system.WINDOWS else io
+                    self.proxy = Proxy(proxy_io, self.config.path, lambda name: self.token_for(name).token)
+                    self.proxy.apply(self.config)
                     with self._lock:
                         for w in self.workers.values():
                             w.start()
@@ -299,6 +311,8 @@ class Daemon:
                 log.info("tokend stopping (%s)", self._stop_reason)
             watcher.stop()
             server.close()
+            if self.proxy is not None:
+                self.proxy.close()
             with self._lock:
                 refreshers, workers = list(self.refreshers.values()), list(self.workers.values())
             for r in refreshers:

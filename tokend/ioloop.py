@@ -19,8 +19,10 @@ WORKERS = 4  # threads for blocking work handed off the loop
 
 
 class IOLoop:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+    def __init__(self, selector: bool = False) -> None:
+        """``selector``: a selector loop even where asyncio's default is another kind (Windows' proactor), for
+        code that waits on socket readiness (the proxy)."""
+        self.loop = asyncio.SelectorEventLoop() if selector else asyncio.new_event_loop()
         self.executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="io-work")
         self.loop.set_default_executor(self.executor)
         self._thread = threading.Thread(target=self._run, name="io", daemon=True)

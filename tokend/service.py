@@ -203,7 +203,7 @@ def _stop_daemon(config: Path, timeout: float = 15.0) -> None:
     except DaemonNotRunning:
         return
     deadline = time.monotonic() + timeout
-    while paths.socket_path(config).exists() and time.monotonic() < deadline:
+    while paths.lock_path(config).exists() and time.monotonic() < deadline:  # removed as the daemon exits
         time.sleep(0.1)
 
 

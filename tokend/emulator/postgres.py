@@ -34,7 +34,7 @@ def server_bindir() -> Path | None:
 
 
 class Postgres:
-    def __init__(self, ldap_port: int, port: int = 0, folder: Path | None = None) -> None:
+    def __init__(self, ldap_port: int, port: int = 0, folder: Path | None = None, max_connections: int = 100) -> None:
         bindir = server_bindir()
         if bindir is None:
             raise RuntimeError("PostgreSQL server binaries not found; install Debian's postgresql package")
@@ -46,6 +46,7 @@ class Postgres:
         self.sockdir = self.folder / "sock"
         self.log = self.folder / "postgres.log"
         self.user = "postgres" if os.geteuid() == 0 else None
+        self.max_connections = max_connections
 
     def start(self) -> Postgres:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -61,7 +62,7 @@ class Postgres:
                   "-E", "UTF8", "--locale=C", "--no-sync")
         conf = (f"listen_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{self.sockdir}'\n"
                 f"ssl = on\nssl_cert_file = '{tls.cert}'\nssl_key_file = '{tls.key}'\nfsync = off\n"
-                "log_connections = on\nmax_connections = 50\n")
+                f"log_connections = on\nmax_connections = {self.max_connections}\n")
         hba = (f"local all all trust\nhostssl all all 127.0.0.1/32 ldap {hba_options(self.ldap_port)}\n"
                "hostnossl all all 0.0.0.0/0 reject\n")
         self._append(self.data / "postgresql.conf", conf)

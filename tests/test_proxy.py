@@ -1,0 +1,280 @@
+"""The local auth proxy: every client connects as the group with no password anywhere (no pgpass, no keychain, no
+PGPASSWORD), on the Unix socket and on TCP with and without TLS; cancels reach the server; refusals are proper
+errors; another local user is turned away; listeners follow the config; 500 connections at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tokend.emulator.postgres import Postgres
+
+from conftest import GROUP, REPO, Tenant, sp_config, tokend, wait_for
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+PORT_TCP = free_port()  # this test process's loopback port for the proxy (others running side by side pick theirs)
+
+
+def proxy_config(em: Tenant, pg: Postgres, listen: str = f'["unix:6432", "127.0.0.1:{PORT_TCP}"]',
+                 user: str = GROUP, extra: str = "") -> str:
+    return sp_config(em, pg.port, targets=(
+        f'[targets.db]\nhost = "127.0.0.1"\nport = {pg.port}\ndatabase = "appdb"\nuser = "{user}"\n'
+        f'identity = "sp"\nsinks = []\nlisten = {listen}\nsslrootcert = "{pg.ca_cert}"\n{extra}'))
+
+
+@pytest.fixture
+def no_password(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Nothing a client could read a password from: no pgpass (a path that does not exist), no PGPASSWORD."""
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "no-pgpass"))
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+
+
+def started(d: Any) -> dict[str, Any]:
+    def proxy() -> dict[str, Any] | None:
+        s = d.status()
+        p = s["targets"][0]["proxy"] if s else None
+        return p if p and len(p["listen"]) and not p["last_error"] else None
+
+    d.wait_ready()
+    return wait_for(proxy, what="the proxy listening")
+
+
+def psql(conninfo: str, sql: str = "select current_user", env: dict[str, str] | None = None,
+         runner: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*runner, "psql", conninfo, "-w", "-Atc", sql], capture_output=True, text=True, env=env,
+                          timeout=60)
+
+
+def test_every_client_connects_with_no_password(em: Tenant, postgres: Postgres, write_config, daemon,
+                                                no_password, tmp_path: Path) -> None:
+    d = daemon(write_config(proxy_config(em, postgres)))
+    proxy = started(d)
+    folder = proxy["listen"][0]["host"]
+    assert proxy["listen"] == [{"host": folder, "port": 6432}, {"host": "127.0.0.1", "port": PORT_TCP}]
+    assert Path(folder).stat().st_mode & 0o777 == 0o700
+    routes = {"unix": f"host={folder} port=6432 dbname=appdb", "tcp": f"host=127.0.0.1 port={PORT_TCP} dbname=appdb "
+              "sslmode=disable", "tls": f"host=127.0.0.1 port={PORT_TCP} dbname=appdb sslmode=require"}
+    for route, conninfo in routes.items():
+        r = psql(conninfo + f" user='{GROUP}'")
+        assert r.returncode == 0 and r.stdout.strip() == GROUP, (route, r.stderr)
+    r = psql(routes["unix"])  # no user at all: libpq sends the OS login name, the proxy logs in as the group
+    assert r.stdout.strip() == GROUP, r.stderr
+    # the local certificate: verify-full works with the path status gives
+    cert = proxy["certificate"]
+    r = psql(f"host=127.0.0.1 port={PORT_TCP} dbname=appdb user='{GROUP}' sslmode=verify-full sslrootcert={cert}")
+    assert r.stdout.strip() == GROUP, r.stderr
+    with psycopg.connect(host=folder, port=6432, dbname="appdb", user=GROUP) as c:
+        assert c.execute("select current_user").fetchone() == (GROUP,)
+    with psycopg.connect(host="127.0.0.1", port=PORT_TCP, dbname="appdb", user=GROUP, sslmode="require") as c:
+        assert c.execute("select current_user").fetchone() == (GROUP,)
+
+    import asyncpg
+
+    async def with_asyncpg(**kw: Any) -> str:
+        conn = await asyncpg.connect(database="appdb", user=GROUP, **kw)
+        try:
+            return str(await conn.fetchval("select current_user"))
+        finally:
+            await conn.close()
+
+    assert asyncio.run(with_asyncpg(host=folder, port=6432)) == GROUP
+    assert asyncio.run(with_asyncpg(host="127.0.0.1", port=PORT_TCP, ssl=False)) == GROUP
+    assert asyncio.run(with_asyncpg(host="127.0.0.1", port=PORT_TCP, ssl="require")) == GROUP
+    for mode in ("disable", "require"):
+        assert jdbc(f"jdbc:postgresql://127.0.0.1:{PORT_TCP}/appdb?sslmode={mode}", tmp_path).stdout.strip() == GROUP
+    for opts in ({"host": folder, "port": 6432}, {"host": "127.0.0.1", "port": PORT_TCP, "ssl": False},
+                 {"host": "127.0.0.1", "port": PORT_TCP, "ssl": {"rejectUnauthorized": False}}):
+        r = node_pg({**opts, "user": GROUP, "database": "appdb"}, tmp_path)
+        assert r.stdout.strip() == GROUP, (opts, r.stderr)
+    status = d.status()["targets"][0]["proxy"]
+    assert status["total"] >= 15 and status["open"] == 0
+
+
+JAVA = """
+import java.sql.*;
+public class Jdbc {
+  public static void main(String[] a) throws Exception {
+    java.util.Properties p = new java.util.Properties();
+    p.setProperty("user", "DBA Group");
+    try (Connection c = DriverManager.getConnection(a[0], p)) {
+      Statement st = c.createStatement();
+      if (a.length > 1) {
+        new Thread(() -> { try { Thread.sleep(1000); st.cancel(); } catch (Exception e) { } }).start();
+        long t0 = System.nanoTime();
+        try { st.execute("select pg_sleep(30)"); System.out.println("not cancelled"); }
+        catch (SQLException e) { System.out.println(e.getSQLState() + " " + (System.nanoTime() - t0) / 1000000); }
+      } else {
+        ResultSet r = st.executeQuery("select current_user");
+        r.next();
+        System.out.println(r.getString(1));
+      }
+    }
+  }
+}
+"""
+
+
+def jdbc(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """pgjdbc (Debian's libpostgresql-jdbc-java) on the JDK's single-file source launcher."""
+    jar = Path("/usr/share/java/postgresql.jar")
+    if not jar.exists() or not shutil.which("java"):
+        pytest.fail("pgjdbc or java missing; tests/run.sh installs libpostgresql-jdbc-java and a JRE")
+    src = tmp_path / "Jdbc.java"
+    src.write_text(JAVA)
+    r = subprocess.run(["java", "-cp", str(jar), str(src), url, *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+NODE = """
+const { Client } = require('pg');
+(async () => {
+  const c = new Client(JSON.parse(process.argv[2]));
+  await c.connect();
+  const r = await c.query('select current_user as u');
+  console.log(r.rows[0].u);
+  await c.end();
+})().catch(e => { console.error(e.message); process.exit(1); });
+"""
+
+
+def node_pg(options: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """node-postgres (npm `pg`, installed by tests/run.sh in .node/)."""
+    modules = REPO / ".node" / "node_modules"
+    if not (modules / "pg").exists() or not shutil.which("node"):
+        pytest.fail("node-postgres missing; tests/run.sh installs it (npm install pg) into .node/")
+    script = tmp_path / "pg.js"
+    script.write_text(NODE)
+    return subprocess.run(["node", str(script), json.dumps(options)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "NODE_PATH": str(modules)})
+
+
+def test_cancels_reach_the_server(em: Tenant, postgres: Postgres, write_config, daemon, no_password,
+                                  tmp_path: Path) -> None:
+    d = daemon(write_config(proxy_config(em, postgres)))
+    folder = started(d)["listen"][0]["host"]
+    for where in ({"host": folder, "port": 6432}, {"host": "127.0.0.1", "port": PORT_TCP, "sslmode": "require"}):
+        for how in ("cancel", "cancel_safe"):
+            with psycopg.connect(dbname="appdb", user=GROUP, autocommit=True, **where) as c:  # type: ignore[arg-type]
+                timer = threading.Timer(1.0, getattr(c, how))
+                timer.start()
+                t0 = time.monotonic()
+                with pytest.raises(psycopg.errors.QueryCanceled):
+                    c.execute("select pg_sleep(30)")
+                assert time.monotonic() - t0 < 3.0, (where, how)
+                assert c.execute("select 1").fetchone() == (1,)  # the session goes on
+    out = jdbc(f"jdbc:postgresql://127.0.0.1:{PORT_TCP}/appdb?sslmode=require", tmp_path, "cancel").stdout.split()
+    assert out[0] == "57014" and int(out[1]) < 3000, out  # query_canceled, within 2 s of the cancel
+
+
+def test_refusals_are_errors_the_client_shows(em: Tenant, postgres: Postgres, write_config, daemon, no_password,
+                                              home: Path) -> None:
+    d = daemon(write_config(proxy_config(em, postgres)))
+    folder = started(d)["listen"][0]["host"]
+    r = psql(f"host={folder} port=6432 dbname=appdb user=mallory")
+    assert r.returncode != 0 and 'logs in as "DBA Group" only, not "mallory"' in r.stderr
+    r = psql(f"host={folder} port=6432 dbname=otherdb user='{GROUP}'")
+    assert r.returncode != 0 and "is for database 'appdb'" in r.stderr
+    d.stop()
+    # the server refuses the token: the target's user is someone the identity is not
+    d = daemon(write_config(proxy_config(em, postgres, user=em.alice.upn), "alice.toml"))
+    folder = started(d)["listen"][0]["host"]
+    r = psql(f"host={folder} port=6432 dbname=appdb user={em.alice.upn}")
+    assert r.returncode != 0 and "authentication failed" in r.stderr and "tokend logged in as" in r.stderr, r.stderr
+    d.stop()
+    # no token yet: Entra is down from the start
+    em.emulator.fail_next(10_000, 503)
+    d = daemon(write_config(proxy_config(em, postgres), "down.toml"))
+    folder = wait_for(lambda: (d.status() or {"targets": [{}]})["targets"][0].get("proxy"),
+                      what="listening")["listen"][0]["host"]
+    r = psql(f"host={folder} port=6432 dbname=appdb user='{GROUP}'")
+    assert r.returncode != 0 and "tokend has no valid token for target db" in r.stderr and "tokend status" in r.stderr
+
+
+def test_another_local_user_is_turned_away(em: Tenant, postgres: Postgres, write_config, daemon, no_password,
+                                           other_user) -> None:
+    d = daemon(write_config(proxy_config(em, postgres)))
+    folder = started(d)["listen"][0]["host"]
+    runner = ("runuser", "-u", "tokend-other", "--")
+    r = psql(f"host=127.0.0.1 port={PORT_TCP} dbname=appdb user='{GROUP}' sslmode=disable", runner=runner)
+    assert r.returncode != 0 and "serves its own user only" in r.stderr, r.stderr
+    r = psql(f"host={folder} port=6432 dbname=appdb user='{GROUP}'", runner=runner)
+    assert r.returncode != 0 and ("Permission denied" in r.stderr or "No such file" in r.stderr), r.stderr
+    wait_for(lambda: "refused a connection from another local user" in d.log(), what="the refusal logged")
+    assert psql(f"host=127.0.0.1 port={PORT_TCP} dbname=appdb user='{GROUP}' sslmode=disable").returncode == 0
+
+
+def test_listeners_follow_the_config_and_open_sessions_finish(em: Tenant, postgres: Postgres, write_config, daemon,
+                                                              no_password) -> None:
+    cfg = write_config(proxy_config(em, postgres, listen=f'["127.0.0.1:{PORT_TCP}"]'))
+    d = daemon(cfg)
+    started(d)
+    session = psycopg.connect(host="127.0.0.1", port=PORT_TCP, dbname="appdb", user=GROUP, sslmode="disable")
+    moved = free_port()
+    cfg.write_text(proxy_config(em, postgres, listen=f'["127.0.0.1:{moved}"]'))
+    wait_for(lambda: d.status()["targets"][0]["proxy"]["listen"] == [{"host": "127.0.0.1", "port": moved}],
+             what="moved")
+    assert psql(f"host=127.0.0.1 port={moved} dbname=appdb sslmode=disable user='DBA Group'").returncode == 0
+    assert psql(f"host=127.0.0.1 port={PORT_TCP} dbname=appdb sslmode=disable user='DBA Group'").returncode != 0
+    cfg.write_text(proxy_config(em, postgres, listen="[]").replace("sinks = []", 'sinks = ["pgpass"]'))  # removed
+    wait_for(lambda: d.status()["targets"][0]["proxy"] is None, what="removed")
+    assert session.execute("select current_user").fetchone() == (GROUP,)  # the open session went on untouched
+    session.close()
+    human = tokend("status", "--config", str(cfg)).stdout
+    assert "proxy" not in human
+
+
+def test_five_hundred_connections_at_once(em: Tenant, write_config, daemon, no_password) -> None:
+    import resource
+
+    import asyncpg
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, 4096), hard), hard))
+    pg = Postgres(em.emulator.ldap.port, max_connections=600).start()
+    try:
+        pg.add_roles([GROUP])
+        d = daemon(write_config(proxy_config(em, pg)))
+        folder = started(d)["listen"][0]["host"]
+
+        async def one(i: int) -> str:
+            kw: dict[str, Any] = {"host": folder, "port": 6432} if i % 2 else {"host": "127.0.0.1",
+                                                                                "port": PORT_TCP, "ssl": False}
+            conn = await asyncpg.connect(database="appdb", user=GROUP, timeout=120, **kw)
+            try:
+                await asyncio.sleep(2)  # all of them open at once
+                return str(await conn.fetchval("select current_user"))
+            finally:
+                await conn.close()
+
+        async def all_of_them() -> list[Any]:
+            return await asyncio.gather(*(one(i) for i in range(500)), return_exceptions=True)
+
+        results = asyncio.run(all_of_them())
+        failed = [r for r in results if r != GROUP]
+        assert not failed, failed[:3]
+        status = d.status()["targets"][0]["proxy"]
+        assert status["total"] >= 500
+        wait_for(lambda: d.status()["targets"][0]["proxy"]["open"] == 0, what="all closed")
+    finally:
+        with contextlib.suppress(Exception):
+            pg.stop()

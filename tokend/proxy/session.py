@@ -1,0 +1,238 @@
+"""One client connection through the local proxy: the client's start-up, the server's TLS and authentication with
+the token, then a byte relay.
+
+Client leg: SSLRequest is answered 'S' (TCP, with the local certificate) or 'N' (the Unix socket), GSSENCRequest
+'N'; a CancelRequest is forwarded to the target's server (inside TLS) and the connection closed; the
+StartupMessage's user must be the target's user — or the OS login name, which libpq sends when none is given.
+Refusals (wrong user, wrong local user, no token, the server's own refusal) come back as a proper ErrorResponse
+after the StartupMessage, since libpq hides one sent in reply to SSLRequest.
+Server leg: TCP, SSLRequest, TLS verified (verify-full), the StartupMessage with the target's user, the token as the
+answer to the cleartext-password request; any other authentication request is refused with the reason.
+The client never sees an authentication request: it gets the server's AuthenticationOk and what follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import logging
+import os
+import socket
+import ssl
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tokend.config import Target
+from tokend.errors import TokendError
+from tokend.proxy import wire
+from tokend.proxy.conn import Conn
+
+log = logging.getLogger("tokend.proxy")
+CONNECT_TIMEOUT = 10.0  # seconds to reach the server
+
+
+class Refused(Exception):
+    """Tell the client why (an ErrorResponse) and close."""
+
+    def __init__(self, message: str, code: str = "28000", hint: str = "") -> None:
+        super().__init__(message)
+        self.code, self.hint = code, hint
+
+
+@dataclass(frozen=True)
+class Listening:
+    """What a session needs to know about the listener it came in on."""
+
+    target: Target
+    tls: ssl.SSLContext | None  # for SSLRequests on TCP; None on the Unix socket (plain)
+    upstream: ssl.SSLContext
+    where: str  # "127.0.0.1:6432" / the socket path, for log lines
+    check_peer: Callable[[socket.socket], int | None]  # the client's uid, or None when the OS cannot tell
+
+
+TokenFor = Callable[[str], str]  # target name → a valid token (raises TokendError with the reason)
+
+
+async def start(loop: asyncio.AbstractEventLoop, sock: socket.socket, on: Listening,
+                token_for: TokenFor) -> tuple[Conn, Conn] | None:
+    """Take one client connection up to a logged-in pair (client, server), or answer it (a refusal, a cancel)
+    and return None."""
+    if sock.family != getattr(socket, "AF_UNIX", None):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small messages go out at once, as libpq's do
+    client = Conn(loop, sock)
+    server: Conn | None = None
+    refuse = _peer_problem(sock, on)
+    try:
+        startup = await _client_start(client, on)
+        if startup is None:  # a CancelRequest: forwarded, nothing more to do
+            return None
+        if refuse:
+            raise Refused(refuse, "28000", "only the user who runs tokend may use its proxy")
+        params = _params_for(startup, on.target)
+        try:
+            token = token_for(on.target.name)
+        except TokendError as e:
+            raise Refused(f"tokend has no valid token for target {on.target.name}: {e}", "08004",
+                          "see `tokend status` and `tokend doctor`") from None
+        server = await _connect(loop, on)
+        await server.write(wire.Startup(startup.version, params).encode())
+        await _authenticate(client, server, token, on.target)
+        await client.write(wire.auth_ok())
+        return client, server
+    except Refused as e:
+        with contextlib.suppress(OSError):  # a client that went away meanwhile
+            await client.write(wire.error(str(e), e.code, e.hint))
+        log.info("proxy %s: refused a connection: %s", on.where, e)
+    except (OSError, wire.ProtocolError, asyncio.IncompleteReadError) as e:
+        log.info("proxy %s: connection ended during start-up: %s", on.where, e or type(e).__name__)
+    except asyncio.CancelledError:  # too slow to start: both sockets go
+        for c in (client, server):
+            if c is not None:
+                with contextlib.suppress(OSError):
+                    c.sock.close()
+        raise
+    for c in (client, server):
+        if c is not None:
+            await c.close()
+    return None
+
+
+def _peer_problem(sock: socket.socket, on: Listening) -> str | None:
+    try:
+        uid = on.check_peer(sock)
+    except OSError:
+        uid = None
+    me = os.getuid() if hasattr(os, "getuid") else None
+    if uid is None or me is None or uid == me:
+        return None
+    log.warning("proxy %s: refused a connection from another local user (uid %d)", on.where, uid)
+    return f"this tokend proxy serves its own user only (uid {me}), not uid {uid}"
+
+
+async def _client_start(client: Conn, on: Listening) -> wire.Startup | None:
+    """Answer SSL and GSS requests until the StartupMessage (returned), or forward a CancelRequest (None)."""
+    tls_done = False
+    for _ in range(4):
+        length, code = struct.unpack("!ii", await client.readexactly(8))
+        if not 8 <= length <= wire.MAX_STARTUP:
+            raise wire.ProtocolError(f"a start-up message of {length} bytes")
+        body = await client.readexactly(length - 8)
+        if code == wire.SSL_REQUEST and not tls_done:
+            if on.tls is None:
+                await client.write(b"N")
+            else:
+                await client.write(b"S")
+                await client.start_tls(on.tls, server_side=True)
+                tls_done = True
+        elif code == wire.GSSENC_REQUEST:
+            await client.write(b"N")
+        elif code == wire.CANCEL_REQUEST:
+            await _forward_cancel(client.loop, struct.pack("!ii", length, code) + body, on)
+            await client.close()
+            return None
+        elif code >> 16 == 3:
+            return wire.Startup(code, wire.split_params(body))
+        else:
+            raise Refused(f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}", "0A000")
+    raise wire.ProtocolError("too many requests before the start-up message")
+
+
+def _params_for(startup: wire.Startup, target: Target) -> dict[str, str]:
+    """The client's parameters with the target's user; the OS login name (libpq's default) counts as no user."""
+    params = dict(startup.params)
+    asked = params.get("user", "")
+    login = _login_name()
+    if asked not in ("", target.user, login):
+        raise Refused(f'tokend\'s proxy for target {target.name} logs in as "{target.user}" only, not "{asked}"',
+                      "28000", f'connect with user="{target.user}" (or give no user at all)')
+    db = params.get("database")
+    if db in (None, "", asked):  # none given: libpq's default is the user name, so the target's user's
+        db = target.database if target.database != "*" else target.user
+    if target.database != "*" and db != target.database:
+        raise Refused(f"target {target.name} is for database {target.database!r}, not {db!r}", "3D000",
+                      f"connect with dbname={target.database}")
+    params["database"] = db
+    params["user"] = target.user
+    return params
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name at all (a container with an unnamed uid)
+        return ""
+
+
+async def _connect(loop: asyncio.AbstractEventLoop, on: Listening) -> Conn:
+    t = on.target
+    try:
+        infos = await asyncio.wait_for(loop.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM), CONNECT_TIMEOUT)
+    except (OSError, asyncio.TimeoutError) as e:
+        raise Refused(f"cannot resolve {t.host}: {e}", "08001", "check the target's host and your DNS / VPN") from None
+    last: Exception | None = None
+    for family, kind, proto, _, address in infos:
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, address), CONNECT_TIMEOUT)
+        except (OSError, asyncio.TimeoutError) as e:
+            sock.close()
+            last = e
+            continue
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        server = Conn(loop, sock)
+        await server.write(struct.pack("!ii", 8, wire.SSL_REQUEST))
+        if await server.readexactly(1) != b"S":
+            await server.close()
+            raise Refused(f"{t.host}:{t.port} does not offer TLS; Azure requires it", "08001",
+                          "is this the right server and port?")
+        try:
+            await server.start_tls(on.upstream, server_side=False, server_hostname=t.host)
+        except ssl.SSLError as e:
+            await server.close()
+            raise Refused(f"TLS to {t.host}:{t.port} failed: {e.reason or e}", "08001",
+                          "set the target's sslrootcert to the CA that signed the server's certificate") from None
+        return server
+    raise Refused(f"cannot reach {t.host}:{t.port}: {last}", "08001",
+                  "check the port, the server's firewall rules and that it is running")
+
+
+async def _authenticate(client: Conn, server: Conn, token: str, target: Target) -> None:
+    """Answer the server's authentication with the token, passing on what the client must see, until
+    AuthenticationOk."""
+    while True:
+        kind = await server.readexactly(1)
+        (length,) = struct.unpack("!i", await server.readexactly(4))
+        if not 4 <= length <= wire.MAX_SERVER_MESSAGE:
+            raise wire.ProtocolError(f"a server message of {length} bytes")
+        body = await server.readexactly(length - 4)
+        if kind == b"R":
+            (code,) = struct.unpack("!i", body[:4])
+            if code == wire.AUTH_OK:
+                return
+            if code == wire.AUTH_CLEARTEXT:
+                await server.write(wire.password(token))
+                continue
+            raise Refused(f"{target.host} asked for {wire.AUTH_NAMES.get(code, f'authentication {code}')}; tokend's "
+                          "proxy answers only password requests, as Azure's Entra logins use", "28000",
+                          "is the target's user an Entra principal on this server?")
+        if kind == b"E":
+            fields = wire.error_fields(body)
+            hint = f"tokend logged in as \"{target.user}\" with identity {target.identity}'s token; see `tokend status`"
+            raise Refused(fields.get("M", "the server refused the login"), fields.get("C", "28000"),
+                          "; ".join(h for h in (fields.get("H"), hint) if h))
+        await client.write(kind + struct.pack("!i", length) + body)  # NegotiateProtocolVersion, notices
+
+
+async def _forward_cancel(loop: asyncio.AbstractEventLoop, message: bytes, on: Listening) -> None:
+    """A client's CancelRequest (its key is the server's own, relayed in BackendKeyData) to the target's server."""
+    try:
+        server = await asyncio.wait_for(_connect(loop, on), CONNECT_TIMEOUT * 2)
+    except (Refused, OSError, asyncio.TimeoutError) as e:
+        log.info("proxy %s: could not forward a cancel request: %s", on.where, e)
+        return
+    with contextlib.suppress(OSError):
+        await server.write(message)
+    await server.close()
