@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tokend import paths
 from tokend.clients import ads, jsonc
 from tokend.config import Target
 from tokend.emulator.postgres import Postgres
@@ -203,7 +204,7 @@ def test_azure_data_studio_profiles(em: Tenant, postgres: Postgres, write_config
         assert kept in text
     data = jsonc.loads(text)
     ids = [c["id"] for c in data["datasource.connections"]]
-    assert ids == ["mine-1", "tokend-db"]
+    assert ids == ["mine-1", f"tokend-{paths.config_id(cfg)}-db"]
     ours = data["datasource.connections"][1]
     assert ours["providerName"] == "PGSQL" and ours["savePassword"] is True and ours["options"]["password"] == ""
     assert ours["options"]["user"] == GROUP and ours["options"]["sslmode"] == "require"
@@ -215,7 +216,7 @@ def test_azure_data_studio_profiles(em: Tenant, postgres: Postgres, write_config
         assert [k for (k,) in db.execute("SELECT key FROM ItemTable")] == ["other.setting"]
     # again: idempotent, nothing duplicated; and the other OS forms get the same id through the same interface
     stand_in = RecordingStore()
-    ads.install([target], stores=[stand_in])
+    ads.install(paths.config_id(cfg), [target], stores=[stand_in])
     assert [c["id"] for c in jsonc.loads((user / "settings.json").read_text())["datasource.connections"]] == ids
     assert stand_in.deleted == [cred_id]
 

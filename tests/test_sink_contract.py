@@ -15,12 +15,13 @@ from tokend.errors import SinkError
 from tokend.kinds import SINKS
 from tokend.sinks import Entry, Sink, keychain
 from tokend.sinks.pg_service import PgServiceSink
+from tokend.sinks.pgbouncer import PgbouncerSink
 from tokend.sinks.pgpass import PgpassSink, parse
 from tokend.token import Token
 
 
 def entry(name: str, value: str, host: str = "h.example") -> Entry:
-    return Entry(Target(name, host, 5432, "*", "DBA Group", "me", ("x",)), Token(value, 2e9, 0))
+    return Entry(Target(name, host, 5432, "appdb", "DBA Group", "me", ("x",)), Token(value, 2e9, 0))
 
 
 class SinkContract(ABC):
@@ -68,7 +69,7 @@ class SinkContract(ABC):
 
 
 def test_every_sink_kind_has_a_contract_test() -> None:
-    assert {c.kind for c in (TestPgpass, TestPgService, TestKeychain)} == set(SINKS)
+    assert {c.kind for c in (TestPgpass, TestPgService, TestKeychain, TestPgbouncer)} == set(SINKS)
 
 
 USER_PGPASS = b"# mine\r\nlegacy.example:5432:*:bob:hunter2\r\n"
@@ -150,3 +151,40 @@ class TestKeychain(SinkContract):
         from keyring.backends import fail
 
         return keychain.KeychainSink({}, "owner1", kr=fail.Keyring())
+
+
+class TestPgbouncer(SinkContract):
+    """The include file is wholly tokend's; PgBouncer's own config beside it is the user's. The "PgBouncer" here is a
+    process that ignores SIGHUP (the RELOAD) and counts nothing: the real one runs in test_cluster.py."""
+
+    kind = "pgbouncer"
+
+    @pytest.fixture(autouse=True)
+    def _bouncer(self, tmp_path: Path):
+        import subprocess
+        import sys
+
+        proc = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGHUP, "
+                                 "signal.SIG_IGN); time.sleep(120)"])
+        (tmp_path / "pgbouncer.pid").write_text(f"{proc.pid}\n")
+        yield
+        proc.kill()
+        proc.wait()
+
+    def make(self, tmp_path: Path) -> Sink:
+        return PgbouncerSink({"path": str(tmp_path / "tokend.ini"), "pidfile": str(tmp_path / "pgbouncer.pid")},
+                             "owner1")
+
+    def held(self, sink: Sink) -> dict[str, str]:
+        path = Path(sink.location())
+        lines = path.read_text().splitlines() if path.exists() else []
+        return {ln.split(" = ")[0]: ln.rsplit("password=", 1)[1] for ln in lines if " = " in ln}
+
+    def plant_user_content(self, sink: Sink) -> None:
+        (Path(sink.location()).parent / "pgbouncer.ini").write_text("[pgbouncer]\n%include tokend.ini\n")
+
+    def user_content_intact(self, sink: Sink) -> bool:
+        return (Path(sink.location()).parent / "pgbouncer.ini").read_text() == "[pgbouncer]\n%include tokend.ini\n"
+
+    def make_unusable(self, tmp_path: Path) -> Sink:
+        return PgbouncerSink({"path": str(tmp_path / "tokend.ini")}, "owner1")  # no pidfile: nobody to tell

@@ -7,21 +7,22 @@ path: ``tokend.handoff`` answers it before this module parses anything.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tokend import __version__, handoff
-from tokend.errors import DaemonNotRunning, TokendError, UsageError
+from tokend.errors import TokendError, UsageError
 
 if TYPE_CHECKING:
     import argparse
-    import threading
 
 
 def _parser() -> argparse.ArgumentParser:
     import argparse
 
+    from tokend.clients import CLIENTS
     from tokend.kinds import SOURCES
 
     common = argparse.ArgumentParser(add_help=False)
@@ -38,8 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     def cmd(name: str, text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], help=text, description=text)
 
-    cmd("run", "run the daemon in the foreground").add_argument(
-        "--once", action="store_true", help="fetch every token and write every sink once, then exit")
+    run = cmd("run", "run the daemon in the foreground")
+    run.add_argument("--once", action="store_true", help="fetch every token and write every sink once, then exit")
+    run.add_argument("--log-format", choices=["text", "json"],
+                     help="json: one JSON object per line, for cluster log collectors (default: $TOKEND_LOG_FORMAT, "
+                          "else text)")
     st = cmd("status", "what the daemon holds and what is wrong")
     st.add_argument("--json", action="store_true", help="machine-readable output (times are Unix epoch seconds)")
     st.add_argument("--watch", action="store_true", help="follow it: redraw every two seconds until Ctrl-C")
@@ -58,18 +62,17 @@ def _parser() -> argparse.ArgumentParser:
         cmd(name, text).add_argument("identity", nargs="?", help="identity name (optional when only one needs a "
                                                                  "person)")
     ini = cmd("init", "write a working config (asks, or takes flags)")
-    ini.add_argument("--server", help="server name; a bare name gets the cloud's suffix")
-    ini.add_argument("--user", help="PostgreSQL user: an Entra group's display name, or a UPN")
-    ini.add_argument("--identity", help=f"{' | '.join(SOURCES)}, or an identity already in the config")
+    for flag, help_ in (("server", "server name; a bare name gets the cloud's suffix"),
+                        ("user", "PostgreSQL user: an Entra group's display name, or a UPN"),
+                        ("identity", f"{' | '.join(SOURCES)}, or an identity already in the config"),
+                        ("database", 'database (default "*": any)'), ("name", "target name (default: from the server)"),
+                        ("tenant", "tenant id or domain"), ("client-id", "the app's client id"),
+                        ("client-secret-env", "the environment variable that holds the secret"),
+                        ("certificate-path", "PEM file with the certificate and its key"),
+                        ("authority", "login authority override (custom clouds, the emulator)")):
+        ini.add_argument(f"--{flag}", help=help_)
     ini.add_argument("--cloud", choices=["public", "usgov", "china"])
-    ini.add_argument("--database", help='database (default "*": any)')
     ini.add_argument("--port", type=int)
-    ini.add_argument("--name", help="target name (default: from the server's name)")
-    ini.add_argument("--tenant", help="tenant id or domain")
-    ini.add_argument("--client-id")
-    ini.add_argument("--client-secret-env", metavar="VAR", help="the environment variable that holds the secret")
-    ini.add_argument("--certificate-path", metavar="PEM")
-    ini.add_argument("--authority", help="login authority override (custom clouds, the emulator)")
     ini.add_argument("--allow-unencrypted-cache", action="store_true", help="device-code/browser without a keyring")
     ini.add_argument("--check", action="store_true", help="also connect and show current_user")
     ini.add_argument("--service", action=argparse.BooleanOptionalAction, default=None,
@@ -82,10 +85,34 @@ def _parser() -> argparse.ArgumentParser:
     doc = cmd("doctor", "check everything and say how to fix what is wrong")
     doc.add_argument("--json", action="store_true", help="machine-readable output")
     doc.add_argument("--login", action="store_true", help="also log in to each target through pgpass")
-    cl = cmd("clients", "set up PostgreSQL clients (none: list what is here)")
-    cl.add_argument("client", nargs="?", choices=["ads", "pgadmin"], help="the client to set up")
-    cl.add_argument("targets", nargs="*", metavar="TARGET", help="targets (default: all)")
-    cl.add_argument("--output", type=Path, metavar="FILE", help="pgadmin: write servers.json here, not to stdout")
+    cl = cmd("clients", "set up PostgreSQL clients (none: list what is here; remove CLIENT: undo it)")
+    cl.add_argument("client", nargs="?", choices=[*CLIENTS, "remove"], help="the client to set up")
+    cl.add_argument("targets", nargs="*", metavar="TARGET", help="targets (default: all); after remove: the client")
+    cl.add_argument("--output", type=Path, metavar="PATH",
+                    help="pgadmin: write servers.json here; datagrip: write into this project folder")
+    cl.add_argument("--shared-command", action="store_true",
+                    help="pgadmin 8.14+: one password command for every server (%%HOSTNAME%% %%PORT%% %%USERNAME%%)")
+    cl.add_argument("--json", action="store_true", help="the list of clients, machine-readable")
+    adm = cmd("admin", "an Entra administrator's tasks on a server: add a group, list principals, check a login")
+    adm_sub = adm.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ag = adm_sub.add_parser("add-group", parents=[common], help="give an Entra group least-privilege access "
+                                                                "(prints the SQL; --apply runs it)")
+    ck = adm_sub.add_parser("check", parents=[common], help="why a group's login would fail, with the fix")
+    ls = adm_sub.add_parser("list", parents=[common], help="the server's Entra principals and what each may do")
+    for a in (ag, ck):
+        a.add_argument("group", help="the group's display name (exact case), or a service principal's name")
+        a.add_argument("--schema", action="append", default=[], metavar="S", help="a schema (repeat for several)")
+    for a in (ag, ck, ls):
+        a.add_argument("--target", required=True, help="the target to log in as: an Entra administrator")
+        a.add_argument("--database", help="the database (default: the target's)")
+    for a in (ck, ls):
+        a.add_argument("--json", action="store_true", help="machine-readable output")
+    ag.add_argument("--read-write", action="store_true", help="SELECT, INSERT, UPDATE, DELETE (default: SELECT)")
+    ag.add_argument("--read-only", action="store_false", dest="read_write", help="SELECT only (the default)")
+    ag.add_argument("--object-id", help="the Entra object id: pgaadauth_create_principal_with_oid (safer)")
+    ag.add_argument("--type", choices=["group", "service", "user"], default="group", help="with --object-id")
+    ag.add_argument("--allow-public", action="store_true", help="allow --schema public (every role's schema)")
+    ag.add_argument("--apply", action="store_true", help="run it (in one transaction) instead of printing it")
     svc = cmd("service", "run tokend at login under the OS's service manager")
     svc_sub = svc.add_subparsers(dest="action", metavar="ACTION", required=True)
     svc_sub.add_parser("install", parents=[common], help="install, enable and start the login service")
@@ -102,14 +129,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["token"] and (answered := handoff.token(argv[1:])) is not None:
         return answered
-    stop = _catch_stop_signals() if argv[:1] == ["run"] else None
+    if argv[:1] == ["run"]:
+        from tokend import system
+
+        stop = system.catch_stop_signals()  # before the heavy imports: a stop now is a clean stop
     # Everything after the first "--" is the command for `exec`, so options may come before it in any order.
     cmd: list[str] = []
     if "--" in argv:
         i = argv.index("--")
         argv, cmd = argv[:i], argv[i + 1:]
     args = _parser().parse_args(argv)
-    args.cmd, args.stop = cmd, stop
+    args.cmd, args.stop = cmd, stop if argv[:1] == ["run"] else None
     debug = getattr(args, "debug", False)
     from tokend import paths
 
@@ -133,43 +163,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _catch_stop_signals() -> threading.Event:
-    """``tokend run``: from the first moment, SIGTERM / SIGINT only ask for a clean stop (exit 0), even while the
-    daemon is still importing or waiting for its first tokens."""
-    import signal
-    import threading
-
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
-
-
 def cmd_run(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
     from tokend import config, daemon, logs, paths
 
-    logs.setup(debug, quiet=args.once, log_file=None if args.once else paths.log_file(config_path))
+    fmt = args.log_format or os.environ.get(logs.FORMAT_ENV) or "text"
+    if fmt not in logs.FORMATS:
+        raise UsageError(f"${logs.FORMAT_ENV} is {fmt!r}; use one of: {', '.join(logs.FORMATS)}")
+    logs.setup(debug, quiet=args.once, log_file=None if args.once else paths.log_file(config_path), fmt=fmt)
     return daemon.start(config.load(config_path), once=args.once, stop=args.stop)
 
 
 def cmd_status(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
-    import json
-    import time
+    from tokend import ipc, status
 
-    from tokend import status
-
-    while True:
-        state = _asked(config_path, lambda c: c.status())
-        if args.json:
-            print(json.dumps(state, indent=2), flush=True)
-        else:
-            clear = "\033[H\033[2J" if args.watch and sys.stdout.isatty() else ""
-            print(clear + status.render(state, time.time(), status.painter()), flush=True)
-        if not args.watch:
-            return 0
-        time.sleep(2)
-        if not sys.stdout.isatty():
-            print()
+    return status.show(lambda: ipc.ask(config_path, lambda c: c.status()), args.json, args.watch)
 
 
 def cmd_token(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
@@ -186,50 +193,45 @@ def cmd_exec(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
 
 
 def cmd_stop(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
-    _asked(config_path, lambda c: c.stop())
+    from tokend import ipc
+
+    ipc.ask(config_path, lambda c: c.stop())
     return 0
 
 
 def cmd_reload(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
-    _asked(config_path, lambda c: c.reload())
+    from tokend import ipc
+
+    ipc.ask(config_path, lambda c: c.reload())
     return 0
 
 
 def cmd_login(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
-    from tokend import config, logs
+    from tokend import logs
     from tokend.identities import interactive
 
     logs.setup(debug, quiet=True)
-    ic = config.load(config_path).identity_for_sign_in(args.identity, "login")
-    record = interactive.login(ic, say=lambda text: print(text, file=sys.stderr, flush=True))
-    print(f"signed in as {record.username} (tenant {record.tenant_id}) for identity {ic.name}; "
-          f"{_tell_daemon(config_path, ic.name)}")
+    print(interactive.sign_in(config_path, args.identity, say=lambda text: print(text, file=sys.stderr, flush=True)))
     return 0
 
 
 def cmd_logout(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
-    from tokend import config
     from tokend.identities import interactive
 
-    ic = config.load(config_path).identity_for_sign_in(args.identity, "logout")
-    for line in interactive.logout(ic):
-        print(line)
-    print(f"signed out of identity {ic.name}; {_tell_daemon(config_path, ic.name)}")
+    print("\n".join(interactive.sign_out(config_path, args.identity)))
     return 0
-
-
-def _tell_daemon(config_path: Path, identity: str) -> str:
-    try:
-        _client(config_path).sign_in_changed(identity)
-    except DaemonNotRunning:
-        return "no daemon is running for this config; start it with `tokend run` or `tokend service install`"
-    return "the running daemon has picked it up"
 
 
 def cmd_clients(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
     from tokend import clients
 
-    for line in clients.run(args.client, args.targets, config_path, args.output):
+    if args.client == "remove":
+        if not args.targets:
+            raise UsageError(f"name the client: tokend clients remove {'|'.join(clients.CLIENTS)} [TARGET...]")
+        lines = clients.remove(args.targets[0], args.targets[1:], config_path)
+    else:
+        lines = clients.run(args.client, args.targets, config_path, args.output, args.shared_command, args.json)
+    for line in lines:
         print(line)
     return 0
 
@@ -238,10 +240,7 @@ def cmd_init(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
     from tokend import init, logs
 
     logs.setup(debug, quiet=True)
-    answers = init.Answers(server=args.server, user=args.user, identity=args.identity, cloud=args.cloud,
-                           database=args.database, port=args.port, name=args.name, tenant=args.tenant,
-                           client_id=args.client_id, client_secret_env=args.client_secret_env,
-                           certificate_path=args.certificate_path, authority=args.authority)
+    answers = init.Answers(**{f: getattr(args, f) for f in init.FLAGS})
     if args.allow_unencrypted_cache:
         answers.extra["allow_unencrypted_cache"] = True
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
@@ -263,78 +262,36 @@ def cmd_demo(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
-    import json
-
-    from tokend import doctor, logs, status
+    from tokend import doctor, logs
 
     logs.setup(debug, quiet=True)
-    checks = doctor.run(config_path, login=args.login)
-    report = doctor.as_json(checks)
-    print(json.dumps(report, indent=2) if args.json else doctor.render(checks, status.painter()))
-    return 0 if report["ok"] else 1
+    return doctor.command(config_path, args.login, args.json)
+
+
+def cmd_admin(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
+    from tokend import admin
+
+    return admin.command(args, config_path, lambda name: _token(config_path, args, debug, name).token)
 
 
 def cmd_service(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
     from tokend import service
 
-    if args.action == "install":
-        print(service.install(config_path))
-    elif args.action == "uninstall":
-        print(service.uninstall(config_path))
-        for line in service.purge(config_path) if args.purge else []:
-            print(line)
-    elif args.action == "status":
-        running, text = service.status(config_path)
-        print(text)
-        return 0 if running else 1
-    else:
-        return service.show_logs(config_path, args.follow)
-    return 0
+    return service.command(args.action, config_path, getattr(args, "purge", False), getattr(args, "follow", False))
 
 
 _COMMANDS = {"run": cmd_run, "status": cmd_status, "token": cmd_token, "exec": cmd_exec, "stop": cmd_stop,
              "reload": cmd_reload, "service": cmd_service, "login": cmd_login, "logout": cmd_logout,
              "clients": cmd_clients, "doctor": cmd_doctor, "init": cmd_init, "demo": cmd_demo,
-             "completion": cmd_completion}
+             "completion": cmd_completion, "admin": cmd_admin}
 
 
-def _client(config_path: Path) -> Any:
-    from tokend import ipc
-
-    return ipc.Client(config_path)
-
-
-def _asked(config_path: Path, call: Any) -> Any:
-    """``call(client)`` on the running daemon; with none, the line says what to do (or which file is missing)."""
-    try:
-        return call(_client(config_path))
-    except DaemonNotRunning as e:
-        if not config_path.exists():
-            from tokend.config import load
-
-            load(config_path)  # raises the ConfigError naming the missing file
-        raise TokendError(f"{e}; start it with `tokend run --config {config_path}`") from None
-
-
-def _token(config_path: Path, args: argparse.Namespace, debug: bool) -> Any:
-    """A valid token and its target: from the running daemon, else (keychain, or acquired here) without it."""
-    from tokend import config, ipc
-
-    name = args.target
-    if getattr(args, "host", None) or getattr(args, "user", None):
-        name = config.load(config_path).match(args.host, args.port, args.user, args.database).name
-    try:
-        return ipc.Client(config_path).token(name)
-    except DaemonNotRunning:
-        pass
-    from tokend import identities, logs
+def _token(config_path: Path, args: argparse.Namespace, debug: bool, name: str | None = None) -> Any:
+    """A valid token and its target (from the daemon, else without it); by name, or by connection details."""
+    from tokend import config, identities, logs
 
     logs.setup(debug, quiet=True)
-    cfg = config.load(config_path)
-    target = cfg.target(name)
-    token = identities.token_without_daemon(cfg, target)
-    return ipc.TokenAnswer(token.value, token.expires_on, target.as_dict())
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    name = name or getattr(args, "target", None)
+    if getattr(args, "host", None) or (args.command == "token" and getattr(args, "user", None)):
+        name = config.load(config_path).match(args.host, args.port, args.user, args.database).name
+    return identities.token_for(config_path, name)

@@ -6,6 +6,7 @@ environment variable that holds it, a certificate by its path.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Mapping
@@ -28,7 +29,10 @@ _TARGET_KEYS = {"host", "port", "database", "user", "identity", "sinks", "listen
 _LISTEN = re.compile(r"^(?:unix:(\d+)|(127\.0\.0\.1|localhost):(\d+)|\[::1\]:(\d+))$")
 _HOST_WITH_PORT = re.compile(r"^(\[[^\]]*\]|[^:\[\]]+):(\d+)$")
 _REFRESH_KEYS = {"margin"}
-_TOP_KEYS = {"identities", "targets", "sinks", "refresh"}
+_TOP_KEYS = {"identities", "targets", "sinks", "refresh", "observe"}
+_OBSERVE_KEYS = {"listen"}
+_ADDRESS = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([0-9.]+|localhost)):(\d{1,5})$")
+OBSERVE_ENV = "TOKEND_OBSERVE_LISTEN"  # overrides [observe] listen (containers: the pod's address for probes)
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
 
@@ -97,6 +101,7 @@ class Config:
     targets: Mapping[str, Target]
     sinks: Mapping[str, SinkConfig]
     refresh_margin: float = 240.0
+    observe: Listen | None = None  # where /healthz, /readyz and /metrics are served
 
     def targets_of(self, identity: str) -> list[Target]:
         return [t for t in self.targets.values() if t.identity == identity]
@@ -209,7 +214,23 @@ def parse(text: str, path: Path) -> Config:
     refresh = _table(raw.get("refresh", {}), path, "refresh")
     _only(refresh, _REFRESH_KEYS, path, "refresh")
     margin = _duration(refresh.get("margin", 240), path, "refresh.margin")
-    return Config(path, MappingProxyType(identities), MappingProxyType(targets), MappingProxyType(sinks), margin)
+    observe = _table(raw.get("observe", {}), path, "observe")
+    _only(observe, _OBSERVE_KEYS, path, "observe")
+    listen = os.environ.get(OBSERVE_ENV) or _str(observe, "listen", path, "observe")
+    where = _address(listen, path, "observe.listen" if not os.environ.get(OBSERVE_ENV) else f"${OBSERVE_ENV}") \
+        if listen else None
+    return Config(path, MappingProxyType(identities), MappingProxyType(targets), MappingProxyType(sinks), margin,
+                  where)
+
+
+def _address(text: str, path: Path, key: str) -> Listen:
+    """"host:port" with an IP address (IPv6 in brackets) or localhost."""
+    m = _ADDRESS.match(text.strip())
+    if m is None or not 0 < int(m[3]) < 65536:
+        raise ConfigError(path, key, f'{text!r}: write "127.0.0.1:9464" (an IP address and a port; "[::1]:9464" '
+                                     "for IPv6)")
+    host = m[1] or m[2]
+    return Listen(False, "127.0.0.1" if host == "localhost" else host, int(m[3]))
 
 
 def _identity(name: str, body: dict[str, Any], path: Path) -> IdentityConfig:

@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -40,6 +41,8 @@ from tokend.sinks import Entry, Sink
 from tokend.sinkworker import SinkWorker
 
 if TYPE_CHECKING:
+    from tokend.ioloop import IOLoop
+    from tokend.observe import Observer
     from tokend.proxy import Proxy
 
 log = logging.getLogger("tokend.daemon")
@@ -68,11 +71,14 @@ class Daemon:
         self.workers: dict[str, SinkWorker] = {}
         self.on_workers_changed: Callable[[dict[str, SinkWorker], list[SinkWorker]], None] | None = None
         self.proxy: Proxy | None = None  # the local proxy's listeners, once running
+        self.io: IOLoop | None = None  # the daemon's loop, once running
+        self.observer: Observer | None = None  # the health and metrics endpoint, when configured
         self._lock = threading.RLock()
         self._reload_lock = threading.Lock()  # one reload at a time, whoever asked
         self._running = False
         self._stop = stop or threading.Event()
         self._stop_reason = "stopped"
+        self.reloads: Counter[str] = Counter()  # accepted, refused
         self.apply(config)
 
     # -- what the sinks and IPC see -------------------------------------------------------------------------------
@@ -134,9 +140,11 @@ class Daemon:
                 self.apply(new)
             except TokendError as e:
                 self.config_error = str(e)
+                self.reloads["refused"] += 1
                 log.error("config change refused (%s), still serving the previous one: %s", why, e)
                 raise
             self.config_error = None
+            self.reloads["accepted"] += 1
             log.info("config reloaded (%s): %d identities, %d targets", why, len(self.refreshers), len(new.targets))
 
     def apply(self, new: Config) -> None:
@@ -196,7 +204,22 @@ class Daemon:
             self.on_workers_changed({k: self.workers[k] for k in built}, retired_workers)
         if self.proxy is not None:
             self.proxy.apply(new)
+        if self.io is not None and (self.observer is None or self.observer.where != new.observe):
+            self._observe(new)
         self._tokens_changed()
+
+    def _observe(self, config: Config) -> None:
+        """(Re)start the health and metrics endpoint where ``config`` says (or stop it)."""
+        if self.observer is not None:
+            self.observer.close()
+            self.observer = None
+        if config.observe is not None and self.io is not None:
+            from tokend import observe
+
+            try:
+                self.observer = observe.start(self, self.io, config.observe)
+            except OSError as e:
+                log.error("cannot serve health and metrics on %s: %s", config.observe, e.strerror or e)
 
     def _tokens_changed(self) -> None:
         for w in list(self.workers.values()):
@@ -291,6 +314,8 @@ class Daemon:
                     proxy_io = IOLoop(selector=True).start() if system.WINDOWS else io
                     self.proxy = Proxy(proxy_io, self.config.path, lambda name: self.token_for(name).token)
                     self.proxy.apply(self.config)
+                    self.io = io
+                    self._observe(self.config)
                     with self._lock:
                         for w in self.workers.values():
                             w.start()
@@ -311,6 +336,8 @@ class Daemon:
                 log.info("tokend stopping (%s)", self._stop_reason)
             watcher.stop()
             server.close()
+            if self.observer is not None:
+                self.observer.close()
             if self.proxy is not None:
                 self.proxy.close()
             with self._lock:

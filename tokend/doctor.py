@@ -68,6 +68,18 @@ def run(config_path: Path, login: bool = False) -> list[Check]:
     return checks
 
 
+def command(config_path: Path, login: bool, as_json_output: bool) -> int:
+    """``tokend doctor``: prints the checks; 1 when any failed."""
+    import json
+
+    from tokend.status import painter
+
+    checks = run(config_path, login=login)
+    report = as_json(checks)
+    print(json.dumps(report, indent=2) if as_json_output else render(checks, painter()))
+    return 0 if report["ok"] else 1
+
+
 def as_json(checks: list[Check]) -> dict[str, Any]:
     return {"ok": not any(c.status == "fail" for c in checks), "checks": [asdict(c) for c in checks]}
 

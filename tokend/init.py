@@ -26,6 +26,10 @@ from tokend.kinds import SOURCES
 Ask = Callable[[str, str], str]
 
 
+FLAGS = ("server", "user", "identity", "cloud", "database", "port", "name", "tenant", "client_id", "client_secret_env",
+         "certificate_path", "authority")  # `tokend init`'s flags, one per answer
+
+
 @dataclass
 class Answers:
     server: str | None = None

@@ -181,6 +181,19 @@ class Client:
         return result
 
 
+def ask(config_path: Path, call: Callable[[Client], Any]) -> Any:
+    """``call(client)`` on the daemon of ``config_path``; with none, the error says what to do — or, when the config
+    file itself is missing, names it."""
+    try:
+        return call(Client(config_path))
+    except DaemonNotRunning as e:
+        if not config_path.exists():
+            from tokend.config import load
+
+            load(config_path)  # raises the ConfigError naming the missing file
+        raise TokendError(f"{e}; start it with `tokend run --config {config_path}`") from None
+
+
 def _read_answer(stream: Stream) -> bytes:
     chunks = []
     while True:

@@ -60,6 +60,8 @@ SINKS: dict[str, SinkKind] = {s.name: s for s in (
              "`psql service=TARGET` and every libpq client that takes a service name"),
     SinkKind("keychain", "tokend.sinks.keychain:KeychainSink", frozenset(),
              "scripts and tools that read the OS keychain (Keychain, Credential Manager, Secret Service)"),
+    SinkKind("pgbouncer", "tokend.sinks.pgbouncer:PgbouncerSink", frozenset({"path", "pidfile"}),
+             "PgBouncer's logins to the server: an included [databases] file, then RELOAD"),
 )}
 
 

@@ -18,13 +18,30 @@ from tokend import paths
 from tokend.redact import RedactingFilter
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+FORMATS = ("text", "json")
+FORMAT_ENV = "TOKEND_LOG_FORMAT"  # text (default) or json: one JSON object per line, for cluster log collectors
 
 
-def setup(debug: bool, quiet: bool = False, log_file: Path | None = None) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message (already scrubbed of tokens)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import datetime as dt
+        import json
+
+        when = dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds")
+        out = {"time": when, "level": record.levelname.lower(), "logger": record.name,
+               "message": record.getMessage()}
+        if record.exc_text:
+            out["exception"] = record.exc_text
+        return json.dumps(out, ensure_ascii=False)
+
+
+def setup(debug: bool, quiet: bool = False, log_file: Path | None = None, fmt: str = "text") -> None:
     """``quiet``: only errors (one-shot commands report their own summary line). ``log_file``: the daemon's
-    rotating log file (``paths.log_file``), unless the journal collects stderr."""
+    rotating log file (``paths.log_file``), unless the journal collects stderr. ``fmt``: text or json."""
     handlers: list[logging.Handler] = []
-    if os.environ.get("TOKEND_LOG_STDERR") != "0":
+    if os.environ.get("TOKEND_LOG_STDERR") != "0" and sys.stderr is not None:  # pythonw has no stderr
         handlers.append(logging.StreamHandler(sys.stderr))
     if log_file is not None and not os.environ.get("JOURNAL_STREAM"):
         paths.private_dir(log_file.parent)
@@ -36,7 +53,7 @@ def setup(debug: bool, quiet: bool = False, log_file: Path | None = None) -> Non
             os.umask(old)
     for h in handlers:
         h.addFilter(RedactingFilter())
-        h.setFormatter(logging.Formatter(FORMAT))
+        h.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(FORMAT))
     root = logging.getLogger()
     root.handlers[:] = handlers
     root.setLevel(logging.ERROR if quiet and not debug else logging.WARNING)

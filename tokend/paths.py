@@ -83,6 +83,10 @@ def private_dir(path: Path) -> Path:
 def runtime_dir() -> Path:
     """The per-user runtime folder for sockets and locks: ``$XDG_RUNTIME_DIR/tokend`` when that variable names a
     private folder of this user's, else platformdirs' choice (the rule ``tokend token``'s hand-off follows too)."""
+    base = os.environ.get("XDG_RUNTIME_DIR", "")
+    if base and os.path.isabs(base) and not os.path.lexists(base):
+        with contextlib.suppress(OSError):  # a container's volume: the folder is ours to make (0700), as systemd would
+            private_dir(Path(base))
     xdg = handoff.xdg_runtime_dir()
     if xdg is not None:
         return Path(xdg)

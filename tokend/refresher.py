@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
@@ -53,6 +54,7 @@ class Refresher:
         self._retry_at = 0.0  # boot clock: when to try again after a same-token answer or a failure
         self._failures = 0
         self._spent: str | None = None  # the last token judged expired: never taken back from a stale cache
+        self.requests: Counter[str] = Counter()  # answers by kind: new, same, failed, unavailable, login-required
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"refresh-{identity.name}", daemon=True)
@@ -124,6 +126,7 @@ class Refresher:
             self.first_done.set()
         self._failures = 0
         self.error_kind = self.last_error = None
+        self.requests["same" if self.token is not None and token.value == self.token.value else "new"] += 1
         if self.token is not None and token.value == self.token.value:
             # The credential handed back its cached token: a new one is not available yet. Not an error.
             delay = self.policy.same_token_delay(self.token)
@@ -142,6 +145,7 @@ class Refresher:
         self.error_kind = ("login-required" if isinstance(e, LoginRequired)
                            else "unavailable" if isinstance(e, IdentityUnavailable) else "failed")
         self.last_error = str(e)
+        self.requests[self.error_kind] += 1
         if isinstance(e, LoginRequired) and e.signed_out and self.token is not None:
             log.warning("identity %s: signed out; removing its token from the sinks", self.identity.name)
             self.token = None  # a token never outlives the sign-in it came from

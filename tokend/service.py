@@ -254,3 +254,20 @@ def _write(r: Rendered, encoding: str = "utf-8") -> None:
     from tokend.sinks.atomic import write_private
 
     write_private(r.path, r.text, encoding)
+
+
+def command(action: str, config: Path, purge_too: bool = False, follow: bool = False) -> int:
+    """``tokend service ACTION``; prints what was done, returns the exit code."""
+    if action == "install":
+        print(install(config))
+    elif action == "uninstall":
+        print(uninstall(config))
+        for line in purge(config) if purge_too else []:
+            print(line)
+    elif action == "status":
+        running, text = status(config)
+        print(text)
+        return 0 if running else 1
+    else:
+        return show_logs(config, follow)
+    return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ class SinkWorker:
         self.clock = clock
         self.last_error: str | None = None
         self.written: dict[str, Written] = {}  # target name → what was last written for it
+        self.writes: Counter[str] = Counter()  # sync attempts by result: ok, failed
         self._failures = 0
         self._dirty = threading.Event()
         self._stopping = False
@@ -68,6 +70,7 @@ class SinkWorker:
         except Exception as e:  # a bug or an odd backend: report and retry, never kill the worker
             log.debug("sink %s failed", self.sink.kind, exc_info=True)
             return self._failed(f"{type(e).__name__} while writing {self.sink.location()}")
+        self.writes["ok"] += 1
         if self.last_error is not None:
             log.info("sink %s: writing again (%s)", self.sink.kind, self.sink.location())
         self._failures = 0
@@ -83,6 +86,7 @@ class SinkWorker:
 
     def _failed(self, reason: str) -> bool:
         self._failures += 1
+        self.writes["failed"] += 1
         if reason != self.last_error:  # once per change of reason; the retries stay quiet
             log.warning("sink %s: %s", self.sink.kind, reason)
         self.last_error = reason

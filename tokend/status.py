@@ -99,3 +99,22 @@ def _with_notes(lines: list[str], notes: dict[int, list[str]]) -> list[str]:
         out.append(line)
         out += notes.get(i, [])
     return out
+
+
+def show(fetch: Callable[[], dict[str, Any]], as_json: bool, watch: bool) -> int:
+    """``tokend status``: print the daemon's status once, or (``watch``) every two seconds until Ctrl-C."""
+    import json
+    import time
+
+    while True:
+        state = fetch()
+        if as_json:
+            print(json.dumps(state, indent=2), flush=True)
+        else:
+            clear = "\033[H\033[2J" if watch and sys.stdout.isatty() else ""
+            print(clear + render(state, time.time(), painter()), flush=True)
+        if not watch:
+            return 0
+        time.sleep(2)
+        if not sys.stdout.isatty():
+            print()

@@ -14,6 +14,7 @@ import time
 TYPE_CHECKING = False  # not typing's: importing typing would cost `tokend token`'s hand-off more than its answer
 if TYPE_CHECKING:  # the rest is imported where used
     import socket
+    import threading
     from collections.abc import Iterator
     from contextlib import AbstractContextManager
 
@@ -101,3 +102,16 @@ def peer_uid(sock: socket.socket) -> int | None:
 
 def current_uid() -> int | None:
     return None if WINDOWS else os.getuid()
+
+
+def catch_stop_signals() -> threading.Event:
+    """From this moment SIGTERM and SIGINT (and Windows' Ctrl-Break) only set the returned event: a daemon asked
+    to stop while it still imports or waits for its first tokens ends cleanly (exit 0) instead of dying mid-way."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), lambda *_: stop.set())
+    return stop

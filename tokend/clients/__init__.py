@@ -1,25 +1,40 @@
-"""`tokend clients`: which PostgreSQL clients are on this machine and how tokend serves each.
+"""`tokend clients`: which PostgreSQL clients are on this machine, whether tokend has set them up, and setting each
+up (or undoing it) with one command.
 
-Commands that produce a file for another program print it to stdout unless given --output FILE.
+| client | how tokend serves it | module |
+| VS Code PostgreSQL | profiles for the target's local proxy, no password | vscode |
+| DBeaver | connections with PostgreSQL pgpass authentication | dbeaver |
+| DataGrip | data sources with pgpass authentication (printed, or written into a project) | datagrip |
+| pgAdmin 4 | servers.json whose password command is `tokend token` | pgadmin |
+| Azure Data Studio (retired) | profiles that take the password from pgpass | ads |
+Commands that produce a file for another program print it to stdout unless given --output. Reading the config for
+names and hosts only, no identity is built and no secret is needed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tokend import paths
+from tokend.config import Config, Target
 from tokend.errors import UsageError
+
+CLIENTS = ("vscode", "dbeaver", "datagrip", "pgadmin", "ads")
 
 
 @dataclass(frozen=True)
 class Client:
     name: str
+    key: str  # the name `tokend clients` takes, or "" for clients with nothing to set up
     found: str | None  # where it was found, or None
-    how: str
+    set_up: bool | None  # tokend's entries are there (None: cannot tell)
+    how: str  # the one command (or step) that sets it up
 
 
 def _config_home() -> Path:
@@ -33,56 +48,119 @@ def _first(*candidates: str | Path | None) -> str | None:
     return None
 
 
-def detect() -> list[Client]:
-    from tokend.clients import ads
+def detect(owner: str) -> list[Client]:
+    from tokend.clients import ads, dbeaver, pgadmin, vscode
 
     home, conf = Path.home(), _config_home()
     jetbrains = sorted(conf.glob("JetBrains/DataGrip*")) + sorted(
         (home / "Library" / "Application Support" / "JetBrains").glob("DataGrip*"))
     return [
-        Client("psql / libpq", shutil.which("psql"),
-               "pgpass (sink pgpass); `psql service=TARGET` with the pg_service sink"),
-        Client("Azure Data Studio", _first(shutil.which("azuredatastudio"), ads.user_dir().parent),
-               "`tokend clients ads`: profiles that take the password from pgpass"),
-        Client("pgAdmin 4", _first(shutil.which("pgadmin4"), home / ".pgadmin", Path("/usr/pgadmin4")),
-               "`tokend clients pgadmin > servers.json`, then File → Import Servers"),
-        Client("DBeaver", _first(shutil.which("dbeaver"), home / ".local/share/DBeaverData",
-                                 home / "Library/DBeaverData"),
-               "connection → Authentication \"PostgreSQL pgpass\""),
-        Client("DataGrip", _first(shutil.which("datagrip"), *jetbrains[-1:]),
-               "data source → Authentication \"pgpass\""),
-        Client("VS Code PostgreSQL", _first(shutil.which("code"), conf / "Code"),
-               "password authentication with an empty password: libpq reads pgpass"),
-        Client("scripts", sys.executable, "`tokend token TARGET`, `tokend exec TARGET -- CMD`, or the keychain sink"),
+        Client("psql / libpq", "", shutil.which("psql"), None,
+               "nothing to do: the pgpass sink (or `tokend exec TARGET -- psql`)"),
+        Client("VS Code PostgreSQL", "vscode", _first(shutil.which("code"), vscode.settings_path().parent),
+               vscode.set_up(owner), "tokend clients vscode"),
+        Client("DBeaver", "dbeaver", _first(shutil.which("dbeaver"), dbeaver.workspace()), dbeaver.set_up(owner),
+               "tokend clients dbeaver"),
+        Client("DataGrip", "datagrip", _first(shutil.which("datagrip"), *jetbrains[-1:]), None,
+               "tokend clients datagrip --output PROJECT_FOLDER"),
+        Client("pgAdmin 4", "pgadmin", _first(shutil.which("pgadmin4"), home / ".pgadmin", Path("/usr/pgadmin4")),
+               pgadmin.set_up(), "tokend clients pgadmin --shared-command --output servers.json, then import it"),
+        Client("Azure Data Studio (retired)", "ads", _first(shutil.which("azuredatastudio"), ads.user_dir().parent),
+               ads.set_up(owner), "tokend clients ads"),
+        Client("scripts", "", sys.executable, None, "`tokend token TARGET`, `tokend exec TARGET -- CMD`"),
     ]
 
 
-def run(client: str | None, names: list[str], config_path: Path, output: Path | None) -> Iterator[str]:
-    """``tokend clients [CLIENT] [TARGET…]``: list the clients here, or set one up; yields lines for people.
-    Reads the config for names and hosts only (no identity is built, no secret needed)."""
-    from tokend import config
-
-    if client is None:
-        for c in detect():
-            yield f"{c.name:<20} {('found: ' + c.found) if c.found else 'not found':<48} {c.how}"
+def listing(owner: str, as_json: bool) -> Iterator[str]:
+    found = detect(owner)
+    if as_json:
+        yield json.dumps([asdict(c) for c in found], indent=2)
         return
-    cfg = config.load(config_path)
+    width = max(len(c.name) for c in found)
+    for c in found:
+        where = f"found: {c.found}" if c.found else "not found"
+        state = {True: "set up", False: "not set up", None: ""}[c.set_up]
+        yield f"{c.name:<{width}}  {where:<48} {state:<11} {c.how}"
+
+
+def _targets(cfg: Config, names: list[str]) -> list[Target]:
     targets = [cfg.target(n) for n in names] or list(cfg.targets.values())
     if not targets:
-        raise UsageError(f"no targets in {config_path}; add a [targets.NAME] table first")
-    if client == "ads":
+        raise UsageError(f"no targets in {cfg.path}; add a [targets.NAME] table first")
+    return targets
+
+
+def run(client: str | None, names: list[str], config_path: Path, output: Path | None, shared: bool = False,
+        as_json: bool = False) -> Iterator[str]:
+    """``tokend clients [CLIENT] [TARGET…]``: list the clients here, or set one up; yields lines for people."""
+    from tokend import config
+
+    owner = paths.config_id(config_path)
+    if client is None:
+        yield from listing(owner, as_json)
+        return
+    cfg = config.load(config_path)
+    targets = _targets(cfg, names)
+    if client == "vscode":
+        from tokend.clients import vscode
+
+        yield from vscode.install(owner, targets)
+    elif client == "dbeaver":
+        from tokend.clients import dbeaver
+
+        yield from dbeaver.install(owner, targets)
+    elif client == "ads":
         from tokend.clients import ads
 
-        yield from ads.install(targets)
-        return
-    from tokend.clients import pgadmin
-    from tokend.service import tokend_executable
+        yield from ads.install(owner, targets)
+    elif client == "datagrip":
+        from tokend.clients import datagrip
 
-    text = pgadmin.servers_json(targets, tokend_executable(), config_path)
-    if output is None:
-        sys.stdout.write(text)
-        return
-    from tokend.sinks.atomic import write_private
+        if output is not None:
+            yield from datagrip.write(output, owner, targets)
+        else:
+            shared_xml, local_xml = datagrip.documents(owner, targets)
+            sys.stdout.write(f"<!-- .idea/dataSources.xml -->\n{shared_xml}\n"
+                             f"<!-- .idea/dataSources.local.xml -->\n{local_xml}")
+    elif client == "pgadmin":
+        from tokend.clients import pgadmin
+        from tokend.service import tokend_executable
 
-    write_private(output, text)
-    print(f"wrote {output}: import it in pgAdmin with Tools → Import/Export Servers", file=sys.stderr)
+        text = pgadmin.servers_json(targets, tokend_executable(), config_path, shared)
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            from tokend.sinks.atomic import write_private
+
+            write_private(output, text)
+            yield f"wrote {output}: import it in pgAdmin with Tools → Import/Export Servers"
+    else:
+        raise UsageError(f"unknown client {client!r}; use one of: {', '.join(CLIENTS)}")
+
+
+def remove(client: str, names: list[str], config_path: Path) -> Iterator[str]:
+    """``tokend clients remove CLIENT [TARGET…]``: undo exactly what ``tokend clients CLIENT`` added."""
+    owner = paths.config_id(config_path)
+    if names:
+        from tokend import config
+
+        cfg = config.load(config_path)
+        names = [cfg.target(n).name for n in names]
+    chosen = names or None
+    if client == "vscode":
+        from tokend.clients import vscode
+
+        yield from vscode.uninstall(owner, chosen)
+    elif client == "dbeaver":
+        from tokend.clients import dbeaver
+
+        yield from dbeaver.uninstall(owner, chosen)
+    elif client == "ads":
+        from tokend.clients import ads
+
+        yield from ads.uninstall(owner, chosen)
+    elif client in ("pgadmin", "datagrip"):
+        yield (f"{client} keeps what you imported in its own storage, which tokend does not edit: delete the "
+               "'tokend' servers (pgAdmin: the group tokend) or data sources there")
+    else:
+        raise UsageError(f"unknown client {client!r}; use one of: {', '.join(CLIENTS)}")

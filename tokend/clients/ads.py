@@ -19,11 +19,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tokend import system
-from tokend.clients import jsonc
+from tokend.clients import edits, jsonc
 from tokend.config import Target
 from tokend.errors import TokendError
-from tokend.sinks import lock_dir
-from tokend.sinks.atomic import rewrite
 
 ROOT_GROUP_ID = "C777F06B-202E-4480-B475-FA416154D458"  # ADS's root connection group
 GROUP_ID = "tokend-0000-4000-8000-000000000001"
@@ -43,12 +41,16 @@ def dbname(t: Target) -> str:
     return "postgres" if t.database == "*" else t.database
 
 
-def profile(t: Target) -> dict[str, Any]:
+def profile_id(owner: str, t: Target) -> str:
+    return f"tokend-{owner}-{t.name}"
+
+
+def profile(owner: str, t: Target) -> dict[str, Any]:
     options = {"connectionName": f"{t.name} (tokend)", "host": t.host, "hostaddr": "", "port": str(t.port),
                "dbname": dbname(t), "user": t.user, "password": "", "authenticationType": "SqlLogin",
                "sslmode": "require", "groupId": GROUP_ID, "databaseDisplayName": dbname(t)}
     return {"options": options, "groupId": GROUP_ID, "providerName": "PGSQL", "savePassword": True,
-            "id": f"tokend-{t.name}"}
+            "id": profile_id(owner, t)}
 
 
 def credential_id(t: Target) -> str:
@@ -94,7 +96,7 @@ class VscdbStore:
     def delete(self, credential_id: str) -> bool:
         if not self.path.exists():
             return False
-        if _ads_running():
+        if edits.running("azuredatastudio"):
             raise TokendError("Azure Data Studio is running: close it, then run `tokend clients ads` again "
                               "(its saved-password store can only be changed while it is closed)")
         with contextlib.closing(sqlite3.connect(self.path, timeout=5)) as db, db:
@@ -142,44 +144,62 @@ def credential_stores() -> list[CredentialStore]:
     return stores
 
 
-def _ads_running() -> bool:
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return False
-    for cmdline in proc.glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError):
-            if b"azuredatastudio" in cmdline.read_bytes().split(b"\0", 1)[0]:
-                return True
-    return False
+CONNECTIONS, GROUPS = "datasource.connections", "datasource.connectionGroups"
 
 
-def update_settings(text: str, targets: Sequence[Target]) -> str:
-    """ADS settings text with tokend's profiles for ``targets`` (and its group) added or updated."""
+def update_settings(text: str, owner: str, targets: Sequence[Target]) -> str:
+    """ADS settings text with tokend's profiles for ``targets`` (and its group) added or updated; every other byte
+    of the file as it was."""
     data = jsonc.loads(text) if text.strip() else {}
-    ours = {f"tokend-{t.name}" for t in targets}
-    connections = [c for c in data.get("datasource.connections", []) if c.get("id") not in ours]
-    connections += [profile(t) for t in targets]
-    groups = list(data.get("datasource.connectionGroups", []))
+    mine = {profile_id(owner, t) for t in targets}
+    text = jsonc.edit_members(text, CONNECTIONS, lambda _k, v: isinstance(v, dict) and v.get("id") in mine,
+                              [(None, profile(owner, t)) for t in targets])
+    groups = [g for g in data.get(GROUPS, []) if isinstance(g, dict)]
+    add = []
     root = next((g for g in groups if g.get("name") == "ROOT"), None)
     if root is None:
         root = {"name": "ROOT", "id": ROOT_GROUP_ID}
-        groups.insert(0, root)
+        add.append((None, root))
     if not any(g.get("id") == GROUP_ID for g in groups):
-        groups.append({"name": GROUP_NAME, "id": GROUP_ID, "parentId": root["id"], "color": "#0078D4",
-                       "description": "Entra logins kept fresh by tokend"})
-    text = jsonc.set_key(text, "datasource.connectionGroups", groups)
-    return jsonc.set_key(text, "datasource.connections", connections)
+        add.append((None, {"name": GROUP_NAME, "id": GROUP_ID, "parentId": root["id"], "color": "#0078D4",
+                           "description": "Entra logins kept fresh by tokend"}))
+    return jsonc.edit_members(text, GROUPS, lambda _k, _v: False, add) if add else text
 
 
-def install(targets: Iterable[Target], stores: Sequence[CredentialStore] | None = None) -> list[str]:
+def remove_settings(text: str, owner: str, names: Sequence[str] | None = None) -> str:
+    ids = None if names is None else {f"tokend-{owner}-{n}" for n in names}
+    text = jsonc.edit_members(text, CONNECTIONS, lambda _k, v: isinstance(v, dict) and str(v.get("id", "")).startswith(
+        f"tokend-{owner}-") and (ids is None or v.get("id") in ids), [])
+    left = jsonc.loads(text).get(CONNECTIONS, []) if text.strip() else []
+    if not any(isinstance(c, dict) and c.get("groupId") == GROUP_ID for c in left):
+        text = jsonc.edit_members(text, GROUPS, lambda _k, v: isinstance(v, dict) and v.get("id") == GROUP_ID, [])
+    return text
+
+
+def settings_path() -> Path:
+    return user_dir() / "settings.json"
+
+
+def install(owner: str, targets: Iterable[Target], stores: Sequence[CredentialStore] | None = None) -> list[str]:
     """Add or update the profiles and remove stale saved passwords. Returns what was done."""
     targets = list(targets)
-    settings = user_dir() / "settings.json"
-    settings.parent.mkdir(parents=True, exist_ok=True)
-    rewrite(settings, lambda old: update_settings((old or b"").decode("utf-8-sig"), targets).encode(), lock_dir())
-    done = [f"{settings}: profiles {', '.join(t.name for t in targets)} (group {GROUP_NAME!r})"]
+    edits.change(settings_path(), lambda text: update_settings(text, owner, targets))
+    done = [f"{settings_path()}: profiles {', '.join(t.name for t in targets)} (group {GROUP_NAME!r})"]
     for t in targets:
         for store in stores if stores is not None else credential_stores():
             if store.delete(credential_id(t)):
                 done.append(f"removed a stale saved password for {t.name} from {store.name}")
     return done
+
+
+def uninstall(owner: str, names: Sequence[str] | None) -> list[str]:
+    return [edits.undo(settings_path(), lambda text: remove_settings(text, owner, names), everything=not names)]
+
+
+def set_up(owner: str) -> bool:
+    try:
+        data = jsonc.loads(settings_path().read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return False
+    return any(isinstance(c, dict) and str(c.get("id", "")).startswith(f"tokend-{owner}-")
+               for c in data.get(CONNECTIONS, []))

@@ -1,20 +1,23 @@
-"""Just enough of JSON-with-comments (VS Code / Azure Data Studio settings) to read it and to replace one top-level
-key's value while keeping every other byte, comments included."""
+"""Just enough of JSON-with-comments (VS Code / Azure Data Studio settings, DBeaver's workspace files) to read it and
+to change the members of one top-level key's array or object while keeping every other byte — the user's own
+entries in that same array, their comments and their spacing included."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|//[^\n]*|/\*.*?\*/|\s+|[{}\[\]:,]|[^\s{}\[\]:,"/]+|/', re.S)
+Token = tuple[int, int, str]
 
 
-def _tokens(text: str) -> list[tuple[int, int, str]]:
+def _tokens(text: str) -> list[Token]:
     return [(m.start(), m.end(), m.group()) for m in _TOKEN.finditer(text)]
 
 
-def _significant(tokens: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+def _significant(tokens: list[Token]) -> list[Token]:
     return [t for t in tokens if not (t[2].isspace() or t[2].startswith(("//", "/*")))]
 
 
@@ -28,47 +31,159 @@ def loads(text: str) -> Any:
     return json.loads(" ".join(kept))
 
 
+def _render(value: Any, indent: str) -> str:
+    return json.dumps(value, indent=4, ensure_ascii=False).replace("\n", "\n" + indent)
+
+
 def set_key(text: str, key: str, value: Any, indent: str = "    ") -> str:
     """``text`` with the top-level ``key`` set to ``value`` (inserted last when missing); other bytes unchanged."""
-    rendered = json.dumps(value, indent=4).replace("\n", "\n" + indent)
+    rendered = _render(value, indent)
     sig = _significant(_tokens(text))
     if not sig:
         return "{\n" + f'{indent}{json.dumps(key)}: {rendered}\n' + "}\n"
+    span = _key_value(sig, key)
+    if span is not None:
+        return text[:span[0]] + rendered + text[span[1]:]
+    return _insert_last(text, sig, f"{json.dumps(key)}: {rendered}", indent)
+
+
+def _check_object(sig: list[Token]) -> None:
     if sig[0][2] != "{":
         raise ValueError("the settings file is not a JSON object")
+
+
+def _key_value(sig: list[Token], key: str) -> tuple[int, int] | None:
+    """The byte span of the value of top-level ``key``, or None."""
+    _check_object(sig)
     depth, i = 0, 0
     while i < len(sig):
-        start, _end, tok = sig[i]
+        tok = sig[i][2]
         if tok in "{[":
             depth += 1
         elif tok in "}]":
             depth -= 1
-            if depth == 0:  # the closing brace of the top-level object: insert before it
-                prev = sig[i - 1][2]
-                comma = "" if prev in ("{", ",") else ","
-                at = sig[i - 1][1]
-                return text[:at] + comma + f"\n{indent}{json.dumps(key)}: {rendered}" + (
-                    "\n" if prev == "{" else "") + text[at:start].rstrip(" \t") + text[start:]
         elif depth == 1 and tok.startswith('"') and i + 1 < len(sig) and sig[i + 1][2] == ":":
             if json.loads(tok) == key:
-                vstart = sig[i + 2][0]
-                vend = _value_end(sig, i + 2)
-                return text[:vstart] + rendered + text[vend:]
+                return sig[i + 2][0], _value_end(sig, i + 2)
             i += 2
             continue
         i += 1
-    raise ValueError("unbalanced braces in the settings file")
+    return None
 
 
-def _value_end(sig: list[tuple[int, int, str]], i: int) -> int:
-    if sig[i][2] not in "{[":
-        return sig[i][1]
+def _insert_last(text: str, sig: list[Token], member: str, indent: str) -> str:
+    """``member`` inserted as the last member of the top-level object."""
+    _check_object(sig)
+    close = _close_of(sig, 0)
+    start = sig[close][0]
+    prev = sig[close - 1][2]
+    comma = "" if prev in ("{", ",") else ","
+    at = sig[close - 1][1]
+    return (text[:at] + comma + f"\n{indent}{member}" + ("\n" if prev == "{" else "")
+            + text[at:start].rstrip(" \t") + text[start:])
+
+
+def _close_of(sig: list[Token], i: int) -> int:
     depth = 0
-    for _start, end, tok in sig[i:]:
-        if tok in "{[":
+    for j in range(i, len(sig)):
+        if sig[j][2] in "{[":
             depth += 1
-        elif tok in "}]":
+        elif sig[j][2] in "}]":
             depth -= 1
             if depth == 0:
-                return end
+                return j
     raise ValueError("unbalanced brackets in the settings file")
+
+
+def _value_end(sig: list[Token], i: int) -> int:
+    if sig[i][2] not in "{[":
+        return sig[i][1]
+    return sig[_close_of(sig, i)][1]
+
+
+def edit_members(text: str, key: str, drop: Callable[[str | None, Any], bool], add: Sequence[tuple[str | None, Any]],
+                 indent: str = "    ") -> str:
+    """Change the members of top-level ``key``'s array (member keys None) or object: those ``drop(key, value)``
+    says are removed with their separator, ``add`` appended at the end; every other byte stays as it was. A
+    missing ``key`` is created with just ``add``."""
+    sig = _significant(_tokens(text))
+    span = _key_value(sig, key) if sig else None
+    if span is None:
+        if not add:
+            return text
+        is_object = add[0][0] is not None
+        value: Any = dict(add) if is_object else [v for _, v in add]
+        return set_key(text, key, value, indent)
+    open_i = next(i for i, t in enumerate(sig) if t[0] == span[0])
+    if sig[open_i][2] not in "[{":
+        raise ValueError(f"{key} is not a list or an object")
+    is_object = sig[open_i][2] == "{"
+    close_i = _close_of(sig, open_i)
+    members = _members(text, sig, open_i, close_i, is_object)
+    removed = [(s, e) for (k, v, s, e) in members if drop(k, v)]
+    kept = [(s, e) for (k, v, s, e) in members if not drop(k, v)]
+    # cut each dropped member with the separator before it (or after it, for the first one)
+    out, pos = [], 0
+    cuts = []
+    for s, e in removed:
+        before = max((ke for ks, ke in kept if ke <= s), default=None)
+        after = min((ks for ks, ke in kept if ks >= e), default=None)
+        if before is not None:
+            cuts.append((before, e))  # from the end of the kept member before it: drops ", member"
+        elif after is not None:
+            cuts.append((s, after))  # first of the list: drops "member, " up to the next kept one
+        else:
+            cuts.append((s, e))
+    cuts = _merge(cuts)
+    for s, e in cuts:
+        out.append(text[pos:s])
+        pos = e
+    out.append(text[pos:])
+    text = "".join(out)
+    if not add:
+        return text
+    sig = _significant(_tokens(text))
+    span = _key_value(sig, key)
+    assert span is not None
+    open_i = next(i for i, t in enumerate(sig) if t[0] == span[0])
+    close_i = _close_of(sig, open_i)
+    inner = indent * 2
+    rendered = [(f"{json.dumps(k)}: " if is_object else "") + _render(v, inner) for k, v in add]
+    last = sig[close_i - 1]
+    if last[2] in "[{":  # empty container
+        body = "".join(f"\n{inner}{r}" + ("," if i < len(rendered) - 1 else "") for i, r in enumerate(rendered))
+        return text[:last[1]] + body + "\n" + indent + text[sig[close_i][0]:]
+    comma = "" if last[2] == "," else ","
+    body = comma + "".join(f"\n{inner}{r}" + ("," if i < len(rendered) - 1 else "") for i, r in enumerate(rendered))
+    return text[:last[1]] + body + text[last[1]:]
+
+
+def _members(text: str, sig: list[Token], open_i: int, close_i: int,
+             is_object: bool) -> list[tuple[str | None, Any, int, int]]:
+    """(key, value, start, end) of each member directly inside the container between open_i and close_i."""
+    out = []
+    i = open_i + 1
+    while i < close_i:
+        if sig[i][2] == ",":
+            i += 1
+            continue
+        key = None
+        start = sig[i][0]
+        if is_object:
+            key = json.loads(sig[i][2])
+            i += 2
+        end_i = i if sig[i][2] not in "{[" else _close_of(sig, i)
+        value = loads(text[sig[i][0]:sig[end_i][1]])
+        out.append((key, value, start, sig[end_i][1]))
+        i = end_i + 1
+    return out
+
+
+def _merge(cuts: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for s, e in sorted(cuts):
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out

@@ -1,0 +1,150 @@
+"""Health and metrics over HTTP, opt-in per config (``[observe] listen = "127.0.0.1:9464"``), for the kubelet's
+probes and Prometheus.
+
+- ``/healthz``: 200 while the daemon's loop answers (liveness).
+- ``/readyz``: 200 when every identity in use holds a valid token, every sink holds what it should and every proxy
+  listener listens; else 503 with the reasons, one per line (readiness).
+- ``/metrics``: Prometheus text format, through prometheus-client's exposition, from a collector that reads the
+  daemon's state at scrape time.
+Labels are config names (identity, target, sink kind) and fixed words; no token, secret, user name or host
+appears in any response. Served on the daemon's loop; each request is one GET, answered and closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from tokend import __version__
+from tokend.config import Listen
+
+if TYPE_CHECKING:
+    from tokend.daemon import Daemon
+
+log = logging.getLogger("tokend.observe")
+MAX_REQUEST = 8192  # bytes of request head
+
+
+def problems(daemon: Daemon) -> list[str]:
+    """Why the daemon is not ready (empty: ready)."""
+    status = daemon.status()
+    out = [f"identity {i['name']}: {i['state']}" + (f" ({i['last_error']})" if i["last_error"] else "")
+           for i in status["identities"] if i["expires_on"] is None]
+    for t in status["targets"]:
+        out += [f"target {t['name']} sink {k}: {v['state']}" for k, v in t["sinks"].items() if v["state"] != "ok"]
+        if t["proxy"] and t["proxy"]["last_error"]:
+            out.append(f"target {t['name']} proxy: {t['proxy']['last_error']}")
+    return out
+
+
+class _Collector:
+    def __init__(self, daemon: Daemon, clock: Callable[[], float]) -> None:
+        self.daemon, self.clock = daemon, clock
+
+    def collect(self) -> Iterator[Metric]:
+        d = self.daemon
+        info = GaugeMetricFamily("tokend_build_info", "tokend's version", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+        with d._lock:
+            refreshers, workers = dict(d.refreshers), dict(d.workers)
+            targets = list(d.config.targets.values())
+        left = GaugeMetricFamily("tokend_token_expiry_seconds", "Seconds until the identity's token expires "
+                                 "(0 without a valid token)", labels=["identity"])
+        requests = CounterMetricFamily("tokend_token_requests", "Token requests by identity and answer (new, same, "
+                                       "failed, unavailable, login-required)", labels=["identity", "result"])
+        for name, r in refreshers.items():
+            token = r.valid_token()
+            left.add_metric([name], max(0.0, token.remaining(d.clock)) if token else 0.0)
+            for result, n in sorted(r.requests.items()):
+                requests.add_metric([name, result], n)
+        yield left
+        yield requests
+        writes = CounterMetricFamily("tokend_sink_writes", "Sink writes by sink kind and result",
+                                     labels=["sink", "result"])
+        for kind, w in workers.items():
+            for result, n in sorted(w.writes.items()):
+                writes.add_metric([kind, result], n)
+        yield writes
+        reloads = CounterMetricFamily("tokend_config_reloads", "Config changes accepted or refused",
+                                      labels=["result"])
+        for result in ("accepted", "refused"):
+            reloads.add_metric([result], d.reloads[result])
+        yield reloads
+        if d.proxy is not None:
+            open_ = GaugeMetricFamily("tokend_proxy_connections_open", "Open proxy connections", labels=["target"])
+            total = CounterMetricFamily("tokend_proxy_connections", "Proxy connections accepted", labels=["target"])
+            for t in targets:
+                s = d.proxy.status(t.name)
+                if s is not None:
+                    open_.add_metric([t.name], s["open"])
+                    total.add_metric([t.name], s["total"])
+            yield open_
+            yield total
+        ready = GaugeMetricFamily("tokend_ready", "1 when every identity holds a valid token and every sink and "
+                                  "listener is in order")
+        ready.add_metric([], 0.0 if problems(d) else 1.0)
+        yield ready
+
+
+class Observer:
+    """The HTTP endpoint, on the daemon's loop."""
+
+    def __init__(self, daemon: Daemon, where: Listen) -> None:
+        self.daemon = daemon
+        self.where = where
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(daemon, daemon.clock.now))
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.where.host, self.where.port,
+                                                  limit=MAX_REQUEST)
+        log.info("health and metrics on http://%s/", self.where)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            method, path, *_ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+            status, ctype, body = await asyncio.get_running_loop().run_in_executor(None, self._answer, method,
+                                                                                    path.split("?")[0])
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                         "Connection: close\r\nCache-Control: no-store\r\n\r\n".encode() + body)
+            await asyncio.wait_for(writer.drain(), 10)
+        except (OSError, ValueError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(writer.wait_closed(), 1)
+
+    def _answer(self, method: str, path: str) -> tuple[str, str, bytes]:
+        text = "text/plain; charset=utf-8"
+        if method not in ("GET", "HEAD"):
+            return "405 Method Not Allowed", text, b"GET only\n"
+        if path == "/healthz":
+            return "200 OK", text, b"ok\n"
+        if path == "/readyz":
+            why = problems(self.daemon)
+            if why:
+                return "503 Service Unavailable", text, ("\n".join(why) + "\n").encode()
+            return "200 OK", text, b"ready\n"
+        if path == "/metrics":
+            return "200 OK", CONTENT_TYPE_LATEST, generate_latest(self.registry)
+        return "404 Not Found", text, b"/healthz, /readyz or /metrics\n"
+
+
+def start(daemon: Daemon, io: Any, where: Listen) -> Observer:
+    o = Observer(daemon, where)
+    io.run(o.start())
+    return o
