@@ -1,7 +1,7 @@
 # Installs tokend for the current Windows user and starts it at logon. Safe to run again: upgrades in place.
 #   powershell -ExecutionPolicy Bypass -File install\install.ps1           (from a checkout)
 #   $env:TOKEND_SOURCE = "tokend"; ...                                     (from PyPI or any pip requirement)
-# Steps: tokend in its own environment (pipx or `uv tool` when present, else a venv in %LOCALAPPDATA%\tokend),
+# Steps: tokend in a venv of its own in %LOCALAPPDATA%\tokend,
 # a starter config if none exists (or `tokend init` when it exists and a console is attached), the logon task
 # installed and started, `tokend status` printed.
 $ErrorActionPreference = "Stop"
@@ -16,27 +16,19 @@ if (-not $source) {
 }
 $python = if ($env:PYTHON) { $env:PYTHON } else { "py" }
 
-if (Get-Command pipx -ErrorAction SilentlyContinue) {
-    Say "installing with pipx from $source"
-    pipx install --force $source | Out-Null
-    $tokend = (Get-Command tokend).Source
-} elseif (Get-Command uv -ErrorAction SilentlyContinue) {
-    Say "installing with uv tool from $source"
-    uv tool install --force --reinstall $source | Out-Null
-    $tokend = (Get-Command tokend).Source
-} else {
-    $venv = Join-Path $env:LOCALAPPDATA "tokend\venv"
-    Say "installing into $venv from $source"
-    & $python -m venv $venv
-    & (Join-Path $venv "Scripts\python.exe") -m pip install -q --upgrade pip | Out-Null
-    & (Join-Path $venv "Scripts\python.exe") -m pip install -q --upgrade $source
-    $tokend = Join-Path $venv "Scripts\tokend.exe"
-    $userPath = [Environment]::GetEnvironmentVariable("Path", "User")
-    $scripts = Join-Path $venv "Scripts"
-    if (-not ($userPath -split ";" | Where-Object { $_ -eq $scripts })) {
-        [Environment]::SetEnvironmentVariable("Path", "$userPath;$scripts", "User")
-        Say "added $scripts to your PATH (new terminals)"
-    }
+# Always a venv of its own: the `tokend.cmd` launcher must stay beside that venv's python.exe (pipx and uv copy
+# launchers elsewhere on Windows).
+$venv = Join-Path $env:LOCALAPPDATA "tokend\venv"
+Say "installing into $venv from $source"
+& $python -m venv $venv
+& (Join-Path $venv "Scripts\python.exe") -m pip install -q --upgrade pip | Out-Null
+& (Join-Path $venv "Scripts\python.exe") -m pip install -q --upgrade $source
+$tokend = Join-Path $venv "Scripts\tokend.cmd"
+$userPath = [Environment]::GetEnvironmentVariable("Path", "User")
+$scripts = Join-Path $venv "Scripts"
+if (-not ($userPath -split ";" | Where-Object { $_ -eq $scripts })) {
+    [Environment]::SetEnvironmentVariable("Path", "$userPath;$scripts", "User")
+    Say "added $scripts to your PATH (new terminals)"
 }
 
 $config = if ($env:TOKEND_CONFIG) { $env:TOKEND_CONFIG } else { Join-Path $env:APPDATA "tokend\config.toml" }

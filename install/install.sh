@@ -2,7 +2,7 @@
 # Installs tokend for the current user and starts it. Safe to run again: upgrades in place.
 #   sh install/install.sh            from a checkout (installs that checkout)
 #   TOKEND_SOURCE=tokend sh install.sh   from PyPI, or any pip requirement / path / URL
-# Steps: tokend in its own environment (pipx or `uv tool` when present, else a venv in the user's data folder);
+# Steps: tokend in a venv of its own in the user's data folder (~/.local/share/tokend/venv), on PATH as ~/.local/bin/tokend;
 # a starter config if none exists; the daemon started; `tokend status` printed.
 set -eu
 
@@ -16,25 +16,16 @@ bin_dir=${TOKEND_BIN_DIR:-$HOME/.local/bin}
 
 say() { printf 'tokend install: %s\n' "$*"; }
 
-if command -v pipx >/dev/null 2>&1; then
-  say "installing with pipx from $TOKEND_SOURCE"
-  pipx install --force --system-site-packages "$TOKEND_SOURCE" >/dev/null
-  tokend=$(command -v tokend || echo "$bin_dir/tokend")
-elif command -v uv >/dev/null 2>&1; then
-  say "installing with uv tool from $TOKEND_SOURCE"
-  uv tool install --force --reinstall "$TOKEND_SOURCE" >/dev/null
-  tokend=$(command -v tokend || echo "$bin_dir/tokend")
-else
-  venv="$data_home/tokend/venv"
-  say "installing into $venv from $TOKEND_SOURCE"
-  # System site-packages make the distribution's PyGObject visible: the encrypted sign-in cache needs it on Linux.
-  "$python" -m venv --system-site-packages "$venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  "$venv/bin/python" -m pip install -q --upgrade "$TOKEND_SOURCE"
-  mkdir -p "$bin_dir"
-  ln -sf "$venv/bin/tokend" "$bin_dir/tokend"
-  tokend="$bin_dir/tokend"
-fi
+# A venv of tokend's own, in the user's data folder. System site-packages make the distribution's PyGObject
+# visible: the encrypted sign-in cache needs it on Linux.
+venv="$data_home/tokend/venv"
+say "installing into $venv from $TOKEND_SOURCE"
+"$python" -m venv --system-site-packages "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+"$venv/bin/python" -m pip install -q --upgrade "$TOKEND_SOURCE"
+mkdir -p "$bin_dir"
+ln -sf "$venv/bin/tokend" "$bin_dir/tokend"
+tokend="$bin_dir/tokend"
 case ":$PATH:" in *":$bin_dir:"*) ;; *) say "add $bin_dir to your PATH to run tokend by name";; esac
 
 config=${TOKEND_CONFIG:-${XDG_CONFIG_HOME:-$HOME/.config}/tokend/config.toml}

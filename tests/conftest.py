@@ -31,11 +31,13 @@ from tokend.emulator.server import Emulator
 
 REPO = Path(__file__).resolve().parent.parent
 # The `tokend` users get: installed from a wheel of this checkout into a venv of its own (tests/run.sh makes it).
-TOKEND = os.environ.get("TOKEND_TEST_BIN") or str(REPO / ".venv-product" / "bin" / "tokend")
+WINDOWS = os.name == "nt"
+TOKEND = os.environ.get("TOKEND_TEST_BIN") or str(
+    REPO / ".venv-product" / ("Scripts" if WINDOWS else "bin") / ("tokend.cmd" if WINDOWS else "tokend"))
 if not Path(TOKEND).exists():
     raise SystemExit(f"no installed tokend at {TOKEND}: run the tests with `bash tests/run.sh`, which builds the "
                      "wheel and installs it (or set TOKEND_TEST_BIN)")
-PRODUCT_PYTHON = str(Path(TOKEND).with_name("python"))
+PRODUCT_PYTHON = str(Path(TOKEND).with_name("python.exe" if WINDOWS else "python"))
 RESOURCE = "https://ossrdbms-aad.database.windows.net"
 GROUP = "DBA Group"
 SECRET = "emulator-secret-value-1"  # the test app's client secret (test data, not a real secret)
@@ -151,6 +153,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixtur
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     monkeypatch.setenv("AZURE_CONFIG_DIR", str(home / ".azure"))
+    monkeypatch.setenv("APPDATA", str(home / "AppData" / "Roaming"))  # Windows' profile folders, moved too
+    monkeypatch.setenv("LOCALAPPDATA", str(home / "AppData" / "Local"))
+    monkeypatch.setenv("USERPROFILE", str(home))
     # Away from the checkout: `python -c …` started from it would import the source tree, not the installed tokend.
     monkeypatch.chdir(tmp_path)
     if "tenant" in request.fixturenames:

@@ -93,6 +93,8 @@ echo "ruff:"
 .venv/bin/ruff check tokend tests bench
 echo "mypy:"
 .venv/bin/mypy
+echo "GitHub workflow schema:"
+.venv/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/ci.yml
 # .venv/bin/pytest, not `python -m pytest`: the latter puts the checkout on sys.path and would import it.
 # Given a selection (-m, -k, or test paths), run exactly that. Otherwise run the whole suite with every `soak` test
 # (minutes of waiting on token rotations, each with its own emulator and PostgreSQL) in a pytest process of its own,

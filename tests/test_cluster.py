@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +27,18 @@ from tokend.sinks import Entry
 from tokend.sinks.pgbouncer import MAX_PASSWORD, PgbouncerSink
 from tokend.token import Token
 
-from conftest import GROUP, REPO, SECRET, TOKEND, Tenant, sp_config, tokend, wait_for
+from conftest import (
+    GROUP,
+    PRODUCT_PYTHON,
+    REPO,
+    SECRET,
+    TOKEND,
+    Tenant,
+    open_path_for_others,
+    sp_config,
+    tokend,
+    wait_for,
+)
 from test_proxy import free_port
 
 
@@ -104,7 +116,7 @@ def test_sidecar_keeps_the_app_logged_in(em: Tenant, postgres: Postgres, tmp_pat
     and rotates, the emulator as authority), and an "app" connecting through the shared folder's pgpass every
     second for 3 minutes with 60-s tokens."""
     env_c, entry = containerfile()
-    root = tmp_path / "pod"
+    root = Path(tempfile.mkdtemp(prefix="pod-"))  # short: Unix socket paths are limited to ~100 bytes
     moved = {k: str(root / v.lstrip("/")) if v.startswith("/") else v for k, v in env_c.items()}
     for k in ("HOME", "XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
         Path(moved[k]).mkdir(parents=True, exist_ok=True)
@@ -126,8 +138,11 @@ def test_sidecar_keeps_the_app_logged_in(em: Tenant, postgres: Postgres, tmp_pat
     app_env = {"PATH": os.environ["PATH"], "PGPASSFILE": moved["PGPASSFILE"],
                "PGSERVICEFILE": moved["PGSERVICEFILE"], "PGSERVICE": "db"}
     try:
-        wait_for(lambda: Path(moved["PGPASSFILE"]).exists() and Path(moved["PGSERVICEFILE"]).exists(), timeout=60,
-                 what="the shared files")
+        def shared_files() -> bool:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            return Path(moved["PGPASSFILE"]).exists() and Path(moved["PGSERVICEFILE"]).exists()
+
+        wait_for(shared_files, timeout=60, what="the shared files")
         failures, start, rotated = [], time.monotonic(), 0
         while time.monotonic() - start < 180:
             t0 = time.monotonic()
@@ -146,7 +161,9 @@ def test_sidecar_keeps_the_app_logged_in(em: Tenant, postgres: Postgres, tmp_pat
         assert logs  # TOKEND_LOG_FORMAT=json, as the image sets it
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
+        code = proc.wait(15)
+        shutil.rmtree(root, ignore_errors=True)
+        assert code == 0
 
 
 # -- Kubernetes manifests -----------------------------------------------------------------------------------------
@@ -269,7 +286,7 @@ class AsPostgres:
 
     def __init__(self, tmp_path: Path, em: Tenant) -> None:
         self.root = os.geteuid() == 0
-        self.home = tmp_path / "pghome"
+        self.home = Path(tempfile.mkdtemp(prefix="pgh-"))  # short: Unix socket paths are limited
         (self.home / "run").mkdir(parents=True, mode=0o700)
         (self.home / "run").chmod(0o700)
         bundle = self.home / "bundle.pem"
@@ -282,6 +299,8 @@ class AsPostgres:
     def own(self) -> None:
         if self.root:
             subprocess.run(["chown", "-R", "postgres", str(self.home)], check=True)
+            # the product's Python (a venv over a Python under /root in CI) must be reachable for that user
+            open_path_for_others(Path(os.path.realpath(PRODUCT_PYTHON)))
             for parent in self.home.parents:
                 if parent == Path("/"):
                     break
@@ -325,8 +344,12 @@ def test_pgbouncer_both_routes_for_three_minutes(em: Tenant, postgres: Postgres,
     d = subprocess.Popen(me.cmd("run", "--config", str(cfg)), stdout=log, stderr=subprocess.STDOUT)
     bouncer2 = None
     try:
-        status = wait_for(lambda: (s := me.status(cfg)) and s["targets"][0]["proxy"] and s, timeout=60,
-                          what="daemon and proxy")
+        def up() -> dict[str, Any] | None:
+            assert d.poll() is None, (tmp_path / "daemon.log").read_text()
+            s = me.status(cfg)
+            return s if s and s["targets"][0]["proxy"] else None
+
+        status = wait_for(up, timeout=60, what="daemon and proxy")
         folder = status["targets"][0]["proxy"]["listen"][0]["host"]
         bouncer2 = pgbouncer(proxied, p2, f"appdb = host={folder} port=6432 dbname=appdb user='{GROUP}'",
                              "server_tls_sslmode = disable\n")
@@ -358,3 +381,4 @@ def test_pgbouncer_both_routes_for_three_minutes(em: Tenant, postgres: Postgres,
             if b is not None:
                 b.terminate()
                 b.wait(10)
+        shutil.rmtree(me.home, ignore_errors=True)

@@ -14,6 +14,8 @@ from tokend.errors import ConfigError
 
 from conftest import tokend
 
+pytestmark = pytest.mark.portable  # runs on Linux, macOS and Windows (.github/workflows/ci.yml)
+
 ME = '[identities.me]\nsource = "azure-cli"\n'
 GOOD = """
 [identities.me]

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -27,6 +25,8 @@ from tokend.errors import ConfigError, DaemonNotRunning, SinkError, TokendError
 from tokend.ioloop import IOLoop
 from tokend.sinks import Entry, Sink
 from tokend.token import Token
+
+pytestmark = pytest.mark.portable  # runs on Linux, macOS and Windows (.github/workflows/ci.yml)
 
 ME = '[identities.me]\nsource = "azure-cli"\n'
 APP = '[identities.app]\nsource = "managed-identity"\n'
@@ -256,10 +256,10 @@ def served(world: World, tmp_path: Path):
     d = world.daemon(ME + many)
     fetched(d)
     io = IOLoop().start()
-    where = ipc.UnixEndpoint(Path(os.environ["XDG_RUNTIME_DIR"]) / "t.sock")
+    where = ipc.endpoint(tmp_path / "config.toml")  # this OS's endpoint: a Unix socket, or Windows' named pipe
     server = ipc.Server(where, d.handle, io.executor)
     io.run(server.start())
-    yield d, ipc.Client(tmp_path / "unused.toml", where=where), where
+    yield d, ipc.Client(tmp_path / "config.toml", where=where), where
     server.close()
     io.stop()
 
@@ -274,20 +274,24 @@ def test_ipc_round_trips_over_the_asyncio_server(served) -> None:
     assert e.value.exit_code == 2 and "no target 'nope'" in str(e.value)
     for raw, why in ((b"not json\n", "bad request"), (b'{"op": "status"' + b" " * 70_000 + b"}\n", "too long"),
                      (b'["status"]\n', "unknown request")):
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(str(where.path))
-            s.sendall(raw)
-            answer = json.loads(s.makefile("rb").readline())
+        stream = where.connect(5)
+        try:
+            stream.sendall(raw)
+            answer = json.loads(ipc._read_answer(stream))
+        finally:
+            stream.close()
         assert answer["ok"] is False and why in answer["error"] and answer["exit_code"] == 2
     t0 = time.monotonic()
-    with socket.socket(socket.AF_UNIX) as idle:  # connects and says nothing: does not hold anyone else up
-        idle.connect(str(where.path))
+    idle = where.connect(5)  # connects and says nothing: does not hold anyone else up
+    try:
         assert client.token("t1").token == "tok-me-1"
+    finally:
+        idle.close()
     assert time.monotonic() - t0 < 2
 
 
 def test_no_daemon_is_its_own_error(tmp_path: Path) -> None:
-    client = ipc.Client(tmp_path / "c.toml", where=ipc.UnixEndpoint(tmp_path / "none.sock"))
+    client = ipc.Client(tmp_path / "c.toml")
     with pytest.raises(DaemonNotRunning):
         client.status()
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tokend.refresh import Policy
 from tokend.token import Token
+
+pytestmark = pytest.mark.portable  # runs on Linux, macOS and Windows (.github/workflows/ci.yml)
 
 P = Policy(margin=240)
 

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pytest
+
 from tokend.clock import Clock
 from tokend.config import IdentityConfig
 from tokend.errors import LoginRequired, TokenFailed
 from tokend.refresh import Policy
 from tokend.refresher import Refresher
 from tokend.token import Token
+
+pytestmark = pytest.mark.portable  # runs on Linux, macOS and Windows (.github/workflows/ci.yml)
 
 
 class Hands:

@@ -3,7 +3,11 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
+
 from tokend.token import Token, display_claims
+
+pytestmark = pytest.mark.portable  # runs on Linux, macOS and Windows (.github/workflows/ci.yml)
 
 
 def fake_jwt(claims: dict[str, str]) -> str:

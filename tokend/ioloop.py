@@ -56,3 +56,27 @@ class IOLoop:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def run_on(loop: asyncio.AbstractEventLoop | None, fn: Callable[[], Any]) -> None:
+    """Run ``fn`` on ``loop`` and wait for it, whichever thread calls (asyncio objects are not thread-safe)."""
+    import concurrent.futures
+
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if loop is None or running is loop or loop.is_closed() or not loop.is_running():
+        fn()
+        return
+    done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    def call() -> None:
+        try:
+            fn()
+        finally:
+            done.set_result(None)
+
+    loop.call_soon_threadsafe(call)
+    with contextlib.suppress(concurrent.futures.TimeoutError):
+        done.result(5)

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from tokend import paths, system
 from tokend.errors import EXIT_USAGE, DaemonNotRunning, TokendError, UsageError
+from tokend.ioloop import run_on
 
 log = logging.getLogger("tokend.ipc")
 
@@ -214,14 +215,17 @@ class Server:
         self.handler = handler
         self.executor = executor
         self._server: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._server = await self.endpoint.listen(self._serve)
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        """Stop listening (from any thread: the closing itself runs on the loop)."""
+        server, self._server = self._server, None
+        if server is not None:
+            run_on(self._loop, server.close)
         self.endpoint.cleanup()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -23,6 +23,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from tokend import __version__
 from tokend.config import Listen
+from tokend.ioloop import run_on
 
 if TYPE_CHECKING:
     from tokend.daemon import Daemon
@@ -102,15 +103,19 @@ class Observer:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(daemon, daemon.clock.now))
         self._server: asyncio.AbstractServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._server = await asyncio.start_server(self._serve, self.where.host, self.where.port,
                                                   limit=MAX_REQUEST)
         log.info("health and metrics on http://%s/", self.where)
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        """Stop serving (from any thread)."""
+        server, self._server = self._server, None
+        if server is not None:
+            run_on(self._loop, server.close)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

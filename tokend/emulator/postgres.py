@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import pwd
 import shutil
 import subprocess
 import tempfile
@@ -45,7 +44,7 @@ class Postgres:
         self.data = self.folder / "data"
         self.sockdir = self.folder / "sock"
         self.log = self.folder / "postgres.log"
-        self.user = "postgres" if os.geteuid() == 0 else None
+        self.user = "postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
         self.max_connections = max_connections
 
     def start(self) -> Postgres:
@@ -54,6 +53,8 @@ class Postgres:
         tls = ca.make(self.folder / "tls")
         self.ca_cert = tls.ca_cert
         if self.user:
+            import pwd  # POSIX only: the emulator itself runs everywhere
+
             entry = pwd.getpwnam(self.user)
             os.chmod(self.folder, 0o755)
             for p in (self.folder, self.sockdir, tls.cert.parent, tls.cert, tls.key):
