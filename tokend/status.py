@@ -29,6 +29,8 @@ def until(epoch: float | None, now: float) -> str:
     if epoch is None:
         return "no token"
     left = epoch - now
+    if left <= 0:
+        return "expired"
     return f"expires in {left / 60:.0f} m" if left >= 120 else f"expires in {left:.0f} s"
 
 
@@ -75,13 +77,13 @@ def render(status: dict[str, Any], now: float, paint: Paint | None = None) -> st
     rows, notes = [], {}
     for t in targets:
         where = f"{t['user']}@{t['host']}:{t['port']}/{t['database']}"
-        sinks = ", ".join(f"{k} {v['state']}" + (f" ({ago(v['last_write'], now)})" if v["last_write"] else "")
-                          for k, v in t["sinks"].items()) or "-"
+        places = [f"{k} {v['state']}" + (f" ({ago(v['last_write'], now)})" if v["last_write"] else "")
+                  for k, v in t["sinks"].items()]
         proxy = t.get("proxy")
         if proxy:
-            sinks += ("; " if t["sinks"] else "") + "proxy " + ", ".join(
-                f"{a['host']}:{a['port']}" for a in proxy["listen"]) + f" ({proxy['open']} open)"
-        rows.append([t["name"], where, sinks])
+            places.append("proxy " + ", ".join(f"{a['host']}:{a['port']}" for a in proxy["listen"])
+                          + f" ({proxy['open']} open)")
+        rows.append([t["name"], where, ", ".join(places) or "-"])
         problems = [f"    ! {k}: {v['last_error']}" for k, v in t["sinks"].items() if v["last_error"]]
         if proxy and proxy.get("last_error"):
             problems.append(f"    ! proxy: {proxy['last_error']}")
