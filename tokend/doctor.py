@@ -62,6 +62,7 @@ def run(config_path: Path, login: bool = False) -> list[Check]:
     checks += _pgpass(cfg, status)
     checks += _libpq()
     checks += _servers(list(cfg.targets.values()), login)
+    checks += _proxies(cfg, status, login)
     if any("keychain" in t.sinks for t in cfg.targets.values()):
         checks.append(_keychain())
     checks.append(_service(config_path))
@@ -294,7 +295,7 @@ def _servers(targets: list[Target], login: bool) -> list[Check]:
     chosen = list(servers.values())[:MAX_SERVERS]
     with ThreadPoolExecutor(max_workers=16) as pool:
         results = list(pool.map(_network, chosen))
-        logins = list(pool.map(_login, [t for t in targets if (t.host, t.port) in
+        logins = list(pool.map(_login, [t for t in targets if "pgpass" in t.sinks and (t.host, t.port) in
                                         {(c.host, c.port) for c in chosen}])) if login else []
     checks = [c for r in results for c in r] + logins
     if len(servers) > MAX_SERVERS:
@@ -341,9 +342,10 @@ def _network(t: Target, timeout: float = 5.0) -> list[Check]:
     return [*checks, Check(f"{name} tls", "ok", f"{version} (sslmode=require)")]
 
 
-def psql_login(t: Target, password: str | None = None) -> tuple[bool, str] | None:
-    """Log in to ``t`` with psql: with ``password``, else through pgpass. (ok, current_user or the reason); None
-    when there is no psql here."""
+def psql_login(t: Target, password: str | None = None, via: dict[str, Any] | None = None) -> tuple[bool, str] | None:
+    """Log in to ``t`` with psql: with ``password``, else through pgpass — or through the proxy listener ``via``
+    (``{"host", "port"}`` from status), with no password. (ok, current_user or the reason); None when there is no
+    psql here."""
     psql = shutil.which("psql")
     if not psql:
         return None
@@ -351,7 +353,9 @@ def psql_login(t: Target, password: str | None = None) -> tuple[bool, str] | Non
     env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
     if password is not None:
         env["PGPASSWORD"] = password
-    conninfo = f"host={t.host} port={t.port} dbname={db} user='{t.user}' sslmode=require connect_timeout=10"
+    host, port, mode = (via["host"], via["port"], "prefer") if via else (t.host, t.port, "require")
+    user = t.user.replace("\\", "\\\\").replace("'", "\\'")
+    conninfo = f"host='{host}' port={port} dbname='{db}' user='{user}' sslmode={mode} connect_timeout=10"
     r = subprocess.run([psql, conninfo, "-w", "-Atc", "select current_user"], capture_output=True, text=True,
                        env=env, timeout=30)
     if r.returncode == 0:
@@ -368,6 +372,35 @@ def _login(t: Target) -> Check:
         return Check(f"target {t.name} login", "ok", f"logged in through pgpass as {text}")
     return Check(f"target {t.name} login", "fail", text,
                  "check the role exists on the server (pgaadauth_create_principal) and you are in the group")
+
+
+def _proxies(cfg: Config, status: dict[str, Any] | None, login: bool) -> list[Check]:
+    """Per target with listeners: whether each listens (from the daemon), and with --login a login through it."""
+    said = {t["name"]: t.get("proxy") for t in (status or {}).get("targets", [])}
+    out = []
+    for t in cfg.targets.values():
+        if not t.listen:
+            continue
+        name, proxy = f"target {t.name} proxy", said.get(t.name)
+        if status is None or not proxy:
+            out.append(Check(name, "fail", "no listener: the daemon is not running this config",
+                             f"start the daemon: tokend run --config {cfg.path}"))
+            continue
+        where = ", ".join(f"{a['host']}:{a['port']}" for a in proxy["listen"])
+        if proxy.get("last_error"):
+            out.append(Check(name, "fail", proxy["last_error"], f"choose a free port in [targets.{t.name}] listen"))
+            continue
+        out.append(Check(name, "ok", f"listens on {where} ({proxy['open']} open, {proxy['total']} so far)"))
+        if login and proxy["listen"]:
+            result = psql_login(t, via=proxy["listen"][0])
+            if result is None:
+                out.append(Check(f"{name} login", "warn", "psql not found", "install a PostgreSQL client"))
+            elif result[0]:
+                out.append(Check(f"{name} login", "ok", f"logged in through the proxy as {result[1]}"))
+            else:
+                out.append(Check(f"{name} login", "fail", result[1], "see the reason; `tokend status` shows the "
+                                                                     "identity's state"))
+    return out
 
 
 def _keychain() -> Check:
