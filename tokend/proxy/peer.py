@@ -1,9 +1,13 @@
 """Who is on the other end of a loopback TCP connection: the proxy serves only its own user.
 
-Linux: the kernel's socket tables (/proc/net/tcp and tcp6) list every socket with its owner's uid. A loopback
-connection appears twice; the client's own socket is the one whose local address is our peer's address and whose
-remote address is ours. Addresses there are hex, each 32-bit word in host byte order, ports big-endian hex.
-A client already gone cannot be found, and is refused. The tables are per network namespace, like the connection.
+Linux keeps an owner uid with every socket. The client's socket is the one whose local address is our peer's and
+whose remote address is ours; it is asked for by exactly that address pair:
+- first through sock_diag (netlink, the interface behind ``ss``): one exact lookup, tens of microseconds, however
+  many sockets the machine has;
+- else in the kernel's socket tables (/proc/net/tcp and tcp6), read whole — slow with thousands of sockets (every
+  TIME_WAIT one is listed), so only when sock_diag cannot answer (a kernel without TCP diag, a sandbox without
+  netlink). Addresses there are hex, each 32-bit word in host byte order, ports big-endian hex.
+A client already gone cannot be found, and is refused. Both are per network namespace, like the connection.
 Elsewhere the OS offers no cheap equivalent (see README, "Security model"): the answer is None and the listener's
 documented rule applies.
 """
@@ -14,6 +18,46 @@ import socket
 import struct
 
 from tokend import system
+
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLMSG_ERROR = 2
+NLM_F_REQUEST = 1
+NO_COOKIE = 0xFFFFFFFF
+_UID_AT = 16 + 64  # nlmsghdr, then inet_diag_msg: family..retrans (4), sockid (48), expires, rqueue, wqueue (12)
+
+
+def tcp_peer_uid(conn: socket.socket) -> int | None:
+    """The uid owning the client socket of ``conn`` (an accepted loopback TCP connection); None when the OS cannot
+    tell (not Linux) or the client is gone."""
+    if not system.LINUX:
+        return None
+    peer, ours = conn.getpeername()[:2], conn.getsockname()[:2]
+    try:
+        uid = _diag_uid(conn.family, peer, ours)
+    except OSError:
+        uid = None
+    return uid if uid is not None else _proc_uid(peer, ours)
+
+
+def _diag_uid(family: int, peer: tuple[str, int], ours: tuple[str, int]) -> int | None:
+    """sock_diag's exact lookup of the TCP socket with local address ``peer`` and remote address ``ours``."""
+
+    def address(a: str) -> bytes:
+        return socket.inet_pton(family, a).ljust(16, b"\0")
+
+    # inet_diag_req_v2: family, protocol, ext, pad, states; inet_diag_sockid: sport, dport (big-endian), src, dst,
+    # interface, cookie (none: match by addresses alone)
+    req = (struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF) + struct.pack("!HH", peer[1], ours[1])
+           + address(peer[0]) + address(ours[0]) + struct.pack("=III", 0, NO_COOKIE, NO_COOKIE))
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as s:
+        s.settimeout(1.0)
+        s.send(struct.pack("=IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, 1, 0) + req)
+        answer = s.recv(8192)
+    _, kind = struct.unpack_from("=IH", answer)
+    if kind != SOCK_DIAG_BY_FAMILY or len(answer) < _UID_AT + 4:
+        return None  # NLMSG_ERROR: not found (or no TCP diag here: the tables decide)
+    return int(struct.unpack_from("=I", answer, _UID_AT)[0])
 
 
 def _hex(address: str) -> str:
@@ -28,13 +72,7 @@ def _mapped(address: str) -> str:
     return _hex("::ffff:" + address)
 
 
-def tcp_peer_uid(conn: socket.socket) -> int | None:
-    """The uid owning the client socket of ``conn`` (an accepted loopback TCP connection); None when the OS cannot
-    tell (not Linux) or the client is gone."""
-    if not system.LINUX:
-        return None
-    peer = conn.getpeername()[:2]
-    ours = conn.getsockname()[:2]
+def _proc_uid(peer: tuple[str, int], ours: tuple[str, int]) -> int | None:
     wanted = {(f"{_hex(peer[0])}:{peer[1]:04X}", f"{_hex(ours[0])}:{ours[1]:04X}")}
     if ":" not in peer[0]:
         wanted.add((f"{_mapped(peer[0])}:{peer[1]:04X}", f"{_mapped(ours[0])}:{ours[1]:04X}"))
