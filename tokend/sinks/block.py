@@ -11,6 +11,7 @@ every line after it is treated as the user's.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,49 +47,46 @@ def splice(old: bytes | None, owner: str, lines: Sequence[str]) -> bytes | None:
     return bom + render(lines, owner, newline) + rest
 
 
-def _marker(line: bytes) -> bytes | None:
-    """BEGIN or END when ``line`` is a tokend marker line (of any owner), else None."""
-    line = line.removeprefix(BOM)
-    if line.startswith(BEGIN):
-        return BEGIN
-    if line.startswith(END):
-        return END
-    return None
+# A marker (of any owner) to the end of its line; it counts where bytes.splitlines would start a line.
+_MARKER = re.compile(rb"# (?:>>>|<<<) tokend [^\r\n]*(?:\r\n|\r|\n)?")
+
+
+def _markers(data: bytes) -> list[tuple[int, int, bytes]]:
+    """Every marker line: (start, end with its line end, text without BOM and line end). Only marker lines are
+    looked at (a literal-prefix scan), so a 10,000-line file costs no Python per line."""
+    out = []
+    for m in _MARKER.finditer(data):
+        start = m.start() - len(BOM) if data[max(0, m.start() - len(BOM)):m.start()] == BOM else m.start()
+        if start == 0 or data[start - 1:start] in (b"\n", b"\r"):
+            out.append((start, m.end(), m.group().rstrip(b"\r\n")))
+    return out
 
 
 def without(data: bytes, owner: str) -> bytes:
     """``data`` with ``owner``'s intact blocks taken out, and its lone (damaged) marker lines dropped."""
     begin, end = BEGIN + owner.encode(), END + owner.encode()
-    lines = data.splitlines(keepends=True)
-    drop: set[int] = set()
+    marks = _markers(data)
+    drop: list[tuple[int, int]] = []
     i = 0
-    while i < len(lines):
-        line = lines[i].removeprefix(BOM)
-        if line.startswith(begin) and line.rstrip(b"\r\n")[len(begin):len(begin) + 1] in (b"", b" "):
-            stop = next((j for j in range(i + 1, len(lines)) if _marker(lines[j])), None)
-            if stop is not None and lines[stop].removeprefix(BOM).rstrip(b"\r\n") == end:
-                drop.update(range(i, stop + 1))
-                i = stop + 1
+    while i < len(marks):
+        start, stop, text = marks[i]
+        if text.startswith(begin) and text[len(begin):len(begin) + 1] in (b"", b" "):
+            if i + 1 < len(marks) and marks[i + 1][2] == end:  # intact: the next marker is its end
+                drop.append((start, marks[i + 1][1]))
+                i += 2
                 continue
-            drop.add(i)  # a begin marker whose end is missing: only the marker goes
-        elif line.rstrip(b"\r\n") == end:
-            drop.add(i)  # an end marker whose begin is missing
+            drop.append((start, stop))  # a begin marker whose end is missing: only the marker goes
+        elif text == end:
+            drop.append((start, stop))  # an end marker whose begin is missing
         i += 1
     if not drop:
         return data
-    return b"".join(ln for k, ln in enumerate(lines) if k not in drop)
-
-
-def lines_of(data: bytes, owner: str) -> list[bytes] | None:
-    """The lines inside ``owner``'s first intact block (None when there is none): what tokend last wrote there."""
-    begin, end = BEGIN + owner.encode(), END + owner.encode()
-    lines = [ln.removeprefix(BOM).rstrip(b"\r\n") for ln in data.splitlines()]
-    for i, line in enumerate(lines):
-        if line.startswith(begin):
-            stop = next((j for j in range(i + 1, len(lines)) if _marker(lines[j])), None)
-            if stop is not None and lines[stop] == end:
-                return lines[i + 1:stop]
-    return None
+    kept, at = [], 0
+    for start, stop in drop:
+        kept.append(data[at:start])
+        at = stop
+    kept.append(data[at:])
+    return b"".join(kept)
 
 
 @dataclass(frozen=True)
