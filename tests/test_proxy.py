@@ -243,6 +243,55 @@ def test_listeners_follow_the_config_and_open_sessions_finish(em: Tenant, postgr
     assert "proxy" not in human
 
 
+@pytest.mark.parametrize("family, host", [("AF_INET", "127.0.0.1"), ("AF_INET6", "::1")])
+def test_the_kernel_names_the_client_by_both_routes(family: str, host: str) -> None:
+    """sock_diag's exact lookup and the /proc tables agree on who holds a loopback client socket; a socket that is
+    not there is found by neither."""
+    import socket
+
+    from tokend.proxy import peer
+
+    with socket.socket(getattr(socket, family)) as server:
+        server.bind((host, 0))
+        server.listen()
+        client = socket.create_connection(server.getsockname()[:2])
+        conn, _ = server.accept()
+        with conn:
+            theirs, ours = conn.getpeername()[:2], conn.getsockname()[:2]
+            assert peer._diag_uid(conn.family, theirs, ours) == os.getuid()
+            assert peer._proc_uid(theirs, ours) == os.getuid()
+            assert peer.tcp_peer_uid(conn) == os.getuid()
+            wrong = (theirs[0], theirs[1] ^ 1)  # a port no socket of this pair has
+            assert peer._diag_uid(conn.family, wrong, ours) is None and peer._proc_uid(wrong, ours) is None
+        client.close()
+
+
+def test_doctor_checks_each_listener_and_logs_in_through_it(em: Tenant, postgres: Postgres, write_config, daemon,
+                                                             no_password) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        cfg = write_config(proxy_config(em, postgres, listen=f'["unix:6432", "127.0.0.1:{busy}"]'))
+        d = daemon(cfg)
+        d.wait_ready()
+        wait_for(lambda: (d.status()["targets"][0]["proxy"] or {}).get("last_error"), what="the port refused")
+        r = tokend("doctor", "--json", "--config", str(cfg))
+        check = {c["name"]: c for c in json.loads(r.stdout)["checks"]}["target db proxy"]
+        assert r.returncode == 1 and check["status"] == "fail" and str(busy) in check["evidence"], check
+        assert "listen" in check["fix"]
+    # the port is free again: the listener retries and doctor logs in through the proxy (no pgpass login: no sink)
+    wait_for(lambda: not d.status()["targets"][0]["proxy"]["last_error"], what="the listener up", timeout=30)
+    r = tokend("doctor", "--json", "--login", "--config", str(cfg))
+    checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    assert checks["target db proxy"]["status"] == "ok", checks
+    assert checks["target db proxy login"] == {"name": "target db proxy login", "status": "ok",
+                                               "evidence": f"logged in through the proxy as {GROUP}", "fix": ""}
+    assert "target db login" not in checks  # no pgpass sink: no pgpass login to try
+
+
 def test_five_hundred_connections_at_once(em: Tenant, write_config, daemon, no_password) -> None:
     import resource
 
