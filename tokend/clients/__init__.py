@@ -13,6 +13,7 @@ names and hosts only, no identity is built and no secret is needed.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -20,12 +21,18 @@ import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
 
 from tokend import paths
 from tokend.config import Config, Target
 from tokend.errors import UsageError
 
 CLIENTS = ("vscode", "dbeaver", "datagrip", "pgadmin", "ads")
+EDITED = ("vscode", "dbeaver", "ads")  # their own settings files, edited in place: install(owner, targets), uninstall
+
+
+def _module(client: str) -> ModuleType:
+    return importlib.import_module(f"tokend.clients.{client}")
 
 
 @dataclass(frozen=True)
@@ -101,18 +108,8 @@ def run(client: str | None, names: list[str], config_path: Path, output: Path | 
         return
     cfg = config.load(config_path)
     targets = _targets(cfg, names)
-    if client == "vscode":
-        from tokend.clients import vscode
-
-        yield from vscode.install(owner, targets)
-    elif client == "dbeaver":
-        from tokend.clients import dbeaver
-
-        yield from dbeaver.install(owner, targets)
-    elif client == "ads":
-        from tokend.clients import ads
-
-        yield from ads.install(owner, targets)
+    if client in EDITED:
+        yield from _module(client).install(owner, targets)
     elif client == "datagrip":
         from tokend.clients import datagrip
 
@@ -147,18 +144,8 @@ def remove(client: str, names: list[str], config_path: Path) -> Iterator[str]:
         cfg = config.load(config_path)
         names = [cfg.target(n).name for n in names]
     chosen = names or None
-    if client == "vscode":
-        from tokend.clients import vscode
-
-        yield from vscode.uninstall(owner, chosen)
-    elif client == "dbeaver":
-        from tokend.clients import dbeaver
-
-        yield from dbeaver.uninstall(owner, chosen)
-    elif client == "ads":
-        from tokend.clients import ads
-
-        yield from ads.uninstall(owner, chosen)
+    if client in EDITED:
+        yield from _module(client).uninstall(owner, chosen)
     elif client in ("pgadmin", "datagrip"):
         yield (f"{client} keeps what you imported in its own storage, which tokend does not edit: delete the "
                "'tokend' servers (pgAdmin: the group tokend) or data sources there")
