@@ -22,6 +22,7 @@ from tokend.sinks import Entry, keychain
 from tokend.token import Token
 
 from conftest import GROUP, PRODUCT_PYTHON, Tenant, psql, sp_config, tokend, wait_for
+from test_proxy import jdbc
 
 
 def sp_with_sinks(em: Tenant, pg: Postgres, sinks: str, name: str = "db") -> str:
@@ -252,7 +253,8 @@ def test_pgadmin_servers_json_and_password_command(em: Tenant, postgres: Postgre
     assert json.loads(out.read_text())["Servers"]["1"]["Name"] == "db"
 
 
-def test_drivers_with_their_own_pgpass_readers(em: Tenant, postgres: Postgres, write_config, pgpass: Path) -> None:
+def test_drivers_with_their_own_pgpass_readers(em: Tenant, postgres: Postgres, write_config, pgpass: Path,
+                                               monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import asyncpg
     import psycopg
     import psycopg2
@@ -275,6 +277,10 @@ def test_drivers_with_their_own_pgpass_readers(em: Tenant, postgres: Postgres, w
             await conn.close()
 
     assert asyncio.run(with_asyncpg()) == GROUP
+    # pgjdbc's own parser (42.3+); Java takes the home folder from the passwd entry, not $HOME, so name the file
+    monkeypatch.setenv("PGPASSFILE", str(pgpass))
+    url = f"jdbc:postgresql://127.0.0.1:{postgres.port}/appdb?sslmode=require"
+    assert jdbc(url, tmp_path).stdout.strip() == GROUP
 
 
 def test_clients_lists_what_is_here() -> None:
