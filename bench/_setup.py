@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -44,6 +45,8 @@ class Bench:
 
 @contextlib.contextmanager
 def bench_env() -> Iterator[Bench]:
+    # A benchmark stopped with SIGTERM still stops what it started (daemons, PostgreSQL) and removes its folders.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     em = Emulator().start()
     app = em.directory.add_app("bench-app", secret=SECRET)
     em.directory.add_group("DBA Group", app.oid)

@@ -12,7 +12,6 @@ import sys
 
 from _setup import (
     RESOURCE,
-    TOKEND,
     az_login,
     bench_env,
     find_az,
@@ -44,8 +43,6 @@ def main() -> None:
             time_command([released, "token", "--config", str(cfg)], b.env, 3)  # warm the page cache
             tokend = time_command([released, "token", "--config", str(cfg)], b.env, runs)
             rows.append(("tokend token (warm daemon)", median_ms(tokend)))
-            editable = time_command([TOKEND, "token", "--config", str(cfg)], b.env, runs)
-            rows.append(("  same, editable dev install", median_ms(editable)))
             rss = rss_mb(proc.pid)
         az = find_az()
         if az:
