@@ -61,3 +61,13 @@ def test_backoff_lands_before_the_held_token_expires() -> None:
 def test_no_sleep_longer_than_max_sleep() -> None:
     assert P.sleep_for(10_000) == P.max_sleep
     assert P.sleep_for(-50) == 0
+
+
+def test_same_answers_late_in_a_tokens_life_mean_asking_past_the_cache() -> None:
+    p = Policy(margin=240)
+    short = Token("x", 1060.0, 1000.0)  # 60 s: lead 30 s, so past the cache below 15 s left
+    assert not p.ask_past_cache(short, 20) and p.ask_past_cache(short, 14)
+    hour = Token("x", 4600.0, 1000.0)  # lead = margin 240 s: below 120 s left
+    assert not p.ask_past_cache(hour, 200) and p.ask_past_cache(hour, 119)
+    day = Token("x", 1000.0 + 86400, 1000.0, refresh_on=1000.0 + 43200)  # managed identity: lead 12 h, capped at 5 min
+    assert not p.ask_past_cache(day, 3600) and p.ask_past_cache(day, 299)

@@ -92,6 +92,30 @@ def test_same_token_is_not_an_error_and_not_a_hot_loop() -> None:
     assert 1 <= r.due_in() <= 20
 
 
+def test_a_credential_whose_refresh_fails_quietly_is_asked_past_its_cache() -> None:
+    """azure-identity hands back its cached token while it is valid, whatever its own refresh met (a workload
+    identity's expired federated token file, reread only every 10 minutes). Same answers are fine while there is
+    time; once half the lead has gone, tokend asks past the cache (fresh), well before the token leaves the sinks."""
+    clock = Hands()
+    t = tok("a", clock, 60)  # lead 30 s: asked at 30 s left, past the cache below 15 s left
+    asked: list[bool] = []
+
+    class Quiet(Scripted):
+        def fetch(self, fresh: bool = False) -> Token:
+            asked.append(fresh)
+            return super().fetch(fresh)
+
+    r = Refresher(Quiet(iter([t, t, t, Token("b", clock.now + 100, clock.now + 40)])), Policy(margin=600),
+                  clock.clock(), lambda: None)
+    r.step()
+    clock.now += 31  # 29 s left: the same token is an ordinary answer
+    r.step()
+    assert asked == [False, False] and r.token == t
+    clock.now += 16  # 13 s left, still the same: its refresh is failing; ask past the cache
+    r.step()
+    assert asked == [False, False, False, True] and r.token is not None and r.token.value == "b"
+
+
 def test_failure_keeps_the_token_and_retries_before_expiry() -> None:
     clock = Hands()
     t = tok("a", clock, 3600)

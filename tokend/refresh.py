@@ -9,6 +9,9 @@ The rules, in order:
 3. Otherwise ask ``margin`` before expiry. MSAL, azure-identity and az hand back their cached token until it has under
    5 minutes left, so a margin above 5 minutes only means a few "same token" answers first.
 4. An answer with the token we already hold is not an error: ask again shortly, jittered, never in a tight loop.
+   But once half the lead has passed with the same answer, the credential's own refresh is failing quietly
+   (azure-identity hands back its cached token while that is still valid, whatever its refresh met: an expired
+   federated token file it rereads only every 10 minutes, a network error): ask past its cache, which rebuilds it.
 5. Failures back off exponentially with full jitter, from ``base`` up to ``cap``, and never below ``floor``.
    While a token is still held, no wait is longer than a quarter of its remaining life, so retries land before it
    expires; with no valid token (clients are failing now) no wait is longer than ``cap_empty``.
@@ -50,6 +53,11 @@ class Policy:
         # Short tokens get proportionally short retries, but never shorter than the floor.
         scale = min(1.0, lifetime / (8 * hi)) if lifetime else 1.0
         return max(self.floor, rand(lo, hi) * scale)
+
+    def ask_past_cache(self, token: Token, remaining: float) -> bool:
+        """Whether the same ``token`` handed back with ``remaining`` seconds of life means the credential's refresh
+        is failing inside it (rule 4): half the lead gone, and no more than 5 minutes left."""
+        return remaining < min(self.lead(token) / 2, 300.0)
 
     def backoff(self, attempt: int, remaining: float | None = None, urgent: bool = True,
                 rand: Callable[[float, float], float] = random.uniform) -> float:

@@ -116,6 +116,12 @@ class Refresher:
                 log.warning("identity %s: the credential handed back a token that has expired (was the clock set "
                             "back?); asking for a new one", self.identity.name)
                 token = self.identity.fetch(fresh=True)
+            elif (held is not None and token.value == held.value
+                  and self.policy.ask_past_cache(held, held.remaining(self.clock))):
+                log.warning("identity %s: the credential keeps handing back its cached token, %.0f s before it "
+                            "expires (its own refresh is failing); asking past its cache", self.identity.name,
+                            held.remaining(self.clock))
+                token = self.identity.fetch(fresh=True)
             if token.value == self._spent:
                 raise TokenFailed("the credential keeps handing back a token that has expired (was the clock set "
                                   "back?); tokend asks again shortly")
