@@ -322,9 +322,10 @@ class Daemon:
                         watch_sinks(dict(self.workers), [])
                         self.on_workers_changed = watch_sinks
                     watcher.watch([self.config.path], lambda: self._reload_quietly("config file changed"))
-                    # az login / logout / account set rewrite the CLI's profile
-                    watcher.watch([azure_cli_dir() / "azureProfile.json"],
-                                  lambda: self.sign_in_changed(source="azure-cli"))
+                    if any(i.source == "azure-cli" for i in self.config.identities.values()):
+                        # az login / logout / account set rewrite the CLI's profile
+                        watcher.watch([azure_cli_dir() / "azureProfile.json"],
+                                      lambda: self.sign_in_changed(source="azure-cli"))
                     watcher.start()
                     log.info("tokend running: %d identities, %d targets, config %s", len(self.refreshers),
                              len(self.config.targets), self.config.path)
