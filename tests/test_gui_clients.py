@@ -51,6 +51,62 @@ DBEAVER_SOURCES = """{
 }
 """
 
+# a DataGrip project of one's own (DataGrip 2024.3's format): a data source with its introspection settings
+DATAGRIP_SHARED = """<?xml version="1.0" encoding="UTF-8"?>
+<project version="4">
+  <component name="DataSourceManagerImpl" format="xml" multifile-model="true">
+    <data-source source="LOCAL" name="postgres@localhost" uuid="0b1f8a5e-2a8c-4b8e-9c1e-6d1f0a3b2c4d">
+      <driver-ref>postgresql</driver-ref>
+      <synchronize>true</synchronize>
+      <jdbc-driver>org.postgresql.Driver</jdbc-driver>
+      <jdbc-url>jdbc:postgresql://localhost:5432/postgres</jdbc-url>
+      <working-dir>$ProjectFileDir$</working-dir>
+    </data-source>
+  </component>
+</project>
+"""
+DATAGRIP_LOCAL = """<?xml version="1.0" encoding="UTF-8"?>
+<project version="4">
+  <component name="dataSourceStorageLocal" created-in="DB-243.21565.122">
+    <data-source name="postgres@localhost" uuid="0b1f8a5e-2a8c-4b8e-9c1e-6d1f0a3b2c4d">
+      <database-info product="PostgreSQL" version="16.4" jdbc-version="4.2" driver-name="PostgreSQL JDBC Driver" \
+driver-version="42.7.3" dbms="POSTGRES" exact-version="16.4" exact-driver-version="42.7">
+        <identifier-quote-string>&quot;</identifier-quote-string>
+      </database-info>
+      <case-sensitivity plain-identifiers="lower" quoted-identifiers="exact" />
+      <secret-storage>master_key</secret-storage>
+      <user-name>postgres</user-name>
+      <schema-mapping>
+        <introspection-scope>
+          <node kind="database" qname="@">
+            <node kind="schema" qname="@" />
+          </node>
+        </introspection-scope>
+      </schema-mapping>
+    </data-source>
+  </component>
+</project>
+"""
+
+# what pgAdmin's Tools → Import/Export Servers writes (json.dump, indent 4)
+PGADMIN_EXPORT = """{
+    "Servers": {
+        "1": {
+            "Name": "local",
+            "Group": "Servers",
+            "Host": "localhost",
+            "Port": 5432,
+            "MaintenanceDB": "postgres",
+            "Username": "postgres",
+            "KerberosAuthentication": false,
+            "ConnectionParameters": {
+                "sslmode": "prefer",
+                "connect_timeout": 10
+            }
+        }
+    }
+}"""
+
 
 def config(em: Tenant, pg: Postgres, listen: bool = True) -> str:
     return sp_config(em, pg.port, targets=(
@@ -157,26 +213,59 @@ def test_dbeaver_remove_after_the_person_changed_the_file_keeps_their_change(em:
     assert data["connections"]["postgres-jdbc-18c1a2b3c4d-5e6f"]["name"] == "reporting (renamed)"
 
 
-def test_datagrip_definitions(em: Tenant, postgres: Postgres, write_config, tmp_path: Path, pgpass: Path) -> None:
+def test_datagrip_data_sources_added_to_a_project(em: Tenant, postgres: Postgres, write_config, tmp_path: Path,
+                                                  pgpass: Path) -> None:
     cfg = write_config(config(em, postgres, listen=False))
     out = ok("clients", "datagrip", "--config", str(cfg)).stdout
     assert "<!-- .idea/dataSources.xml -->" in out and "<!-- .idea/dataSources.local.xml -->" in out
-    project = tmp_path / "project"
-    ok("clients", "datagrip", "--output", str(project), "--config", str(cfg))
-    shared = ET.parse(project / ".idea" / "dataSources.xml").getroot().find(".//data-source")
-    local = ET.parse(project / ".idea" / "dataSources.local.xml").getroot().find(".//data-source")
-    assert shared is not None and local is not None and shared.get("uuid") == local.get("uuid")
-    assert local.findtext("auth-provider") == "pgpass" and local.findtext("user-name") == GROUP
+    idea = tmp_path / "project" / ".idea"
+    idea.mkdir(parents=True)
+    files = {idea / "dataSources.xml": DATAGRIP_SHARED, idea / "dataSources.local.xml": DATAGRIP_LOCAL}
+    for path, text in files.items():
+        path.write_text(text)
+    ok("clients", "datagrip", "--output", str(idea.parent), "--config", str(cfg))
+    once = {path: path.read_bytes() for path in files}
+    ok("clients", "datagrip", "--output", str(idea.parent), "--config", str(cfg))  # again: the same bytes
+    assert {path: path.read_bytes() for path in files} == once
+    shared_root, local_root = ET.parse(idea / "dataSources.xml").getroot(), ET.parse(idea / "dataSources.local.xml")
+    assert [d.get("name") for d in shared_root.iter("data-source")] == ["postgres@localhost", "db (tokend)"]
+    mine, ours = local_root.findall(".//data-source")
+    assert mine.findtext("user-name") == "postgres" and mine.find("schema-mapping") is not None
+    shared = shared_root.findall(".//data-source")[1]
+    assert shared.get("uuid") == ours.get("uuid")
+    # DataGrip's meaning: the JDBC URL gives host, port, database and SSL mode; the local file the authentication
+    assert ours.findtext("auth-provider") == "pgpass" and ours.findtext("user-name") == GROUP
     url = shared.findtext("jdbc-url") or ""
     assert url == f"jdbc:postgresql://127.0.0.1:{postgres.port}/appdb?sslmode=require"
     ok("run", "--once", "--config", str(cfg))
-    host_port, db = url.removeprefix("jdbc:postgresql://").split("?")[0].split("/")
+    address, query = url.removeprefix("jdbc:postgresql://").split("?")
+    host_port, db = address.split("/")
     host, port = host_port.split(":")
-    with psycopg.connect(host=host, port=int(port), dbname=db, user=local.findtext("user-name"),
-                         sslmode="require", passfile=str(pgpass)) as c:
+    with psycopg.connect(host=host, port=int(port), dbname=db, user=ours.findtext("user-name"),
+                         sslmode=query.removeprefix("sslmode="), passfile=str(pgpass)) as c:
         assert c.execute("select current_user").fetchone() == (GROUP,)
-    r = tokend("clients", "datagrip", "--output", str(project), "--config", str(cfg))
-    assert r.returncode == 2 and "already exist" in r.stderr
+    r = tokend("clients", "remove", "datagrip", "--config", str(cfg))
+    assert r.returncode == 2 and "--output" in r.stderr
+    ok("clients", "remove", "datagrip", "--output", str(idea.parent), "--config", str(cfg))
+    assert {path: path.read_text() for path in files} == files
+    fresh = tmp_path / "fresh"  # files tokend made go again with `remove`
+    ok("clients", "datagrip", "--output", str(fresh), "--config", str(cfg))
+    assert sorted(p.name for p in (fresh / ".idea").iterdir()) == ["dataSources.local.xml", "dataSources.xml"]
+    ok("clients", "remove", "datagrip", "--output", str(fresh), "--config", str(cfg))
+    assert list((fresh / ".idea").iterdir()) == []
+
+
+def test_pgadmin_servers_added_to_an_export(em: Tenant, postgres: Postgres, write_config, tmp_path: Path) -> None:
+    cfg = write_config(config(em, postgres, listen=False))
+    export = tmp_path / "servers.json"
+    export.write_text(PGADMIN_EXPORT)
+    ok("clients", "pgadmin", "--shared-command", "--output", str(export), "--config", str(cfg))
+    servers = json.loads(export.read_text())["Servers"]
+    assert servers["1"] == json.loads(PGADMIN_EXPORT)["Servers"]["1"]
+    [(key, ours)] = [(k, v) for k, v in servers.items() if k != "1"]
+    assert "_" not in key and ours["Group"] == "tokend" and "%HOSTNAME%" in ours["PasswordExecCommand"]
+    r = ok("clients", "remove", "pgadmin", "--output", str(export), "--config", str(cfg))
+    assert export.read_text() == PGADMIN_EXPORT and "restored" in r.stdout and "pgAdmin keeps" in r.stdout
 
 
 def pgadmin_fill(command: str, host: str, port: int, user: str) -> str:
@@ -190,8 +279,9 @@ def test_pgadmin_shared_password_command(em: Tenant, postgres: Postgres, write_c
     d = daemon(cfg)
     d.wait_ready()
     servers = json.loads(ok("clients", "pgadmin", "--shared-command", "--config", str(cfg)).stdout)["Servers"]
-    command = servers["1"]["PasswordExecCommand"]
-    assert "%HOSTNAME%" in command and "%USERNAME%" in command and servers["1"]["PasswordExecExpiration"] < 240
+    [server] = servers.values()
+    command = server["PasswordExecCommand"]
+    assert "%HOSTNAME%" in command and "%USERNAME%" in command and server["PasswordExecExpiration"] < 240
     filled = pgadmin_fill(command, "127.0.0.1", postgres.port, GROUP)
     token = subprocess.run(filled, shell=True, capture_output=True, text=True, timeout=60)  # as pgAdmin runs it
     assert token.returncode == 0, token.stderr
@@ -203,6 +293,27 @@ def test_pgadmin_shared_password_command(em: Tenant, postgres: Postgres, write_c
                             text=True, timeout=60)
     assert nobody.returncode == 2 and len(nobody.stderr.strip().splitlines()) == 1
     assert "no target" in nobody.stderr and "other.example" in nobody.stderr
+
+
+def test_a_file_tokend_made_goes_with_remove_unless_the_person_wrote_into_it(tmp_path: Path) -> None:
+    from tokend.clients import edits
+
+    def add(text: str) -> str:
+        return text + "tokend\n"
+
+    def drop(text: str) -> str:
+        return text.replace("tokend\n", "")
+
+    made = tmp_path / "made.txt"
+    edits.change(made, add)
+    edits.change(made, add)  # again, still only tokend's: still made by tokend
+    assert "removed (tokend created it" in edits.undo(made, drop) and not made.exists()
+    edits.change(made, add)
+    made.write_text(made.read_text() + "mine\n")  # the person writes into it
+    edits.change(made, add)
+    assert "your own changes included, kept" in edits.undo(made, drop) and made.read_text() == "mine\n"
+    edits.change(made, add)
+    assert "restored" in edits.undo(made, drop) and made.read_text() == "mine\n"
 
 
 def test_jsonc_member_edits_keep_every_other_byte() -> None:

@@ -75,7 +75,8 @@ def test_install_then_every_command_then_purge_one_config(em: Tenant, postgres: 
         assert "found" in t("clients").stdout
         t("clients", "ads")
         t("clients", "pgadmin", "--output", str(tmp_path / "servers.json"))
-        assert json.loads((tmp_path / "servers.json").read_text())["Servers"]["1"]["Host"] == "127.0.0.1"
+        [server] = json.loads((tmp_path / "servers.json").read_text())["Servers"].values()
+        assert server["Host"] == "127.0.0.1"
         assert "complete -F _tokend tokend" in t("completion", "bash").stdout
         assert t("completion", "targets").stdout.split() == ["localhost"]
         t("reload")

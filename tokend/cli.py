@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     cl.add_argument("client", nargs="?", choices=[*CLIENTS, "remove"], help="the client to set up")
     cl.add_argument("targets", nargs="*", metavar="TARGET", help="targets (default: all); after remove: the client")
     cl.add_argument("--output", type=Path, metavar="PATH",
-                    help="pgadmin: write servers.json here; datagrip: write into this project folder")
+                    help="pgadmin: add to this servers.json; datagrip: add to this project folder")
     cl.add_argument("--shared-command", action="store_true",
                     help="pgadmin 8.14+: one password command for every server (%%HOSTNAME%% %%PORT%% %%USERNAME%%)")
     cl.add_argument("--json", action="store_true", help="the list of clients, machine-readable")
@@ -228,7 +228,7 @@ def cmd_clients(args: argparse.Namespace, config_path: Path, debug: bool) -> int
     if args.client == "remove":
         if not args.targets:
             raise UsageError(f"name the client: tokend clients remove {'|'.join(clients.CLIENTS)} [TARGET...]")
-        lines = clients.remove(args.targets[0], args.targets[1:], config_path)
+        lines = clients.remove(args.targets[0], args.targets[1:], config_path, args.output)
     else:
         lines = clients.run(args.client, args.targets, config_path, args.output, args.shared_command, args.json)
     for line in lines:

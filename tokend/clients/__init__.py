@@ -4,7 +4,7 @@ up (or undoing it) with one command.
 | client | how tokend serves it | module |
 | VS Code PostgreSQL | profiles for the target's local proxy, no password | vscode |
 | DBeaver | connections with PostgreSQL pgpass authentication | dbeaver |
-| DataGrip | data sources with pgpass authentication (printed, or written into a project) | datagrip |
+| DataGrip | data sources with pgpass authentication (printed, or added to a project's files) | datagrip |
 | pgAdmin 4 | servers.json whose password command is `tokend token` | pgadmin |
 | Azure Data Studio (retired) | profiles that take the password from pgpass | ads |
 Commands that produce a file for another program print it to stdout unless given --output. Reading the config for
@@ -114,7 +114,7 @@ def run(client: str | None, names: list[str], config_path: Path, output: Path | 
         from tokend.clients import datagrip
 
         if output is not None:
-            yield from datagrip.write(output, owner, targets)
+            yield from datagrip.install(output, owner, targets)
         else:
             shared_xml, local_xml = datagrip.documents(owner, targets)
             sys.stdout.write(f"<!-- .idea/dataSources.xml -->\n{shared_xml}\n"
@@ -123,19 +123,16 @@ def run(client: str | None, names: list[str], config_path: Path, output: Path | 
         from tokend.clients import pgadmin
         from tokend.service import tokend_executable
 
-        text = pgadmin.servers_json(targets, tokend_executable(), config_path, shared)
+        entries = pgadmin.servers(owner, targets, tokend_executable(), config_path, shared)
         if output is None:
-            sys.stdout.write(text)
+            sys.stdout.write(pgadmin.update("", entries))
         else:
-            from tokend.sinks.atomic import write_private
-
-            write_private(output, text)
-            yield f"wrote {output}: import it in pgAdmin with Tools → Import/Export Servers"
+            yield from pgadmin.install(output, entries)
     else:
         raise UsageError(f"unknown client {client!r}; use one of: {', '.join(CLIENTS)}")
 
 
-def remove(client: str, names: list[str], config_path: Path) -> Iterator[str]:
+def remove(client: str, names: list[str], config_path: Path, output: Path | None = None) -> Iterator[str]:
     """``tokend clients remove CLIENT [TARGET…]``: undo exactly what ``tokend clients CLIENT`` added."""
     owner = paths.config_id(config_path)
     if names:
@@ -147,7 +144,9 @@ def remove(client: str, names: list[str], config_path: Path) -> Iterator[str]:
     if client in EDITED:
         yield from _module(client).uninstall(owner, chosen)
     elif client in ("pgadmin", "datagrip"):
-        yield (f"{client} keeps what you imported in its own storage, which tokend does not edit: delete the "
-               "'tokend' servers (pgAdmin: the group tokend) or data sources there")
+        if output is None:
+            what = "servers.json file" if client == "pgadmin" else "project folder"
+            raise UsageError(f"name the {what} tokend wrote: tokend clients remove {client} --output PATH")
+        yield from _module(client).uninstall(output, owner, chosen)
     else:
         raise UsageError(f"unknown client {client!r}; use one of: {', '.join(CLIENTS)}")

@@ -2,9 +2,9 @@
 
 Every change is atomic (``sinks.atomic.rewrite``: the same safety rules as pgpass), refused while the program runs
 where that matters and the OS can tell, and keeps the file's original bytes beside it the first time
-(``NAME.tokend-backup``). What tokend wrote last is recorded (a hash, in its state folder): ``undo`` puts the
-backup's bytes back when the file is still exactly that, and otherwise removes only tokend's entries, so a change
-the person made since is never lost.
+(``NAME.tokend-backup``). What tokend wrote last is recorded (a hash, in its state folder, and whether tokend
+created the file): ``undo`` puts the backup's bytes back (or removes a file tokend created) when the file is still
+exactly that, and otherwise removes only tokend's entries, so a change the person made since is never lost.
 """
 
 from __future__ import annotations
@@ -31,11 +31,15 @@ def _records() -> Path:
 
 
 def _load() -> dict[str, str]:
+    """path → the SHA-256 of what tokend wrote last, prefixed with CREATED when the file did not exist before."""
     try:
         data = json.loads(_records().read_text())
     except (FileNotFoundError, ValueError):
         return {}
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+CREATED = "created:"
 
 
 def _save(records: dict[str, str]) -> None:
@@ -56,11 +60,18 @@ def change(path: Path, edit: Callable[[str], str], program: str | None = None) -
     if not path.parent.exists():
         paths.private_dir(path.parent)
     backup = path.with_name(path.name + BACKUP_SUFFIX)
-    if path.exists() and not backup.exists():
-        shutil.copy2(path, backup)
-    changed = rewrite(path, lambda old: edit((old or b"").decode("utf-8-sig")).encode(), lock_dir())
     records = _load()
-    records[str(path)] = _digest(path.read_bytes())
+    prior = records.get(str(path), "")
+    if not path.exists():
+        created = True
+    elif prior.startswith(CREATED):  # made by tokend: still only tokend's, or the person wrote into it (no backup:
+        created = prior == CREATED + _digest(path.read_bytes())  # it would hold tokend's entries; undo removes them)
+    else:
+        created = False
+        if not backup.exists():
+            shutil.copy2(path, backup)
+    changed = rewrite(path, lambda old: edit((old or b"").decode("utf-8-sig")).encode(), lock_dir())
+    records[str(path)] = (CREATED if created else "") + _digest(path.read_bytes())
     _save(records)
     return changed
 
@@ -75,7 +86,12 @@ def undo(path: Path, remove: Callable[[str], str], everything: bool = True, prog
         return f"{path} does not exist: nothing to remove"
     records = _load()
     backup = path.with_name(path.name + BACKUP_SUFFIX)
-    if everything and records.get(str(path)) == _digest(path.read_bytes()) and backup.exists():
+    written = records.get(str(path), "")
+    unchanged = written.removeprefix(CREATED) == _digest(path.read_bytes())
+    if everything and unchanged and written.startswith(CREATED):
+        path.unlink()
+        done = f"{path}: removed (tokend created it, and it holds only what tokend wrote)"
+    elif everything and unchanged and backup.exists():
         original = backup.read_bytes()
         rewrite(path, lambda _old: original, lock_dir())
         done = f"{path}: restored as it was before tokend changed it"
@@ -87,7 +103,7 @@ def undo(path: Path, remove: Callable[[str], str], everything: bool = True, prog
             backup.unlink()
         records.pop(str(path), None)
     else:
-        records[str(path)] = _digest(path.read_bytes())
+        records[str(path)] = (CREATED if written.startswith(CREATED) and unchanged else "") + _digest(path.read_bytes())
     _save(records)
     return done
 

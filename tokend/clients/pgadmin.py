@@ -9,18 +9,21 @@ quotes included), so the placeholders go in unquoted: pgAdmin's quotes keep a na
 (names with ``$`` or backquotes would be expanded by the shell: use the per-target form for those).
 ``PasswordExecExpiration`` (seconds pgAdmin reuses the command's answer) is kept below the shortest life a token
 handed out by tokend has left: tokend replaces tokens 4 minutes before they expire, so 180 s.
-pgAdmin keeps imported servers in its own database; tokend does not edit it.
+With ``--output FILE`` the servers go into that file: made, or added to an existing one (an export of your own
+servers, say) with every other byte kept, under keys tokend knows again (``clients remove pgadmin --output FILE``
+takes out exactly those). pgAdmin keeps imported servers in its own database; tokend does not edit it.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tokend import system
+from tokend.clients import edits, jsonc
 from tokend.config import Target
 
 EXPIRATION = 180  # seconds
@@ -44,17 +47,46 @@ def command(tokend: Path, config: Path, target: Target | None) -> str:
     return " ".join([*base, "--config", _quote(config.absolute())])
 
 
-def servers_json(targets: Iterable[Target], tokend: Path, config: Path, shared: bool = False) -> str:
-    servers: dict[str, Any] = {}
-    for i, t in enumerate(targets, 1):
-        servers[str(i)] = {
-            "Name": t.name, "Group": GROUP, "Host": t.host, "Port": t.port,
-            "MaintenanceDB": "postgres" if t.database == "*" else t.database, "Username": t.user,
-            "SSLMode": "require", "ConnectionParameters": {"sslmode": "require", "connect_timeout": 10},
-            "PasswordExecCommand": command(tokend, config, None if shared else t),
-            "PasswordExecExpiration": EXPIRATION,
-        }
-    return json.dumps({"Servers": servers}, indent=2) + "\n"
+def key(owner: str, name: str) -> str:
+    """The server's key in servers.json. pgAdmin's import dialog cuts keys at the first "_" (it appends "_N" to
+    make tree ids unique, then splits them), so a target name's "_" becomes "~", which names cannot hold."""
+    return f"tokend-{owner}-{name.replace('_', '~')}"
+
+
+def servers(owner: str, targets: Sequence[Target], tokend: Path, config: Path, shared: bool) -> dict[str, Any]:
+    return {key(owner, t.name): {
+        "Name": t.name, "Group": GROUP, "Host": t.host, "Port": t.port,
+        "MaintenanceDB": "postgres" if t.database == "*" else t.database, "Username": t.user,
+        "SSLMode": "require", "ConnectionParameters": {"sslmode": "require", "connect_timeout": 10},
+        "PasswordExecCommand": command(tokend, config, None if shared else t),
+        "PasswordExecExpiration": EXPIRATION,
+    } for t in targets}
+
+
+def update(text: str, entries: dict[str, Any]) -> str:
+    """``text`` (a servers.json; empty: a new one) with ``entries`` in "Servers", replacing their older copies."""
+    if not text.strip():
+        return json.dumps({"Servers": entries}, indent=2) + "\n"
+    return jsonc.edit_members(text, "Servers", lambda k, _v: k in entries, list(entries.items()))
+
+
+def remove(text: str, owner: str, names: Sequence[str] | None = None) -> str:
+    """``text`` without this config's servers (those of ``names`` only, when given)."""
+    chosen = None if names is None else {key(owner, n) for n in names}
+    return jsonc.edit_members(text, "Servers", lambda k, _v: str(k).startswith(f"tokend-{owner}-")
+                              and (chosen is None or k in chosen), [])
+
+
+def install(output: Path, entries: dict[str, Any]) -> list[str]:
+    edits.change(output, lambda text: update(text, entries))
+    return [f"{output}: servers {', '.join(v['Name'] for v in entries.values())} in group {GROUP!r}; import it in "
+            "pgAdmin with Tools → Import/Export Servers"]
+
+
+def uninstall(output: Path, owner: str, names: Sequence[str] | None) -> list[str]:
+    return [edits.undo(output, lambda text: remove(text, owner, names), everything=not names),
+            "pgAdmin keeps what you imported in its own storage, which tokend does not edit: delete the servers of "
+            f"the group {GROUP!r} there"]
 
 
 def set_up() -> bool | None:
