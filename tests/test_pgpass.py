@@ -17,6 +17,8 @@ from tokend.sinks import Entry
 from tokend.sinks.pgpass import PgpassSink, escape, parse, render_block, splice
 from tokend.token import Token
 
+from conftest import open_path_for_others
+
 USER_CONTENT = (
     b"# my own servers\r\n"
     b"db.internal:5432:*:bob:hunter2\r\n"
@@ -139,13 +141,35 @@ def test_leftover_temp_file_is_cleaned(tmp_path: Path) -> None:
     assert not leftover.exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
 def test_unwritable_folder_is_one_clear_error(tmp_path: Path) -> None:
+    """Root writes anywhere, so under root (CI) the write runs in a child that has become nobody."""
     folder = tmp_path / "ro"
     folder.mkdir()
-    folder.chmod(0o500)
-    with pytest.raises(SinkError, match="cannot write"):
-        sink(folder / "pgpass").sync([entry()])
+    folder.chmod(0o555)
+    open_path_for_others(folder)
+    if os.geteuid() != 0:
+        with pytest.raises(SinkError, match="cannot write"):
+            sink(folder / "pgpass").sync([entry()])
+        return
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            sink(folder / "pgpass").sync([entry()])
+        except SinkError as e:
+            os.write(write, str(e).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    assert os.waitpid(pid, 0)[1] == 0, "the write as nobody did not fail with a SinkError"
+    message = os.read(read, 4096).decode()
+    assert "cannot write (Permission denied)" in message and str(folder) in message
+    assert not (folder / "pgpass").exists()
 
 
 def test_missing_folder_fails_check(tmp_path: Path) -> None:
