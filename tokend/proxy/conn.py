@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import ssl
 from collections.abc import Callable
+from typing import TypeVar
 
 _WAIT_ERRORS = (BlockingIOError, InterruptedError)
 CHUNK = 65536
+T = TypeVar("T")
 
 
 class Conn:
@@ -40,23 +43,24 @@ class Conn:
         finally:
             remove(fd)
 
-    async def _fill(self) -> None:
+    async def _retry(self, step: Callable[[], T], write: bool = False) -> T:
+        """``step()`` — a non-blocking send, receive or TLS step — again until it completes, waiting for the
+        readiness it asks for (``write``: what a plain socket's would-block means)."""
         while True:
             try:
-                data = self.sock.recv(CHUNK)
+                return step()
             except ssl.SSLWantReadError:
                 await self._ready(False)
-                continue
             except ssl.SSLWantWriteError:
                 await self._ready(True)
-                continue
             except _WAIT_ERRORS:
-                await self._ready(False)
-                continue
-            if not data:
-                raise ConnectionResetError("the other side closed the connection")
-            self.buf += data
-            return
+                await self._ready(write)
+
+    async def _fill(self) -> None:
+        data = await self._retry(lambda: self.sock.recv(CHUNK))
+        if not data:
+            raise ConnectionResetError("the other side closed the connection")
+        self.buf += data
 
     async def readexactly(self, n: int) -> bytes:
         while len(self.buf) < n:
@@ -68,14 +72,7 @@ class Conn:
     async def write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            try:
-                sent = self.sock.send(view)
-            except ssl.SSLWantReadError:
-                await self._ready(False)
-                continue
-            except (ssl.SSLWantWriteError, *_WAIT_ERRORS):
-                await self._ready(True)
-                continue
+            sent = await self._retry(functools.partial(self.sock.send, view), write=True)
             view = view[sent:]
 
     async def start_tls(self, ctx: ssl.SSLContext, server_side: bool, server_hostname: str | None = None) -> None:
@@ -86,33 +83,15 @@ class Conn:
         tls = ctx.wrap_socket(self.sock, server_side=server_side, server_hostname=server_hostname,
                               do_handshake_on_connect=False)
         self.sock = tls
-        while True:
-            try:
-                tls.do_handshake()
-                return
-            except ssl.SSLWantReadError:
-                await self._ready(False)
-            except ssl.SSLWantWriteError:
-                await self._ready(True)
+        await self._retry(tls.do_handshake)
 
     async def close(self, timeout: float = 1.0) -> None:
         """Close; a TLS connection first says so (close_notify), as libpq expects of a server that is done."""
         if isinstance(self.sock, ssl.SSLSocket):
             with contextlib.suppress(OSError, ValueError, asyncio.TimeoutError):
-                await asyncio.wait_for(self._unwrap(self.sock), timeout)
+                await asyncio.wait_for(self._retry(self.sock.unwrap), timeout)
         with contextlib.suppress(OSError):
             self.sock.close()
-
-    async def _unwrap(self, tls: ssl.SSLSocket) -> None:
-        while True:
-            try:
-                tls.unwrap()
-                return
-            except ssl.SSLWantReadError:
-                await self._ready(False)
-            except ssl.SSLWantWriteError:
-                await self._ready(True)
-
 
 def resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
