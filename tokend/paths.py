@@ -130,10 +130,6 @@ def config_data_dir(config_path: Path) -> Path:
     return data_dir() / config_id(config_path)
 
 
-def cache_dir() -> Path:
-    return Path(_DIRS.user_cache_dir)
-
-
 def log_dir() -> Path:
     return Path(_DIRS.user_log_dir)
 

@@ -100,10 +100,6 @@ def peer_uid(sock: socket.socket) -> int | None:
     return None
 
 
-def current_uid() -> int | None:
-    return None if WINDOWS else os.getuid()
-
-
 def catch_stop_signals() -> threading.Event:
     """From this moment SIGTERM and SIGINT (and Windows' Ctrl-Break) only set the returned event: a daemon asked
     to stop while it still imports or waits for its first tokens ends cleanly (exit 0) instead of dying mid-way."""

@@ -58,10 +58,6 @@ class Token:
         time, even if its clock and the server's differ by a moment)."""
         return self.remaining(clock) > END_MARGIN
 
-    def valid_at(self, now: float) -> bool:
-        """Valid at wall-clock time ``now`` (for tokens with no boot-clock record)."""
-        return now < self.expires_on
-
     @property
     def principal(self) -> str:
         """Who the token is for, as a person would name it: UPN, else app id, else object id."""
