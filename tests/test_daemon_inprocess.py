@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tokend import config as config_mod
 from tokend import ipc
 from tokend.clock import Clock
 from tokend.config import IdentityConfig, parse
@@ -181,6 +182,35 @@ def test_a_bad_config_is_refused_and_the_old_one_keeps_serving(world: World) -> 
         assert [e.target.name for e in d.entries("pgpass")] == ["a"] and d.config.targets["a"].identity == "me"
     world.edit(d, ME + target("a", "me"))
     assert d.config_error is None
+
+
+def test_a_config_caught_between_truncate_and_write_is_read_again(world: World,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """An editor saving in place empties the file, then writes it. A reload in between waits for the writing (and
+    applies it); a file that stays empty is refused, and the running config keeps serving."""
+    d = world.daemon(ME + target("a", "me"))
+    fetched(d)
+    read, seen_empty = config_mod.read, threading.Event()
+
+    def watched_read(path: Path) -> bytes:
+        data = read(path)
+        if not data:
+            seen_empty.set()
+        return data
+
+    monkeypatch.setattr(config_mod, "read", watched_read)
+    world.path.write_text("")
+    writer = threading.Thread(target=lambda: seen_empty.wait(10) and world.path.write_text(
+        ME + target("a", "me") + target("b", "me")))
+    writer.start()
+    d.reload("test")
+    writer.join()
+    assert [e.target.name for e in d.entries("pgpass")] == ["a", "b"] and d.config_error is None
+    monkeypatch.setattr("tokend.daemon.EMPTY_CONFIG_WAIT", 0.1)
+    world.path.write_text(" \n")
+    with pytest.raises(ConfigError, match="is empty; the running config keeps serving"):
+        d.reload("test")
+    assert [e.target.name for e in d.entries("pgpass")] == ["a", "b"] and "is empty" in (d.config_error or "")
 
 
 def test_reloads_from_many_threads_are_applied_one_at_a_time(world: World) -> None:

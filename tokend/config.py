@@ -169,8 +169,12 @@ class Config:
 def load(path: Path) -> Config:
     """Read and validate the config at ``path``. Raises ConfigError with file, key and fix."""
     path = Path(path).expanduser()
+    return decode(read(path), path)
+
+
+def read(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(path, "", "no such file; create it with `tokend init` (see README, 'Config') or pass "
                                     "--config PATH") from None
@@ -178,6 +182,10 @@ def load(path: Path) -> Config:
         raise ConfigError(path, "", "is a folder, not a file; pass the config file's path with --config") from None
     except OSError as e:
         raise ConfigError(path, "", f"cannot read it ({_reason(e)}); check its permissions") from None
+
+
+def decode(data: bytes, path: Path) -> Config:
+    """Validate the bytes of the config file at ``path``."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

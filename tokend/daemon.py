@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -33,7 +34,7 @@ from tokend import config as config_mod
 from tokend import identities, ipc, paths, sinks, system
 from tokend.clock import SYSTEM, Clock
 from tokend.config import Config, IdentityConfig
-from tokend.errors import EXIT_FAILURE, EXIT_OK, SinkUnavailable, TokendError, UsageError
+from tokend.errors import EXIT_FAILURE, EXIT_OK, ConfigError, SinkUnavailable, TokendError, UsageError
 from tokend.kinds import SINKS
 from tokend.refresh import Policy
 from tokend.refresher import Refresher, TokenSource
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tokend.daemon")
 FIRST_ATTEMPT_WAIT = 60.0  # seconds to wait for every identity's first answer before the first write
+EMPTY_CONFIG_WAIT = 1.0  # seconds an empty config file gets to be written (an editor saving in place) on a reload
 
 IdentityBuilder = Callable[[IdentityConfig, Clock], TokenSource]
 SinkBuilder = Callable[[str, Any, str], Sink]
@@ -132,7 +134,7 @@ class Daemon:
         """Read the config again and swap it in; a bad one is refused and the running config keeps serving."""
         with self._reload_lock:
             try:
-                new = config_mod.load(self.config.path)
+                new = self._load_written()
                 if new == self.config:
                     self.config_error = None
                     log.info("config unchanged (%s)", why)
@@ -146,6 +148,18 @@ class Daemon:
             self.config_error = None
             self.reloads["accepted"] += 1
             log.info("config reloaded (%s): %d identities, %d targets", why, len(self.refreshers), len(new.targets))
+
+    def _load_written(self) -> Config:
+        """The config as its writer left it. An editor that saves in place truncates the file and then writes it: a
+        reload landing in between finds it empty, which would retire every target. So an empty file is read again
+        for up to EMPTY_CONFIG_WAIT seconds, then refused (`tokend stop` is how to hold nothing on purpose)."""
+        path = self.config.path
+        deadline = time.monotonic() + EMPTY_CONFIG_WAIT
+        while not (data := config_mod.read(path)).strip():
+            if time.monotonic() >= deadline or self._stop.wait(0.02):
+                raise ConfigError(path, "", "is empty; the running config keeps serving. Write the config back, "
+                                            "or stop tokend with `tokend stop`")
+        return config_mod.decode(data, path)
 
     def apply(self, new: Config) -> None:
         """Make the running parts match ``new``. Sinks are built and checked first, so a bad one refuses it all."""
