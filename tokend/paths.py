@@ -38,6 +38,18 @@ def config_dir() -> Path:
     return Path(_DIRS.user_config_dir)
 
 
+def app_config_dir(app: str) -> Path:
+    """Another application's settings folder: %APPDATA%\\APP, ~/Library/Application Support/APP, or
+    $XDG_CONFIG_HOME/APP (VS Code, Azure Data Studio and JetBrains keep theirs there)."""
+    return Path(platformdirs.user_config_dir(app, appauthor=False, roaming=True))
+
+
+def app_data_dir(app: str) -> Path:
+    """Another application's data folder: %APPDATA%\\APP, ~/Library/Application Support/APP, or
+    $XDG_DATA_HOME/APP."""
+    return Path(platformdirs.user_data_dir(app, appauthor=False, roaming=True))
+
+
 def default_config_path() -> Path:
     env = os.environ.get("TOKEND_CONFIG")
     if env:

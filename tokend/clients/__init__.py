@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -44,10 +43,6 @@ class Client:
     how: str  # the one command (or step) that sets it up
 
 
-def _config_home() -> Path:
-    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-
-
 def _first(*candidates: str | Path | None) -> str | None:
     for c in candidates:
         if c and (Path(c).exists() if isinstance(c, Path) else True):
@@ -58,9 +53,8 @@ def _first(*candidates: str | Path | None) -> str | None:
 def detect(owner: str) -> list[Client]:
     from tokend.clients import ads, dbeaver, pgadmin, vscode
 
-    home, conf = Path.home(), _config_home()
-    jetbrains = sorted(conf.glob("JetBrains/DataGrip*")) + sorted(
-        (home / "Library" / "Application Support" / "JetBrains").glob("DataGrip*"))
+    home = Path.home()
+    jetbrains = sorted(paths.app_config_dir("JetBrains").glob("DataGrip*"))
     return [
         Client("psql / libpq", "", shutil.which("psql"), None,
                "nothing to do: the pgpass sink (or `tokend exec TARGET -- psql`)"),

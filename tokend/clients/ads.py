@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from tokend import system
+from tokend import paths, system
 from tokend.clients import edits, jsonc
 from tokend.config import Target
 from tokend.errors import TokendError
@@ -30,11 +30,7 @@ GROUP_NAME = "tokend"
 
 def user_dir() -> Path:
     """ADS's User folder on this OS."""
-    if system.WINDOWS:  # pragma: no cover
-        return Path(os.environ["APPDATA"]) / "azuredatastudio" / "User"
-    if system.MACOS:  # pragma: no cover
-        return Path.home() / "Library" / "Application Support" / "azuredatastudio" / "User"
-    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "azuredatastudio" / "User"
+    return paths.app_config_dir("azuredatastudio") / "User"
 
 
 def dbname(t: Target) -> str:

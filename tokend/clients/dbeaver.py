@@ -9,12 +9,11 @@ they were; DBeaver's credentials file is never touched. DBeaver keeps its own co
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tokend import system
+from tokend import paths, system
 from tokend.clients import edits, jsonc
 from tokend.config import Target
 from tokend.errors import UsageError
@@ -24,12 +23,10 @@ FOLDER = "tokend"
 
 
 def workspace() -> Path:
-    """DBeaver's default workspace on this OS."""
-    if system.WINDOWS:  # pragma: no cover
-        return Path(os.environ["APPDATA"]) / "DBeaverData" / "workspace6"
+    """DBeaver's default workspace on this OS (on macOS in ~/Library itself, not in Application Support)."""
     if system.MACOS:  # pragma: no cover
         return Path.home() / "Library" / "DBeaverData" / "workspace6"
-    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "DBeaverData" / "workspace6"
+    return paths.app_data_dir("DBeaverData") / "workspace6"
 
 
 def data_sources() -> Path:

@@ -11,12 +11,11 @@ rest of the file — other profiles, comments, spacing — is kept byte for byte
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tokend import system
+from tokend import paths
 from tokend.clients import edits, jsonc
 from tokend.config import Target
 from tokend.errors import UsageError
@@ -27,11 +26,7 @@ GROUP_ID = "7f0b6a8e-7c1d-4f55-9c6e-70c3e5d0cafe"  # tokend's server group (fixe
 
 def settings_path() -> Path:
     """VS Code's user settings on this OS."""
-    if system.WINDOWS:  # pragma: no cover
-        return Path(os.environ["APPDATA"]) / "Code" / "User" / "settings.json"
-    if system.MACOS:  # pragma: no cover
-        return Path.home() / "Library" / "Application Support" / "Code" / "User" / "settings.json"
-    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "Code" / "User" / "settings.json"
+    return paths.app_config_dir("Code") / "User" / "settings.json"
 
 
 def profile_id(owner: str, t: Target) -> str:
