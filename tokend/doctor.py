@@ -16,7 +16,6 @@ import shutil
 import socket
 import ssl
 import stat
-import struct
 import subprocess
 import time
 from collections.abc import Callable
@@ -28,12 +27,12 @@ from typing import Any
 from tokend import ipc, paths
 from tokend.config import Config, Target
 from tokend.errors import ConfigError, DaemonNotRunning, IdentityUnavailable, LoginRequired, TokendError
+from tokend.proxy import wire
 from tokend.sinks import block
 from tokend.sinks.pgpass import parse
 from tokend.status import plural
 from tokend.token import Token, display_claims, expiry
 
-SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 MAX_SERVERS = 50  # servers (host, port) whose network and TLS doctor checks; more are named as not checked
 
 
@@ -324,7 +323,7 @@ def _network(t: Target, timeout: float = 5.0) -> list[Check]:
     with sock:
         sock.settimeout(timeout)
         try:
-            sock.sendall(SSL_REQUEST)
+            sock.sendall(wire.ssl_request())
             answer = sock.recv(1)
         except OSError as e:
             return [*checks, Check(f"{name} tls", "fail", f"no answer to the TLS request ({e})",

@@ -43,7 +43,7 @@ class Connection:
             raw = socket.create_connection((target.host, target.port), timeout=TIMEOUT)
         except OSError as e:
             raise TokendError(f"cannot reach {target.host}:{target.port}: {e.strerror or e}") from None
-        raw.sendall(struct.pack("!ii", 8, wire.SSL_REQUEST))
+        raw.sendall(wire.ssl_request())
         if raw.recv(1) != b"S":
             raw.close()
             raise TokendError(f"{target.host}:{target.port} does not offer TLS; Azure requires it")

@@ -183,7 +183,7 @@ async def _connect(loop: asyncio.AbstractEventLoop, on: Listening) -> Conn:
             continue
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         server = Conn(loop, sock)
-        await server.write(struct.pack("!ii", 8, wire.SSL_REQUEST))
+        await server.write(wire.ssl_request())
         if await server.readexactly(1) != b"S":
             await server.close()
             raise Refused(f"{t.host}:{t.port} does not offer TLS; Azure requires it", "08001",

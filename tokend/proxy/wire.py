@@ -21,6 +21,11 @@ AUTH_OK, AUTH_CLEARTEXT, AUTH_MD5, AUTH_SASL = 0, 3, 5, 10
 AUTH_NAMES = {2: "Kerberos", 5: "MD5 password", 6: "SCM credentials", 7: "GSSAPI", 9: "SSPI", 10: "SASL (SCRAM)"}
 
 
+def ssl_request() -> bytes:
+    """SSLRequest: asks the server to start TLS; it answers one byte, S (yes) or N."""
+    return struct.pack("!ii", 8, SSL_REQUEST)
+
+
 class ProtocolError(Exception):
     """The peer broke the protocol; the connection ends."""
 
