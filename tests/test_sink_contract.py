@@ -71,6 +71,14 @@ class SinkContract(ABC):
         assert any(w in str(e.value) for w in ("set ", "start ", "fix ", "create it")), str(e.value)
 
 
+class FileSinkContract(SinkContract):
+    def test_a_file_named_two_ways_is_one_place(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A reload cleans what the old sink wrote unless the new one writes the same place (daemon.apply): a file's
+        place is the file, however the config spells its path."""
+        monkeypatch.chdir(tmp_path.parent)
+        assert self.make(Path(tmp_path.name)).place() == self.make(tmp_path).place()
+
+
 def test_every_sink_kind_has_a_contract_test() -> None:
     assert {c.kind for c in (TestPgpass, TestPgService, TestKeychain, TestPgbouncer)} == set(SINKS)
 
@@ -78,7 +86,7 @@ def test_every_sink_kind_has_a_contract_test() -> None:
 USER_PGPASS = b"# mine\r\nlegacy.example:5432:*:bob:hunter2\r\n"
 
 
-class TestPgpass(SinkContract):
+class TestPgpass(FileSinkContract):
     kind = "pgpass"
 
     def make(self, tmp_path: Path) -> Sink:
@@ -100,7 +108,7 @@ class TestPgpass(SinkContract):
         return PgpassSink({"path": str(tmp_path / "file" / "pgpass")}, "owner1")
 
 
-class TestPgService(SinkContract):
+class TestPgService(FileSinkContract):
     kind = "pg_service"
 
     def make(self, tmp_path: Path) -> Sink:
@@ -170,7 +178,7 @@ class TestKeychain(SinkContract):
         return keychain.KeychainSink({}, "owner1", kr=fail.Keyring())
 
 
-class TestPgbouncer(SinkContract):
+class TestPgbouncer(FileSinkContract):
     """The include file is wholly tokend's; PgBouncer's own config beside it is the user's. The "PgBouncer" here is a
     process that ignores SIGHUP (the RELOAD) and counts nothing: the real one runs in test_cluster.py."""
 

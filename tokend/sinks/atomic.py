@@ -64,6 +64,15 @@ def resolve(path: Path) -> Path:
     return p
 
 
+def place(path: Path) -> str:
+    """The file that writing ``path`` really replaces (symlinks followed), to tell whether two sinks write the same
+    one; ``path`` itself when that cannot be told (the write will say why)."""
+    try:
+        return str(resolve(path))
+    except Exception:
+        return str(path)
+
+
 def _check_folder(path: Path, p: Path) -> None:
     folder = p.parent
     try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tokend.sinks.atomic import check_writable, resolve, rewrite
+from tokend.sinks.atomic import check_writable, place, rewrite
 
 BEGIN = b"# >>> tokend "
 END = b"# <<< tokend "
@@ -105,11 +105,7 @@ class MarkedFile:
         return cls(Path(configured).expanduser() if configured else default(), owner, setting, lock_dir)
 
     def place(self) -> str:
-        """The file that is really written (symlinks followed), to tell whether two sinks write the same one."""
-        try:
-            return str(resolve(self.path))
-        except Exception:
-            return str(self.path)
+        return place(self.path)
 
     def check(self) -> None:
         check_writable(self.path, self.setting)

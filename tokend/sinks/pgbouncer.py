@@ -22,7 +22,7 @@ from typing import Any
 
 from tokend.errors import SinkError
 from tokend.sinks import Entry, Sink, lock_dir
-from tokend.sinks.atomic import check_writable, rewrite
+from tokend.sinks.atomic import check_writable, place, rewrite
 
 MAX_PASSWORD = 2047  # bytes: PgBouncer's MAX_PASSWORD is 2048 with the terminating NUL
 _HEADER = "; managed by tokend (config {owner}): rewritten on every refresh; edits here are lost\n"
@@ -58,6 +58,9 @@ class PgbouncerSink(Sink):
 
     def location(self) -> str:
         return str(self.path) if self.path else "[sinks.pgbouncer] (no path set)"
+
+    def place(self) -> str:
+        return place(self.path) if self.path else self.location()
 
     def watched(self) -> list[Path]:
         return [self.path] if self.path else []
