@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from tokend.config import Target
 from tokend.errors import SinkError
 from tokend.sinks import Entry
+from tokend.sinks.block import BOM
 from tokend.sinks.pgpass import PgpassSink, escape, parse, render_block, splice
 from tokend.token import Token
 
@@ -198,7 +199,8 @@ def test_fuzz_user_bytes_survive_and_block_parses(user_bytes: bytes, host: str, 
     if b"# >>> tokend o" in user_bytes or host.startswith("#"):  # libpq reads a leading # as a comment
         return
     new = splice(user_bytes, "o", [entry(host=host, user=user)])
-    assert new is not None and new.endswith(user_bytes)
+    bom = BOM if user_bytes.startswith(BOM) else b""  # a BOM the file starts with stays at the start
+    assert new is not None and new.startswith(bom) and new.endswith(user_bytes[len(bom):])
     first = parse(new.decode("utf-8", "replace"))[0]
     assert first[0] == host and first[3] == user and first[4] == "tok-1"
     assert splice(new, "o", []) == user_bytes
