@@ -12,11 +12,12 @@ every line after it is treated as the user's.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tokend.sinks import Entry, Sink, lock_dir
 from tokend.sinks.atomic import check_writable, place, rewrite
 
 BEGIN = b"# >>> tokend "
@@ -89,26 +90,35 @@ def without(data: bytes, owner: str) -> bytes:
     return b"".join(kept)
 
 
-@dataclass(frozen=True)
-class MarkedFile:
-    """One user file that holds an owner's block: where it is, whether it can be written, and writing the block."""
+class BlockSink(Sink):
+    """A sink whose place is the owner's block in a user's text file (pgpass, pg_service.conf): the file at
+    ``[sinks.KIND] path``, else the kind's ``default_path()``. Subclasses say what the block's lines are."""
 
-    path: Path
-    owner: str
-    setting: str  # the config key that moves it, for error texts
-    lock_dir: Path  # tokend's private folder for the writers' lock file
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any], owner: str, default: Callable[[], Path], setting: str,
-                     lock_dir: Path) -> MarkedFile:
+    def __init__(self, options: Mapping[str, Any], owner: str) -> None:
+        super().__init__(options, owner)
         configured = options.get("path")
-        return cls(Path(configured).expanduser() if configured else default(), owner, setting, lock_dir)
+        self.path = Path(configured).expanduser() if configured else self.default_path()
+        self.lock_dir = lock_dir()  # tokend's private folder for the writers' lock file
+
+    @staticmethod
+    @abstractmethod
+    def default_path() -> Path: ...
+
+    @abstractmethod
+    def lines(self, entries: Sequence[Entry]) -> list[str]: ...
+
+    def location(self) -> str:
+        return str(self.path)
 
     def place(self) -> str:
         return place(self.path)
 
-    def check(self) -> None:
-        check_writable(self.path, self.setting)
+    def watched(self) -> list[Path]:
+        return [self.path]
 
-    def write(self, lines: Sequence[str]) -> None:
+    def check(self) -> None:
+        check_writable(self.path, f"[sinks.{self.kind}] path")
+
+    def sync(self, entries: Sequence[Entry]) -> None:
+        lines = self.lines(entries)
         rewrite(self.path, lambda old: splice(old, self.owner, lines), self.lock_dir)

@@ -10,12 +10,11 @@ Location: ``[sinks.pg_service] path``, else PGSERVICEFILE, else ~/.pg_service.co
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from tokend import system
-from tokend.sinks import Entry, Sink, block, lock_dir
+from tokend.sinks import Entry, block
 
 
 def default_path() -> Path:
@@ -35,25 +34,9 @@ def section(entry: Entry) -> list[str]:
             "sslmode=require"]
 
 
-class PgServiceSink(Sink):
+class PgServiceSink(block.BlockSink):
     kind = "pg_service"
+    default_path = staticmethod(default_path)
 
-    def __init__(self, options: Mapping[str, Any], owner: str) -> None:
-        super().__init__(options, owner)
-        self.file = block.MarkedFile.from_options(options, owner, default_path, "[sinks.pg_service] path", lock_dir())
-        self.path = self.file.path
-
-    def location(self) -> str:
-        return str(self.path)
-
-    def place(self) -> str:
-        return self.file.place()
-
-    def watched(self) -> list[Path]:
-        return [self.path]
-
-    def check(self) -> None:
-        self.file.check()
-
-    def sync(self, entries: Sequence[Entry]) -> None:
-        self.file.write([line for e in entries for line in section(e)])
+    def lines(self, entries: Sequence[Entry]) -> list[str]:
+        return [line for e in entries for line in section(e)]

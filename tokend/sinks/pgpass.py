@@ -8,12 +8,11 @@ Location: ``[sinks.pgpass] path``, else PGPASSFILE, else ~/.pgpass (%APPDATA%\\p
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from tokend import system
-from tokend.sinks import Entry, Sink, block, lock_dir
+from tokend.sinks import Entry, block
 
 
 def default_path() -> Path:
@@ -70,25 +69,9 @@ def parse(text: str) -> list[tuple[str, str, str, str, str]]:
     return out
 
 
-class PgpassSink(Sink):
+class PgpassSink(block.BlockSink):
     kind = "pgpass"
+    default_path = staticmethod(default_path)
 
-    def __init__(self, options: Mapping[str, Any], owner: str) -> None:
-        super().__init__(options, owner)
-        self.file = block.MarkedFile.from_options(options, owner, default_path, "[sinks.pgpass] path", lock_dir())
-        self.path = self.file.path
-
-    def location(self) -> str:
-        return str(self.path)
-
-    def place(self) -> str:
-        return self.file.place()
-
-    def watched(self) -> list[Path]:
-        return [self.path]
-
-    def check(self) -> None:
-        self.file.check()
-
-    def sync(self, entries: Sequence[Entry]) -> None:
-        self.file.write([line_for(e) for e in entries])
+    def lines(self, entries: Sequence[Entry]) -> list[str]:
+        return [line_for(e) for e in entries]
