@@ -19,8 +19,9 @@ from pathlib import Path
 from tokend.emulator.server import Emulator
 
 # The `tokend` users get: tests/run.sh installs the checkout's wheel into .venv-product.
-TOKEND = os.environ.get("TOKEND_TEST_BIN") or str(Path(__file__).resolve().parent.parent / ".venv-product" / "bin" /
-                                                  "tokend")
+TOKEND = os.environ.get("TOKEND_TEST_BIN") or str(
+    Path(__file__).resolve().parent.parent / ".venv-product" / "bin" / "tokend"
+)
 SECRET = "bench-secret-value"
 RESOURCE = "https://ossrdbms-aad.database.windows.net"
 
@@ -39,8 +40,10 @@ class Bench:
 
     def sp_identity(self, name: str = "sp") -> str:
         d = self.emulator.directory
-        return (f'[identities.{name}]\nsource = "service-principal"\ntenant_id = "{d.tenant_id}"\n'
-                f'client_id = "{self.app_id}"\nclient_secret_env = "BENCH_SECRET"\nauthority = "{self.emulator.url}"\n')
+        return (
+            f'[identities.{name}]\nsource = "service-principal"\ntenant_id = "{d.tenant_id}"\n'
+            f'client_id = "{self.app_id}"\nclient_secret_env = "BENCH_SECRET"\nauthority = "{self.emulator.url}"\n'
+        )
 
 
 @contextlib.contextmanager
@@ -56,9 +59,16 @@ def bench_env() -> Iterator[Bench]:
     system = os.environ.get("REQUESTS_CA_BUNDLE") or __import__("certifi").where()
     bundle.write_bytes(Path(system).read_bytes() + b"\n" + em.certs.ca_cert.read_bytes())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AZURE_", "TOKEND_"))}
-    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_STATE_HOME=str(home / ".state"),
-               XDG_RUNTIME_DIR=str(runtime), AZURE_CONFIG_DIR=str(home / ".azure"), REQUESTS_CA_BUNDLE=str(bundle),
-               BENCH_SECRET=SECRET, AZURE_CORE_COLLECT_TELEMETRY="false")
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_STATE_HOME=str(home / ".state"),
+        XDG_RUNTIME_DIR=str(runtime),
+        AZURE_CONFIG_DIR=str(home / ".azure"),
+        REQUESTS_CA_BUNDLE=str(bundle),
+        BENCH_SECRET=SECRET,
+        AZURE_CORE_COLLECT_TELEMETRY="false",
+    )
     try:
         yield Bench(em, home, env, app.client_id)
     finally:
@@ -70,8 +80,9 @@ def bench_env() -> Iterator[Bench]:
 @contextlib.contextmanager
 def running_daemon(b: Bench, config: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
     log = open(b.home / f"daemon-{config.stem}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([TOKEND, "run", "--config", str(config), *args], env=b.env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [TOKEND, "run", "--config", str(config), *args], env=b.env, stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -89,21 +100,40 @@ def running_daemon(b: Bench, config: Path, *args: str) -> Iterator[subprocess.Po
 
 
 def az_login(b: Bench, az: str) -> None:
-    cloud = {"endpoints": {"activeDirectory": b.emulator.url, "resourceManager": b.emulator.url + "/arm/",
-                           "activeDirectoryResourceId": "https://management.core.windows.net/",
-                           "ossrdbmsResourceId": RESOURCE}}
+    cloud = {
+        "endpoints": {
+            "activeDirectory": b.emulator.url,
+            "resourceManager": b.emulator.url + "/arm/",
+            "activeDirectoryResourceId": "https://management.core.windows.net/",
+            "ossrdbmsResourceId": RESOURCE,
+        }
+    }
     (b.home / "cloud.json").write_text(json.dumps(cloud))
-    for args in (["cloud", "register", "-n", "Emu", "--skip-endpoint-discovery", "--cloud-config",
-                  f"@{b.home / 'cloud.json'}"], ["cloud", "set", "-n", "Emu"],
-                 ["config", "set", "core.instance_discovery=false"],
-                 ["login", "--service-principal", "-u", b.app_id, f"--password={SECRET}", "--tenant",
-                  b.emulator.directory.tenant_id, "--allow-no-subscriptions"]):
+    for args in (
+        ["cloud", "register", "-n", "Emu", "--skip-endpoint-discovery", "--cloud-config", f"@{b.home / 'cloud.json'}"],
+        ["cloud", "set", "-n", "Emu"],
+        ["config", "set", "core.instance_discovery=false"],
+        [
+            "login",
+            "--service-principal",
+            "-u",
+            b.app_id,
+            f"--password={SECRET}",
+            "--tenant",
+            b.emulator.directory.tenant_id,
+            "--allow-no-subscriptions",
+        ],
+    ):
         subprocess.run([az, *args], env=b.env, check=True, capture_output=True)
 
 
 def find_az() -> str | None:
-    for c in (os.environ.get("TOKEND_TEST_AZ"), str(Path(__file__).parent.parent / ".venv-az/bin/az"),
-              "/opt/tokend-az/bin/az", shutil.which("az")):
+    for c in (
+        os.environ.get("TOKEND_TEST_AZ"),
+        str(Path(__file__).parent.parent / ".venv-az/bin/az"),
+        "/opt/tokend-az/bin/az",
+        shutil.which("az"),
+    ):
         if c and Path(c).exists():
             return c
     return None
@@ -115,8 +145,11 @@ def released_tokend() -> Iterator[str]:
     folder = Path(tempfile.mkdtemp(prefix="tokend-bench-venv-"))
     try:
         subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
-        subprocess.run([str(folder / "bin" / "python"), "-m", "pip", "install", "-q",
-                        str(Path(__file__).resolve().parent.parent)], check=True, capture_output=True)
+        subprocess.run(
+            [str(folder / "bin" / "python"), "-m", "pip", "install", "-q", str(Path(__file__).resolve().parent.parent)],
+            check=True,
+            capture_output=True,
+        )
         yield str(folder / "bin" / "tokend")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -149,6 +182,12 @@ def rss_mb(pid: int) -> float:
 
 
 def machine() -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), "?")
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        "?",
+    )
     return f"{os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}"

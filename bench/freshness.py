@@ -31,8 +31,10 @@ def main() -> None:
         try:
             pg.add_roles([GROUP])
             pgpass = b.home / ".pgpass"
-            cfg = b.config(b.sp_identity() + f'[targets.db]\nhost = "127.0.0.1"\nport = {pg.port}\n'
-                                             f'database = "appdb"\nuser = "{GROUP}"\nidentity = "sp"\n')
+            cfg = b.config(
+                b.sp_identity() + f'[targets.db]\nhost = "127.0.0.1"\nport = {pg.port}\n'
+                f'database = "appdb"\nuser = "{GROUP}"\nidentity = "sp"\n'
+            )
             with running_daemon(b, cfg):
                 results = probe(b, pg, pgpass, minutes * 60)
         finally:
@@ -55,8 +57,17 @@ def probe(b, pg: Postgres, pgpass, seconds: float) -> dict:
 
     def psql_loop() -> None:
         while not stop.wait(1.0):
-            r = subprocess.run(["psql", f"host=127.0.0.1 port={pg.port} dbname=appdb user='{GROUP}' sslmode=require",
-                                "-w", "-Atc", "select 1"], env=env, capture_output=True)
+            r = subprocess.run(
+                [
+                    "psql",
+                    f"host=127.0.0.1 port={pg.port} dbname=appdb user='{GROUP}' sslmode=require",
+                    "-w",
+                    "-Atc",
+                    "select 1",
+                ],
+                env=env,
+                capture_output=True,
+            )
             out["psql"] += 1
             out["psql_failed"] += r.returncode != 0
 

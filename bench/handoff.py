@@ -47,8 +47,9 @@ def main() -> None:
         az = find_az()
         if az:
             az_login(b, az)
-            az_runs = time_command([az, "account", "get-access-token", "--resource", RESOURCE], b.env,
-                                   max(5, runs // 3))
+            az_runs = time_command(
+                [az, "account", "get-access-token", "--resource", RESOURCE], b.env, max(5, runs // 3)
+            )
             rows.append(("az account get-access-token", median_ms(az_runs)))
         env = dict(b.env, T=b.emulator.directory.tenant_id, C=b.app_id, A=b.emulator.url)
         fresh = time_command([sys.executable, "-c", FRESH], env, max(5, runs // 3))

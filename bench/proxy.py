@@ -26,8 +26,12 @@ STUNNEL_PORT = 16498
 
 
 def pgbench(bindir: Path, conninfo: str, env: dict[str, str], seconds: int, *extra: str) -> float:
-    r = subprocess.run([str(bindir / "pgbench"), "-n", "-S", "-c", "8", "-j", "2", "-T", str(seconds), *extra,
-                        conninfo], env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        [str(bindir / "pgbench"), "-n", "-S", "-c", "8", "-j", "2", "-T", str(seconds), *extra, conninfo],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     for line in r.stdout.splitlines():
         if line.startswith("tps"):
             return float(line.split()[2])
@@ -45,24 +49,48 @@ def main() -> None:
         pg = Postgres(b.emulator.ldap.port).start()
         try:
             pg.add_roles(["DBA Group"])
-            subprocess.run([str(pg.bindir / "pgbench"), "-i", "-s", "1", "-h", str(pg.sockdir), "-p", str(pg.port),
-                            "-U", "tokend_admin", "appdb"], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    str(pg.bindir / "pgbench"),
+                    "-i",
+                    "-s",
+                    "1",
+                    "-h",
+                    str(pg.sockdir),
+                    "-p",
+                    str(pg.port),
+                    "-U",
+                    "tokend_admin",
+                    "appdb",
+                ],
+                check=True,
+                capture_output=True,
+            )
             pg.sql('GRANT SELECT ON ALL TABLES IN SCHEMA public TO "DBA Group"', "appdb")
-            cfg = b.config(b.sp_identity() + f'[targets.db]\nhost = "127.0.0.1"\nport = {pg.port}\n'
-                           f'database = "appdb"\nuser = "DBA Group"\nidentity = "sp"\nsinks = []\n'
-                           f'listen = ["unix:{PROXY_PORT}", "127.0.0.1:{PROXY_PORT}"]\nsslrootcert = "{pg.ca_cert}"\n')
+            cfg = b.config(
+                b.sp_identity() + f'[targets.db]\nhost = "127.0.0.1"\nport = {pg.port}\n'
+                f'database = "appdb"\nuser = "DBA Group"\nidentity = "sp"\nsinks = []\n'
+                f'listen = ["unix:{PROXY_PORT}", "127.0.0.1:{PROXY_PORT}"]\nsslrootcert = "{pg.ca_cert}"\n'
+            )
             with running_daemon(b, cfg) as daemon:
-                token = subprocess.run([TOKEND, "token", "--config", str(cfg)], env=b.env, capture_output=True,
-                                       text=True, check=True).stdout.strip()
-                env = {**{k: v for k, v in b.env.items() if not k.startswith("PG")}, "PGUSER": "DBA Group",
-                       "PGDATABASE": "appdb"}
+                token = subprocess.run(
+                    [TOKEND, "token", "--config", str(cfg)], env=b.env, capture_output=True, text=True, check=True
+                ).stdout.strip()
+                env = {
+                    **{k: v for k, v in b.env.items() if not k.startswith("PG")},
+                    "PGUSER": "DBA Group",
+                    "PGDATABASE": "appdb",
+                }
                 folder = Path(b.env["XDG_RUNTIME_DIR"]) / "tokend"
                 proxy_dir = next(p for p in folder.iterdir() if p.is_dir() and p.name != "locks")
                 conf = Path(tempfile.mkdtemp()) / "stunnel.conf"
-                conf.write_text(f"foreground = yes\npid =\n[pg]\nclient = yes\naccept = 127.0.0.1:{STUNNEL_PORT}\n"
-                                f"connect = 127.0.0.1:{pg.port}\nprotocol = pgsql\nverifyChain = no\n")
-                stunnel = subprocess.Popen(["stunnel4", str(conf)], stdout=subprocess.DEVNULL,
-                                           stderr=subprocess.DEVNULL)
+                conf.write_text(
+                    f"foreground = yes\npid =\n[pg]\nclient = yes\naccept = 127.0.0.1:{STUNNEL_PORT}\n"
+                    f"connect = 127.0.0.1:{pg.port}\nprotocol = pgsql\nverifyChain = no\n"
+                )
+                stunnel = subprocess.Popen(
+                    ["stunnel4", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
                 time.sleep(1.0)
                 routes = {
                     "direct TLS": (f"host=127.0.0.1 port={pg.port} sslmode=require", None, token),

@@ -46,8 +46,11 @@ def main() -> None:
         az = find_az()
         if az:
             az_login(b, az)
-            cli = b.config('[identities.cli]\nsource = "azure-cli"\n'
-                           '[targets.cli]\nhost = "cli.example"\nuser = "DBA Group"\nidentity = "cli"\n', "cli.toml")
+            cli = b.config(
+                '[identities.cli]\nsource = "azure-cli"\n'
+                '[targets.cli]\nhost = "cli.example"\nuser = "DBA Group"\nidentity = "cli"\n',
+                "cli.toml",
+            )
             env_path = b.home / "azbin"
             env_path.mkdir()
             (env_path / "az").symlink_to(az)
@@ -59,16 +62,31 @@ def main() -> None:
                     subprocess.run([az, "logout"], env=b.env, check=True, capture_output=True)
                     wait_line(pgpass, "cli.example", False)
                     t0 = time.monotonic()
-                    subprocess.run([az, "login", "--service-principal", "-u", b.app_id, f"--password={SECRET}",
-                                    "--tenant", b.emulator.directory.tenant_id, "--allow-no-subscriptions"],
-                                   env=b.env, check=True, capture_output=True)
+                    subprocess.run(
+                        [
+                            az,
+                            "login",
+                            "--service-principal",
+                            "-u",
+                            b.app_id,
+                            f"--password={SECRET}",
+                            "--tenant",
+                            b.emulator.directory.tenant_id,
+                            "--allow-no-subscriptions",
+                        ],
+                        env=b.env,
+                        check=True,
+                        capture_output=True,
+                    )
                     az_took = time.monotonic() - t0
                     after = wait_line(pgpass, "cli.example", True)
                     logins.append((after, az_took + after))
-            rows.append(("az login returned → pgpass", statistics.median(a for a, _ in logins),
-                         max(a for a, _ in logins)))
-            rows.append(("  counting az login itself", statistics.median(w for _, w in logins),
-                         max(w for _, w in logins)))
+            rows.append(
+                ("az login returned → pgpass", statistics.median(a for a, _ in logins), max(a for a, _ in logins))
+            )
+            rows.append(
+                ("  counting az login itself", statistics.median(w for _, w in logins), max(w for _, w in logins))
+            )
     print(f"# reaction, {runs} runs ({machine()}); resource {RESOURCE}")
     print(f"{'event':<40} {'median s':>9} {'max s':>7}  target ≤ 2 s")
     for name, med, worst in rows:

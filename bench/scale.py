@@ -24,8 +24,9 @@ from _setup import TOKEND, bench_env, machine, rss_mb, running_daemon
 def thousand_targets() -> tuple[float, int, int]:
     with bench_env() as b:
         b.emulator.directory.lifetime = 60
-        targets = "".join(f'[targets.t{i}]\nhost = "db{i}.example"\nuser = "DBA Group"\nidentity = "sp"\n'
-                          for i in range(1000))
+        targets = "".join(
+            f'[targets.t{i}]\nhost = "db{i}.example"\nuser = "DBA Group"\nidentity = "sp"\n' for i in range(1000)
+        )
         cfg = b.config(b.sp_identity() + targets)
         pgpass = b.home / ".pgpass"
         with running_daemon(b, cfg):
@@ -65,8 +66,9 @@ def big_pgpass() -> tuple[float, float]:
 def fifty_identities() -> tuple[float, float, int]:
     with bench_env() as b:
         ids = "".join(b.sp_identity(f"id{i}") for i in range(50))
-        targets = "".join(f'[targets.t{i}]\nhost = "db{i}.example"\nuser = "DBA Group"\nidentity = "id{i}"\n'
-                          for i in range(50))
+        targets = "".join(
+            f'[targets.t{i}]\nhost = "db{i}.example"\nuser = "DBA Group"\nidentity = "id{i}"\n' for i in range(50)
+        )
         cfg = b.config(ids + targets)
         t0 = time.monotonic()
         with running_daemon(b, cfg) as proc:
@@ -84,8 +86,10 @@ def main() -> None:
     ready, rss, requests = fifty_identities()
     print(f"# scale ({machine()})")
     print(f"{'measure':<52} {'value':>10}  target")
-    print(f"{'1,000 targets, one identity: token requests/rotation':<52} {per_rotation:>10.2f}  1 "
-          f"({rotations} rotations, {lines} pgpass lines)")
+    print(
+        f"{'1,000 targets, one identity: token requests/rotation':<52} {per_rotation:>10.2f}  1 "
+        f"({rotations} rotations, {lines} pgpass lines)"
+    )
     print(f"{'pgpass with 10,000 user lines: rewrite median (ms)':<52} {median:>10.2f}  ≤ 50 ({size:.2f} MB file)")
     print(f"{'50 identities: start to all tokens (s)':<52} {ready:>10.2f}")
     print(f"{'50 identities: resident memory (MB)':<52} {rss:>10.1f}")

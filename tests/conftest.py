@@ -33,10 +33,13 @@ REPO = Path(__file__).resolve().parent.parent
 # The `tokend` users get: installed from a wheel of this checkout into a venv of its own (tests/run.sh makes it).
 WINDOWS = os.name == "nt"
 TOKEND = os.environ.get("TOKEND_TEST_BIN") or str(
-    REPO / ".venv-product" / ("Scripts" if WINDOWS else "bin") / ("tokend.cmd" if WINDOWS else "tokend"))
+    REPO / ".venv-product" / ("Scripts" if WINDOWS else "bin") / ("tokend.cmd" if WINDOWS else "tokend")
+)
 if not Path(TOKEND).exists():
-    raise SystemExit(f"no installed tokend at {TOKEND}: run the tests with `bash tests/run.sh`, which builds the "
-                     "wheel and installs it (or set TOKEND_TEST_BIN)")
+    raise SystemExit(
+        f"no installed tokend at {TOKEND}: run the tests with `bash tests/run.sh`, which builds the "
+        "wheel and installs it (or set TOKEND_TEST_BIN)"
+    )
 PRODUCT_PYTHON = str(Path(TOKEND).with_name("python.exe" if WINDOWS else "python"))
 RESOURCE = "https://ossrdbms-aad.database.windows.net"
 GROUP = "DBA Group"
@@ -82,13 +85,22 @@ def _cert_pem(folder: Path) -> tuple[bytes, Path]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tokend-cert-app")])
     now = __import__("datetime").datetime.now(__import__("datetime").timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now)
-            .not_valid_after(now + __import__("datetime").timedelta(days=2)).sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + __import__("datetime").timedelta(days=2))
+        .sign(key, hashes.SHA256())
+    )
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
     path = folder / "cert-app.pem"
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()) + cert_pem)
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        + cert_pem
+    )
     path.chmod(0o600)
     return cert_pem, path
 
@@ -141,10 +153,26 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixtur
     runtime = Path(tempfile.mkdtemp(prefix="tkd-"))  # short: Unix socket paths are limited to ~100 bytes
     runtime.chmod(0o700)
     request.addfinalizer(lambda: shutil.rmtree(runtime, ignore_errors=True))
-    for var in ("PGPASSFILE", "PGPASSWORD", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGSERVICEFILE",
-                "TOKEND_CONFIG", "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "AZURE_CLIENT_ID",
-                "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST", "AZURE_CLIENT_SECRET",
-                "DBUS_SESSION_BUS_ADDRESS", "BROWSER"):
+    for var in (
+        "PGPASSFILE",
+        "PGPASSWORD",
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+        "PGSERVICEFILE",
+        "TOKEND_CONFIG",
+        "IDENTITY_ENDPOINT",
+        "IDENTITY_HEADER",
+        "MSI_ENDPOINT",
+        "AZURE_CLIENT_ID",
+        "AZURE_TENANT_ID",
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "AZURE_AUTHORITY_HOST",
+        "AZURE_CLIENT_SECRET",
+        "DBUS_SESSION_BUS_ADDRESS",
+        "BROWSER",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
@@ -183,11 +211,16 @@ def sp_config(t: Tenant, pg_port: int, *, extra: str = "", targets: str | None =
     """A config with a service-principal identity and one target (the group on the test PostgreSQL)."""
     identities = {
         "sp": f'[identities.sp]\nsource = "service-principal"\ntenant_id = "{t.tenant_id}"\n'
-              f'client_id = "{t.app.client_id}"\nclient_secret_env = "TOKEND_TEST_SECRET"\nauthority = "{t.url}"\n',
+        f'client_id = "{t.app.client_id}"\nclient_secret_env = "TOKEND_TEST_SECRET"\nauthority = "{t.url}"\n',
     }
-    targets = targets if targets is not None else (
-        f'[targets.db]\nhost = "127.0.0.1"\nport = {pg_port}\ndatabase = "appdb"\nuser = "{GROUP}"\n'
-        f'identity = "{source}"\n')
+    targets = (
+        targets
+        if targets is not None
+        else (
+            f'[targets.db]\nhost = "127.0.0.1"\nport = {pg_port}\ndatabase = "appdb"\nuser = "{GROUP}"\n'
+            f'identity = "{source}"\n'
+        )
+    )
     return identities.get(source, "") + "\n" + targets + "\n" + extra
 
 
@@ -204,12 +237,20 @@ def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[s
 
 
 def device_identity(name: str, em_url: str, tenant_id: str) -> str:
-    return (f'[identities.{name}]\nsource = "device-code"\ntenant_id = "{tenant_id}"\nauthority = "{em_url}"\n'
-            "allow_unencrypted_cache = true\n")
+    return (
+        f'[identities.{name}]\nsource = "device-code"\ntenant_id = "{tenant_id}"\nauthority = "{em_url}"\n'
+        "allow_unencrypted_cache = true\n"
+    )
 
 
-def login(cfg: Path, emulator: Emulator, upn: str, identity: str | None = None,
-          env: dict[str, str] | None = None, exe: str = TOKEND) -> subprocess.CompletedProcess[str]:
+def login(
+    cfg: Path,
+    emulator: Emulator,
+    upn: str,
+    identity: str | None = None,
+    env: dict[str, str] | None = None,
+    exe: str = TOKEND,
+) -> subprocess.CompletedProcess[str]:
     """`tokend login` as a person would run it; the emulator approves the code shown in the terminal."""
     cmd = [exe, "login", *([identity] if identity else []), "--config", str(cfg)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -227,8 +268,9 @@ class DaemonProcess:
         self.config = config
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([TOKEND, "run", "--config", str(config), *args], stdout=self._log,
-                                     stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            [TOKEND, "run", "--config", str(config), *args], stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
 
     def status(self) -> dict[str, Any] | None:
         r = tokend("status", "--json", "--config", str(self.config))
@@ -275,14 +317,16 @@ def tokend(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -
     return subprocess.run([TOKEND, *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
-def psql(pg_port: int, user: str = GROUP, env: dict[str, str] | None = None,
-         extra: str = "") -> subprocess.CompletedProcess[str]:
+def psql(
+    pg_port: int, user: str = GROUP, env: dict[str, str] | None = None, extra: str = ""
+) -> subprocess.CompletedProcess[str]:
     """psql with no password given: libpq must find the token in pgpass."""
     e = dict(env or os.environ)
     e.pop("PGPASSWORD", None)
     conninfo = f"host=127.0.0.1 port={pg_port} dbname=appdb user='{user}' sslmode=require {extra}"
-    return subprocess.run(["psql", conninfo, "-w", "-Atc", "select current_user"], capture_output=True, text=True,
-                          env=e, timeout=30)
+    return subprocess.run(
+        ["psql", conninfo, "-w", "-Atc", "select current_user"], capture_output=True, text=True, env=e, timeout=30
+    )
 
 
 @pytest.fixture
@@ -299,21 +343,39 @@ def secret_service(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
         if os.environ.get("CI"):
             pytest.fail(f"missing for the Secret Service tests: {missing}; tests/run.sh installs them")
         pytest.skip(f"no Secret Service here ({', '.join(missing)})")
-    bus = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address=1"], stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL, text=True)
+    bus = subprocess.Popen(
+        ["dbus-daemon", "--session", "--nofork", "--print-address=1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     assert bus.stdout is not None
     address = bus.stdout.readline().strip()
     monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", address)
-    keyring = subprocess.Popen(["gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets"],
-                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    keyring = subprocess.Popen(
+        ["gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     assert keyring.stdin is not None
     keyring.stdin.write(b"test-keyring-password")
     keyring.stdin.close()
 
     def ready() -> bool:
-        probe = subprocess.run(["dbus-send", "--session", "--print-reply", "--dest=org.freedesktop.DBus",
-                                "/org/freedesktop/DBus", "org.freedesktop.DBus.NameHasOwner",
-                                "string:org.freedesktop.secrets"], capture_output=True, text=True)
+        probe = subprocess.run(
+            [
+                "dbus-send",
+                "--session",
+                "--print-reply",
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.NameHasOwner",
+                "string:org.freedesktop.secrets",
+            ],
+            capture_output=True,
+            text=True,
+        )
         return "boolean true" in probe.stdout
 
     wait_for(ready, timeout=15, what="gnome-keyring on the private bus")
@@ -359,10 +421,15 @@ def az(em: Tenant, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
             raise AssertionError(f"az {' '.join(args[:2])} failed: {r.stderr[-2000:]}")
         return r
 
-    cloud = {"endpoints": {"activeDirectory": em.url, "resourceManager": em.url + "/arm/",
-                           "activeDirectoryResourceId": "https://management.core.windows.net/",
-                           "ossrdbmsResourceId": RESOURCE,
-                           "microsoftGraphResourceId": "https://graph.microsoft.com/"}}
+    cloud = {
+        "endpoints": {
+            "activeDirectory": em.url,
+            "resourceManager": em.url + "/arm/",
+            "activeDirectoryResourceId": "https://management.core.windows.net/",
+            "ossrdbmsResourceId": RESOURCE,
+            "microsoftGraphResourceId": "https://graph.microsoft.com/",
+        }
+    }
     cloud_file = tmp_path / "cloud.json"
     cloud_file.write_text(json.dumps(cloud))
     run("cloud", "register", "-n", "Emulator", "--skip-endpoint-discovery", "--cloud-config", f"@{cloud_file}")
@@ -392,8 +459,7 @@ def other_user() -> Callable[..., subprocess.CompletedProcess[str]]:
             subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", OTHER_USER], check=True)
 
     def run(*cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run(["runuser", "-u", OTHER_USER, "--", *cmd], capture_output=True, text=True,
-                           timeout=timeout)
+        r = subprocess.run(["runuser", "-u", OTHER_USER, "--", *cmd], capture_output=True, text=True, timeout=timeout)
         if check and r.returncode != 0:
             raise AssertionError(f"{cmd} as {OTHER_USER} failed: {r.stderr}")
         return r
@@ -422,6 +488,12 @@ def faketime(tmp_path: Path) -> tuple[dict[str, str], Path]:
     (tmp_path / "clock").mkdir()
     offset = tmp_path / "clock" / "faketime"
     offset.write_text("+0\n")
-    env = {**os.environ, "LD_PRELOAD": str(lib), "FAKETIME_TIMESTAMP_FILE": str(offset), "FAKETIME_NO_CACHE": "1",
-           "FAKETIME_DONT_FAKE_MONOTONIC": "1", "DONT_FAKE_MONOTONIC": "1"}
+    env = {
+        **os.environ,
+        "LD_PRELOAD": str(lib),
+        "FAKETIME_TIMESTAMP_FILE": str(offset),
+        "FAKETIME_NO_CACHE": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "DONT_FAKE_MONOTONIC": "1",
+    }
     return env, offset

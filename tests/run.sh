@@ -91,6 +91,7 @@ export TOKEND_TEST_AZ="$root/.venv-az/bin/az"
 
 echo "ruff:"
 .venv/bin/ruff check tokend tests bench
+.venv/bin/ruff format --check tokend tests bench
 echo "mypy:"
 .venv/bin/mypy
 echo "GitHub workflow schema:"

@@ -60,17 +60,27 @@ def server(em: Tenant, postgres: Postgres, write_config, tmp_path: Path):
     postgres.sql(f'ALTER ROLE "{admin_role}" CREATEROLE')
     postgres.sql(STAND_IN, db)
     postgres.sql(f'ALTER DATABASE "{db}" SET search_path = "$user", public, pgaadauth')
-    postgres.sql(f'INSERT INTO pgaadauth.principals VALUES (\'{admin_role}\', \'service\', \'x\', \'t\', false, true)',
-                 db)
+    postgres.sql(f"INSERT INTO pgaadauth.principals VALUES ('{admin_role}', 'service', 'x', 't', false, true)", db)
     for schema in ("reports", "other"):
-        postgres.sql(f'CREATE SCHEMA {schema} AUTHORIZATION "{admin_role}"; '
-                     f'SET ROLE "{admin_role}"; CREATE TABLE {schema}.t (x int); INSERT INTO {schema}.t VALUES (1)',
-                     db)
-    cfg = write_config(sp_config(em, postgres.port, targets=(
-        f'[targets.admin]\nhost = "127.0.0.1"\nport = {postgres.port}\ndatabase = "{db}"\nuser = "{admin_role}"\n'
-        f'identity = "sp"\nsinks = []\nsslrootcert = "{postgres.ca_cert}"\n'
-        f'[targets.readers]\nhost = "127.0.0.1"\nport = {postgres.port}\ndatabase = "{db}"\nuser = "{READERS}"\n'
-        f'identity = "sp"\n')))
+        postgres.sql(
+            f'CREATE SCHEMA {schema} AUTHORIZATION "{admin_role}"; '
+            f'SET ROLE "{admin_role}"; CREATE TABLE {schema}.t (x int); INSERT INTO {schema}.t VALUES (1)',
+            db,
+        )
+    cfg = write_config(
+        sp_config(
+            em,
+            postgres.port,
+            targets=(
+                f'[targets.admin]\nhost = "127.0.0.1"\nport = {postgres.port}\ndatabase = "{db}"\n'
+                f'user = "{admin_role}"\n'
+                f'identity = "sp"\nsinks = []\nsslrootcert = "{postgres.ca_cert}"\n'
+                f'[targets.readers]\nhost = "127.0.0.1"\nport = {postgres.port}\ndatabase = "{db}"\n'
+                f'user = "{READERS}"\n'
+                f'identity = "sp"\n'
+            ),
+        )
+    )
     yield cfg, db
     postgres.sql(f'DROP DATABASE "{db}" WITH (FORCE)')
     for role in (READERS, "audit group", "Nologin Group", "Plain Role"):
@@ -78,8 +88,12 @@ def server(em: Tenant, postgres: Postgres, write_config, tmp_path: Path):
 
 
 def as_readers(pg: Postgres, db: str, sql: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["psql", f"host=127.0.0.1 port={pg.port} dbname={db} user='{READERS}' sslmode=require",
-                           "-w", "-Atc", sql], capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        ["psql", f"host=127.0.0.1 port={pg.port} dbname={db} user='{READERS}' sslmode=require", "-w", "-Atc", sql],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_add_group_prints_stable_sql_and_applies_it_once(em: Tenant, postgres: Postgres, server) -> None:
@@ -106,8 +120,9 @@ def test_add_group_prints_stable_sql_and_applies_it_once(em: Tenant, postgres: P
     assert r.stdout.strip() == f"{READERS}|1", r.stderr
     r = as_readers(postgres, db, "select x from other.t")
     assert r.returncode != 0 and "permission denied" in r.stderr
-    postgres.sql(f'SET ROLE "{em.app.name}"; CREATE TABLE reports.later (y int); INSERT INTO reports.later VALUES (2)',
-                 db)
+    postgres.sql(
+        f'SET ROLE "{em.app.name}"; CREATE TABLE reports.later (y int); INSERT INTO reports.later VALUES (2)', db
+    )
     assert as_readers(postgres, db, "select y from reports.later").stdout.strip() == "2"  # default privileges
     human = tokend("admin", "list", "--target", "admin", "--config", str(cfg))
     assert READERS in human.stdout and "RIGHTS PER SCHEMA" in human.stdout
@@ -117,11 +132,26 @@ def test_the_public_schema_needs_asking_twice_and_identifiers_are_quoted(server)
     cfg, _db = server
     r = tokend("admin", "add-group", READERS, "--target", "admin", "--schema", "public", "--config", str(cfg))
     assert r.returncode == 2 and "--allow-public" in r.stderr
-    r = tokend("admin", "add-group", 'Odd "Quoted" Group', "--target", "admin", "--schema", "My Schema",
-               "--schema", "public", "--allow-public", "--read-write", "--config", str(cfg))
+    r = tokend(
+        "admin",
+        "add-group",
+        'Odd "Quoted" Group',
+        "--target",
+        "admin",
+        "--schema",
+        "My Schema",
+        "--schema",
+        "public",
+        "--allow-public",
+        "--read-write",
+        "--config",
+        str(cfg),
+    )
     assert r.returncode == 0
-    assert """GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "My Schema" TO "Odd ""Quoted"" Group";""" \
+    assert (
+        """GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "My Schema" TO "Odd ""Quoted"" Group";"""
         in r.stdout
+    )
     assert "pgaadauth_create_principal('Odd \"Quoted\" Group', false, false)" in r.stdout
 
 
@@ -129,8 +159,17 @@ def test_check_finds_each_reason_a_login_fails(em: Tenant, postgres: Postgres, s
     cfg, db = server
 
     def check(group: str, *schemas: str) -> tuple[int, list[dict]]:
-        r = tokend("admin", "check", group, "--target", "admin", *(a for s in schemas for a in ("--schema", s)),
-                   "--json", "--config", str(cfg))
+        r = tokend(
+            "admin",
+            "check",
+            group,
+            "--target",
+            "admin",
+            *(a for s in schemas for a in ("--schema", s)),
+            "--json",
+            "--config",
+            str(cfg),
+        )
         return r.returncode, json.loads(r.stdout)
 
     code, found = check("Nobody Group", "reports")
@@ -151,16 +190,24 @@ def test_check_finds_each_reason_a_login_fails(em: Tenant, postgres: Postgres, s
     postgres.sql(f'SET ROLE "{em.app.name}"; GRANT USAGE ON SCHEMA reports TO "Nologin Group"', db)
     code, found = check("Nologin Group", "reports")
     assert code == 1 and [f["what"] for f in found if not f["ok"]] == [
-        "USAGE on schema 'reports' but no rights on any of its 1 tables"]
+        "USAGE on schema 'reports' but no rights on any of its 1 tables"
+    ]
     human = tokend("admin", "check", "Nologin Group", "--target", "admin", "--schema", "reports", "--config", str(cfg))
     assert "fix: GRANT SELECT ON ALL TABLES IN SCHEMA" in human.stdout
 
 
 def test_server_errors_are_one_line_with_the_fix(em: Tenant, postgres: Postgres, write_config) -> None:
     """A server that is not Azure (no pgaadauth functions): one line saying so."""
-    cfg = write_config(sp_config(em, postgres.port, targets=(
-        f'[targets.plain]\nhost = "127.0.0.1"\nport = {postgres.port}\ndatabase = "appdb"\nuser = "{GROUP}"\n'
-        f'identity = "sp"\nsslrootcert = "{postgres.ca_cert}"\n')))
+    cfg = write_config(
+        sp_config(
+            em,
+            postgres.port,
+            targets=(
+                f'[targets.plain]\nhost = "127.0.0.1"\nport = {postgres.port}\ndatabase = "appdb"\nuser = "{GROUP}"\n'
+                f'identity = "sp"\nsslrootcert = "{postgres.ca_cert}"\n'
+            ),
+        )
+    )
     r = tokend("admin", "list", "--target", "plain", "--config", str(cfg))
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1 and "no pgaadauth functions" in lines[0], r.stderr

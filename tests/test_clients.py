@@ -26,9 +26,14 @@ from test_proxy import jdbc
 
 
 def sp_with_sinks(em: Tenant, pg: Postgres, sinks: str, name: str = "db") -> str:
-    return sp_config(em, pg.port, targets=(
-        f'[targets.{name}]\nhost = "127.0.0.1"\nport = {pg.port}\ndatabase = "appdb"\nuser = "{GROUP}"\n'
-        f'identity = "sp"\nsinks = {sinks}\n'))
+    return sp_config(
+        em,
+        pg.port,
+        targets=(
+            f'[targets.{name}]\nhost = "127.0.0.1"\nport = {pg.port}\ndatabase = "appdb"\nuser = "{GROUP}"\n'
+            f'identity = "sp"\nsinks = {sinks}\n'
+        ),
+    )
 
 
 def keyring_get(name: str) -> str:
@@ -37,16 +42,17 @@ def keyring_get(name: str) -> str:
 
 
 def secret_tool(name: str) -> str:
-    r = subprocess.run(["secret-tool", "lookup", "service", "tokend", "username", name], capture_output=True,
-                       text=True)
+    r = subprocess.run(["secret-tool", "lookup", "service", "tokend", "username", name], capture_output=True, text=True)
     return r.stdout.strip()
 
 
-def test_keychain_sink_in_a_real_secret_service(em: Tenant, postgres: Postgres, write_config, daemon,
-                                                secret_service: str) -> None:
+def test_keychain_sink_in_a_real_secret_service(
+    em: Tenant, postgres: Postgres, write_config, daemon, secret_service: str
+) -> None:
     em.emulator.directory.lifetime = 60
-    subprocess.run([PRODUCT_PYTHON, "-m", "keyring", "set", "someone-else", "me"], input="theirs\n", text=True,
-                   check=True)
+    subprocess.run(
+        [PRODUCT_PYTHON, "-m", "keyring", "set", "someone-else", "me"], input="theirs\n", text=True, check=True
+    )
     cfg = write_config(sp_with_sinks(em, postgres, '["pgpass", "keychain"]'))
     d = daemon(cfg)
     d.wait_ready()
@@ -58,9 +64,13 @@ def test_keychain_sink_in_a_real_secret_service(em: Tenant, postgres: Postgres, 
     # the target goes: its entry goes; nobody else's entry is touched
     cfg.write_text(sp_with_sinks(em, postgres, '["pgpass"]'))
     wait_for(lambda: keyring_get("db") == "", timeout=5, what="entry of removed target deleted")
-    assert keyring_get("someone-else") == "" and subprocess.run(
-        [PRODUCT_PYTHON, "-m", "keyring", "get", "someone-else", "me"], capture_output=True, text=True
-    ).stdout.strip() == "theirs"
+    assert (
+        keyring_get("someone-else") == ""
+        and subprocess.run(
+            [PRODUCT_PYTHON, "-m", "keyring", "get", "someone-else", "me"], capture_output=True, text=True
+        ).stdout.strip()
+        == "theirs"
+    )
 
 
 class WindowsLimitedKeyring:
@@ -106,21 +116,22 @@ def test_keychain_chunks_long_tokens_under_windows_limit(size: int, secret_servi
     assert kr.get_password("tokend", "big") is None
 
 
-def test_no_keychain_is_a_sink_state_and_others_carry_on(em: Tenant, postgres: Postgres, write_config,
-                                                         daemon) -> None:
+def test_no_keychain_is_a_sink_state_and_others_carry_on(em: Tenant, postgres: Postgres, write_config, daemon) -> None:
     cfg = write_config(sp_with_sinks(em, postgres, '["pgpass", "keychain"]'))
     d = daemon(cfg)
     d.wait_ready()
     wait_for(lambda: d.status()["targets"][0]["sinks"]["keychain"]["state"] == "failed", what="keychain failed")
     sinks = d.status()["targets"][0]["sinks"]
-    assert "no usable keychain" in sinks["keychain"]["last_error"] and "Secret Service" in sinks["keychain"][
-        "last_error"]
+    assert (
+        "no usable keychain" in sinks["keychain"]["last_error"] and "Secret Service" in sinks["keychain"]["last_error"]
+    )
     wait_for(lambda: d.status()["targets"][0]["sinks"]["pgpass"]["state"] == "ok", what="pgpass ok")
     assert psql(postgres.port).stdout.strip() == GROUP
 
 
-def test_token_falls_back_to_the_keychain_without_a_daemon(em: Tenant, postgres: Postgres, write_config, daemon,
-                                                           secret_service: str) -> None:
+def test_token_falls_back_to_the_keychain_without_a_daemon(
+    em: Tenant, postgres: Postgres, write_config, daemon, secret_service: str
+) -> None:
     cfg = write_config(sp_with_sinks(em, postgres, '["pgpass", "keychain"]'))
     d = daemon(cfg)
     d.wait_ready()
@@ -132,8 +143,9 @@ def test_token_falls_back_to_the_keychain_without_a_daemon(em: Tenant, postgres:
     assert len(em.emulator.token_requests()) == before  # no new acquisition
 
 
-def test_pg_service_section_logs_in_and_keeps_user_sections(em: Tenant, postgres: Postgres, write_config, daemon,
-                                                            home: Path) -> None:
+def test_pg_service_section_logs_in_and_keeps_user_sections(
+    em: Tenant, postgres: Postgres, write_config, daemon, home: Path
+) -> None:
     service_file = home / ".pg_service.conf"
     mine = "# my services\r\n[legacy]\r\nhost=old.example\r\nport=5432\r\n\r\n[db]\r\nhost=shadowed.example\r\n"
     service_file.write_bytes(mine.encode())
@@ -144,8 +156,9 @@ def test_pg_service_section_logs_in_and_keeps_user_sections(em: Tenant, postgres
     text = service_file.read_bytes()
     assert text.endswith(mine.encode())
     assert b"eyJ" not in text  # never the token
-    r = subprocess.run(["psql", "service=db", "-w", "-Atc", "select current_user, current_database()"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["psql", "service=db", "-w", "-Atc", "select current_user, current_database()"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"{GROUP}|appdb"
 
@@ -176,16 +189,19 @@ class RecordingStore:
         return True
 
 
-def test_azure_data_studio_profiles(em: Tenant, postgres: Postgres, write_config, home: Path,
-                                    secret_service: str) -> None:
+def test_azure_data_studio_profiles(
+    em: Tenant, postgres: Postgres, write_config, home: Path, secret_service: str
+) -> None:
     import secretstorage
 
     cfg = write_config(sp_with_sinks(em, postgres, '["pgpass"]'))
     target = Target("db", "127.0.0.1", postgres.port, "appdb", GROUP, "sp", ("pgpass",))
     cred_id = ads.credential_id(target)
-    assert cred_id == ("Microsoft.SqlTools|itemtype:Profile|id:providerName:PGSQL|applicationName:azdata|"
-                       f"authenticationType:SqlLogin|dbname:appdb|host:127.0.0.1|hostaddr:|port:{postgres.port}|"
-                       f"user:{GROUP}")
+    assert cred_id == (
+        "Microsoft.SqlTools|itemtype:Profile|id:providerName:PGSQL|applicationName:azdata|"
+        f"authenticationType:SqlLogin|dbname:appdb|host:127.0.0.1|hostaddr:|port:{postgres.port}|"
+        f"user:{GROUP}"
+    )
     user = home / ".config" / "azuredatastudio" / "User"
     (user / "globalStorage").mkdir(parents=True)
     (user / "settings.json").write_text(ADS_SETTINGS)
@@ -194,14 +210,20 @@ def test_azure_data_studio_profiles(em: Tenant, postgres: Postgres, write_config
         secretstorage.get_default_collection(conn).create_item("stale", {"service": cred_id, "account": ""}, b"old")
     with contextlib.closing(sqlite3.connect(user / "globalStorage" / "state.vscdb")) as db, db:
         db.execute("CREATE TABLE ItemTable (key TEXT UNIQUE ON CONFLICT REPLACE, value BLOB)")
-        db.execute("INSERT INTO ItemTable VALUES (?, ?), ('other.setting', 'x')",
-                   (f'secret://{{"extensionId":"","key":"{cred_id}"}}', b"v10encrypted"))
+        db.execute(
+            "INSERT INTO ItemTable VALUES (?, ?), ('other.setting', 'x')",
+            (f'secret://{{"extensionId":"","key":"{cred_id}"}}', b"v10encrypted"),
+        )
 
     r = tokend("clients", "ads", "--config", str(cfg))
     assert r.returncode == 0, r.stderr
     text = (user / "settings.json").read_text()
-    for kept in ("// Azure Data Studio user settings", "// my theme", "/* connections I made by hand */",
-                 '"editor.fontSize": 13'):
+    for kept in (
+        "// Azure Data Studio user settings",
+        "// my theme",
+        "/* connections I made by hand */",
+        '"editor.fontSize": 13',
+    ):
         assert kept in text
     data = jsonc.loads(text)
     ids = [c["id"] for c in data["datasource.connections"]]
@@ -227,8 +249,9 @@ def test_azure_data_studio_profiles(em: Tenant, postgres: Postgres, write_config
 PGADMIN_REQUIRED = {"Name": str, "Group": str, "Port": int, "Username": str, "MaintenanceDB": str}
 
 
-def test_pgadmin_servers_json_and_password_command(em: Tenant, postgres: Postgres, write_config, daemon,
-                                                   tmp_path: Path) -> None:
+def test_pgadmin_servers_json_and_password_command(
+    em: Tenant, postgres: Postgres, write_config, daemon, tmp_path: Path
+) -> None:
     cfg = write_config(sp_with_sinks(em, postgres, '["pgpass"]'))
     d = daemon(cfg)
     d.wait_ready()
@@ -244,17 +267,26 @@ def test_pgadmin_servers_json_and_password_command(em: Tenant, postgres: Postgre
     command = shlex.split(server["PasswordExecCommand"])
     assert Path(command[0]).is_absolute()
     password = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
-    login = subprocess.run(["psql", f"host=127.0.0.1 port={postgres.port} dbname=appdb user='{GROUP}' "
-                            "sslmode=require", "-Atc", "select current_user"], capture_output=True, text=True,
-                           env={**os.environ, "PGPASSWORD": password})
+    login = subprocess.run(
+        [
+            "psql",
+            f"host=127.0.0.1 port={postgres.port} dbname=appdb user='{GROUP}' sslmode=require",
+            "-Atc",
+            "select current_user",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PGPASSWORD": password},
+    )
     assert login.stdout.strip() == GROUP, login.stderr
     out = tmp_path / "servers.json"
     assert tokend("clients", "pgadmin", "--output", str(out), "--config", str(cfg)).returncode == 0
     assert json.loads(out.read_text())["Servers"][server_key]["Name"] == "db"
 
 
-def test_drivers_with_their_own_pgpass_readers(em: Tenant, postgres: Postgres, write_config, pgpass: Path,
-                                               monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_drivers_with_their_own_pgpass_readers(
+    em: Tenant, postgres: Postgres, write_config, pgpass: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     import asyncpg
     import psycopg
     import psycopg2

@@ -64,8 +64,14 @@ def test_health_readiness_and_metrics(em: Tenant, postgres: Postgres, write_conf
     status, text = get(f"{base}/metrics")
     assert status == 200
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    assert {"tokend_build_info", "tokend_token_expiry_seconds", "tokend_token_requests", "tokend_sink_writes",
-            "tokend_config_reloads", "tokend_ready"} <= set(families)
+    assert {
+        "tokend_build_info",
+        "tokend_token_expiry_seconds",
+        "tokend_token_requests",
+        "tokend_sink_writes",
+        "tokend_config_reloads",
+        "tokend_ready",
+    } <= set(families)
     expiry = next(s for s in families["tokend_token_expiry_seconds"].samples if s.labels == {"identity": "sp"})
     assert 0 < expiry.value <= 60
     assert any(s.labels.get("result") == "new" and s.value >= 1 for s in families["tokend_token_requests"].samples)
@@ -123,23 +129,37 @@ def test_sidecar_keeps_the_app_logged_in(em: Tenant, postgres: Postgres, tmp_pat
     Path(moved["PGPASSFILE"]).parent.mkdir(parents=True, exist_ok=True)
     config = Path(moved["TOKEND_CONFIG"])
     config.parent.mkdir(parents=True)
-    config.write_text(f'[identities.pod]\nsource = "workload-identity"\nauthority = "{em.url}"\n\n'
-                      f'[targets.db]\nhost = "127.0.0.1"\nport = {postgres.port}\ndatabase = "appdb"\n'
-                      f'user = "{GROUP}"\nidentity = "pod"\nsinks = ["pgpass", "pg_service"]\n')
+    config.write_text(
+        f'[identities.pod]\nsource = "workload-identity"\nauthority = "{em.url}"\n\n'
+        f'[targets.db]\nhost = "127.0.0.1"\nport = {postgres.port}\ndatabase = "appdb"\n'
+        f'user = "{GROUP}"\nidentity = "pod"\nsinks = ["pgpass", "pg_service"]\n'
+    )
     projected = tmp_path / "projected" / "azure-identity-token"
     projected.parent.mkdir()
     projected.write_text(em.emulator.directory.mint_federated(em.wi_app, lifetime=90))
     em.emulator.directory.lifetime = 60
-    env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", **moved, "AZURE_AUTHORITY_HOST": em.url,
-           "AZURE_TENANT_ID": em.tenant_id, "AZURE_CLIENT_ID": em.wi_app.client_id,
-           "AZURE_FEDERATED_TOKEN_FILE": str(projected), "REQUESTS_CA_BUNDLE": str(em.bundle)}
+    env = {
+        "PATH": os.environ["PATH"],
+        "LANG": "C.UTF-8",
+        **moved,
+        "AZURE_AUTHORITY_HOST": em.url,
+        "AZURE_TENANT_ID": em.tenant_id,
+        "AZURE_CLIENT_ID": em.wi_app.client_id,
+        "AZURE_FEDERATED_TOKEN_FILE": str(projected),
+        "REQUESTS_CA_BUNDLE": str(em.bundle),
+    }
     assert entry[0] == "tokend"
     log = tmp_path / "daemon.log"  # a file, not a pipe nobody reads for minutes
     with log.open("wb") as out:
         proc = subprocess.Popen([TOKEND, *entry[1:]], env=env, stdout=out, stderr=subprocess.STDOUT)
-    app_env = {"PATH": os.environ["PATH"], "PGPASSFILE": moved["PGPASSFILE"],
-               "PGSERVICEFILE": moved["PGSERVICEFILE"], "PGSERVICE": "db"}
+    app_env = {
+        "PATH": os.environ["PATH"],
+        "PGPASSFILE": moved["PGPASSFILE"],
+        "PGSERVICEFILE": moved["PGSERVICEFILE"],
+        "PGSERVICE": "db",
+    }
     try:
+
         def shared_files() -> bool:
             assert proc.poll() is None, log.read_text()
             return Path(moved["PGPASSFILE"]).exists() and Path(moved["PGSERVICEFILE"]).exists()
@@ -151,8 +171,9 @@ def test_sidecar_keeps_the_app_logged_in(em: Tenant, postgres: Postgres, tmp_pat
             if t0 - start > 60 * (rotated + 1):  # the kubelet re-projects the federated token
                 projected.write_text(em.emulator.directory.mint_federated(em.wi_app, lifetime=90))
                 rotated += 1
-            r = subprocess.run(["psql", "-w", "-Atc", "select current_user"], env=app_env, capture_output=True,
-                               text=True, timeout=30)
+            r = subprocess.run(
+                ["psql", "-w", "-Atc", "select current_user"], env=app_env, capture_output=True, text=True, timeout=30
+            )
             if r.stdout.strip() != GROUP:
                 failures.append(f"{t0 - start:.0f}s: {r.stderr.strip()}")
             time.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))
@@ -179,8 +200,10 @@ def kustomize(folder: Path) -> list[dict[str, Any]]:
     for patch in k.get("patches", []):
         ops = yaml.safe_load((folder / patch["path"]).read_text())
         for o in objects:
-            if all(o.get(f, {}).get("name") == v if f == "metadata" else o.get(f) == v
-                   for f, v in (("kind", patch["target"]["kind"]), ("metadata", patch["target"]["name"]))):
+            if all(
+                o.get(f, {}).get("name") == v if f == "metadata" else o.get(f) == v
+                for f, v in (("kind", patch["target"]["kind"]), ("metadata", patch["target"]["name"]))
+            ):
                 for op in ops:
                     _apply(o, op)
     return objects
@@ -211,10 +234,15 @@ def test_manifests_are_valid_kubernetes(overlay: str) -> None:
     for o in objects:
         kubernetes_validate.validate(o, KUBERNETES, strict=True)
     if shutil.which("kustomize"):
-        built = subprocess.run(["kustomize", "build", str(REPO / "deploy" / "kubernetes" / overlay)],
-                               capture_output=True, text=True, check=True).stdout
-        assert sorted(json.dumps(o, sort_keys=True) for o in yaml.safe_load_all(built) if o) == \
-            sorted(json.dumps(o, sort_keys=True) for o in objects)
+        built = subprocess.run(
+            ["kustomize", "build", str(REPO / "deploy" / "kubernetes" / overlay)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert sorted(json.dumps(o, sort_keys=True) for o in yaml.safe_load_all(built) if o) == sorted(
+            json.dumps(o, sort_keys=True) for o in objects
+        )
 
 
 def test_probes_match_the_config_they_ship_with(tmp_path: Path) -> None:
@@ -268,17 +296,22 @@ def pgbouncer(folder: Path, port: int, databases: str, tls: str) -> subprocess.P
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "userlist.txt").write_text(f'"{GROUP}" ""\n')
     ini = folder / "pgbouncer.ini"
-    ini.write_text(f"[databases]\n{databases}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n"
-                   f"unix_socket_dir =\nauth_type = trust\nauth_file = {folder / 'userlist.txt'}\n"
-                   f"pidfile = {folder / 'pgbouncer.pid'}\nlogfile = {folder / 'pgbouncer.log'}\n"
-                   f"pool_mode = session\nserver_lifetime = 20\nserver_idle_timeout = 5\n{tls}")
+    ini.write_text(
+        f"[databases]\n{databases}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n"
+        f"unix_socket_dir =\nauth_type = trust\nauth_file = {folder / 'userlist.txt'}\n"
+        f"pidfile = {folder / 'pgbouncer.pid'}\nlogfile = {folder / 'pgbouncer.log'}\n"
+        f"pool_mode = session\nserver_lifetime = 20\nserver_idle_timeout = 5\n{tls}"
+    )
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres")
         for f in folder.iterdir():
             shutil.chown(f, "postgres")
     cmd = ["pgbouncer", str(ini)]
-    return subprocess.Popen(["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 class AsPostgres:
@@ -292,10 +325,16 @@ class AsPostgres:
         (self.home / "run").chmod(0o700)
         bundle = self.home / "bundle.pem"
         shutil.copy(em.bundle, bundle)
-        self.env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "HOME": str(self.home),
-                    "XDG_RUNTIME_DIR": str(self.home / "run"), "REQUESTS_CA_BUNDLE": str(bundle),
-                    "TOKEND_TEST_SECRET": SECRET, "XDG_CONFIG_HOME": str(self.home / ".config"),
-                    "XDG_STATE_HOME": str(self.home / ".local/state")}
+        self.env = {
+            "PATH": os.environ["PATH"],
+            "LANG": "C.UTF-8",
+            "HOME": str(self.home),
+            "XDG_RUNTIME_DIR": str(self.home / "run"),
+            "REQUESTS_CA_BUNDLE": str(bundle),
+            "TOKEND_TEST_SECRET": SECRET,
+            "XDG_CONFIG_HOME": str(self.home / ".config"),
+            "XDG_STATE_HOME": str(self.home / ".local/state"),
+        }
 
     def own(self) -> None:
         if self.root:
@@ -331,20 +370,32 @@ def test_pgbouncer_both_routes_for_three_minutes(em: Tenant, postgres: Postgres,
     p1, p2 = free_port(), free_port()
     include = direct / "tokend.ini"
     cfg = me.home / "config.toml"
-    cfg.write_text(sp_config(em, postgres.port, targets=(
-        f'[targets.appdb]\nhost = "127.0.0.1"\nport = {postgres.port}\ndatabase = "appdb"\nuser = "{GROUP}"\n'
-        f'identity = "sp"\nsinks = ["pgbouncer"]\nlisten = ["unix:6432"]\nsslrootcert = "{postgres.ca_cert}"\n'),
-        extra=f'[sinks.pgbouncer]\npath = "{include}"\npidfile = "{direct / "pgbouncer.pid"}"\n'))
+    cfg.write_text(
+        sp_config(
+            em,
+            postgres.port,
+            targets=(
+                f'[targets.appdb]\nhost = "127.0.0.1"\nport = {postgres.port}\ndatabase = "appdb"\nuser = "{GROUP}"\n'
+                f'identity = "sp"\nsinks = ["pgbouncer"]\nlisten = ["unix:6432"]\nsslrootcert = "{postgres.ca_cert}"\n'
+            ),
+            extra=f'[sinks.pgbouncer]\npath = "{include}"\npidfile = "{direct / "pgbouncer.pid"}"\n',
+        )
+    )
     direct.mkdir(parents=True)
     include.write_text("")  # PgBouncer wants the file it includes to exist; tokend fills it
-    bouncer1 = pgbouncer(direct, p1, f"%include {include}", f"server_tls_sslmode = verify-full\n"
-                                                             f"server_tls_ca_file = {postgres.ca_cert}\n")
+    bouncer1 = pgbouncer(
+        direct,
+        p1,
+        f"%include {include}",
+        f"server_tls_sslmode = verify-full\nserver_tls_ca_file = {postgres.ca_cert}\n",
+    )
     ini_before = (direct / "pgbouncer.ini").read_bytes()
     me.own()
     log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115 - closed below
     d = subprocess.Popen(me.cmd("run", "--config", str(cfg)), stdout=log, stderr=subprocess.STDOUT)
     bouncer2 = None
     try:
+
         def up() -> dict[str, Any] | None:
             assert d.poll() is None, (tmp_path / "daemon.log").read_text()
             s = me.status(cfg)
@@ -352,17 +403,33 @@ def test_pgbouncer_both_routes_for_three_minutes(em: Tenant, postgres: Postgres,
 
         status = wait_for(up, timeout=60, what="daemon and proxy")
         folder = status["targets"][0]["proxy"]["listen"][0]["host"]
-        bouncer2 = pgbouncer(proxied, p2, f"appdb = host={folder} port=6432 dbname=appdb user='{GROUP}'",
-                             "server_tls_sslmode = disable\n")
-        wait_for(lambda: (direct / "pgbouncer.pid").exists() and (proxied / "pgbouncer.pid").exists(),
-                 what="both PgBouncers up")
+        bouncer2 = pgbouncer(
+            proxied,
+            p2,
+            f"appdb = host={folder} port=6432 dbname=appdb user='{GROUP}'",
+            "server_tls_sslmode = disable\n",
+        )
+        wait_for(
+            lambda: (direct / "pgbouncer.pid").exists() and (proxied / "pgbouncer.pid").exists(),
+            what="both PgBouncers up",
+        )
         failures: list[str] = []
         start, wall_start = time.monotonic(), time.time()
         while time.monotonic() - start < 180:
             t0 = time.monotonic()
             for port in (p1, p2):
-                r = subprocess.run(["psql", f"host=127.0.0.1 port={port} dbname=appdb user='{GROUP}' sslmode=disable",
-                                    "-w", "-Atc", "select current_user"], capture_output=True, text=True, timeout=30)
+                r = subprocess.run(
+                    [
+                        "psql",
+                        f"host=127.0.0.1 port={port} dbname=appdb user='{GROUP}' sslmode=disable",
+                        "-w",
+                        "-Atc",
+                        "select current_user",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
                 if r.stdout.strip() != GROUP:
                     failures.append(f"{t0 - start:.0f}s via {port}: {r.stderr.strip()}")
             time.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))

@@ -20,15 +20,19 @@ def shell_or_skip(name: str) -> str:
 
 def test_bash_completes_commands_actions_and_targets(tmp_path: Path, monkeypatch) -> None:
     cfg = tmp_path / "config.toml"
-    cfg.write_text('[identities.me]\nsource = "azure-cli"\n[targets.prod]\nhost = "h"\nuser = "u"\n'
-                   '[targets.staging]\nhost = "h2"\nuser = "u"\n')
+    cfg.write_text(
+        '[identities.me]\nsource = "azure-cli"\n[targets.prod]\nhost = "h"\nuser = "u"\n'
+        '[targets.staging]\nhost = "h2"\nuser = "u"\n'
+    )
     monkeypatch.setenv("TOKEND_CONFIG", str(cfg))
     monkeypatch.setenv("PATH", f"{Path(TOKEND).parent}:/usr/bin:/bin")
     script = tokend("completion", "bash").stdout
 
     def complete(*words: str) -> list[str]:
-        probe = (f"{script}\nCOMP_WORDS=({' '.join(repr(w) for w in words)}); COMP_CWORD={len(words) - 1}; "
-                 '_tokend; printf "%s\\n" "${COMPREPLY[@]}"')
+        probe = (
+            f"{script}\nCOMP_WORDS=({' '.join(repr(w) for w in words)}); COMP_CWORD={len(words) - 1}; "
+            '_tokend; printf "%s\\n" "${COMPREPLY[@]}"'
+        )
         return subprocess.run(["bash", "-c", probe], capture_output=True, text=True).stdout.split()
 
     assert complete("tokend", "to") == ["token"]

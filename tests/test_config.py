@@ -62,32 +62,50 @@ def test_good_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert c.sinks["pgpass"].options["path"] == "~/custom.pgpass"
 
 
-@pytest.mark.parametrize(("text", "key", "fix"), [
-    ('[identities.me]\nsource = "azure-cli"\ncolour = "red"\n', "identities.me.colour", "unknown key"),
-    ('[identities.me]\nsource = "azure-cli"\n[targets.t]\nhost = "h"\nuser = "u"\nport = "x"\n',
-     "targets.t.port", "whole number"),
-    ('[identities.me]\nsource = "azure-cli"\n[targets.t]\nhost = "h"\nuser = "u"\nidentity = "nope"\n',
-     "targets.t.identity", "add [identities.nope]"),
-    ('[refresh]\nmargin = "ten minutes"\n', "refresh.margin", "bad duration"),
-    ('[identities.me]\nsource = "kerberos"\n', "identities.me.source", "use one of"),
-    ('[identities.a]\nsource = "service-principal"\ntenant_id = "t"\nclient_id = "c"\n',
-     "identities.a", "exactly one of client_secret_env"),
-    (f'{ME}[targets.t]\nhost = "127.0.0.1:5432"\nuser = "u"\n', "targets.t.host",
-     "write host = '127.0.0.1' and port = 5432"),
-    (f'{ME}[targets.t]\nhost = "[::1]:6432"\nuser = "u"\n', "targets.t.host", "write host = '::1' and port = 6432"),
-    (f'{ME}[targets.t]\nhost = "postgres://h.example/db"\nuser = "u"\n', "targets.t.host", "is a URL"),
-    (f'{ME}[targets.t]\nhost = ""\nuser = "u"\n', "targets.t.host", "non-empty string"),
-    (f'{ME}[targets.t]\nhost = "a.example,b.example"\nuser = "u"\n', "targets.t.host", "not one server name"),
-    (f'{ME}[targets.t]\nhost = "h"\nuser = "*"\n', "targets.t.user", "not the wildcard"),
-    (f'{ME}[targets.t]\nhost = "h"\nuser = "u"\ndatabase = ""\n', "targets.t.database", "non-empty string"),
-    (f'{ME}[sinks.pgpass]\npath = 5\n', "sinks.pgpass.path", "non-empty string"),
-    ("x = " + "[" * 100_000 + "]" * 100_000 + "\n", "", "nested too deeply"),
-    ('[identities.me]\nsource = "azure-cli"\ncloud = "mars"\n', "identities.me.cloud", "use one of"),
-    ('[targets.t]\nhost = "h"\n', "targets.t.user", "missing"),
-    ('[identities.me]\nsource = "azure-cli"\n[targets.t]\nhost = "h"\nuser = "u"\nsinks = ["carrier-pigeon"]\n',
-     "targets.t.sinks", "unknown sink"),
-    ('[identities.me\n', "", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("text", "key", "fix"),
+    [
+        ('[identities.me]\nsource = "azure-cli"\ncolour = "red"\n', "identities.me.colour", "unknown key"),
+        (
+            '[identities.me]\nsource = "azure-cli"\n[targets.t]\nhost = "h"\nuser = "u"\nport = "x"\n',
+            "targets.t.port",
+            "whole number",
+        ),
+        (
+            '[identities.me]\nsource = "azure-cli"\n[targets.t]\nhost = "h"\nuser = "u"\nidentity = "nope"\n',
+            "targets.t.identity",
+            "add [identities.nope]",
+        ),
+        ('[refresh]\nmargin = "ten minutes"\n', "refresh.margin", "bad duration"),
+        ('[identities.me]\nsource = "kerberos"\n', "identities.me.source", "use one of"),
+        (
+            '[identities.a]\nsource = "service-principal"\ntenant_id = "t"\nclient_id = "c"\n',
+            "identities.a",
+            "exactly one of client_secret_env",
+        ),
+        (
+            f'{ME}[targets.t]\nhost = "127.0.0.1:5432"\nuser = "u"\n',
+            "targets.t.host",
+            "write host = '127.0.0.1' and port = 5432",
+        ),
+        (f'{ME}[targets.t]\nhost = "[::1]:6432"\nuser = "u"\n', "targets.t.host", "write host = '::1' and port = 6432"),
+        (f'{ME}[targets.t]\nhost = "postgres://h.example/db"\nuser = "u"\n', "targets.t.host", "is a URL"),
+        (f'{ME}[targets.t]\nhost = ""\nuser = "u"\n', "targets.t.host", "non-empty string"),
+        (f'{ME}[targets.t]\nhost = "a.example,b.example"\nuser = "u"\n', "targets.t.host", "not one server name"),
+        (f'{ME}[targets.t]\nhost = "h"\nuser = "*"\n', "targets.t.user", "not the wildcard"),
+        (f'{ME}[targets.t]\nhost = "h"\nuser = "u"\ndatabase = ""\n', "targets.t.database", "non-empty string"),
+        (f"{ME}[sinks.pgpass]\npath = 5\n", "sinks.pgpass.path", "non-empty string"),
+        ("x = " + "[" * 100_000 + "]" * 100_000 + "\n", "", "nested too deeply"),
+        ('[identities.me]\nsource = "azure-cli"\ncloud = "mars"\n', "identities.me.cloud", "use one of"),
+        ('[targets.t]\nhost = "h"\n', "targets.t.user", "missing"),
+        (
+            '[identities.me]\nsource = "azure-cli"\n[targets.t]\nhost = "h"\nuser = "u"\nsinks = ["carrier-pigeon"]\n',
+            "targets.t.sinks",
+            "unknown sink",
+        ),
+        ("[identities.me\n", "", "not valid TOML"),
+    ],
+)
 def test_mistakes_name_file_key_and_fix(tmp_path: Path, text: str, key: str, fix: str) -> None:
     path = tmp_path / "config.toml"
     path.write_text(text)
@@ -175,11 +193,36 @@ def _toml_value(v: object) -> str:
     return json.dumps(v)
 
 
-scalars = st.one_of(st.text(max_size=12), st.integers(-5, 70000), st.booleans(), st.floats(allow_nan=False),
-                    st.lists(st.text(max_size=8), max_size=3))
-keys = st.sampled_from(["source", "tenant_id", "client_id", "cloud", "authority", "resource", "client_secret_env",
-                        "certificate_path", "host", "port", "database", "user", "identity", "sinks", "path",
-                        "margin", "token_file", "allow_unencrypted_cache", "bogus"])
+scalars = st.one_of(
+    st.text(max_size=12),
+    st.integers(-5, 70000),
+    st.booleans(),
+    st.floats(allow_nan=False),
+    st.lists(st.text(max_size=8), max_size=3),
+)
+keys = st.sampled_from(
+    [
+        "source",
+        "tenant_id",
+        "client_id",
+        "cloud",
+        "authority",
+        "resource",
+        "client_secret_env",
+        "certificate_path",
+        "host",
+        "port",
+        "database",
+        "user",
+        "identity",
+        "sinks",
+        "path",
+        "margin",
+        "token_file",
+        "allow_unencrypted_cache",
+        "bogus",
+    ]
+)
 tables = st.dictionaries(keys, scalars, max_size=6)
 sections = st.sampled_from(["identities", "targets", "sinks", "refresh", "other"])
 names = st.sampled_from(["me", "app", "prod", "pgpass", "keychain", "pg_service", "a b", "x"])
@@ -191,8 +234,10 @@ def test_fuzz_structured_configs_load_or_fail_clearly(parts: list) -> None:
     """Shaped like real configs, with wrong types, unknown keys and dangling names mixed in."""
     text = "".join(
         (f"[{section}]\n" if section == "refresh" else f'[{section}."{name}"]\n')
-        + "".join(f"{k} = {_toml_value(v)}\n" for k, v in body.items()) + "\n"
-        for section, name, body in parts)
+        + "".join(f"{k} = {_toml_value(v)}\n" for k, v in body.items())
+        + "\n"
+        for section, name, body in parts
+    )
     try:
         parse(text, Path("fuzz.toml"))
     except ConfigError as e:

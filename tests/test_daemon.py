@@ -49,8 +49,13 @@ def test_status_token_exec(em: Tenant, postgres: Postgres, pgpass: Path, write_c
     assert ident["refresh_at"] < ident["expires_on"] and ident["last_error"] is None
     target = status["targets"][0]
     assert {k: target[k] for k in ("name", "host", "port", "database", "user", "identity")} == {
-        "name": "db", "host": "127.0.0.1", "port": postgres.port, "database": "appdb", "user": GROUP,
-        "identity": "sp"}
+        "name": "db",
+        "host": "127.0.0.1",
+        "port": postgres.port,
+        "database": "appdb",
+        "user": GROUP,
+        "identity": "sp",
+    }
     wait_for(lambda: d.status()["targets"][0]["sinks"]["pgpass"]["state"] == "ok", what="pgpass written")
     sink = d.status()["targets"][0]["sinks"]["pgpass"]
     assert sink["location"] == str(pgpass) and sink["last_write"] >= time.time() - 60
@@ -64,9 +69,11 @@ def test_status_token_exec(em: Tenant, postgres: Postgres, pgpass: Path, write_c
     assert em.emulator.directory.check(token.stdout.strip(), GROUP)
     assert tokend("token", "db", "--config", str(cfg)).stdout == token.stdout
     # scripts' hot path: answered by the daemon without importing azure-identity (or argparse, or logging)
-    probe_imports = ("import sys; from tokend.cli import main; rc = main(['token', '--config', sys.argv[1]]); "
-                     "heavy = [m for m in sys.modules if m.split('.')[0] in ('azure', 'msal', 'argparse', 'logging')]; "
-                     "print(rc, heavy, file=sys.stderr)")
+    probe_imports = (
+        "import sys; from tokend.cli import main; rc = main(['token', '--config', sys.argv[1]]); "
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('azure', 'msal', 'argparse', 'logging')]; "
+        "print(rc, heavy, file=sys.stderr)"
+    )
     r = subprocess.run([PRODUCT_PYTHON, "-c", probe_imports, str(cfg)], capture_output=True, text=True)
     assert r.stdout == token.stdout and r.stderr.strip() == "0 []", r.stderr
 
@@ -152,8 +159,9 @@ def test_removed_target_leaves_pgpass(em: Tenant, postgres: Postgres, pgpass: Pa
     assert "old.example" not in pgpass.read_text() and pgpass_token(pgpass)
 
 
-def test_unwritable_pgpass_is_one_line_and_writes_nothing(em: Tenant, postgres: Postgres, tmp_path: Path,
-                                                           write_config) -> None:
+def test_unwritable_pgpass_is_one_line_and_writes_nothing(
+    em: Tenant, postgres: Postgres, tmp_path: Path, write_config
+) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
     cfg = write_config(sp_config(em, postgres.port, extra=f'[sinks.pgpass]\npath = "{blocker}/pgpass"\n'))
@@ -176,8 +184,9 @@ def probe(pg: Postgres, pgpass: Path, em: Tenant) -> list[str]:
     if r.returncode != 0 or r.stdout.strip() != GROUP:
         problems.append(f"psql: {r.stderr.strip()}")
     try:
-        with psycopg.connect(host="127.0.0.1", port=pg.port, dbname="appdb", user=GROUP, sslmode="require",
-                             connect_timeout=10) as conn:
+        with psycopg.connect(
+            host="127.0.0.1", port=pg.port, dbname="appdb", user=GROUP, sslmode="require", connect_timeout=10
+        ) as conn:
             user = conn.execute("select current_user").fetchone()
             if user != (GROUP,):
                 problems.append(f"psycopg: logged in as {user}")
@@ -188,8 +197,7 @@ def probe(pg: Postgres, pgpass: Path, em: Tenant) -> list[str]:
 
 @pytest.mark.soak
 @pytest.mark.slow
-def test_five_minutes_of_60_second_tokens(em: Tenant, postgres: Postgres, pgpass: Path, write_config,
-                                          daemon) -> None:
+def test_five_minutes_of_60_second_tokens(em: Tenant, postgres: Postgres, pgpass: Path, write_config, daemon) -> None:
     em.emulator.directory.lifetime = 60
     cfg = write_config(sp_config(em, postgres.port))
     d = daemon(cfg, "--debug")
@@ -210,8 +218,9 @@ def test_five_minutes_of_60_second_tokens(em: Tenant, postgres: Postgres, pgpass
 
 
 @pytest.mark.soak
-def test_outage_shorter_than_token_life_costs_no_connect(em: Tenant, postgres: Postgres, pgpass: Path,
-                                                         write_config, daemon) -> None:
+def test_outage_shorter_than_token_life_costs_no_connect(
+    em: Tenant, postgres: Postgres, pgpass: Path, write_config, daemon
+) -> None:
     em.emulator.directory.lifetime = 60
     cfg = write_config(sp_config(em, postgres.port))
     d = daemon(cfg)
@@ -238,8 +247,9 @@ def test_outage_shorter_than_token_life_costs_no_connect(em: Tenant, postgres: P
 
 
 @pytest.mark.soak
-def test_long_outage_recovers_within_seconds(em: Tenant, postgres: Postgres, pgpass: Path, write_config,
-                                             daemon) -> None:
+def test_long_outage_recovers_within_seconds(
+    em: Tenant, postgres: Postgres, pgpass: Path, write_config, daemon
+) -> None:
     em.emulator.directory.lifetime = 60
     cfg = write_config(sp_config(em, postgres.port))
     d = daemon(cfg)
@@ -267,11 +277,19 @@ def test_status_json_is_the_contract(em: Tenant, postgres: Postgres, write_confi
     cfg = write_config(sp_config(em, postgres.port))
     d = daemon(cfg)
     d.wait_ready()
-    out = json.loads(subprocess.run([*tokend_cmd(), "status", "--json", "--config", str(cfg)], capture_output=True,
-                                    text=True).stdout)
+    out = json.loads(
+        subprocess.run([*tokend_cmd(), "status", "--json", "--config", str(cfg)], capture_output=True, text=True).stdout
+    )
     assert set(out) >= {"identities", "targets"}
-    assert set(out["identities"][0]) >= {"name", "source", "state", "principal", "expires_on", "refresh_at",
-                                         "last_error"}
+    assert set(out["identities"][0]) >= {
+        "name",
+        "source",
+        "state",
+        "principal",
+        "expires_on",
+        "refresh_at",
+        "last_error",
+    }
     assert set(out["targets"][0]) >= {"name", "host", "port", "database", "user", "identity", "sinks"}
     assert set(out["targets"][0]["sinks"]["pgpass"]) >= {"state", "last_write"}
     assert all(isinstance(out["identities"][0][k], int) for k in ("expires_on", "refresh_at"))

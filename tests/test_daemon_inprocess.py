@@ -172,9 +172,11 @@ def _same_place(world: World, kind: str, options: Mapping[str, Any], owner: str)
 def test_a_bad_config_is_refused_and_the_old_one_keeps_serving(world: World) -> None:
     d = world.daemon(ME + target("a", "me"))
     fetched(d)
-    for bad, why in ((ME + target("a", "ghost"), "no identity named 'ghost'"),
-                     (ME + target("a", "me") + '[sinks.pgpass]\npath = "/bad"\n', "/bad: folder does not exist"),
-                     ("[targets.x\n", "not valid TOML")):
+    for bad, why in (
+        (ME + target("a", "ghost"), "no identity named 'ghost'"),
+        (ME + target("a", "me") + '[sinks.pgpass]\npath = "/bad"\n', "/bad: folder does not exist"),
+        ("[targets.x\n", "not valid TOML"),
+    ):
         world.path.write_text(bad)
         with pytest.raises(TokendError, match=why.replace("(", r"\(")):
             d.reload("test")
@@ -184,8 +186,9 @@ def test_a_bad_config_is_refused_and_the_old_one_keeps_serving(world: World) -> 
     assert d.config_error is None
 
 
-def test_a_config_caught_between_truncate_and_write_is_read_again(world: World,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_config_caught_between_truncate_and_write_is_read_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An editor saving in place empties the file, then writes it. A reload in between waits for the writing (and
     applies it); a file that stays empty is refused, and the running config keeps serving."""
     d = world.daemon(ME + target("a", "me"))
@@ -200,8 +203,9 @@ def test_a_config_caught_between_truncate_and_write_is_read_again(world: World,
 
     monkeypatch.setattr(config_mod, "read", watched_read)
     world.path.write_text("")
-    writer = threading.Thread(target=lambda: seen_empty.wait(10) and world.path.write_text(
-        ME + target("a", "me") + target("b", "me")))
+    writer = threading.Thread(
+        target=lambda: seen_empty.wait(10) and world.path.write_text(ME + target("a", "me") + target("b", "me"))
+    )
     writer.start()
     d.reload("test")
     writer.join()
@@ -302,8 +306,11 @@ def test_ipc_round_trips_over_the_asyncio_server(served) -> None:
     with pytest.raises(TokendError) as e:
         client.token("nope")
     assert e.value.exit_code == 2 and "no target 'nope'" in str(e.value)
-    for raw, why in ((b"not json\n", "bad request"), (b'{"op": "status"' + b" " * 70_000 + b"}\n", "too long"),
-                     (b'["status"]\n', "unknown request")):
+    for raw, why in (
+        (b"not json\n", "bad request"),
+        (b'{"op": "status"' + b" " * 70_000 + b"}\n", "too long"),
+        (b'["status"]\n', "unknown request"),
+    ):
         stream = where.connect(5)
         try:
             stream.sendall(raw)

@@ -29,8 +29,10 @@ def test_a_minute_of_demo_succeeds_and_leaves_nothing_behind() -> None:
     assert not folder.exists()
     pid = int(re.search(r"daemon pid (\d+)", out)[1])
     assert not Path(f"/proc/{pid}").exists()
-    for port in (int(re.search(r"https://127\.0\.0\.1:(\d+)", out)[1]),
-                 int(re.search(r"PostgreSQL on 127\.0\.0\.1:(\d+)", out)[1])):
+    for port in (
+        int(re.search(r"https://127\.0\.0\.1:(\d+)", out)[1]),
+        int(re.search(r"PostgreSQL on 127\.0\.0\.1:(\d+)", out)[1]),
+    ):
         with socket.socket() as s, pytest.raises(OSError):
             s.settimeout(2)
             s.connect(("127.0.0.1", port))
@@ -39,8 +41,9 @@ def test_a_minute_of_demo_succeeds_and_leaves_nothing_behind() -> None:
 @pytest.mark.soak
 @pytest.mark.slow
 def test_a_demo_whose_logins_fail_exits_1_and_says_which() -> None:
-    proc = subprocess.Popen([TOKEND, "demo", "--duration", "40"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        [TOKEND, "demo", "--duration", "40"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     assert proc.stdout is not None
     seen, port = [], None
     for line in proc.stdout:

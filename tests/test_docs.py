@@ -20,7 +20,7 @@ README = (REPO / "README.md").read_text(encoding="utf-8")
 def table_after(heading: str) -> list[list[str]]:
     """The rows (cells stripped) of the first Markdown table after ``heading``, header and rule left out."""
     rest = README.split(f"\n{heading}\n", 1)[1]
-    lines = rest[rest.index("\n|"):].strip("\n").splitlines()
+    lines = rest[rest.index("\n|") :].strip("\n").splitlines()
     rows = []
     for line in lines:
         if not line.startswith("|"):

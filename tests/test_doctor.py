@@ -46,14 +46,19 @@ def test_healthy(em: Tenant, postgres: Postgres, pgpass: Path, write_config, dae
 def test_every_promised_failure(em: Tenant, postgres: Postgres, pgpass: Path, write_config) -> None:
     em.emulator.directory.lifetime = 60
     sp = sp_config(em, postgres.port, targets="")
-    wrong_aud = sp.replace("[identities.sp]", "[identities.mgmt]") + \
-        'resource = "https://management.core.windows.net"\n'
-    text = (sp + wrong_aud + device_identity("me", em.url, em.tenant_id)
-            + f'[targets.db]\nhost = "127.0.0.1"\nport = {postgres.port}\nuser = "{GROUP}"\nidentity = "sp"\n'
-            + '[targets.nowhere]\nhost = "no-such-host.invalid"\nuser = "u"\nidentity = "sp"\n'
-            + f'[targets.closed]\nhost = "127.0.0.1"\nport = {closed_port()}\nuser = "u"\nidentity = "sp"\n'
-            + '[targets.mgmt]\nhost = "m.example"\nuser = "u"\nidentity = "mgmt"\n'
-            + f'[targets.mine]\nhost = "me.example"\nuser = "{em.alice.upn}"\nidentity = "me"\n')
+    wrong_aud = (
+        sp.replace("[identities.sp]", "[identities.mgmt]") + 'resource = "https://management.core.windows.net"\n'
+    )
+    text = (
+        sp
+        + wrong_aud
+        + device_identity("me", em.url, em.tenant_id)
+        + f'[targets.db]\nhost = "127.0.0.1"\nport = {postgres.port}\nuser = "{GROUP}"\nidentity = "sp"\n'
+        + '[targets.nowhere]\nhost = "no-such-host.invalid"\nuser = "u"\nidentity = "sp"\n'
+        + f'[targets.closed]\nhost = "127.0.0.1"\nport = {closed_port()}\nuser = "u"\nidentity = "sp"\n'
+        + '[targets.mgmt]\nhost = "m.example"\nuser = "u"\nidentity = "mgmt"\n'
+        + f'[targets.mine]\nhost = "me.example"\nuser = "{em.alice.upn}"\nidentity = "me"\n'
+    )
     cfg = write_config(text)
     assert login(cfg, em.emulator, em.alice.upn, "me").returncode == 0
     em.emulator.revoke(em.alice.upn)  # the sign-in has expired, as far as Entra is concerned

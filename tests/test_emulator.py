@@ -25,8 +25,9 @@ def fetch(url: str, bundle: str) -> dict:
 
 
 def credential(t: Tenant) -> ClientSecretCredential:
-    return ClientSecretCredential(t.tenant_id, t.app.client_id, SECRET, authority=t.url,
-                                  disable_instance_discovery=True)
+    return ClientSecretCredential(
+        t.tenant_id, t.app.client_id, SECRET, authority=t.url, disable_instance_discovery=True
+    )
 
 
 def test_tokens_look_like_real_ossrdbms_tokens(em: Tenant) -> None:
@@ -98,8 +99,9 @@ def test_device_code_and_refresh_token_flow(em: Tenant) -> None:
     ctx = ssl.create_default_context(cafile=str(em.bundle))
 
     def post(path: str, form: dict[str, str]) -> tuple[int, dict]:
-        req = urllib.request.Request(f"{em.url}/{em.tenant_id}/oauth2/v2.0/{path}",
-                                     urllib.parse.urlencode(form).encode())
+        req = urllib.request.Request(
+            f"{em.url}/{em.tenant_id}/oauth2/v2.0/{path}", urllib.parse.urlencode(form).encode()
+        )
         try:
             with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
                 return r.status, json.load(r)
@@ -109,20 +111,27 @@ def test_device_code_and_refresh_token_flow(em: Tenant) -> None:
     scope = f"{RESOURCE}/.default offline_access openid profile"
     status, dc = post("devicecode", {"client_id": "cli", "scope": scope})
     assert status == 200 and {"device_code", "user_code", "verification_uri", "interval", "message"} <= set(dc)
-    grant = {"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": dc["device_code"],
-             "client_id": "cli"}
+    grant = {
+        "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+        "device_code": dc["device_code"],
+        "client_id": "cli",
+    }
     status, pending = post("token", grant)
     assert status == 400 and pending["error"] == "authorization_pending"
     em.emulator.approve(dc["user_code"], em.alice.upn)
     status, tokens = post("token", grant)
     assert status == 200 and {"access_token", "refresh_token", "id_token", "client_info", "scope"} <= set(tokens)
     assert em.emulator.directory.check(tokens["access_token"], em.alice.upn)
-    status, again = post("token", {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
-                                   "client_id": "cli", "scope": scope})
+    status, again = post(
+        "token",
+        {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": "cli", "scope": scope},
+    )
     assert status == 200 and again["access_token"] != tokens["access_token"]
     assert em.emulator.revoke(em.alice.upn) == 1
-    status, refused = post("token", {"grant_type": "refresh_token", "refresh_token": again["refresh_token"],
-                                     "client_id": "cli", "scope": scope})
+    status, refused = post(
+        "token",
+        {"grant_type": "refresh_token", "refresh_token": again["refresh_token"], "client_id": "cli", "scope": scope},
+    )
     assert status == 400 and refused["error"] == "invalid_grant" and "AADSTS50173" in refused["error_description"]
 
 
@@ -131,19 +140,25 @@ def test_standalone_emulator_from_a_small_config(tmp_path, monkeypatch) -> None:
     import subprocess
 
     cfg = tmp_path / "emulator.toml"
-    cfg.write_text('lifetime = 120\n[[users]]\nupn = "bob@contoso.example"\n[[apps]]\nname = "ci-app"\n'
-                   'client_id = "11111111-2222-3333-4444-555555555555"\nsecret = "abc"\n'
-                   '[[groups]]\nname = "Readers"\nmembers = ["bob@contoso.example", "ci-app"]\n')
-    proc = subprocess.Popen([PRODUCT_PYTHON, "-m", "tokend.emulator", "--config", str(cfg), "--folder",
-                             str(tmp_path / "em")], stdout=subprocess.PIPE, text=True)
+    cfg.write_text(
+        'lifetime = 120\n[[users]]\nupn = "bob@contoso.example"\n[[apps]]\nname = "ci-app"\n'
+        'client_id = "11111111-2222-3333-4444-555555555555"\nsecret = "abc"\n'
+        '[[groups]]\nname = "Readers"\nmembers = ["bob@contoso.example", "ci-app"]\n'
+    )
+    proc = subprocess.Popen(
+        [PRODUCT_PYTHON, "-m", "tokend.emulator", "--config", str(cfg), "--folder", str(tmp_path / "em")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         info = json.loads(proc.stdout.readline())
         assert info["apps"] == {"ci-app": "11111111-2222-3333-4444-555555555555"}
         bundle = tmp_path / "bundle.pem"
         bundle.write_bytes(Path(os.environ["REQUESTS_CA_BUNDLE"]).read_bytes() + Path(info["ca"]).read_bytes())
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
-        cred = ClientSecretCredential(info["tenant_id"], info["apps"]["ci-app"], "abc", authority=info["url"],
-                                      disable_instance_discovery=True)
+        cred = ClientSecretCredential(
+            info["tenant_id"], info["apps"]["ci-app"], "abc", authority=info["url"], disable_instance_discovery=True
+        )
         token = cred.get_token_info(f"{RESOURCE}/.default")
         assert 100 < token.expires_on - time.time() <= 120
     finally:

@@ -109,10 +109,15 @@ PGADMIN_EXPORT = """{
 
 
 def config(em: Tenant, pg: Postgres, listen: bool = True) -> str:
-    return sp_config(em, pg.port, targets=(
-        f'[targets.db]\nhost = "127.0.0.1"\nport = {pg.port}\ndatabase = "appdb"\nuser = "{GROUP}"\n'
-        f'identity = "sp"\nsinks = ["pgpass"]\nsslrootcert = "{pg.ca_cert}"\n'
-        + (f'listen = ["127.0.0.1:{PORT_TCP}"]\n' if listen else "")))
+    return sp_config(
+        em,
+        pg.port,
+        targets=(
+            f'[targets.db]\nhost = "127.0.0.1"\nport = {pg.port}\ndatabase = "appdb"\nuser = "{GROUP}"\n'
+            f'identity = "sp"\nsinks = ["pgpass"]\nsslrootcert = "{pg.ca_cert}"\n'
+            + (f'listen = ["127.0.0.1:{PORT_TCP}"]\n' if listen else "")
+        ),
+    )
 
 
 def ok(*args: str) -> subprocess.CompletedProcess[str]:
@@ -121,8 +126,9 @@ def ok(*args: str) -> subprocess.CompletedProcess[str]:
     return r
 
 
-def test_vscode_profiles_go_through_the_proxy(em: Tenant, postgres: Postgres, write_config, daemon, home: Path,
-                                              tmp_path: Path, monkeypatch) -> None:
+def test_vscode_profiles_go_through_the_proxy(
+    em: Tenant, postgres: Postgres, write_config, daemon, home: Path, tmp_path: Path, monkeypatch
+) -> None:
     settings = home / ".config" / "Code" / "User" / "settings.json"
     settings.parent.mkdir(parents=True)
     settings.write_text(VSCODE_SETTINGS)
@@ -137,9 +143,12 @@ def test_vscode_profiles_go_through_the_proxy(em: Tenant, postgres: Postgres, wr
     ok("clients", "vscode", "--config", str(cfg))
     ok("clients", "vscode", "--config", str(cfg))  # again: updated in place, not duplicated
     text = settings.read_text()
-    for mine in ('"editor.fontSize":   14,   // big', "/* a server I added by hand */",
-                 '"id": "mine-1",  "profileName": "local", "server": "localhost", "port": "5432", "user": "me"',
-                 '"files.autoSave": "afterDelay",'):
+    for mine in (
+        '"editor.fontSize":   14,   // big',
+        "/* a server I added by hand */",
+        '"id": "mine-1",  "profileName": "local", "server": "localhost", "port": "5432", "user": "me"',
+        '"files.autoSave": "afterDelay",',
+    ):
         assert mine in text  # the user's own bytes, spacing and comments as they were
     data = jsonc.loads(text)
     ours = [c for c in data["pgsql.connections"] if c["id"] != "mine-1"]
@@ -148,8 +157,9 @@ def test_vscode_profiles_go_through_the_proxy(em: Tenant, postgres: Postgres, wr
     monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))
     p = ours[0]
     assert p["authenticationType"] == "None" and p["password"] == "" and p["user"] == GROUP
-    with psycopg.connect(host=p["server"], port=int(p["port"]), dbname=p["database"], user=p["user"],
-                         sslmode=p["sslmode"]) as c:
+    with psycopg.connect(
+        host=p["server"], port=int(p["port"]), dbname=p["database"], user=p["user"], sslmode=p["sslmode"]
+    ) as c:
         assert c.execute("select current_user").fetchone() == (GROUP,)
     assert "set up" in ok("clients", "--config", str(cfg)).stdout
     listed = json.loads(ok("clients", "--json", "--config", str(cfg)).stdout)
@@ -159,8 +169,9 @@ def test_vscode_profiles_go_through_the_proxy(em: Tenant, postgres: Postgres, wr
     assert not settings.with_name("settings.json.tokend-backup").exists()
 
 
-def test_dbeaver_connections_use_pgpass(em: Tenant, postgres: Postgres, write_config, home: Path, pgpass: Path,
-                                        tmp_path: Path) -> None:
+def test_dbeaver_connections_use_pgpass(
+    em: Tenant, postgres: Postgres, write_config, home: Path, pgpass: Path, tmp_path: Path
+) -> None:
     folder = home / ".local" / "share" / "DBeaverData" / "workspace6" / "General" / ".dbeaver"
     folder.mkdir(parents=True)
     sources = folder / "data-sources.json"
@@ -188,17 +199,23 @@ def test_dbeaver_connections_use_pgpass(em: Tenant, postgres: Postgres, write_co
     conf = ours["configuration"]
     assert conf["auth-model"] == "postgres_pgpass" and ours["folder"] == "tokend"
     # DBeaver's meaning: host/port/database/user from the configuration, the password from pgpass, sslMode
-    with psycopg.connect(host=conf["host"], port=int(conf["port"]), dbname=conf["database"], user=conf["user"],
-                         sslmode=conf["handlers"]["postgre_ssl"]["properties"]["sslMode"],
-                         passfile=str(pgpass)) as c:
+    with psycopg.connect(
+        host=conf["host"],
+        port=int(conf["port"]),
+        dbname=conf["database"],
+        user=conf["user"],
+        sslmode=conf["handlers"]["postgre_ssl"]["properties"]["sslMode"],
+        passfile=str(pgpass),
+    ) as c:
         assert c.execute("select current_user").fetchone() == (GROUP,)
     assert credentials.read_bytes() == b"\x8a\x11encrypted-by-dbeaver"  # DBeaver's own credentials untouched
     ok("clients", "remove", "dbeaver", "--config", str(cfg))
     assert sources.read_text() == DBEAVER_SOURCES
 
 
-def test_dbeaver_remove_after_the_person_changed_the_file_keeps_their_change(em: Tenant, postgres: Postgres,
-                                                                             write_config, home: Path) -> None:
+def test_dbeaver_remove_after_the_person_changed_the_file_keeps_their_change(
+    em: Tenant, postgres: Postgres, write_config, home: Path
+) -> None:
     folder = home / ".local" / "share" / "DBeaverData" / "workspace6" / "General" / ".dbeaver"
     folder.mkdir(parents=True)
     sources = folder / "data-sources.json"
@@ -213,8 +230,9 @@ def test_dbeaver_remove_after_the_person_changed_the_file_keeps_their_change(em:
     assert data["connections"]["postgres-jdbc-18c1a2b3c4d-5e6f"]["name"] == "reporting (renamed)"
 
 
-def test_datagrip_data_sources_added_to_a_project(em: Tenant, postgres: Postgres, write_config, tmp_path: Path,
-                                                  pgpass: Path) -> None:
+def test_datagrip_data_sources_added_to_a_project(
+    em: Tenant, postgres: Postgres, write_config, tmp_path: Path, pgpass: Path
+) -> None:
     cfg = write_config(config(em, postgres, listen=False))
     out = ok("clients", "datagrip", "--config", str(cfg)).stdout
     assert "<!-- .idea/dataSources.xml -->" in out and "<!-- .idea/dataSources.local.xml -->" in out
@@ -241,8 +259,14 @@ def test_datagrip_data_sources_added_to_a_project(em: Tenant, postgres: Postgres
     address, query = url.removeprefix("jdbc:postgresql://").split("?")
     host_port, db = address.split("/")
     host, port = host_port.split(":")
-    with psycopg.connect(host=host, port=int(port), dbname=db, user=ours.findtext("user-name"),
-                         sslmode=query.removeprefix("sslmode="), passfile=str(pgpass)) as c:
+    with psycopg.connect(
+        host=host,
+        port=int(port),
+        dbname=db,
+        user=ours.findtext("user-name"),
+        sslmode=query.removeprefix("sslmode="),
+        passfile=str(pgpass),
+    ) as c:
         assert c.execute("select current_user").fetchone() == (GROUP,)
     r = tokend("clients", "remove", "datagrip", "--config", str(cfg))
     assert r.returncode == 2 and "--output" in r.stderr
@@ -285,12 +309,22 @@ def test_pgadmin_shared_password_command(em: Tenant, postgres: Postgres, write_c
     filled = pgadmin_fill(command, "127.0.0.1", postgres.port, GROUP)
     token = subprocess.run(filled, shell=True, capture_output=True, text=True, timeout=60)  # as pgAdmin runs it
     assert token.returncode == 0, token.stderr
-    login = subprocess.run(["psql", f"host=127.0.0.1 port={postgres.port} dbname=appdb user='{GROUP}' "
-                            "sslmode=require", "-w", "-Atc", "select current_user"], capture_output=True,
-                           text=True, env={**os.environ, "PGPASSWORD": token.stdout.strip()})
+    login = subprocess.run(
+        [
+            "psql",
+            f"host=127.0.0.1 port={postgres.port} dbname=appdb user='{GROUP}' sslmode=require",
+            "-w",
+            "-Atc",
+            "select current_user",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PGPASSWORD": token.stdout.strip()},
+    )
     assert login.stdout.strip() == GROUP, login.stderr
-    nobody = subprocess.run(pgadmin_fill(command, "other.example", 5432, GROUP), shell=True, capture_output=True,
-                            text=True, timeout=60)
+    nobody = subprocess.run(
+        pgadmin_fill(command, "other.example", 5432, GROUP), shell=True, capture_output=True, text=True, timeout=60
+    )
     assert nobody.returncode == 2 and len(nobody.stderr.strip().splitlines()) == 1
     assert "no target" in nobody.stderr and "other.example" in nobody.stderr
 
@@ -326,4 +360,3 @@ def test_jsonc_member_edits_keep_every_other_byte() -> None:
     assert jsonc.loads(first)["a"] == [{"x": 2}]
     made = jsonc.edit_members("{}", "new", lambda _k, _v: False, [("id", {"z": 1})])
     assert jsonc.loads(made) == {"new": {"id": {"z": 1}}}
-

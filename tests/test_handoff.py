@@ -58,23 +58,42 @@ def launcher_imports(*args: str) -> set[str]:
 
 
 def test_token_answers_exactly_like_the_full_command(em: Tenant, postgres: Postgres, write_config, daemon) -> None:
-    cfg = write_config(sp_config(em, postgres.port) + '[targets.two]\nhost = "b.example"\nuser = "u"\n'
-                                                     'identity = "sp"\n')
+    cfg = write_config(
+        sp_config(em, postgres.port) + '[targets.two]\nhost = "b.example"\nuser = "u"\nidentity = "sp"\n'
+    )
     # the full command with the hand-off switched off
-    full = [PRODUCT_PYTHON, "-c", "import sys, tokend.handoff as h; h.token = lambda args: None; "
-                                  "from tokend.cli import main; sys.exit(main(sys.argv[1:]))"]
+    full = [
+        PRODUCT_PYTHON,
+        "-c",
+        "import sys, tokend.handoff as h; h.token = lambda args: None; "
+        "from tokend.cli import main; sys.exit(main(sys.argv[1:]))",
+    ]
     no_daemon = ["token", "nope", "--config", str(cfg)]
     fast, slow = tokend(*no_daemon), subprocess.run([*full, *no_daemon], capture_output=True, text=True)
     assert (fast.returncode, fast.stderr) == (slow.returncode, slow.stderr) and fast.returncode == 2
     d = daemon(cfg)
     d.wait_ready()
-    for args in (["token", "db", "--config", str(cfg)], ["token", "two", f"--config={cfg}"],
-                 ["token", "nope", "--config", str(cfg)], ["token", "--config", str(cfg)]):
+    for args in (
+        ["token", "db", "--config", str(cfg)],
+        ["token", "two", f"--config={cfg}"],
+        ["token", "nope", "--config", str(cfg)],
+        ["token", "--config", str(cfg)],
+    ):
         fast = tokend(*args)
         slow = subprocess.run([*full, *args], capture_output=True, text=True)
         assert (fast.returncode, fast.stdout, fast.stderr) == (slow.returncode, slow.stdout, slow.stderr), args
     # and the fast answer really skipped site, the CLI and everything heavy
     imported = launcher_imports("token", "db", "--config", str(cfg))
     assert "tokend.handoff" in imported
-    assert not imported & {"site", "tokend.cli", "argparse", "json", "socket", "hashlib", "platformdirs", "re",
-                           "azure", "logging"}, sorted(imported)
+    assert not imported & {
+        "site",
+        "tokend.cli",
+        "argparse",
+        "json",
+        "socket",
+        "hashlib",
+        "platformdirs",
+        "re",
+        "azure",
+        "logging",
+    }, sorted(imported)

@@ -16,14 +16,36 @@ from tokend.emulator.postgres import Postgres
 from conftest import GROUP, SECRET, TOKEND, Tenant, psql, tokend
 
 
-def test_flags_make_a_config_that_runs(em: Tenant, postgres: Postgres, pgpass: Path, tmp_path: Path,
-                                       monkeypatch) -> None:
+def test_flags_make_a_config_that_runs(
+    em: Tenant, postgres: Postgres, pgpass: Path, tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.setenv("TOKEND_TEST_SECRET", SECRET)
     cfg = tmp_path / "conf" / "config.toml"
-    r = tokend("init", "--server", "127.0.0.1", "--port", str(postgres.port), "--database", "appdb", "--user", GROUP,
-               "--identity", "service-principal", "--tenant", em.tenant_id, "--client-id", em.app.client_id,
-               "--client-secret-env", "TOKEND_TEST_SECRET", "--authority", em.url, "--check", "--no-service",
-               "--config", str(cfg))
+    r = tokend(
+        "init",
+        "--server",
+        "127.0.0.1",
+        "--port",
+        str(postgres.port),
+        "--database",
+        "appdb",
+        "--user",
+        GROUP,
+        "--identity",
+        "service-principal",
+        "--tenant",
+        em.tenant_id,
+        "--client-id",
+        em.app.client_id,
+        "--client-secret-env",
+        "TOKEND_TEST_SECRET",
+        "--authority",
+        em.url,
+        "--check",
+        "--no-service",
+        "--config",
+        str(cfg),
+    )
     assert r.returncode == 0, r.stderr
     assert f"current_user = {GROUP}" in r.stdout and "identity app works" in r.stdout
     assert (cfg.stat().st_mode & 0o777) == 0o600
@@ -33,8 +55,20 @@ def test_flags_make_a_config_that_runs(em: Tenant, postgres: Postgres, pgpass: P
     # a second run adds a target, reusing the identity; what was there stays byte for byte
     cfg.write_text("# my notes\n" + cfg.read_text())
     before = cfg.read_text()
-    r = tokend("init", "--server", "contoso-prod", "--cloud", "usgov", "--user", "Readers", "--identity", "app",
-               "--no-service", "--config", str(cfg))
+    r = tokend(
+        "init",
+        "--server",
+        "contoso-prod",
+        "--cloud",
+        "usgov",
+        "--user",
+        "Readers",
+        "--identity",
+        "app",
+        "--no-service",
+        "--config",
+        str(cfg),
+    )
     assert r.returncode == 0, r.stderr
     assert cfg.read_text().startswith(before)
     c = load(cfg)
@@ -78,10 +112,19 @@ class Terminal:
         return code
 
 
-def test_interactive_on_a_terminal_offers_the_azure_cli(em: Tenant, postgres: Postgres, pgpass: Path,
-                                                         tmp_path: Path, az) -> None:
-    az("login", "--service-principal", "-u", em.app.client_id, f"--password={SECRET}", "--tenant", em.tenant_id,
-       "--allow-no-subscriptions")
+def test_interactive_on_a_terminal_offers_the_azure_cli(
+    em: Tenant, postgres: Postgres, pgpass: Path, tmp_path: Path, az
+) -> None:
+    az(
+        "login",
+        "--service-principal",
+        "-u",
+        em.app.client_id,
+        f"--password={SECRET}",
+        "--tenant",
+        em.tenant_id,
+        "--allow-no-subscriptions",
+    )
     cfg = tmp_path / "config.toml"
     term = Terminal([TOKEND, "init", "--port", str(postgres.port), "--no-service", "--config", str(cfg)])
     term.expect("Azure cloud")

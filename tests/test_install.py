@@ -25,11 +25,22 @@ def test_install_then_every_command_then_purge_one_config(em: Tenant, postgres: 
     home = tmp_path / "fresh"
     home.mkdir()
     (tmp_path / "run").mkdir(mode=0o700)
-    env = {"HOME": str(home), "PATH": f"{home}/.local/bin:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
-           "XDG_RUNTIME_DIR": str(tmp_path / "run"), "REQUESTS_CA_BUNDLE": str(em.bundle),
-           "TOKEND_TEST_SECRET": SECRET}
-    for var in ("SSL_CERT_FILE", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "PIP_CONFIG_FILE",
-                "PIP_FIND_LINKS"):
+    env = {
+        "HOME": str(home),
+        "PATH": f"{home}/.local/bin:/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+        "REQUESTS_CA_BUNDLE": str(em.bundle),
+        "TOKEND_TEST_SECRET": SECRET,
+    }
+    for var in (
+        "SSL_CERT_FILE",
+        "PIP_INDEX_URL",
+        "PIP_EXTRA_INDEX_URL",
+        "PIP_TRUSTED_HOST",
+        "PIP_CONFIG_FILE",
+        "PIP_FIND_LINKS",
+    ):
         if var in os.environ:
             env[var] = os.environ[var]
     exe = str(home / ".local" / "bin" / "tokend")
@@ -40,8 +51,9 @@ def test_install_then_every_command_then_purge_one_config(em: Tenant, postgres: 
             assert r.returncode == 0, (args, r.stdout, r.stderr)
         return r
 
-    first = subprocess.run(["sh", str(REPO / "install" / "install.sh")], env=env, capture_output=True, text=True,
-                           timeout=900, cwd=tmp_path)
+    first = subprocess.run(
+        ["sh", str(REPO / "install" / "install.sh")], env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path
+    )
     other = None
     try:
         assert first.returncode == 0, first.stdout + first.stderr
@@ -55,9 +67,29 @@ def test_install_then_every_command_then_purge_one_config(em: Tenant, postgres: 
         pgpass.write_text(USER)
 
         # init adds a server with a service-principal identity; the running daemon picks it up
-        r = t("init", "--server", "127.0.0.1", "--port", str(postgres.port), "--database", "appdb", "--user",
-              GROUP, "--identity", "service-principal", "--tenant", em.tenant_id, "--client-id", em.app.client_id,
-              "--client-secret-env", "TOKEND_TEST_SECRET", "--authority", em.url, "--check", "--no-service")
+        r = t(
+            "init",
+            "--server",
+            "127.0.0.1",
+            "--port",
+            str(postgres.port),
+            "--database",
+            "appdb",
+            "--user",
+            GROUP,
+            "--identity",
+            "service-principal",
+            "--tenant",
+            em.tenant_id,
+            "--client-id",
+            em.app.client_id,
+            "--client-secret-env",
+            "TOKEND_TEST_SECRET",
+            "--authority",
+            em.url,
+            "--check",
+            "--no-service",
+        )
         assert f"current_user = {GROUP}" in r.stdout and "target localhost" in r.stdout
         wait_for(lambda: pgpass_token(pgpass), timeout=30, what="token in pgpass from the installed daemon")
         assert pgpass.read_text().endswith(USER)
@@ -67,8 +99,10 @@ def test_install_then_every_command_then_purge_one_config(em: Tenant, postgres: 
         assert "localhost" in t("status").stdout
         token = t("token").stdout.strip()
         assert token == pgpass_token(pgpass)
-        assert t("token", "--host", "127.0.0.1", "--port", str(postgres.port), "--user", f'"{GROUP}"').stdout.strip() \
+        assert (
+            t("token", "--host", "127.0.0.1", "--port", str(postgres.port), "--user", f'"{GROUP}"').stdout.strip()
             == token
+        )
         assert t("exec", "localhost", "--", "psql", "-Atc", "select current_user").stdout.strip() == GROUP
         doctor = t("doctor", "--login", ok=False)
         assert doctor.returncode == 0, doctor.stdout
@@ -86,12 +120,15 @@ def test_install_then_every_command_then_purge_one_config(em: Tenant, postgres: 
 
         # a second config beside it: a person's device-code sign-in, its own daemon, the same pgpass
         b = tmp_path / "b.toml"
-        b.write_text(device_identity("me", em.url, em.tenant_id)
-                     + f'[targets.mine]\nhost = "127.0.0.1"\nport = {postgres.port}\ndatabase = "appdb"\n'
-                       f'user = "{em.alice.upn}"\n')
+        b.write_text(
+            device_identity("me", em.url, em.tenant_id)
+            + f'[targets.mine]\nhost = "127.0.0.1"\nport = {postgres.port}\ndatabase = "appdb"\n'
+            f'user = "{em.alice.upn}"\n'
+        )
         assert login(b, em.emulator, em.alice.upn, env=env, exe=exe).returncode == 0
-        other = subprocess.Popen([exe, "run", "--config", str(b)], env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
+        other = subprocess.Popen(
+            [exe, "run", "--config", str(b)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_for(lambda: pgpass_token(pgpass, em.alice.upn), timeout=30, what="config b's token in pgpass")
         once = tmp_path / "once.toml"
         once.write_text(config.read_text())
@@ -111,8 +148,14 @@ def test_install_then_every_command_then_purge_one_config(em: Tenant, postgres: 
         assert config.exists()  # the user's config file is theirs
         assert t("status", ok=False).returncode == 1  # the first config's daemon was stopped by the purge
 
-        second = subprocess.run(["sh", str(REPO / "install" / "install.sh")], env=env, capture_output=True,
-                                text=True, timeout=900, cwd=tmp_path)
+        second = subprocess.run(
+            ["sh", str(REPO / "install" / "install.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=tmp_path,
+        )
         assert second.returncode == 0, second.stdout + second.stderr
         assert "wrote a starter config" not in second.stdout  # kept the user's config
         wait_for(lambda: t("status", ok=False).returncode == 0, timeout=30, what="the daemon started again")

@@ -11,8 +11,7 @@ import tokend
 
 from conftest import PRODUCT_PYTHON, REPO
 
-LIST_FILES = ("import importlib.metadata as m, json; "
-              "print(json.dumps([str(f) for f in m.files('tokend')]))")
+LIST_FILES = "import importlib.metadata as m, json; print(json.dumps([str(f) for f in m.files('tokend')]))"
 
 
 def installed_files() -> set[str]:
@@ -32,12 +31,15 @@ def test_every_module_of_the_source_tree_is_in_the_wheel() -> None:
 
 
 def test_the_product_venv_holds_only_tokend_and_its_dependencies() -> None:
-    probe = ("import importlib.util as u; print([m for m in ('pytest', 'hypothesis', 'psycopg', 'asyncpg') "
-             "if u.find_spec(m)])")
+    probe = (
+        "import importlib.util as u; print([m for m in ('pytest', 'hypothesis', 'psycopg', 'asyncpg') "
+        "if u.find_spec(m)])"
+    )
     out = subprocess.run([PRODUCT_PYTHON, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-    where = subprocess.run([PRODUCT_PYTHON, "-c", "import tokend; print(tokend.__file__)"], capture_output=True,
-                           text=True, check=True).stdout
+    where = subprocess.run(
+        [PRODUCT_PYTHON, "-c", "import tokend; print(tokend.__file__)"], capture_output=True, text=True, check=True
+    ).stdout
     assert "site-packages" in where and not where.startswith(str(REPO / "tokend"))
 
 

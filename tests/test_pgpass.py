@@ -29,8 +29,9 @@ USER_CONTENT = (
 )
 
 
-def entry(name: str = "prod", value: str = "tok-1", host: str = "h.example", user: str = "DBA Group",
-          expires: float = 2e9) -> Entry:
+def entry(
+    name: str = "prod", value: str = "tok-1", host: str = "h.example", user: str = "DBA Group", expires: float = 2e9
+) -> Entry:
     return Entry(Target(name, host, 5432, "*", user, "me", ("pgpass",)), Token(value, expires, 0.0))
 
 
@@ -200,7 +201,7 @@ def test_fuzz_user_bytes_survive_and_block_parses(user_bytes: bytes, host: str, 
         return
     new = splice(user_bytes, "o", [entry(host=host, user=user)])
     bom = BOM if user_bytes.startswith(BOM) else b""  # a BOM the file starts with stays at the start
-    assert new is not None and new.startswith(bom) and new.endswith(user_bytes[len(bom):])
+    assert new is not None and new.startswith(bom) and new.endswith(user_bytes[len(bom) :])
     first = parse(new.decode("utf-8", "replace"))[0]
     assert first[0] == host and first[3] == user and first[4] == "tok-1"
     assert splice(new, "o", []) == user_bytes

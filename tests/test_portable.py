@@ -22,8 +22,12 @@ pytestmark = pytest.mark.portable
 
 
 def config(em: Tenant, pgpass: Path) -> str:
-    return sp_config(em, 5432, targets=f'[targets.db]\nhost = "db.example"\ndatabase = "appdb"\nuser = "{GROUP}"\n'
-                                       'identity = "sp"\n', extra=f'[sinks.pgpass]\npath = "{pgpass.as_posix()}"\n')
+    return sp_config(
+        em,
+        5432,
+        targets=f'[targets.db]\nhost = "db.example"\ndatabase = "appdb"\nuser = "{GROUP}"\nidentity = "sp"\n',
+        extra=f'[sinks.pgpass]\npath = "{pgpass.as_posix()}"\n',
+    )
 
 
 def test_daemon_status_token_and_a_clean_stop(em: Tenant, write_config, daemon, tmp_path: Path) -> None:

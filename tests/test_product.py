@@ -32,8 +32,9 @@ def catches_sigterm(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_at_any_moment_of_start_up_is_clean(em: Tenant, postgres: Postgres, pgpass: Path, write_config,
-                                                    sig: int) -> None:
+def test_a_stop_at_any_moment_of_start_up_is_clean(
+    em: Tenant, postgres: Postgres, pgpass: Path, write_config, sig: int
+) -> None:
     """20 starts, each stopped at a random moment between the command's first instructions and the end of its
     first-token wait (imports, config, the lock, a token request the emulator holds): exit 0, pgpass intact."""
     cfg = write_config(sp_config(em, postgres.port))
@@ -44,10 +45,15 @@ def test_a_stop_at_any_moment_of_start_up_is_clean(em: Tenant, postgres: Postgre
     em.emulator.hang_next(10_000, 60)  # first tokens never come: the daemon sits in its first-token wait
     exits = []
     for _ in range(20):
-        proc = subprocess.Popen([TOKEND, "run", "--config", str(cfg)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
-        wait_for(lambda proc=proc: catches_sigterm(proc.pid) or proc.poll() is not None, timeout=10, interval=0.001,
-                 what="the command's first instructions")
+        proc = subprocess.Popen(
+            [TOKEND, "run", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        wait_for(
+            lambda proc=proc: catches_sigterm(proc.pid) or proc.poll() is not None,
+            timeout=10,
+            interval=0.001,
+            what="the command's first instructions",
+        )
         time.sleep(rng.uniform(0.0, 1.5))
         proc.send_signal(sig)
         out = proc.communicate(timeout=20)[1]
@@ -56,8 +62,9 @@ def test_a_stop_at_any_moment_of_start_up_is_clean(em: Tenant, postgres: Postgre
     assert all(code == 0 for code, _ in exits), exits
 
 
-def test_reloads_arriving_together_never_empty_pgpass(em: Tenant, postgres: Postgres, pgpass: Path, write_config,
-                                                       daemon, home: Path) -> None:
+def test_reloads_arriving_together_never_empty_pgpass(
+    em: Tenant, postgres: Postgres, pgpass: Path, write_config, daemon, home: Path
+) -> None:
     """The file watcher, SIGHUP and `tokend reload` fired together, 20 rounds, each round a different config
     (the pgpass path spelled two ways, a target added and removed), while a probe reads pgpass every 2 ms."""
     base = sp_config(em, postgres.port)
@@ -99,7 +106,8 @@ def test_reloads_arriving_together_never_empty_pgpass(em: Tenant, postgres: Post
 
 @pytest.mark.parametrize("host", ["127.0.0.1:5432", "[::1]:5432", "postgres://h.example/db", ""])
 def test_connection_details_that_can_never_work_are_refused_before_anything_is_written(
-        em: Tenant, postgres: Postgres, pgpass: Path, write_config, host: str) -> None:
+    em: Tenant, postgres: Postgres, pgpass: Path, write_config, host: str
+) -> None:
     pgpass.write_text(USER)
     cfg = write_config(sp_config(em, postgres.port).replace('host = "127.0.0.1"', f'host = "{host}"'))
     r = tokend("run", "--once", "--config", str(cfg))
@@ -118,8 +126,12 @@ def test_private_folders_and_no_stale_lock(em: Tenant, postgres: Postgres, write
         d.wait_ready()
     finally:
         os.umask(old)
-    for folder in (home / ".local" / "state" / "tokend", paths.log_dir(), paths.runtime_dir(),
-                   home / ".local" / "state"):
+    for folder in (
+        home / ".local" / "state" / "tokend",
+        paths.log_dir(),
+        paths.runtime_dir(),
+        home / ".local" / "state",
+    ):
         assert oct(folder.stat().st_mode & 0o777) == "0o700", folder
     assert paths.lock_path(cfg).exists()
     assert d.stop() == 0

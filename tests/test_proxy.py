@@ -34,11 +34,17 @@ def free_port() -> int:
 PORT_TCP = free_port()  # this test process's loopback port for the proxy (others running side by side pick theirs)
 
 
-def proxy_config(em: Tenant, pg: Postgres, listen: str = f'["unix:6432", "127.0.0.1:{PORT_TCP}"]',
-                 user: str = GROUP, extra: str = "") -> str:
-    return sp_config(em, pg.port, targets=(
-        f'[targets.db]\nhost = "127.0.0.1"\nport = {pg.port}\ndatabase = "appdb"\nuser = "{user}"\n'
-        f'identity = "sp"\nsinks = []\nlisten = {listen}\nsslrootcert = "{pg.ca_cert}"\n{extra}'))
+def proxy_config(
+    em: Tenant, pg: Postgres, listen: str = f'["unix:6432", "127.0.0.1:{PORT_TCP}"]', user: str = GROUP, extra: str = ""
+) -> str:
+    return sp_config(
+        em,
+        pg.port,
+        targets=(
+            f'[targets.db]\nhost = "127.0.0.1"\nport = {pg.port}\ndatabase = "appdb"\nuser = "{user}"\n'
+            f'identity = "sp"\nsinks = []\nlisten = {listen}\nsslrootcert = "{pg.ca_cert}"\n{extra}'
+        ),
+    )
 
 
 @pytest.fixture
@@ -58,21 +64,27 @@ def started(d: Any) -> dict[str, Any]:
     return wait_for(proxy, what="the proxy listening")
 
 
-def psql(conninfo: str, sql: str = "select current_user", env: dict[str, str] | None = None,
-         runner: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*runner, "psql", conninfo, "-w", "-Atc", sql], capture_output=True, text=True, env=env,
-                          timeout=60)
+def psql(
+    conninfo: str, sql: str = "select current_user", env: dict[str, str] | None = None, runner: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*runner, "psql", conninfo, "-w", "-Atc", sql], capture_output=True, text=True, env=env, timeout=60
+    )
 
 
-def test_every_client_connects_with_no_password(em: Tenant, postgres: Postgres, write_config, daemon,
-                                                no_password, tmp_path: Path) -> None:
+def test_every_client_connects_with_no_password(
+    em: Tenant, postgres: Postgres, write_config, daemon, no_password, tmp_path: Path
+) -> None:
     d = daemon(write_config(proxy_config(em, postgres)))
     proxy = started(d)
     folder = proxy["listen"][0]["host"]
     assert proxy["listen"] == [{"host": folder, "port": 6432}, {"host": "127.0.0.1", "port": PORT_TCP}]
     assert Path(folder).stat().st_mode & 0o777 == 0o700
-    routes = {"unix": f"host={folder} port=6432 dbname=appdb", "tcp": f"host=127.0.0.1 port={PORT_TCP} dbname=appdb "
-              "sslmode=disable", "tls": f"host=127.0.0.1 port={PORT_TCP} dbname=appdb sslmode=require"}
+    routes = {
+        "unix": f"host={folder} port=6432 dbname=appdb",
+        "tcp": f"host=127.0.0.1 port={PORT_TCP} dbname=appdb sslmode=disable",
+        "tls": f"host=127.0.0.1 port={PORT_TCP} dbname=appdb sslmode=require",
+    }
     for route, conninfo in routes.items():
         r = psql(conninfo + f" user='{GROUP}'")
         assert r.returncode == 0 and r.stdout.strip() == GROUP, (route, r.stderr)
@@ -101,8 +113,11 @@ def test_every_client_connects_with_no_password(em: Tenant, postgres: Postgres, 
     assert asyncio.run(with_asyncpg(host="127.0.0.1", port=PORT_TCP, ssl="require")) == GROUP
     for mode in ("disable", "require"):
         assert jdbc(f"jdbc:postgresql://127.0.0.1:{PORT_TCP}/appdb?sslmode={mode}", tmp_path).stdout.strip() == GROUP
-    for opts in ({"host": folder, "port": 6432}, {"host": "127.0.0.1", "port": PORT_TCP, "ssl": False},
-                 {"host": "127.0.0.1", "port": PORT_TCP, "ssl": {"rejectUnauthorized": False}}):
+    for opts in (
+        {"host": folder, "port": 6432},
+        {"host": "127.0.0.1", "port": PORT_TCP, "ssl": False},
+        {"host": "127.0.0.1", "port": PORT_TCP, "ssl": {"rejectUnauthorized": False}},
+    ):
         r = node_pg({**opts, "user": GROUP, "database": "appdb"}, tmp_path)
         assert r.stdout.strip() == GROUP, (opts, r.stderr)
     status = d.status()["targets"][0]["proxy"]
@@ -164,12 +179,18 @@ def node_pg(options: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProc
         pytest.fail("node-postgres missing; tests/run.sh installs it (npm install pg) into .node/")
     script = tmp_path / "pg.js"
     script.write_text(NODE)
-    return subprocess.run(["node", str(script), json.dumps(options)], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "NODE_PATH": str(modules)})
+    return subprocess.run(
+        ["node", str(script), json.dumps(options)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NODE_PATH": str(modules)},
+    )
 
 
-def test_cancels_reach_the_server(em: Tenant, postgres: Postgres, write_config, daemon, no_password,
-                                  tmp_path: Path) -> None:
+def test_cancels_reach_the_server(
+    em: Tenant, postgres: Postgres, write_config, daemon, no_password, tmp_path: Path
+) -> None:
     d = daemon(write_config(proxy_config(em, postgres)))
     folder = started(d)["listen"][0]["host"]
     for where in ({"host": folder, "port": 6432}, {"host": "127.0.0.1", "port": PORT_TCP, "sslmode": "require"}):
@@ -186,8 +207,9 @@ def test_cancels_reach_the_server(em: Tenant, postgres: Postgres, write_config, 
     assert out[0] == "57014" and int(out[1]) < 3000, out  # query_canceled, within 2 s of the cancel
 
 
-def test_refusals_are_errors_the_client_shows(em: Tenant, postgres: Postgres, write_config, daemon, no_password,
-                                              home: Path) -> None:
+def test_refusals_are_errors_the_client_shows(
+    em: Tenant, postgres: Postgres, write_config, daemon, no_password, home: Path
+) -> None:
     d = daemon(write_config(proxy_config(em, postgres)))
     folder = started(d)["listen"][0]["host"]
     r = psql(f"host={folder} port=6432 dbname=appdb user=mallory")
@@ -204,14 +226,16 @@ def test_refusals_are_errors_the_client_shows(em: Tenant, postgres: Postgres, wr
     # no token yet: Entra is down from the start
     em.emulator.fail_next(10_000, 503)
     d = daemon(write_config(proxy_config(em, postgres), "down.toml"))
-    folder = wait_for(lambda: (d.status() or {"targets": [{}]})["targets"][0].get("proxy"),
-                      what="listening")["listen"][0]["host"]
+    folder = wait_for(lambda: (d.status() or {"targets": [{}]})["targets"][0].get("proxy"), what="listening")["listen"][
+        0
+    ]["host"]
     r = psql(f"host={folder} port=6432 dbname=appdb user='{GROUP}'")
     assert r.returncode != 0 and "tokend has no valid token for target db" in r.stderr and "tokend status" in r.stderr
 
 
-def test_another_local_user_is_turned_away(em: Tenant, postgres: Postgres, write_config, daemon, no_password,
-                                           other_user) -> None:
+def test_another_local_user_is_turned_away(
+    em: Tenant, postgres: Postgres, write_config, daemon, no_password, other_user
+) -> None:
     d = daemon(write_config(proxy_config(em, postgres)))
     folder = started(d)["listen"][0]["host"]
     runner = ("runuser", "-u", "tokend-other", "--")
@@ -223,16 +247,18 @@ def test_another_local_user_is_turned_away(em: Tenant, postgres: Postgres, write
     assert psql(f"host=127.0.0.1 port={PORT_TCP} dbname=appdb user='{GROUP}' sslmode=disable").returncode == 0
 
 
-def test_listeners_follow_the_config_and_open_sessions_finish(em: Tenant, postgres: Postgres, write_config, daemon,
-                                                              no_password) -> None:
+def test_listeners_follow_the_config_and_open_sessions_finish(
+    em: Tenant, postgres: Postgres, write_config, daemon, no_password
+) -> None:
     cfg = write_config(proxy_config(em, postgres, listen=f'["127.0.0.1:{PORT_TCP}"]'))
     d = daemon(cfg)
     started(d)
     session = psycopg.connect(host="127.0.0.1", port=PORT_TCP, dbname="appdb", user=GROUP, sslmode="disable")
     moved = free_port()
     cfg.write_text(proxy_config(em, postgres, listen=f'["127.0.0.1:{moved}"]'))
-    wait_for(lambda: d.status()["targets"][0]["proxy"]["listen"] == [{"host": "127.0.0.1", "port": moved}],
-             what="moved")
+    wait_for(
+        lambda: d.status()["targets"][0]["proxy"]["listen"] == [{"host": "127.0.0.1", "port": moved}], what="moved"
+    )
     assert psql(f"host=127.0.0.1 port={moved} dbname=appdb sslmode=disable user='DBA Group'").returncode == 0
     assert psql(f"host=127.0.0.1 port={PORT_TCP} dbname=appdb sslmode=disable user='DBA Group'").returncode != 0
     cfg.write_text(proxy_config(em, postgres, listen="[]").replace("sinks = []", 'sinks = ["pgpass"]'))  # removed
@@ -266,8 +292,9 @@ def test_the_kernel_names_the_client_by_both_routes(family: str, host: str) -> N
         client.close()
 
 
-def test_doctor_checks_each_listener_and_logs_in_through_it(em: Tenant, postgres: Postgres, write_config, daemon,
-                                                             no_password) -> None:
+def test_doctor_checks_each_listener_and_logs_in_through_it(
+    em: Tenant, postgres: Postgres, write_config, daemon, no_password
+) -> None:
     import socket
 
     with socket.socket() as taken:
@@ -287,8 +314,12 @@ def test_doctor_checks_each_listener_and_logs_in_through_it(em: Tenant, postgres
     r = tokend("doctor", "--json", "--login", "--config", str(cfg))
     checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
     assert checks["target db proxy"]["status"] == "ok", checks
-    assert checks["target db proxy login"] == {"name": "target db proxy login", "status": "ok",
-                                               "evidence": f"logged in through the proxy as {GROUP}", "fix": ""}
+    assert checks["target db proxy login"] == {
+        "name": "target db proxy login",
+        "status": "ok",
+        "evidence": f"logged in through the proxy as {GROUP}",
+        "fix": "",
+    }
     assert "target db login" not in checks  # no pgpass sink: no pgpass login to try
 
 
@@ -306,8 +337,9 @@ def test_five_hundred_connections_at_once(em: Tenant, write_config, daemon, no_p
         folder = started(d)["listen"][0]["host"]
 
         async def one(i: int) -> str:
-            kw: dict[str, Any] = {"host": folder, "port": 6432} if i % 2 else {"host": "127.0.0.1",
-                                                                                "port": PORT_TCP, "ssl": False}
+            kw: dict[str, Any] = (
+                {"host": folder, "port": 6432} if i % 2 else {"host": "127.0.0.1", "port": PORT_TCP, "ssl": False}
+            )
             conn = await asyncpg.connect(database="appdb", user=GROUP, timeout=120, **kw)
             try:
                 await asyncio.sleep(2)  # all of them open at once

@@ -105,8 +105,12 @@ def test_a_credential_whose_refresh_fails_quietly_is_asked_past_its_cache() -> N
             asked.append(fresh)
             return super().fetch(fresh)
 
-    r = Refresher(Quiet(iter([t, t, t, Token("b", clock.now + 100, clock.now + 40)])), Policy(margin=600),
-                  clock.clock(), lambda: None)
+    r = Refresher(
+        Quiet(iter([t, t, t, Token("b", clock.now + 100, clock.now + 40)])),
+        Policy(margin=600),
+        clock.clock(),
+        lambda: None,
+    )
     r.step()
     clock.now += 31  # 29 s left: the same token is an ordinary answer
     r.step()

@@ -56,8 +56,9 @@ def test_kill_9_at_random_moments_never_damages_pgpass(tmp_path: Path) -> None:
     pgpass.write_text(USER_LINES)
     rewrites, kills, rng = 0, 0, random.Random(7)
     while rewrites < 200:
-        proc = subprocess.Popen([PRODUCT_PYTHON, "-c", WRITER, str(pgpass), str(rewrites)], stdout=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen(
+            [PRODUCT_PYTHON, "-c", WRITER, str(pgpass), str(rewrites)], stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout is not None
         target = rewrites + rng.randint(1, 12)
         while rewrites < target:
@@ -74,18 +75,26 @@ def test_kill_9_at_random_moments_never_damages_pgpass(tmp_path: Path) -> None:
         assert all(ln[4].startswith("token-") for ln in lines[:-2]) and len(lines) >= 3
     assert kills >= 15
     leftovers = list(tmp_path.glob(".pgpass.*.tokend.tmp"))
-    subprocess.run([PRODUCT_PYTHON, "-c", WRITER.replace("while True", "for _ in range(1)"), str(pgpass), "0"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [PRODUCT_PYTHON, "-c", WRITER.replace("while True", "for _ in range(1)"), str(pgpass), "0"],
+        check=True,
+        capture_output=True,
+    )
     assert not list(tmp_path.glob(".pgpass.*.tokend.tmp")), f"left over: {leftovers}"
     assert pgpass.read_text().endswith(USER_LINES)
 
 
-def test_two_daemons_and_a_person_editing_lose_nothing(em: Tenant, postgres: Postgres, pgpass: Path, write_config,
-                                                       daemon) -> None:
+def test_two_daemons_and_a_person_editing_lose_nothing(
+    em: Tenant, postgres: Postgres, pgpass: Path, write_config, daemon
+) -> None:
     em.emulator.directory.lifetime = 8  # a rewrite every ~4 s from each daemon
     a = write_config(sp_config(em, postgres.port), "a.toml")
-    b = write_config(sp_config(em, postgres.port, targets=(
-        '[targets.other]\nhost = "other.example"\nuser = "someone"\nidentity = "sp"\n')), "b.toml")
+    b = write_config(
+        sp_config(
+            em, postgres.port, targets=('[targets.other]\nhost = "other.example"\nuser = "someone"\nidentity = "sp"\n')
+        ),
+        "b.toml",
+    )
     pgpass.write_text(USER_LINES)
     da, db = daemon(a), daemon(b)
     da.wait_ready()
@@ -102,8 +111,10 @@ def test_two_daemons_and_a_person_editing_lose_nothing(em: Tenant, postgres: Pos
         os.replace(tmp, pgpass)
         added.append(line)
         time.sleep(0.2)
-    wait_for(lambda: {"other.example", "127.0.0.1"} <= {ln[0] for ln in parse(pgpass.read_text())},
-             what="both daemons' lines")
+    wait_for(
+        lambda: {"other.example", "127.0.0.1"} <= {ln[0] for ln in parse(pgpass.read_text())},
+        what="both daemons' lines",
+    )
     text = pgpass.read_text()
     assert all(line in text for line in added), [line for line in added if line not in text][:3]
     assert USER_LINES in text
@@ -111,14 +122,16 @@ def test_two_daemons_and_a_person_editing_lose_nothing(em: Tenant, postgres: Pos
     assert login.stdout.strip() == GROUP, (login.stderr, text[:600])
 
 
-def test_faults_are_states_not_crashes(em: Tenant, postgres: Postgres, pgpass: Path, write_config, daemon,
-                                       tmp_path: Path) -> None:
+def test_faults_are_states_not_crashes(
+    em: Tenant, postgres: Postgres, pgpass: Path, write_config, daemon, tmp_path: Path
+) -> None:
     """500s beyond azure-core's retries, DNS failure, and `az` missing: each
     gives its state and a one-line reason, retries with backoff, and never a crash or a busy loop."""
     sp = sp_config(em, postgres.port, targets="")
     dns = sp.replace("[identities.sp]", "[identities.dns]").replace(em.url, "https://no-such-host.invalid")
-    targets = "".join(f'[targets.{n}]\nhost = "{n}.example"\nuser = "u"\nidentity = "{n}"\n'
-                      for n in ("sp", "dns", "cli"))
+    targets = "".join(
+        f'[targets.{n}]\nhost = "{n}.example"\nuser = "u"\nidentity = "{n}"\n' for n in ("sp", "dns", "cli")
+    )
     cfg = write_config(sp + dns + '[identities.cli]\nsource = "azure-cli"\n' + targets)
     env = {**os.environ, "PATH": "/usr/bin:/bin"}  # no az here
     em.emulator.fail_next(1000, 500)
@@ -162,9 +175,9 @@ def test_a_hang_ends_at_the_transport_timeout(em: Tenant, postgres: Postgres, wr
     assert d.status() is not None and d.proc.poll() is None  # the running daemon kept answering meanwhile
 
 
-def test_wall_clock_jump_past_expiry_gets_a_fresh_token_within_seconds(em: Tenant, postgres: Postgres,
-                                                                       pgpass: Path, write_config, daemon,
-                                                                       faketime) -> None:
+def test_wall_clock_jump_past_expiry_gets_a_fresh_token_within_seconds(
+    em: Tenant, postgres: Postgres, pgpass: Path, write_config, daemon, faketime
+) -> None:
     """A laptop waking: the wall clock jumps two hours while the monotonic clock did not move (libfaketime, with
     monotonic time left real)."""
     env, offset = faketime
@@ -173,8 +186,12 @@ def test_wall_clock_jump_past_expiry_gets_a_fresh_token_within_seconds(em: Tenan
     before = d.wait_ready()["identities"][0]["expires_on"]
     offset.write_text("+2h\n")
     jumped = time.monotonic()
-    wait_for(lambda: ((d.status() or {"identities": [{}]})["identities"][0].get("expires_on") or 0) > before + 7000,
-             timeout=20, interval=0.2, what="a fresh token after the jump")
+    wait_for(
+        lambda: ((d.status() or {"identities": [{}]})["identities"][0].get("expires_on") or 0) > before + 7000,
+        timeout=20,
+        interval=0.2,
+        what="a fresh token after the jump",
+    )
     fresh = tokend("token", "--config", str(cfg)).stdout.strip()
     # the identity holds it; the pgpass writer follows: wait for the file, not for the identity
     wait_for(lambda: pgpass_token(pgpass) == fresh, timeout=5, interval=0.05, what="the fresh token in pgpass")
@@ -183,14 +200,14 @@ def test_wall_clock_jump_past_expiry_gets_a_fresh_token_within_seconds(em: Tenan
     assert "overflow" not in d.log().lower()  # nobody's reads of the watched folders flood the watcher
 
 
-def test_files_are_private_and_another_user_gets_nothing(em: Tenant, postgres: Postgres, pgpass: Path, home: Path,
-                                                         write_config, daemon) -> None:
+def test_files_are_private_and_another_user_gets_nothing(
+    em: Tenant, postgres: Postgres, pgpass: Path, home: Path, write_config, daemon
+) -> None:
     cfg = write_config(sp_with_everything(em, postgres))
     d = daemon(cfg)
     d.wait_ready()
     wait_for(lambda: pgpass.exists() and (home / ".pg_service.conf").exists(), what="sinks written")
-    made = [pgpass, home / ".pg_service.conf", paths.socket_path(cfg), paths.lock_path(cfg),
-            paths.log_file(cfg)]
+    made = [pgpass, home / ".pg_service.conf", paths.socket_path(cfg), paths.lock_path(cfg), paths.log_file(cfg)]
     for f in made:
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
     for folder in (paths.socket_path(cfg).parent, home / ".local" / "state" / "tokend" / "log"):
@@ -202,10 +219,12 @@ def test_files_are_private_and_another_user_gets_nothing(em: Tenant, postgres: P
         pwd.getpwnam(other)
     except KeyError:
         subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", other], check=True)
-    probe = ("import socket, sys\nprint('RAN')\nfor p in sys.argv[1:]:\n"
-             "    try:\n        s = socket.socket(socket.AF_UNIX); s.connect(p); print('CONNECTED', p)\n"
-             "    except OSError:\n        pass\n"
-             "    try:\n        open(p, 'rb').read(1); print('READ', p)\n    except OSError:\n        pass\n")
+    probe = (
+        "import socket, sys\nprint('RAN')\nfor p in sys.argv[1:]:\n"
+        "    try:\n        s = socket.socket(socket.AF_UNIX); s.connect(p); print('CONNECTED', p)\n"
+        "    except OSError:\n        pass\n"
+        "    try:\n        open(p, 'rb').read(1); print('READ', p)\n    except OSError:\n        pass\n"
+    )
     control = home / "world-readable.txt"  # proves the probe can read what it is allowed to
     control.write_text("x")
     control.chmod(0o644)
@@ -215,18 +234,27 @@ def test_files_are_private_and_another_user_gets_nothing(em: Tenant, postgres: P
             if parent == Path("/"):
                 break
             os.chmod(parent, os.stat(parent).st_mode | 0o011)
-    r = subprocess.run(["runuser", "-u", other, "--", "/usr/bin/python3", "-c", probe, *map(str, made),
-                        str(control)], capture_output=True, text=True)
+    r = subprocess.run(
+        ["runuser", "-u", other, "--", "/usr/bin/python3", "-c", probe, *map(str, made), str(control)],
+        capture_output=True,
+        text=True,
+    )
     assert "RAN" in r.stdout and f"READ {control}" in r.stdout, r.stdout + r.stderr
-    leaked = [line for line in r.stdout.splitlines() if line.startswith(("CONNECTED", "READ")) and str(control)
-              not in line]
+    leaked = [
+        line for line in r.stdout.splitlines() if line.startswith(("CONNECTED", "READ")) and str(control) not in line
+    ]
     assert not leaked, leaked
 
 
 def sp_with_everything(em: Tenant, pg: Postgres) -> str:
-    return sp_config(em, pg.port, targets=(
-        f'[targets.db]\nhost = "127.0.0.1"\nport = {pg.port}\ndatabase = "appdb"\nuser = "{GROUP}"\n'
-        'identity = "sp"\nsinks = ["pgpass", "pg_service"]\n'))
+    return sp_config(
+        em,
+        pg.port,
+        targets=(
+            f'[targets.db]\nhost = "127.0.0.1"\nport = {pg.port}\ndatabase = "appdb"\nuser = "{GROUP}"\n'
+            'identity = "sp"\nsinks = ["pgpass", "pg_service"]\n'
+        ),
+    )
 
 
 def test_no_token_in_child_arguments(em: Tenant, postgres: Postgres, write_config, daemon) -> None:
@@ -234,8 +262,9 @@ def test_no_token_in_child_arguments(em: Tenant, postgres: Postgres, write_confi
     d = daemon(cfg)
     d.wait_ready()
     token = tokend("token", "--config", str(cfg)).stdout.strip()
-    r = tokend("exec", "db", "--config", str(cfg), "--", "sh", "-c",
-               "cat /proc/$$/cmdline; echo; cat /proc/$PPID/cmdline")
+    r = tokend(
+        "exec", "db", "--config", str(cfg), "--", "sh", "-c", "cat /proc/$$/cmdline; echo; cat /proc/$PPID/cmdline"
+    )
     assert r.returncode == 0
     assert token not in r.stdout and SECRET not in r.stdout
     assert token not in Path(f"/proc/{d.proc.pid}/cmdline").read_text()

@@ -23,8 +23,7 @@ def rename_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def test_edits_follow_within_two_seconds(em: Tenant, postgres: Postgres, pgpass: Path, write_config,
-                                         daemon) -> None:
+def test_edits_follow_within_two_seconds(em: Tenant, postgres: Postgres, pgpass: Path, write_config, daemon) -> None:
     base = sp_config(em, postgres.port)
     cfg = write_config(base)
     d = daemon(cfg)
@@ -39,20 +38,25 @@ def test_edits_follow_within_two_seconds(em: Tenant, postgres: Postgres, pgpass:
     wait_for(lambda: "extra.example:6432" in lines(pgpass), timeout=2.0, what="added target in pgpass")
     # change it by an in-place write
     cfg.write_text(base + '\n[targets.extra]\nhost = "extra.example"\nport = 7432\nuser = "x"\nidentity = "sp"\n')
-    wait_for(lambda: "extra.example:7432" in lines(pgpass) and "extra.example:6432" not in lines(pgpass),
-             timeout=2.0, what="changed target in pgpass")
+    wait_for(
+        lambda: "extra.example:7432" in lines(pgpass) and "extra.example:6432" not in lines(pgpass),
+        timeout=2.0,
+        what="changed target in pgpass",
+    )
     # remove it
     cfg.write_text(base)
-    wait_for(lambda: not any(k.startswith("extra.example") for k in lines(pgpass)), timeout=2.0,
-             what="removed target gone")
+    wait_for(
+        lambda: not any(k.startswith("extra.example") for k in lines(pgpass)), timeout=2.0, what="removed target gone"
+    )
     # the identity did not change: its token was kept, not fetched again
     assert lines(pgpass)[db][4] == token
     assert len(em.emulator.directory.issued) == issued
     assert d.status()["config_error"] is None
 
 
-def test_bad_edits_are_refused_and_the_old_config_keeps_serving(em: Tenant, postgres: Postgres, pgpass: Path,
-                                                                write_config, daemon) -> None:
+def test_bad_edits_are_refused_and_the_old_config_keeps_serving(
+    em: Tenant, postgres: Postgres, pgpass: Path, write_config, daemon
+) -> None:
     base = sp_config(em, postgres.port)
     cfg = write_config(base)
     d = daemon(cfg)
@@ -68,8 +72,9 @@ def test_bad_edits_are_refused_and_the_old_config_keeps_serving(em: Tenant, post
     assert pgpass.read_bytes() == before and psql(postgres.port).stdout.strip() == GROUP
 
     rename_write(cfg, base + '\n[targets.orphan]\nhost = "o.example"\nuser = "x"\nidentity = "ghost"\n')
-    wait_for(lambda: "ghost" in ((d.status() or {}).get("config_error") or ""), timeout=2.0,
-             what="missing identity reported")
+    wait_for(
+        lambda: "ghost" in ((d.status() or {}).get("config_error") or ""), timeout=2.0, what="missing identity reported"
+    )
     assert pgpass.read_bytes() == before and psql(postgres.port).stdout.strip() == GROUP
     status = tokend("status", "--config", str(cfg))
     assert "ghost" in status.stdout  # people see it too
@@ -78,8 +83,9 @@ def test_bad_edits_are_refused_and_the_old_config_keeps_serving(em: Tenant, post
     wait_for(lambda: (d.status() or {}).get("config_error") is None, timeout=2.0, what="error cleared")
 
 
-def test_sighup_and_reload_command_take_the_same_path(em: Tenant, postgres: Postgres, pgpass: Path, write_config,
-                                                      daemon) -> None:
+def test_sighup_and_reload_command_take_the_same_path(
+    em: Tenant, postgres: Postgres, pgpass: Path, write_config, daemon
+) -> None:
     cfg = write_config(sp_config(em, postgres.port))
     d = daemon(cfg)
     d.wait_ready()

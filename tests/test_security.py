@@ -52,9 +52,11 @@ def entry(value: str = "tok-new") -> Entry:
 def test_a_begin_marker_without_its_end_costs_no_user_line(tmp_path: Path) -> None:
     path = tmp_path / "pgpass"
     begin, end = (block.BEGIN + b"own1 >>> managed by tokend").decode(), (block.END + b"own1").decode()
-    damaged = (f"{begin}\nh.example:5432:*:DBA Group:tok-old\n"  # its end marker was deleted by hand
-               "mine1.example:5432:*:bob:pw1\nmine2.example:5432:*:bob:pw2\n"
-               f"{begin}\nh.example:5432:*:DBA Group:tok-old2\n{end}\nmine3.example:5432:*:bob:pw3\n")
+    damaged = (
+        f"{begin}\nh.example:5432:*:DBA Group:tok-old\n"  # its end marker was deleted by hand
+        "mine1.example:5432:*:bob:pw1\nmine2.example:5432:*:bob:pw2\n"
+        f"{begin}\nh.example:5432:*:DBA Group:tok-old2\n{end}\nmine3.example:5432:*:bob:pw3\n"
+    )
     path.write_text(damaged)
     PgpassSink({"path": str(path)}, "own1").sync([entry()])
     text = path.read_text()
@@ -90,8 +92,9 @@ def run_once_with_pgpass(write_config, em: Tenant, pg: Postgres, path: Path) -> 
     return tokend("run", "--once", "--config", str(cfg), timeout=30)
 
 
-def test_a_symlink_planted_by_another_user_is_not_followed(em: Tenant, postgres: Postgres, write_config, home: Path,
-                                                           shared: Path, other_user) -> None:
+def test_a_symlink_planted_by_another_user_is_not_followed(
+    em: Tenant, postgres: Postgres, write_config, home: Path, shared: Path, other_user
+) -> None:
     victim = home / ".bashrc"
     victim.write_text("export PATH=$PATH\n")
     victim.chmod(0o644)
@@ -101,8 +104,9 @@ def test_a_symlink_planted_by_another_user_is_not_followed(em: Tenant, postgres:
     assert victim.read_text() == "export PATH=$PATH\n" and stat.S_IMODE(victim.stat().st_mode) == 0o644
 
 
-def test_another_users_file_is_not_taken_over(em: Tenant, postgres: Postgres, write_config, shared: Path,
-                                             other_user) -> None:
+def test_another_users_file_is_not_taken_over(
+    em: Tenant, postgres: Postgres, write_config, shared: Path, other_user
+) -> None:
     theirs = shared / "pgpass"
     other_user("sh", "-c", f"umask 077; echo 'their:5432:*:them:secret' > {theirs}")
     r = run_once_with_pgpass(write_config, em, postgres, theirs)
@@ -114,8 +118,9 @@ def test_another_users_file_is_not_taken_over(em: Tenant, postgres: Postgres, wr
     assert r.returncode == 1 and ("belongs to another user" in r.stderr or "writable by other" in r.stderr)
 
 
-def test_devices_fifos_and_hard_links_are_never_replaced(em: Tenant, postgres: Postgres, write_config,
-                                                         tmp_path: Path, monkeypatch) -> None:
+def test_devices_fifos_and_hard_links_are_never_replaced(
+    em: Tenant, postgres: Postgres, write_config, tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.setenv("PGPASSFILE", "/dev/null")  # tokend runs as root here: nothing but its rules stops it
     cfg = write_config(sp_config(em, postgres.port))
     r = tokend("run", "--once", "--config", str(cfg))
@@ -133,8 +138,9 @@ def test_devices_fifos_and_hard_links_are_never_replaced(em: Tenant, postgres: P
     assert r.returncode == 1 and "hard links" in r.stderr and (tmp_path / "second-name").read_text() == USER
 
 
-def test_init_writes_through_no_predictable_temporary_name(em: Tenant, postgres: Postgres, tmp_path: Path,
-                                                           monkeypatch) -> None:
+def test_init_writes_through_no_predictable_temporary_name(
+    em: Tenant, postgres: Postgres, tmp_path: Path, monkeypatch
+) -> None:
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
     cfg = tmp_path / "conf" / "config.toml"
@@ -142,18 +148,40 @@ def test_init_writes_through_no_predictable_temporary_name(em: Tenant, postgres:
     for planted in ("config.toml.tmp", ".config.toml.tmp", "config.tmp"):
         (cfg.parent / planted).symlink_to(victim)
     monkeypatch.setenv("TOKEND_TEST_SECRET", "x")
-    r = tokend("init", "--server", "127.0.0.1", "--port", str(postgres.port), "--user", GROUP, "--identity",
-               "service-principal", "--tenant", em.tenant_id, "--client-id", em.app.client_id, "--client-secret-env",
-               "TOKEND_TEST_SECRET", "--authority", em.url, "--no-service", "--config", str(cfg))
+    r = tokend(
+        "init",
+        "--server",
+        "127.0.0.1",
+        "--port",
+        str(postgres.port),
+        "--user",
+        GROUP,
+        "--identity",
+        "service-principal",
+        "--tenant",
+        em.tenant_id,
+        "--client-id",
+        em.app.client_id,
+        "--client-secret-env",
+        "TOKEND_TEST_SECRET",
+        "--authority",
+        em.url,
+        "--no-service",
+        "--config",
+        str(cfg),
+    )
     assert cfg.exists() and "[targets.localhost]" in cfg.read_text(), r.stderr
     assert victim.read_text() == "precious\n"
 
 
 # -- 3. folders that hold secrets are checked ------------------------------------------------------------------
-def test_the_sign_in_cache_folder_is_repaired_or_refused(em: Tenant, postgres: Postgres, write_config, home: Path,
-                                                         other_user) -> None:
-    cfg = write_config(device_identity("me", em.url, em.tenant_id)
-                       + f'[targets.db]\nhost = "127.0.0.1"\nport = {postgres.port}\nuser = "{em.alice.upn}"\n')
+def test_the_sign_in_cache_folder_is_repaired_or_refused(
+    em: Tenant, postgres: Postgres, write_config, home: Path, other_user
+) -> None:
+    cfg = write_config(
+        device_identity("me", em.url, em.tenant_id)
+        + f'[targets.db]\nhost = "127.0.0.1"\nport = {postgres.port}\nuser = "{em.alice.upn}"\n'
+    )
     cache = home / ".IdentityService"
     cache.mkdir()
     cache.chmod(0o777)  # a loose umask made it open to everyone
@@ -171,7 +199,8 @@ def test_the_sign_in_cache_folder_is_repaired_or_refused(em: Tenant, postgres: P
 
 # -- 4. nobody else can stall the writer -----------------------------------------------------------------------
 def test_a_lock_on_the_home_folder_stalls_nothing_and_our_own_lock_times_out(
-        em: Tenant, postgres: Postgres, pgpass: Path, home: Path, write_config, daemon, other_user) -> None:
+    em: Tenant, postgres: Postgres, pgpass: Path, home: Path, write_config, daemon, other_user
+) -> None:
     open_path_for_others(home / "x")
     home.chmod(0o755)
     holder = subprocess.Popen(["runuser", "-u", "tokend-other", "--", "flock", "-x", str(home), "sleep", "60"])
@@ -194,8 +223,11 @@ def test_a_lock_on_the_home_folder_stalls_nothing_and_our_own_lock_times_out(
     blocker = subprocess.Popen(["flock", "-x", str(lock), "sleep", str(atomic.LOCK_TIMEOUT + 6)])
     time.sleep(0.3)
     cfg.write_text(cfg.read_text() + '[targets.more]\nhost = "more.example"\nuser = "u"\nidentity = "sp"\n')
-    wait_for(lambda: "write lock" in (d.status()["targets"][0]["sinks"]["pgpass"]["last_error"] or ""),
-             timeout=atomic.LOCK_TIMEOUT + 5, what="the lock timeout reported")
+    wait_for(
+        lambda: "write lock" in (d.status()["targets"][0]["sinks"]["pgpass"]["last_error"] or ""),
+        timeout=atomic.LOCK_TIMEOUT + 5,
+        what="the lock timeout reported",
+    )
     blocker.wait()
     wait_for(lambda: "more.example" in pgpass.read_text(), timeout=15, what="writes resumed after the release")
     assert d.status()["targets"][0]["sinks"]["pgpass"]["state"] == "ok"
@@ -203,7 +235,8 @@ def test_a_lock_on_the_home_folder_stalls_nothing_and_our_own_lock_times_out(
 
 # -- 5. a clock stepped back ------------------------------------------------------------------------------------
 def test_a_wall_clock_stepped_back_never_leaves_a_rejected_token_in_pgpass(
-        em: Tenant, postgres: Postgres, pgpass: Path, write_config, daemon, tmp_path: Path, faketime) -> None:
+    em: Tenant, postgres: Postgres, pgpass: Path, write_config, daemon, tmp_path: Path, faketime
+) -> None:
     em.emulator.directory.lifetime = 60
     env, offset = faketime
     cfg = write_config(sp_config(em, postgres.port))
@@ -230,8 +263,9 @@ def test_a_wall_clock_stepped_back_never_leaves_a_rejected_token_in_pgpass(
 
 
 # -- 6. a pgpass replaced by someone else gets its block back within seconds -------------------------------------
-def test_a_replaced_pgpass_gets_the_block_back_within_seconds(em: Tenant, postgres: Postgres, pgpass: Path,
-                                                              write_config, daemon) -> None:
+def test_a_replaced_pgpass_gets_the_block_back_within_seconds(
+    em: Tenant, postgres: Postgres, pgpass: Path, write_config, daemon
+) -> None:
     cfg = write_config(sp_config(em, postgres.port))
     d = daemon(cfg)
     d.wait_ready()
@@ -300,8 +334,11 @@ def test_idle_connections_and_a_burst_of_token_calls(em: Tenant, postgres: Postg
     finally:
         for s in idle:
             s.close()
-    bad = [r for r in results if not ((r[0] == 0 and r[1].startswith("eyJ")) or
-                                      (r[0] != 0 and len(r[2].splitlines()) == 1))]
+    bad = [
+        r
+        for r in results
+        if not ((r[0] == 0 and r[1].startswith("eyJ")) or (r[0] != 0 and len(r[2].splitlines()) == 1))
+    ]
     assert not bad, bad[:3]
     assert sum(r[0] == 0 for r in results) >= 490
     assert most_threads[0] < 50, most_threads[0]
@@ -326,7 +363,8 @@ def test_ten_thousand_targets(em: Tenant, postgres: Postgres, write_config, daem
 
 # -- bad input that used to escape as "internal error" -----------------------------------------------------------
 def test_a_runtime_folder_too_long_for_a_socket_is_refused_before_anything_is_written(
-        em: Tenant, postgres: Postgres, pgpass: Path, write_config, tmp_path: Path, monkeypatch) -> None:
+    em: Tenant, postgres: Postgres, pgpass: Path, write_config, tmp_path: Path, monkeypatch
+) -> None:
     deep = tmp_path / ("r" * 60) / ("u" * 60)
     deep.mkdir(parents=True, mode=0o700)
     deep.chmod(0o700)
@@ -337,18 +375,25 @@ def test_a_runtime_folder_too_long_for_a_socket_is_refused_before_anything_is_wr
     assert not pgpass.exists()
 
 
-def test_no_file_of_ours_is_readable_by_another_user(em: Tenant, postgres: Postgres, write_config, daemon,
-                                                     home: Path, other_user) -> None:
+def test_no_file_of_ours_is_readable_by_another_user(
+    em: Tenant, postgres: Postgres, write_config, daemon, home: Path, other_user
+) -> None:
     """Everything under tokend's folders stays closed to another user, even with the folders on the way open."""
     cfg = write_config(sp_config(em, postgres.port))
     d = daemon(cfg)
     d.wait_ready()
-    mine = [p for base in (paths.state_dir(), paths.runtime_dir(), paths.log_dir()) for p in base.rglob("*")
-            if p.is_file() or p.is_socket()]
+    mine = [
+        p
+        for base in (paths.state_dir(), paths.runtime_dir(), paths.log_dir())
+        for p in base.rglob("*")
+        if p.is_file() or p.is_socket()
+    ]
     assert mine
     for p in mine:
         open_path_for_others(p)
-    probe = ("import sys\nfor p in sys.argv[1:]:\n    try:\n        open(p, 'rb').read(1); print('READ', p)\n"
-             "    except OSError:\n        pass\n")
+    probe = (
+        "import sys\nfor p in sys.argv[1:]:\n    try:\n        open(p, 'rb').read(1); print('READ', p)\n"
+        "    except OSError:\n        pass\n"
+    )
     r = other_user(PRODUCT_PYTHON, "-c", probe, *map(str, mine), check=False)
     assert "READ" not in r.stdout, r.stdout

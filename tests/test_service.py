@@ -46,8 +46,12 @@ def test_launchd_plist_has_what_launchd_needs(home: Path, tmp_path: Path) -> Non
     r = service.render_launchd(Path("/Users/me/.local/bin/tokend"), tmp_path / "a&b" / "config.toml")
     plist = plistlib.loads(r.text.encode())
     assert plist["Label"].startswith("org.tokend.tokend")
-    assert plist["ProgramArguments"] == ["/Users/me/.local/bin/tokend", "run", "--config",
-                                         str(tmp_path / "a&b" / "config.toml")]
+    assert plist["ProgramArguments"] == [
+        "/Users/me/.local/bin/tokend",
+        "run",
+        "--config",
+        str(tmp_path / "a&b" / "config.toml"),
+    ]
     assert plist["RunAtLoad"] is True and plist["KeepAlive"] == {"SuccessfulExit": False}
     assert plist["StandardErrorPath"].startswith(str(home)) and plist["EnvironmentVariables"]["TOKEND_LOG_STDERR"]
     assert r.path.parent == home / "Library" / "LaunchAgents" and r.path.name == f"{plist['Label']}.plist"
@@ -78,8 +82,9 @@ def test_install_without_user_systemd_says_what_to_do(home: Path, write_config) 
     assert not (home / ".config" / "systemd").exists()
 
 
-def test_uninstall_purge_leaves_only_the_users_entries(em: Tenant, postgres: Postgres, pgpass: Path,
-                                                       write_config, home: Path) -> None:
+def test_uninstall_purge_leaves_only_the_users_entries(
+    em: Tenant, postgres: Postgres, pgpass: Path, write_config, home: Path
+) -> None:
     mine = "# my servers\nlegacy:5432:*:bob:hunter2\n"
     pgpass.write_text(mine)
     cfg = write_config(sp_config(em, postgres.port))
@@ -95,8 +100,9 @@ def test_uninstall_purge_leaves_only_the_users_entries(em: Tenant, postgres: Pos
     assert state.parent.exists()  # tokend's own folder (other configs' state, maybe the installation) stays
 
 
-def test_daemon_log_file_rotates_in_the_log_folder(em: Tenant, postgres: Postgres, write_config, daemon,
-                                                   home: Path) -> None:
+def test_daemon_log_file_rotates_in_the_log_folder(
+    em: Tenant, postgres: Postgres, write_config, daemon, home: Path
+) -> None:
     cfg = write_config(sp_config(em, postgres.port))
     d = daemon(cfg)
     d.wait_ready()

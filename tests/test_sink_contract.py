@@ -191,16 +191,18 @@ class TestPgbouncer(FileSinkContract):
         if sys.platform == "win32":
             pytest.skip("PgBouncer's RELOAD is a POSIX signal")
 
-        proc = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGHUP, "
-                                 "signal.SIG_IGN); time.sleep(120)"])
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_IGN); time.sleep(120)"]
+        )
         (tmp_path / "pgbouncer.pid").write_text(f"{proc.pid}\n")
         yield
         proc.kill()
         proc.wait()
 
     def make(self, tmp_path: Path) -> Sink:
-        return PgbouncerSink({"path": str(tmp_path / "tokend.ini"), "pidfile": str(tmp_path / "pgbouncer.pid")},
-                             "owner1")
+        return PgbouncerSink(
+            {"path": str(tmp_path / "tokend.ini"), "pidfile": str(tmp_path / "pgbouncer.pid")}, "owner1"
+        )
 
     def held(self, sink: Sink) -> dict[str, str]:
         path = Path(sink.location())

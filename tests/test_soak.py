@@ -18,8 +18,9 @@ from test_proxy import PORT_TCP, proxy_config, started
 pytestmark = [pytest.mark.slow, pytest.mark.soak]
 
 
-def test_proxy_sessions_live_on_and_new_connections_never_fail(em: Tenant, postgres: Postgres, write_config,
-                                                               daemon, tmp_path: Path, monkeypatch) -> None:
+def test_proxy_sessions_live_on_and_new_connections_never_fail(
+    em: Tenant, postgres: Postgres, write_config, daemon, tmp_path: Path, monkeypatch
+) -> None:
     """Three minutes of 60-s tokens through the proxy: a session opened at the start keeps running queries long
     after its token expired; a new connection every second never fails, through a 20-s Entra outage."""
     monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))
@@ -38,8 +39,9 @@ def test_proxy_sessions_live_on_and_new_connections_never_fail(em: Tenant, postg
         while time.monotonic() - start < 180:
             t0 = time.monotonic()
             try:
-                with psycopg.connect(host="127.0.0.1", port=PORT_TCP, dbname="appdb", user=GROUP, sslmode="require",
-                                     connect_timeout=10) as c:
+                with psycopg.connect(
+                    host="127.0.0.1", port=PORT_TCP, dbname="appdb", user=GROUP, sslmode="require", connect_timeout=10
+                ) as c:
                     assert c.execute("select current_user").fetchone() == (GROUP,)
                 connects += 1
             except (psycopg.Error, AssertionError) as e:

@@ -15,15 +15,46 @@ NOW = 1_800_000_000.0
 
 def snapshot(**over: Any) -> dict[str, Any]:
     s: dict[str, Any] = {
-        "pid": 4242, "config": "/home/alice/.config/tokend/config.toml", "config_error": None,
-        "identities": [{"name": "me", "state": "ok", "source": "azure-cli", "principal": "alice@contoso.com",
-                        "expires_on": NOW + 54 * 60, "last_error": None}],
+        "pid": 4242,
+        "config": "/home/alice/.config/tokend/config.toml",
+        "config_error": None,
+        "identities": [
+            {
+                "name": "me",
+                "state": "ok",
+                "source": "azure-cli",
+                "principal": "alice@contoso.com",
+                "expires_on": NOW + 54 * 60,
+                "last_error": None,
+            }
+        ],
         "targets": [
-            {"name": "prod", "user": "DBA Group", "host": "prod.example", "port": 5432, "database": "*",
-             "sinks": {"pgpass": {"state": "ok", "last_write": NOW - 180, "last_error": None}}, "proxy": None},
-            {"name": "rpt", "user": "Readers", "host": "rpt.example", "port": 5432, "database": "reports", "sinks": {},
-             "proxy": {"listen": [{"host": "/run/user/1000/tokend/proxy", "port": 5432},
-                                  {"host": "127.0.0.1", "port": 6432}], "open": 2, "total": 17, "last_error": None}},
+            {
+                "name": "prod",
+                "user": "DBA Group",
+                "host": "prod.example",
+                "port": 5432,
+                "database": "*",
+                "sinks": {"pgpass": {"state": "ok", "last_write": NOW - 180, "last_error": None}},
+                "proxy": None,
+            },
+            {
+                "name": "rpt",
+                "user": "Readers",
+                "host": "rpt.example",
+                "port": 5432,
+                "database": "reports",
+                "sinks": {},
+                "proxy": {
+                    "listen": [
+                        {"host": "/run/user/1000/tokend/proxy", "port": 5432},
+                        {"host": "127.0.0.1", "port": 6432},
+                    ],
+                    "open": 2,
+                    "total": 17,
+                    "last_error": None,
+                },
+            },
         ],
     }
     s.update(over)
@@ -40,8 +71,9 @@ def test_table_says_who_connects_where_and_where_the_token_is() -> None:
     assert "DBA Group@prod.example:5432/*" in prod and prod.endswith("pgpass ok (3 m ago)")
     rpt = next(line for line in lines if line.startswith("rpt "))
     # A proxy-only target: its listeners, nothing else (no "-" glued to them).
-    assert rpt.endswith("Readers@rpt.example:5432/reports  proxy /run/user/1000/tokend/proxy:5432, "
-                        "127.0.0.1:6432 (2 open)")
+    assert rpt.endswith(
+        "Readers@rpt.example:5432/reports  proxy /run/user/1000/tokend/proxy:5432, 127.0.0.1:6432 (2 open)"
+    )
 
 
 def test_problems_show_under_their_row_and_a_refused_config_on_top() -> None:

@@ -27,39 +27,57 @@ WRITE = "SELECT, INSERT, UPDATE, DELETE"
 _SYSTEM = "n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'"
 
 
-def add_group_sql(group: str, database: str, schemas: Sequence[str], write: bool = False,
-                  object_id: str | None = None, kind: str = "group", allow_public: bool = False) -> str:
+def add_group_sql(
+    group: str,
+    database: str,
+    schemas: Sequence[str],
+    write: bool = False,
+    object_id: str | None = None,
+    kind: str = "group",
+    allow_public: bool = False,
+) -> str:
     """The SQL that gives ``group`` CONNECT on ``database`` and table rights in ``schemas``; stable text."""
     if not schemas:
         raise UsageError("name at least one schema with --schema (the group gets rights there only)")
     if "public" in schemas and not allow_public:
-        raise UsageError("the public schema is every role's: granting there reaches every table anyone puts in it; "
-                         "use a schema of its own, or add --allow-public if you really mean public")
+        raise UsageError(
+            "the public schema is every role's: granting there reaches every table anyone puts in it; "
+            "use a schema of its own, or add --allow-public if you really mean public"
+        )
     if kind not in KINDS:
         raise UsageError(f"--type must be one of: {', '.join(KINDS)}")
     role, name = ident(group), literal(group)
-    create = (f"pgaadauth_create_principal_with_oid({name}, {literal(object_id)}, {literal(kind)}, false, false)"
-              if object_id else f"pgaadauth_create_principal({name}, false, false)")
+    create = (
+        f"pgaadauth_create_principal_with_oid({name}, {literal(object_id)}, {literal(kind)}, false, false)"
+        if object_id
+        else f"pgaadauth_create_principal({name}, false, false)"
+    )
     rights = WRITE if write else READ
-    lines = [f"-- tokend admin add-group: {'read-write' if write else 'read-only'} access for the Entra {kind} "
-             f"{group!r} to database {database!r}, schemas {', '.join(repr(s) for s in schemas)}",
-             "BEGIN;",
-             "DO $tokend$",
-             "BEGIN",
-             f"  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {name}) THEN",
-             f"    PERFORM {create};",
-             "  END IF;",
-             "END",
-             "$tokend$;",
-             f"GRANT CONNECT ON DATABASE {ident(database)} TO {role};"]
+    lines = [
+        f"-- tokend admin add-group: {'read-write' if write else 'read-only'} access for the Entra {kind} "
+        f"{group!r} to database {database!r}, schemas {', '.join(repr(s) for s in schemas)}",
+        "BEGIN;",
+        "DO $tokend$",
+        "BEGIN",
+        f"  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {name}) THEN",
+        f"    PERFORM {create};",
+        "  END IF;",
+        "END",
+        "$tokend$;",
+        f"GRANT CONNECT ON DATABASE {ident(database)} TO {role};",
+    ]
     for s in schemas:
         schema = ident(s)
-        lines += [f"GRANT USAGE ON SCHEMA {schema} TO {role};",
-                  f"GRANT {rights} ON ALL TABLES IN SCHEMA {schema} TO {role};",
-                  f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT {rights} ON TABLES TO {role};"]
+        lines += [
+            f"GRANT USAGE ON SCHEMA {schema} TO {role};",
+            f"GRANT {rights} ON ALL TABLES IN SCHEMA {schema} TO {role};",
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT {rights} ON TABLES TO {role};",
+        ]
         if write:
-            lines += [f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role};",
-                      f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {role};"]
+            lines += [
+                f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role};",
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {role};",
+            ]
     lines.append("COMMIT;")
     return "\n".join(lines) + "\n"
 
@@ -67,12 +85,16 @@ def add_group_sql(group: str, database: str, schemas: Sequence[str], write: bool
 def explain(e: ServerError, target: Target) -> TokendError:
     """A server's refusal as one line with the fix."""
     if e.code == "42883" and "pgaadauth" in str(e):
-        return TokendError(f"{target.host} has no pgaadauth functions: it is not Azure Database for PostgreSQL "
-                           "Flexible Server with Microsoft Entra authentication enabled (Security → Authentication)")
+        return TokendError(
+            f"{target.host} has no pgaadauth functions: it is not Azure Database for PostgreSQL "
+            "Flexible Server with Microsoft Entra authentication enabled (Security → Authentication)"
+        )
     if e.code == "42501" or "permission denied" in str(e):
-        return TokendError(f"{target.host} refused ({e}): log in as an Entra administrator of the server (Security → "
-                           "Authentication → Microsoft Entra admins); a member of an admin group cannot create "
-                           f"principals: use an individual administrator for target {target.name}")
+        return TokendError(
+            f"{target.host} refused ({e}): log in as an Entra administrator of the server (Security → "
+            "Authentication → Microsoft Entra admins); a member of an admin group cannot create "
+            f"principals: use an individual administrator for target {target.name}"
+        )
     return TokendError(f"{target.host}: {e} (SQLSTATE {e.code})")
 
 
@@ -98,8 +120,9 @@ class Principal:
 
 def principals(conn: Connection) -> list[Principal]:
     try:
-        listed = conn.rows("SELECT * FROM pgaadauth_list_principals(false) UNION ALL "
-                           "SELECT * FROM pgaadauth_list_principals(true)")
+        listed = conn.rows(
+            "SELECT * FROM pgaadauth_list_principals(false) UNION ALL SELECT * FROM pgaadauth_list_principals(true)"
+        )
     except ServerError as e:
         raise explain(e, conn.target) from None
     out = []
@@ -109,10 +132,20 @@ def principals(conn: Connection) -> list[Principal]:
         facts = conn.rows(
             f"SELECT r.rolcanlogin, coalesce((SELECT string_agg(b.rolname, ', ' ORDER BY b.rolname) FROM "
             f"pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles b ON b.oid = m.roleid WHERE m.member = r.oid), '') "
-            f"FROM pg_catalog.pg_roles r WHERE r.rolname = {literal(role)}")
-        can_login, member_of = (facts[0] if facts else ["f", ""])
-        out.append(Principal(role, kind or "?", oid or "", admin in ("t", "true", "1"), can_login == "t",
-                             [m for m in (member_of or "").split(", ") if m], _schemas(conn, role)))
+            f"FROM pg_catalog.pg_roles r WHERE r.rolname = {literal(role)}"
+        )
+        can_login, member_of = facts[0] if facts else ["f", ""]
+        out.append(
+            Principal(
+                role,
+                kind or "?",
+                oid or "",
+                admin in ("t", "true", "1"),
+                can_login == "t",
+                [m for m in (member_of or "").split(", ") if m],
+                _schemas(conn, role),
+            )
+        )
     return out
 
 
@@ -120,14 +153,20 @@ def _schemas(conn: Connection, role: str) -> dict[str, str]:
     r = literal(role)
     rows = conn.rows(
         f"SELECT n.nspname, has_schema_privilege({r}, n.oid, 'USAGE'), count(c.oid), "
-        + ", ".join(f"count(c.oid) FILTER (WHERE has_table_privilege({r}, c.oid, '{p}'))"
-                    for p in ("SELECT", "INSERT", "UPDATE", "DELETE"))
+        + ", ".join(
+            f"count(c.oid) FILTER (WHERE has_table_privilege({r}, c.oid, '{p}'))"
+            for p in ("SELECT", "INSERT", "UPDATE", "DELETE")
+        )
         + f" FROM pg_catalog.pg_namespace n LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND "
-          f"c.relkind IN ('r', 'p', 'v', 'm', 'f') WHERE {_SYSTEM} GROUP BY n.nspname, n.oid ORDER BY n.nspname")
+        f"c.relkind IN ('r', 'p', 'v', 'm', 'f') WHERE {_SYSTEM} GROUP BY n.nspname, n.oid ORDER BY n.nspname"
+    )
     out = {}
     for name, usage, total, *counts in rows:
-        rights = [f"{p} {n}/{total}" for p, n in zip(("SELECT", "INSERT", "UPDATE", "DELETE"), counts, strict=True)
-                  if n not in (None, "0")]
+        rights = [
+            f"{p} {n}/{total}"
+            for p, n in zip(("SELECT", "INSERT", "UPDATE", "DELETE"), counts, strict=True)
+            if n not in (None, "0")
+        ]
         if usage == "t" or rights:
             out[str(name)] = "; ".join(["USAGE" if usage == "t" else "no USAGE", *rights])
     return out
@@ -147,39 +186,63 @@ def check(conn: Connection, group: str, database: str, schemas: Sequence[str], f
     if not found:
         other = conn.rows(f"SELECT rolname FROM pg_catalog.pg_roles WHERE lower(rolname) = lower({g})")
         if other:
-            return [Finding(False, f"no role {group!r}, but {other[0][0]!r}: the name's case differs (Entra "
-                                   "display names are case-sensitive)",
-                            f"log in as user {other[0][0]!r}, or create the role with the group's exact name: "
-                            f"{fix_command}")]
+            return [
+                Finding(
+                    False,
+                    f"no role {group!r}, but {other[0][0]!r}: the name's case differs (Entra "
+                    "display names are case-sensitive)",
+                    f"log in as user {other[0][0]!r}, or create the role with the group's exact name: {fix_command}",
+                )
+            ]
         return [Finding(False, f"no role {group!r} on the server", fix_command)]
     out = [Finding(True, f"role {group!r} exists")]
     if found[0][1] != "t":
         out.append(Finding(False, f"role {group!r} cannot log in", f"ALTER ROLE {ident(group)} LOGIN;"))
     try:
-        entra = conn.rows(f"SELECT 1 FROM pgaadauth_list_principals(false) WHERE rolname = {g} UNION ALL "
-                          f"SELECT 1 FROM pgaadauth_list_principals(true) WHERE rolname = {g}")
+        entra = conn.rows(
+            f"SELECT 1 FROM pgaadauth_list_principals(false) WHERE rolname = {g} UNION ALL "
+            f"SELECT 1 FROM pgaadauth_list_principals(true) WHERE rolname = {g}"
+        )
     except ServerError as e:
         raise explain(e, conn.target) from None
     if not entra:
-        out.append(Finding(False, f"role {group!r} is not an Entra principal (made with CREATE ROLE): tokens never "
-                                  "log in as it", f"DROP ROLE {ident(group)}; then {fix_command}"))
+        out.append(
+            Finding(
+                False,
+                f"role {group!r} is not an Entra principal (made with CREATE ROLE): tokens never log in as it",
+                f"DROP ROLE {ident(group)}; then {fix_command}",
+            )
+        )
     if conn.rows(f"SELECT has_database_privilege({g}, {literal(database)}, 'CONNECT')")[0][0] != "t":
-        out.append(Finding(False, f"no CONNECT on database {database!r}",
-                           f"GRANT CONNECT ON DATABASE {ident(database)} TO {ident(group)};"))
+        out.append(
+            Finding(
+                False,
+                f"no CONNECT on database {database!r}",
+                f"GRANT CONNECT ON DATABASE {ident(database)} TO {ident(group)};",
+            )
+        )
     else:
         out.append(Finding(True, f"CONNECT on database {database!r}"))
     for s in schemas:
         usage = conn.rows(f"SELECT has_schema_privilege({g}, {literal(s)}, 'USAGE')")[0][0] == "t"
         if not usage:
-            out.append(Finding(False, f"no USAGE on schema {s!r}", f"GRANT USAGE ON SCHEMA {ident(s)} TO "
-                                                                  f"{ident(group)};"))
+            out.append(
+                Finding(False, f"no USAGE on schema {s!r}", f"GRANT USAGE ON SCHEMA {ident(s)} TO {ident(group)};")
+            )
             continue
-        tables = conn.rows(f"SELECT count(*), count(*) FILTER (WHERE has_table_privilege({g}, c.oid, 'SELECT')) "
-                           f"FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-                           f"WHERE n.nspname = {literal(s)} AND c.relkind IN ('r', 'p', 'v', 'm', 'f')")[0]
+        tables = conn.rows(
+            f"SELECT count(*), count(*) FILTER (WHERE has_table_privilege({g}, c.oid, 'SELECT')) "
+            f"FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            f"WHERE n.nspname = {literal(s)} AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+        )[0]
         if tables[0] != "0" and tables[1] == "0":
-            out.append(Finding(False, f"USAGE on schema {s!r} but no rights on any of its {tables[0]} tables",
-                               f"GRANT SELECT ON ALL TABLES IN SCHEMA {ident(s)} TO {ident(group)};"))
+            out.append(
+                Finding(
+                    False,
+                    f"USAGE on schema {s!r} but no rights on any of its {tables[0]} tables",
+                    f"GRANT SELECT ON ALL TABLES IN SCHEMA {ident(s)} TO {ident(group)};",
+                )
+            )
         else:
             out.append(Finding(True, f"schema {s!r}: USAGE, SELECT on {tables[1]}/{tables[0]} tables"))
     return out
@@ -199,9 +262,16 @@ def render_principals(found: Sequence[Principal], as_json: bool) -> str:
         return json.dumps([asdict(p) for p in found], indent=2)
     from tokend.status import table
 
-    rows = [[p.role, p.type + (" (admin)" if p.admin else ""), "yes" if p.can_login else "NO",
-             ", ".join(p.member_of) or "-", " | ".join(f"{s}: {r}" for s, r in p.schemas.items()) or "-"]
-            for p in found]
+    rows = [
+        [
+            p.role,
+            p.type + (" (admin)" if p.admin else ""),
+            "yes" if p.can_login else "NO",
+            ", ".join(p.member_of) or "-",
+            " | ".join(f"{s}: {r}" for s, r in p.schemas.items()) or "-",
+        ]
+        for p in found
+    ]
     return "\n".join(table(rows, ["ROLE", "TYPE", "LOGIN", "MEMBER OF", "RIGHTS PER SCHEMA"]))
 
 
@@ -228,8 +298,9 @@ def command(args: Any, config_path: Path, token_for: Callable[[str], str]) -> in
     target = config.load(config_path).target(args.target)
     database = args.database or (target.database if target.database != "*" else "postgres")
     if args.action == "add-group":
-        sql = add_group_sql(args.group, database, args.schema, args.read_write, args.object_id, args.type,
-                            args.allow_public)
+        sql = add_group_sql(
+            args.group, database, args.schema, args.read_write, args.object_id, args.type, args.allow_public
+        )
         if not args.apply:
             sys.stdout.write(sql)
             return 0
@@ -240,8 +311,18 @@ def command(args: Any, config_path: Path, token_for: Callable[[str], str]) -> in
         if args.action == "list":
             print(render_principals(principals(conn), args.json))
             return 0
-        fix = " ".join(["tokend admin add-group", json.dumps(args.group), "--target", target.name, "--database",
-                        database, *(f"--schema {s}" for s in args.schema), "--apply"])
+        fix = " ".join(
+            [
+                "tokend admin add-group",
+                json.dumps(args.group),
+                "--target",
+                target.name,
+                "--database",
+                database,
+                *(f"--schema {s}" for s in args.schema),
+                "--apply",
+            ]
+        )
         found = check(conn, args.group, database, args.schema, fix)
         print(json.dumps(as_dict(found), indent=2) if args.json else render_findings(found, status.painter()))
         return 0 if all(f.ok for f in found) else 1

@@ -27,12 +27,19 @@ def _parser() -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS keeps a value given before the command from being reset by the subcommand's defaults.
-    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="PATH",
-                        help="config file (default: $TOKEND_CONFIG, else the per-user config folder)")
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="log more, and show tracebacks")
-    p = argparse.ArgumentParser(prog="tokend", parents=[common],
-                                description="Keeps a valid Microsoft Entra token where PostgreSQL clients look.")
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help="config file (default: $TOKEND_CONFIG, else the per-user config folder)",
+    )
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="log more, and show tracebacks")
+    p = argparse.ArgumentParser(
+        prog="tokend",
+        parents=[common],
+        description="Keeps a valid Microsoft Entra token where PostgreSQL clients look.",
+    )
     p.add_argument("--version", action="version", version=f"tokend {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -41,62 +48,92 @@ def _parser() -> argparse.ArgumentParser:
 
     run = cmd("run", "run the daemon in the foreground")
     run.add_argument("--once", action="store_true", help="fetch every token and write every sink once, then exit")
-    run.add_argument("--log-format", choices=["text", "json"],
-                     help="json: one JSON object per line, for cluster log collectors (default: $TOKEND_LOG_FORMAT, "
-                          "else text)")
+    run.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="json: one JSON object per line, for cluster log collectors (default: $TOKEND_LOG_FORMAT, else text)",
+    )
     st = cmd("status", "what the daemon holds and what is wrong")
     st.add_argument("--json", action="store_true", help="machine-readable output (times are Unix epoch seconds)")
     st.add_argument("--watch", action="store_true", help="follow it: redraw every two seconds until Ctrl-C")
     tok = cmd("token", "print a valid token for a target")
     tok.add_argument("target", nargs="?", help="target name (optional when there is only one)")
-    for flag, help_ in (("--host", "the host a client connects to"), ("--port", "its port (default 5432)"),
-                        ("--user", "the user it logs in as"), ("--database", "the database (default: any)")):
+    for flag, help_ in (
+        ("--host", "the host a client connects to"),
+        ("--port", "its port (default 5432)"),
+        ("--user", "the user it logs in as"),
+        ("--database", "the database (default: any)"),
+    ):
         tok.add_argument(flag, help=f"pick the target libpq would match: {help_}")
     ex = cmd("exec", "run a command with PG* variables set for a target")
     ex.add_argument("target", help="target name")
     ex.epilog = "usage: tokend exec TARGET [--config PATH] -- CMD [ARGS...]"
     cmd("stop", "ask the running daemon to stop")
     cmd("reload", "ask the running daemon to read its config again")
-    for name, text in (("login", "sign in once (device-code or browser identities)"),
-                       ("logout", "forget a sign-in and remove its tokens from every sink")):
-        cmd(name, text).add_argument("identity", nargs="?", help="identity name (optional when only one needs a "
-                                                                 "person)")
+    for name, text in (
+        ("login", "sign in once (device-code or browser identities)"),
+        ("logout", "forget a sign-in and remove its tokens from every sink"),
+    ):
+        cmd(name, text).add_argument(
+            "identity", nargs="?", help="identity name (optional when only one needs a person)"
+        )
     ini = cmd("init", "write a working config (asks, or takes flags)")
-    for flag, help_ in (("server", "server name; a bare name gets the cloud's suffix"),
-                        ("user", "PostgreSQL user: an Entra group's display name, or a UPN"),
-                        ("identity", f"{' | '.join(SOURCES)}, or an identity already in the config"),
-                        ("database", 'database (default "*": any)'), ("name", "target name (default: from the server)"),
-                        ("tenant", "tenant id or domain"), ("client-id", "the app's client id"),
-                        ("client-secret-env", "the environment variable that holds the secret"),
-                        ("certificate-path", "PEM file with the certificate and its key"),
-                        ("authority", "login authority override (custom clouds, the emulator)")):
+    for flag, help_ in (
+        ("server", "server name; a bare name gets the cloud's suffix"),
+        ("user", "PostgreSQL user: an Entra group's display name, or a UPN"),
+        ("identity", f"{' | '.join(SOURCES)}, or an identity already in the config"),
+        ("database", 'database (default "*": any)'),
+        ("name", "target name (default: from the server)"),
+        ("tenant", "tenant id or domain"),
+        ("client-id", "the app's client id"),
+        ("client-secret-env", "the environment variable that holds the secret"),
+        ("certificate-path", "PEM file with the certificate and its key"),
+        ("authority", "login authority override (custom clouds, the emulator)"),
+    ):
         ini.add_argument(f"--{flag}", help=help_)
     ini.add_argument("--cloud", choices=["public", "usgov", "china"])
     ini.add_argument("--port", type=int)
     ini.add_argument("--allow-unencrypted-cache", action="store_true", help="device-code/browser without a keyring")
     ini.add_argument("--check", action="store_true", help="also connect and show current_user")
-    ini.add_argument("--service", action=argparse.BooleanOptionalAction, default=None,
-                     help="install the login service (asked when interactive)")
+    ini.add_argument(
+        "--service",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="install the login service (asked when interactive)",
+    )
     cmd("demo", "watch tokend work against a local Entra emulator").add_argument(
-        "--duration", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
+        "--duration", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)"
+    )
     cmd("completion", "print a shell completion script").add_argument(
-        "shell", choices=["bash", "zsh", "fish", "powershell", "targets"],
-        help="the shell (or `targets`: the configured target names, for the scripts)")
+        "shell",
+        choices=["bash", "zsh", "fish", "powershell", "targets"],
+        help="the shell (or `targets`: the configured target names, for the scripts)",
+    )
     doc = cmd("doctor", "check everything and say how to fix what is wrong")
     doc.add_argument("--json", action="store_true", help="machine-readable output")
     doc.add_argument("--login", action="store_true", help="also log in to each target through pgpass")
     cl = cmd("clients", "set up PostgreSQL clients (none: list what is here; remove CLIENT: undo it)")
     cl.add_argument("client", nargs="?", choices=[*CLIENTS, "remove"], help="the client to set up")
     cl.add_argument("targets", nargs="*", metavar="TARGET", help="targets (default: all); after remove: the client")
-    cl.add_argument("--output", type=Path, metavar="PATH",
-                    help="pgadmin: add to this servers.json; datagrip: add to this project folder")
-    cl.add_argument("--shared-command", action="store_true",
-                    help="pgadmin 8.14+: one password command for every server (%%HOSTNAME%% %%PORT%% %%USERNAME%%)")
+    cl.add_argument(
+        "--output",
+        type=Path,
+        metavar="PATH",
+        help="pgadmin: add to this servers.json; datagrip: add to this project folder",
+    )
+    cl.add_argument(
+        "--shared-command",
+        action="store_true",
+        help="pgadmin 8.14+: one password command for every server (%%HOSTNAME%% %%PORT%% %%USERNAME%%)",
+    )
     cl.add_argument("--json", action="store_true", help="the list of clients, machine-readable")
     adm = cmd("admin", "an Entra administrator's tasks on a server: add a group, list principals, check a login")
     adm_sub = adm.add_subparsers(dest="action", metavar="ACTION", required=True)
-    ag = adm_sub.add_parser("add-group", parents=[common], help="give an Entra group least-privilege access "
-                                                                "(prints the SQL; --apply runs it)")
+    ag = adm_sub.add_parser(
+        "add-group",
+        parents=[common],
+        help="give an Entra group least-privilege access (prints the SQL; --apply runs it)",
+    )
     ck = adm_sub.add_parser("check", parents=[common], help="why a group's login would fail, with the fix")
     ls = adm_sub.add_parser("list", parents=[common], help="the server's Entra principals and what each may do")
     for a in (ag, ck):
@@ -117,11 +154,15 @@ def _parser() -> argparse.ArgumentParser:
     svc_sub = svc.add_subparsers(dest="action", metavar="ACTION", required=True)
     svc_sub.add_parser("install", parents=[common], help="install, enable and start the login service")
     svc_sub.add_parser("uninstall", parents=[common], help="stop and remove the login service").add_argument(
-        "--purge", action="store_true", help="also remove everything this config made (see README); your entries, "
-                                             "other configs and the installation stay")
+        "--purge",
+        action="store_true",
+        help="also remove everything this config made (see README); your entries, "
+        "other configs and the installation stay",
+    )
     svc_sub.add_parser("status", parents=[common], help="what the service manager says")
     svc_sub.add_parser("logs", parents=[common], help="show the daemon's logs").add_argument(
-        "-f", "--follow", action="store_true", help="keep following")
+        "-f", "--follow", action="store_true", help="keep following"
+    )
     return p
 
 
@@ -137,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd: list[str] = []
     if "--" in argv:
         i = argv.index("--")
-        argv, cmd = argv[:i], argv[i + 1:]
+        argv, cmd = argv[:i], argv[i + 1 :]
     args = _parser().parse_args(argv)
     args.cmd, args.stop = cmd, stop if argv[:1] == ["run"] else None
     debug = getattr(args, "debug", False)
@@ -158,8 +199,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from tokend.redact import redact
 
-        print(f"tokend: internal error: {type(e).__name__}: {redact(str(e))} (run with --debug for details)",
-              file=sys.stderr)
+        print(
+            f"tokend: internal error: {type(e).__name__}: {redact(str(e))} (run with --debug for details)",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -244,8 +287,14 @@ def cmd_init(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
     if args.allow_unencrypted_cache:
         answers.extra["allow_unencrypted_cache"] = True
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
-    return init.run(config_path, answers, interactive, check=args.check, service=args.service,
-                    say=lambda line: print(line, flush=True))
+    return init.run(
+        config_path,
+        answers,
+        interactive,
+        check=args.check,
+        service=args.service,
+        say=lambda line: print(line, flush=True),
+    )
 
 
 def cmd_completion(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
@@ -280,10 +329,23 @@ def cmd_service(args: argparse.Namespace, config_path: Path, debug: bool) -> int
     return service.command(args.action, config_path, getattr(args, "purge", False), getattr(args, "follow", False))
 
 
-_COMMANDS = {"run": cmd_run, "status": cmd_status, "token": cmd_token, "exec": cmd_exec, "stop": cmd_stop,
-             "reload": cmd_reload, "service": cmd_service, "login": cmd_login, "logout": cmd_logout,
-             "clients": cmd_clients, "doctor": cmd_doctor, "init": cmd_init, "demo": cmd_demo,
-             "completion": cmd_completion, "admin": cmd_admin}
+_COMMANDS = {
+    "run": cmd_run,
+    "status": cmd_status,
+    "token": cmd_token,
+    "exec": cmd_exec,
+    "stop": cmd_stop,
+    "reload": cmd_reload,
+    "service": cmd_service,
+    "login": cmd_login,
+    "logout": cmd_logout,
+    "clients": cmd_clients,
+    "doctor": cmd_doctor,
+    "init": cmd_init,
+    "demo": cmd_demo,
+    "completion": cmd_completion,
+    "admin": cmd_admin,
+}
 
 
 def _token(config_path: Path, args: argparse.Namespace, debug: bool, name: str | None = None) -> Any:

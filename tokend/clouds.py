@@ -23,12 +23,24 @@ class Cloud:
 CLOUDS: dict[str, Cloud] = {
     c.name: c
     for c in (
-        Cloud("public", "login.microsoftonline.com", "https://ossrdbms-aad.database.windows.net",
-              ".postgres.database.azure.com"),
-        Cloud("usgov", "login.microsoftonline.us", "https://ossrdbms-aad.database.usgovcloudapi.net",
-              ".postgres.database.usgovcloudapi.net"),
-        Cloud("china", "login.chinacloudapi.cn", "https://ossrdbms-aad.database.chinacloudapi.cn",
-              ".postgres.database.chinacloudapi.cn"),
+        Cloud(
+            "public",
+            "login.microsoftonline.com",
+            "https://ossrdbms-aad.database.windows.net",
+            ".postgres.database.azure.com",
+        ),
+        Cloud(
+            "usgov",
+            "login.microsoftonline.us",
+            "https://ossrdbms-aad.database.usgovcloudapi.net",
+            ".postgres.database.usgovcloudapi.net",
+        ),
+        Cloud(
+            "china",
+            "login.chinacloudapi.cn",
+            "https://ossrdbms-aad.database.chinacloudapi.cn",
+            ".postgres.database.chinacloudapi.cn",
+        ),
     )
 }
 

@@ -32,14 +32,14 @@ def bash(parser: argparse.ArgumentParser) -> str:
 _tokend() {{
     local cur=${{COMP_WORDS[COMP_CWORD]}} cmd=${{COMP_WORDS[1]}} opts
     if [ "$COMP_CWORD" -eq 1 ]; then
-        COMPREPLY=($(compgen -W "{' '.join(cmds)}" -- "$cur"))
+        COMPREPLY=($(compgen -W "{" ".join(cmds)}" -- "$cur"))
         return
     fi
     case "$cmd" in
 {cases}
     esac
     case "$cmd" in
-        {'|'.join(TARGET_COMMANDS)}) opts="$opts $(tokend completion targets 2>/dev/null)" ;;
+        {"|".join(TARGET_COMMANDS)}) opts="$opts $(tokend completion targets 2>/dev/null)" ;;
     esac
     if [ "${{COMP_WORDS[COMP_CWORD-1]}}" = "--config" ] || [ "${{COMP_WORDS[COMP_CWORD-1]}}" = "--output" ]; then
         COMPREPLY=($(compgen -f -- "$cur"))
@@ -52,15 +52,19 @@ complete -F _tokend tokend
 
 
 def zsh(parser: argparse.ArgumentParser) -> str:
-    return ("# tokend completion for zsh: source <(tokend completion zsh)\n"
-            "autoload -U +X bashcompinit && bashcompinit\n" + bash(parser).split("\n", 1)[1])
+    return (
+        "# tokend completion for zsh: source <(tokend completion zsh)\n"
+        "autoload -U +X bashcompinit && bashcompinit\n" + bash(parser).split("\n", 1)[1]
+    )
 
 
 def fish(parser: argparse.ArgumentParser) -> str:
     cmds = _commands(parser)
-    lines = ["# tokend completion for fish: tokend completion fish | source",
-             "complete -c tokend -f",
-             f"complete -c tokend -n __fish_use_subcommand -a '{' '.join(cmds)}'"]
+    lines = [
+        "# tokend completion for fish: tokend completion fish | source",
+        "complete -c tokend -f",
+        f"complete -c tokend -n __fish_use_subcommand -a '{' '.join(cmds)}'",
+    ]
     for name, opts in cmds.items():
         for o in opts:
             if o.startswith("--"):
@@ -68,8 +72,10 @@ def fish(parser: argparse.ArgumentParser) -> str:
                 lines.append(f"complete -c tokend -n '__fish_seen_subcommand_from {name}' -l {o[2:]}{needs}")
             else:
                 lines.append(f"complete -c tokend -n '__fish_seen_subcommand_from {name}' -a {o}")
-    lines.append(f"complete -c tokend -n '__fish_seen_subcommand_from {' '.join(TARGET_COMMANDS)}' "
-                 "-a '(tokend completion targets 2>/dev/null)'")
+    lines.append(
+        f"complete -c tokend -n '__fish_seen_subcommand_from {' '.join(TARGET_COMMANDS)}' "
+        "-a '(tokend completion targets 2>/dev/null)'"
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -66,8 +66,13 @@ class Listen:
     port: int
 
     def __str__(self) -> str:
-        return f"unix:{self.port}" if self.unix else f"{self.host}:{self.port}" if ":" not in self.host \
+        return (
+            f"unix:{self.port}"
+            if self.unix
+            else f"{self.host}:{self.port}"
+            if ":" not in self.host
             else f"[{self.host}]:{self.port}"
+        )
 
 
 @dataclass(frozen=True)
@@ -84,8 +89,14 @@ class Target:
 
     def as_dict(self) -> dict[str, Any]:
         """The target as status, IPC answers and scripts see it."""
-        return {"name": self.name, "host": self.host, "port": self.port, "database": self.database,
-                "user": self.user, "identity": self.identity}
+        return {
+            "name": self.name,
+            "host": self.host,
+            "port": self.port,
+            "database": self.database,
+            "user": self.user,
+            "identity": self.identity,
+        }
 
 
 @dataclass(frozen=True)
@@ -118,8 +129,7 @@ class Config:
             raise UsageError(f"no target {name!r} in {self.path} (configured: {names})")
         return self.targets[name]
 
-    def match(self, host: str | None, port: str | int | None, user: str | None,
-              database: str | None = None) -> Target:
+    def match(self, host: str | None, port: str | int | None, user: str | None, database: str | None = None) -> Target:
         """The target libpq would take the password of for this connection (the pgpass block's rules: exact,
         case-sensitive fields, a target's database "*" matches any). ``user`` may arrive identifier-quoted, as
         pgAdmin's %USERNAME% does (``"DBA Group"``). UsageError when none matches, or several that would hand out
@@ -132,16 +142,25 @@ class Config:
             want_port = int(port) if port not in (None, "") else 5432
         except ValueError:
             raise UsageError(f"--port must be a number, got {port!r}") from None
-        found = [t for t in self.targets.values()
-                 if t.host == host and t.port == want_port and t.user == user
-                 and (t.database == "*" or database in (None, "", t.database))]
+        found = [
+            t
+            for t in self.targets.values()
+            if t.host == host
+            and t.port == want_port
+            and t.user == user
+            and (t.database == "*" or database in (None, "", t.database))
+        ]
         if not found:
-            raise UsageError(f"no target in {self.path} for {user}@{host}:{want_port}"
-                             f"{'/' + database if database else ''}; add a [targets.NAME] table with exactly these "
-                             "host, port and user (case-sensitive)")
+            raise UsageError(
+                f"no target in {self.path} for {user}@{host}:{want_port}"
+                f"{'/' + database if database else ''}; add a [targets.NAME] table with exactly these "
+                "host, port and user (case-sensitive)"
+            )
         if len({t.identity for t in found}) > 1:
-            raise UsageError(f"several targets match {user}@{host}:{want_port} with different identities "
-                             f"({', '.join(t.name for t in found)}); name one: tokend token TARGET")
+            raise UsageError(
+                f"several targets match {user}@{host}:{want_port} with different identities "
+                f"({', '.join(t.name for t in found)}); name one: tokend token TARGET"
+            )
         return found[0]
 
     def identity_for_sign_in(self, name: str | None, action: str) -> IdentityConfig:
@@ -159,8 +178,9 @@ class Config:
                 raise UsageError(f"name the identity to {action} ({', '.join(people)} ones: {names})")
             ic = candidates[0]
         if ic.source == "azure-cli":
-            raise UsageError(f"identity {ic.name} follows the Azure CLI: run `az {action}`; tokend notices within "
-                             "seconds")
+            raise UsageError(
+                f"identity {ic.name} follows the Azure CLI: run `az {action}`; tokend notices within seconds"
+            )
         if ic.source not in people:
             raise UsageError(f"identity {ic.name} ({ic.source}) signs in without a person; nothing to {action}")
         return ic
@@ -176,8 +196,9 @@ def read(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(path, "", "no such file; create it with `tokend init` (see README, 'Config') or pass "
-                                    "--config PATH") from None
+        raise ConfigError(
+            path, "", "no such file; create it with `tokend init` (see README, 'Config') or pass --config PATH"
+        ) from None
     except IsADirectoryError:
         raise ConfigError(path, "", "is a folder, not a file; pass the config file's path with --config") from None
     except OSError as e:
@@ -190,8 +211,9 @@ def decode(data: bytes, path: Path) -> Config:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise ConfigError(path, "", f"line {line} is not UTF-8 (byte 0x{data[e.start]:02x}); save the file as "
-                                    "UTF-8") from None
+        raise ConfigError(
+            path, "", f"line {line} is not UTF-8 (byte 0x{data[e.start]:02x}); save the file as UTF-8"
+        ) from None
     return parse(text, path)
 
 
@@ -216,8 +238,11 @@ def parse(text: str, path: Path) -> Config:
     for t in targets.values():
         for a in t.listen:
             if a in taken:
-                raise ConfigError(path, f"targets.{t.name}.listen", f"{a} is already the proxy of target "
-                                                                    f"{taken[a]}; give each target its own port")
+                raise ConfigError(
+                    path,
+                    f"targets.{t.name}.listen",
+                    f"{a} is already the proxy of target {taken[a]}; give each target its own port",
+                )
             taken[a] = t.name
     refresh = _table(raw.get("refresh", {}), path, "refresh")
     _only(refresh, _REFRESH_KEYS, path, "refresh")
@@ -225,18 +250,21 @@ def parse(text: str, path: Path) -> Config:
     observe = _table(raw.get("observe", {}), path, "observe")
     _only(observe, _OBSERVE_KEYS, path, "observe")
     listen = os.environ.get(OBSERVE_ENV) or _str(observe, "listen", path, "observe")
-    where = _address(listen, path, "observe.listen" if not os.environ.get(OBSERVE_ENV) else f"${OBSERVE_ENV}") \
-        if listen else None
-    return Config(path, MappingProxyType(identities), MappingProxyType(targets), MappingProxyType(sinks), margin,
-                  where)
+    where = (
+        _address(listen, path, "observe.listen" if not os.environ.get(OBSERVE_ENV) else f"${OBSERVE_ENV}")
+        if listen
+        else None
+    )
+    return Config(path, MappingProxyType(identities), MappingProxyType(targets), MappingProxyType(sinks), margin, where)
 
 
 def _address(text: str, path: Path, key: str) -> Listen:
-    """"host:port" with an IP address (IPv6 in brackets) or localhost."""
+    """ "host:port" with an IP address (IPv6 in brackets) or localhost."""
     m = _ADDRESS.match(text.strip())
     if m is None or not 0 < int(m[3]) < 65536:
-        raise ConfigError(path, key, f'{text!r}: write "127.0.0.1:9464" (an IP address and a port; "[::1]:9464" '
-                                     "for IPv6)")
+        raise ConfigError(
+            path, key, f'{text!r}: write "127.0.0.1:9464" (an IP address and a port; "[::1]:9464" for IPv6)'
+        )
     host = m[1] or m[2]
     return Listen(False, "127.0.0.1" if host == "localhost" else host, int(m[3]))
 
@@ -264,18 +292,26 @@ def _identity(name: str, body: dict[str, Any], path: Path) -> IdentityConfig:
     # names and hosts (status, doctor, clients, completion) work in a shell that does not hold the secret, and the
     # daemon shows an unset variable as that identity's problem.
     if source == "service-principal" and bool(secret_env) == bool(cert):
-        raise ConfigError(path, where, "set exactly one of client_secret_env (an environment variable's name) "
-                                       "or certificate_path")
+        raise ConfigError(
+            path, where, "set exactly one of client_secret_env (an environment variable's name) or certificate_path"
+        )
     token_file = _str(body, "token_file", path, where)
     unencrypted = body.get("allow_unencrypted_cache", False)
     if not isinstance(unencrypted, bool):
         raise ConfigError(path, f"{where}.allow_unencrypted_cache", f"expected true or false, got {unencrypted!r}")
     return IdentityConfig(
-        name=name, source=source, cloud=cloud, resource=resource, config_path=path,
-        tenant_id=_str(body, "tenant_id", path, where), client_id=_str(body, "client_id", path, where),
-        authority_override=authority, client_secret_env=secret_env,
+        name=name,
+        source=source,
+        cloud=cloud,
+        resource=resource,
+        config_path=path,
+        tenant_id=_str(body, "tenant_id", path, where),
+        client_id=_str(body, "client_id", path, where),
+        authority_override=authority,
+        client_secret_env=secret_env,
         certificate_path=Path(cert).expanduser() if cert else None,
-        token_file=Path(token_file).expanduser() if token_file else None, allow_unencrypted_cache=unencrypted,
+        token_file=Path(token_file).expanduser() if token_file else None,
+        allow_unencrypted_cache=unencrypted,
     )
 
 
@@ -286,8 +322,11 @@ def _target(name: str, body: dict[str, Any], path: Path, identities: Mapping[str
     user = _field(body, "user", path, where, required=True)
     assert user is not None
     if user == "*":
-        raise ConfigError(path, f"{where}.user", "must name one user (the group's display name, a UPN, or an "
-                                                 "identity's name), not the wildcard *")
+        raise ConfigError(
+            path,
+            f"{where}.user",
+            "must name one user (the group's display name, a UPN, or an identity's name), not the wildcard *",
+        )
     identity = _str(body, "identity", path, where)
     if identity is None:
         if len(identities) != 1:
@@ -295,8 +334,11 @@ def _target(name: str, body: dict[str, Any], path: Path, identities: Mapping[str
         identity = next(iter(identities))
     if identity not in identities:
         known = ", ".join(identities) or "none defined"
-        raise ConfigError(path, f"{where}.identity", f"no identity named {identity!r} (known: {known}); "
-                                                     f"add [identities.{identity}] or fix the name")
+        raise ConfigError(
+            path,
+            f"{where}.identity",
+            f"no identity named {identity!r} (known: {known}); add [identities.{identity}] or fix the name",
+        )
     port = body.get("port", 5432)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise ConfigError(path, f"{where}.port", f"expected a whole number from 1 to 65535, got {port!r}")
@@ -311,8 +353,17 @@ def _target(name: str, body: dict[str, Any], path: Path, identities: Mapping[str
     cert = _str(body, "sslrootcert", path, where)
     if cert and not Path(cert).expanduser().is_file():
         raise ConfigError(path, f"{where}.sslrootcert", f"no file at {cert}; give the CA certificate's path (PEM)")
-    return Target(name, host, port, database, user, identity, tuple(dict.fromkeys(sinks)), listen,
-                  Path(cert).expanduser() if cert else None)
+    return Target(
+        name,
+        host,
+        port,
+        database,
+        user,
+        identity,
+        tuple(dict.fromkeys(sinks)),
+        listen,
+        Path(cert).expanduser() if cert else None,
+    )
 
 
 def _listen(raw: object, path: Path, key: str) -> tuple[Listen, ...]:
@@ -324,8 +375,12 @@ def _listen(raw: object, path: Path, key: str) -> tuple[Listen, ...]:
     for text in raw:
         m = _LISTEN.match(text.strip())
         if m is None:
-            raise ConfigError(path, key, f"{text!r}: write \"unix:PORT\", \"127.0.0.1:PORT\" or \"[::1]:PORT\" (the "
-                                         "proxy listens on this machine only)")
+            raise ConfigError(
+                path,
+                key,
+                f'{text!r}: write "unix:PORT", "127.0.0.1:PORT" or "[::1]:PORT" (the '
+                "proxy listens on this machine only)",
+            )
         port = int(m[1] or m[3] or m[4])
         if not 0 < port < 65536:
             raise ConfigError(path, key, f"{text!r}: the port must be from 1 to 65535")
@@ -339,17 +394,27 @@ def _host(body: Mapping[str, Any], path: Path, where: str) -> str:
     assert host is not None
     key = f"{where}.host"
     if "://" in host:
-        raise ConfigError(path, key, f"{host!r} is a URL; write only the server's name, e.g. host = "
-                                     '"contoso.postgres.database.azure.com"')
+        raise ConfigError(
+            path,
+            key,
+            f'{host!r} is a URL; write only the server\'s name, e.g. host = "contoso.postgres.database.azure.com"',
+        )
     if m := _HOST_WITH_PORT.match(host):
         name = m[1].strip("[]")
         raise ConfigError(path, key, f"{host!r} holds a port; write host = {name!r} and port = {m[2]}")
     if host.startswith("/"):
-        raise ConfigError(path, key, "a Unix socket folder; tokend serves TCP servers (libpq matches socket "
-                                     "connections in pgpass as localhost)")
+        raise ConfigError(
+            path,
+            key,
+            "a Unix socket folder; tokend serves TCP servers (libpq matches socket connections in pgpass as localhost)",
+        )
     if host == "*" or any(c in host for c in " ,\\"):
-        raise ConfigError(path, key, f"{host!r} is not one server name; write the host exactly as clients "
-                                     "connect to it (one name, no spaces, commas or wildcards)")
+        raise ConfigError(
+            path,
+            key,
+            f"{host!r} is not one server name; write the host exactly as clients "
+            "connect to it (one name, no spaces, commas or wildcards)",
+        )
     return host
 
 
@@ -427,8 +492,11 @@ def _field(body: Mapping[str, Any], key: str, path: Path, where: str, required: 
     """A connection field that goes into a pgpass line: no control characters, no leading '#'."""
     value = _str(body, key, path, where, required)
     if value is not None and (value.startswith("#") or any(ord(c) < 32 or ord(c) == 127 for c in value)):
-        raise ConfigError(path, f"{where}.{key}", "must not start with '#' or hold control characters "
-                                                   "(libpq could not match it in pgpass)")
+        raise ConfigError(
+            path,
+            f"{where}.{key}",
+            "must not start with '#' or hold control characters (libpq could not match it in pgpass)",
+        )
     return value
 
 

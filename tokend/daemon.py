@@ -59,8 +59,14 @@ class AlreadyRunning(TokendError):
 
 
 class Daemon:
-    def __init__(self, config: Config, clock: Clock = SYSTEM, build_identity: IdentityBuilder = identities.build,
-                 build_sink: SinkBuilder = sinks.build, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock = SYSTEM,
+        build_identity: IdentityBuilder = identities.build,
+        build_sink: SinkBuilder = sinks.build,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.clock = clock
         self.build_identity = build_identity
         self.build_sink = build_sink
@@ -101,8 +107,10 @@ class Daemon:
             r = self.refreshers[target.identity]
         token = r.valid_token()
         if token is None:
-            raise TokendError(f"no valid token for target {target.name!r} yet (identity {target.identity}: "
-                              f"{r.state}{': ' + r.last_error if r.last_error else ''}); see `tokend status`")
+            raise TokendError(
+                f"no valid token for target {target.name!r} yet (identity {target.identity}: "
+                f"{r.state}{': ' + r.last_error if r.last_error else ''}); see `tokend status`"
+            )
         return ipc.TokenAnswer(token.value, token.expires_on, target.as_dict())
 
     def status(self) -> dict[str, Any]:
@@ -112,22 +120,33 @@ class Daemon:
         ids = []
         for name, r in refreshers.items():
             token = r.valid_token()
-            ids.append({
-                "name": name, "source": r.identity.config.source, "state": r.state,
-                "principal": token.principal if token else None,
-                # the true end of its life (Token.remaining), whatever the wall clock did since it arrived
-                "expires_on": int(now + token.remaining(self.clock)) if token else None,
-                "refresh_at": int(now + max(0.0, r.due_in())), "last_error": r.last_error,
-                "cache": r.identity.cache,
-            })
+            ids.append(
+                {
+                    "name": name,
+                    "source": r.identity.config.source,
+                    "state": r.state,
+                    "principal": token.principal if token else None,
+                    # the true end of its life (Token.remaining), whatever the wall clock did since it arrived
+                    "expires_on": int(now + token.remaining(self.clock)) if token else None,
+                    "refresh_at": int(now + max(0.0, r.due_in())),
+                    "last_error": r.last_error,
+                    "cache": r.identity.cache,
+                }
+            )
         targets = []
         for t in cfg.targets.values():
             token = refreshers[t.identity].valid_token()
             per_sink = {kind: workers[kind].status_of(t.name, token) for kind in t.sinks}
             proxy = self.proxy.status(t.name) if self.proxy is not None else None
             targets.append({**t.as_dict(), "sinks": per_sink, "proxy": proxy})
-        return {"config": str(cfg.path), "config_error": self.config_error, "pid": os.getpid(),
-                "started_at": int(self.started_at), "identities": ids, "targets": targets}
+        return {
+            "config": str(cfg.path),
+            "config_error": self.config_error,
+            "pid": os.getpid(),
+            "started_at": int(self.started_at),
+            "identities": ids,
+            "targets": targets,
+        }
 
     # -- config changes -----------------------------------------------------------------------------------------
     def reload(self, why: str) -> None:
@@ -157,8 +176,12 @@ class Daemon:
         deadline = time.monotonic() + EMPTY_CONFIG_WAIT
         while not (data := config_mod.read(path)).strip():
             if time.monotonic() >= deadline or self._stop.wait(0.02):
-                raise ConfigError(path, "", "is empty; the running config keeps serving. Write the config back, "
-                                            "or stop tokend with `tokend stop`")
+                raise ConfigError(
+                    path,
+                    "",
+                    "is empty; the running config keeps serving. Write the config back, "
+                    "or stop tokend with `tokend stop`",
+                )
         return config_mod.decode(data, path)
 
     def apply(self, new: Config) -> None:
@@ -185,13 +208,17 @@ class Daemon:
             for w in self.workers.values():
                 w.policy = self.policy
             retired_workers = [w for k, w in self.workers.items() if k in built]  # replaced by a new place
-            retired = [r for n, r in self.refreshers.items()
-                       if n not in used or new.identities[n] != r.identity.config]
+            retired = [r for n, r in self.refreshers.items() if n not in used or new.identities[n] != r.identity.config]
             for r in retired:
                 del self.refreshers[r.identity.name]
             for name in sorted(used - set(self.refreshers)):
-                r = Refresher(self.build_identity(new.identities[name], self.clock), self.policy, self.clock,
-                              self._tokens_changed, self._login_required)
+                r = Refresher(
+                    self.build_identity(new.identities[name], self.clock),
+                    self.policy,
+                    self.clock,
+                    self._tokens_changed,
+                    self._login_required,
+                )
                 self.refreshers[name] = r
                 if self._running:
                     r.start()
@@ -243,14 +270,18 @@ class Daemon:
         """Once per episode: tell the person, on the desktop, what to run."""
         from tokend import notify
 
-        threading.Thread(target=notify.notify, args=(f"tokend: sign-in needed for {identity}", reason),
-                         name="notify", daemon=True).start()
+        threading.Thread(
+            target=notify.notify, args=(f"tokend: sign-in needed for {identity}", reason), name="notify", daemon=True
+        ).start()
 
     def sign_in_changed(self, source: str | None = None, identity: str | None = None) -> None:
         """A sign-in changed outside the daemon: refresh the identities it concerns now."""
         with self._lock:
-            chosen = [r for n, r in self.refreshers.items()
-                      if (identity is None or n == identity) and (source is None or r.identity.config.source == source)]
+            chosen = [
+                r
+                for n, r in self.refreshers.items()
+                if (identity is None or n == identity) and (source is None or r.identity.config.source == source)
+            ]
         for r in chosen:
             r.sign_in_changed()
 
@@ -338,11 +369,16 @@ class Daemon:
                     watcher.watch([self.config.path], lambda: self._reload_quietly("config file changed"))
                     if any(i.source == "azure-cli" for i in self.config.identities.values()):
                         # az login / logout / account set rewrite the CLI's profile
-                        watcher.watch([azure_cli_dir() / "azureProfile.json"],
-                                      lambda: self.sign_in_changed(source="azure-cli"))
+                        watcher.watch(
+                            [azure_cli_dir() / "azureProfile.json"], lambda: self.sign_in_changed(source="azure-cli")
+                        )
                     watcher.start()
-                    log.info("tokend running: %d identities, %d targets, config %s", len(self.refreshers),
-                             len(self.config.targets), self.config.path)
+                    log.info(
+                        "tokend running: %d identities, %d targets, config %s",
+                        len(self.refreshers),
+                        len(self.config.targets),
+                        self.config.path,
+                    )
                     _notify_service_manager(b"READY=1")
                 self._stop.wait()  # signal handlers and IPC set it; no periodic wake-up while idle
         finally:
@@ -396,8 +432,10 @@ def instance_lock(config_path: Path) -> Iterator[None]:
         if not system.try_lock(fd):
             other = os.pread(fd, 32, 0).decode(errors="replace").strip() if hasattr(os, "pread") else ""
             os.close(fd)
-            raise AlreadyRunning(f"another tokend (pid {other or '?'}) is already running for {config_path}; "
-                                 "stop it with `tokend stop` or use another --config")
+            raise AlreadyRunning(
+                f"another tokend (pid {other or '?'}) is already running for {config_path}; "
+                "stop it with `tokend stop` or use another --config"
+            )
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:
@@ -425,7 +463,8 @@ def _signals(daemon: Daemon) -> Iterator[None]:
         handlers[signal.SIGBREAK] = lambda signum, _f: daemon.stop("SIGBREAK")
     if hasattr(signal, "SIGHUP"):
         handlers[signal.SIGHUP] = lambda _s, _f: threading.Thread(
-            target=daemon._reload_quietly, args=("SIGHUP",), daemon=True).start()
+            target=daemon._reload_quietly, args=("SIGHUP",), daemon=True
+        ).start()
     previous = {sig: signal.signal(sig, h) for sig, h in handlers.items()}
     try:
         yield

@@ -36,8 +36,10 @@ def run(duration: float | None, say: Callable[[str], None] = print, interval: fl
         secret = secrets.token_urlsafe(24)
         app = em.directory.add_app("tokend-demo-app", secret=secret)
         em.directory.add_group(GROUP, app.oid)
-        say(f"Entra emulator at {em.url} (tenant {em.directory.tenant_id}); tokens live 60 s, so tokend "
-            f"replaces each one after ~30 s{_expect(duration)}")
+        say(
+            f"Entra emulator at {em.url} (tenant {em.directory.tenant_id}); tokens live 60 s, so tokend "
+            f"replaces each one after ~30 s{_expect(duration)}"
+        )
         if server_bindir() is not None:
             pg = Postgres(em.ldap.port).start()
             pg.add_roles([GROUP])
@@ -52,10 +54,12 @@ def run(duration: float | None, say: Callable[[str], None] = print, interval: fl
             f'[identities.demo]\nsource = "service-principal"\ntenant_id = "{em.directory.tenant_id}"\n'
             f'client_id = "{app.client_id}"\nclient_secret_env = "TOKEND_DEMO_SECRET"\nauthority = "{em.url}"\n\n'
             f'[targets.demo]\nhost = "{host}"\nport = {port}\ndatabase = "appdb"\nuser = "{GROUP}"\n\n'
-            f'[sinks.pgpass]\npath = "{folder / "pgpass"}"\n')
+            f'[sinks.pgpass]\npath = "{folder / "pgpass"}"\n'
+        )
         log = open(folder / "daemon.log", "wb")  # noqa: SIM115 - closed with the daemon below
-        daemon = subprocess.Popen([str(tokend_executable()), "run", "--config", str(config)], env=env,
-                                  stdout=log, stderr=subprocess.STDOUT)
+        daemon = subprocess.Popen(
+            [str(tokend_executable()), "run", "--config", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         say(f"daemon pid {daemon.pid} writes {folder / 'pgpass'}\n")
         return _watch(config, env, pg, duration, interval, say, daemon)
     except KeyboardInterrupt:
@@ -89,15 +93,30 @@ def _environment(folder: Path, em: Emulator, secret: str) -> dict[str, str]:
         system = certifi.where()
     bundle.write_bytes(Path(system).read_bytes() + b"\n" + em.certs.ca_cert.read_bytes())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "XDG_", "AZURE_", "TOKEND_"))}
-    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(run), XDG_CONFIG_HOME=str(home / ".config"),
-               XDG_STATE_HOME=str(home / ".state"), XDG_DATA_HOME=str(home / ".data"),
-               XDG_CACHE_HOME=str(home / ".cache"), REQUESTS_CA_BUNDLE=str(bundle), TOKEND_DEMO_SECRET=secret,
-               PGPASSFILE=str(folder / "pgpass"), TOKEND_LOG_STDERR="1")
+    env.update(
+        HOME=str(home),
+        XDG_RUNTIME_DIR=str(run),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_STATE_HOME=str(home / ".state"),
+        XDG_DATA_HOME=str(home / ".data"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        REQUESTS_CA_BUNDLE=str(bundle),
+        TOKEND_DEMO_SECRET=secret,
+        PGPASSFILE=str(folder / "pgpass"),
+        TOKEND_LOG_STDERR="1",
+    )
     return env
 
 
-def _watch(config: Path, env: dict[str, str], pg: Postgres | None, duration: float | None, interval: float,
-           say: Callable[[str], None], daemon: subprocess.Popen[bytes]) -> int:
+def _watch(
+    config: Path,
+    env: dict[str, str],
+    pg: Postgres | None,
+    duration: float | None,
+    interval: float,
+    say: Callable[[str], None],
+    daemon: subprocess.Popen[bytes],
+) -> int:
     start = time.monotonic()
     tokens: list[int] = []
     logins = failures = 0
@@ -141,12 +160,24 @@ def _expect(duration: float | None) -> str:
 
 
 def _status(config: Path, env: dict[str, str]) -> dict | None:
-    r = subprocess.run([str(tokend_executable()), "status", "--json", "--config", str(config)], env=env,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [str(tokend_executable()), "status", "--json", "--config", str(config)], env=env, capture_output=True, text=True
+    )
     return json.loads(r.stdout) if r.returncode == 0 else None
 
 
 def _login(pg: Postgres, env: dict[str, str]) -> tuple[bool, str]:
-    r = subprocess.run(["psql", f"host=127.0.0.1 port={pg.port} dbname=appdb user='{GROUP}' sslmode=require", "-w",
-                        "-Atc", "select current_user"], env=env, capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [
+            "psql",
+            f"host=127.0.0.1 port={pg.port} dbname=appdb user='{GROUP}' sslmode=require",
+            "-w",
+            "-Atc",
+            "select current_user",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return r.returncode == 0, (r.stdout.strip() if r.returncode == 0 else (r.stderr.strip().splitlines() or [""])[-1])

@@ -51,10 +51,18 @@ def run(config_path: Path, login: bool = False) -> list[Check]:
     try:
         cfg = config.load(config_path)
     except ConfigError as e:
-        return [Check("config", "fail", str(e), "fix the file as the message says, or pass --config PATH"),
-                _daemon(config_path)[0]]
-    checks.append(Check("config", "ok", f"{config_path}: {plural(len(cfg.identities), 'identity', 'identities')}, "
-                                        f"{plural(len(cfg.targets), 'target')}"))
+        return [
+            Check("config", "fail", str(e), "fix the file as the message says, or pass --config PATH"),
+            _daemon(config_path)[0],
+        ]
+    checks.append(
+        Check(
+            "config",
+            "ok",
+            f"{config_path}: {plural(len(cfg.identities), 'identity', 'identities')}, "
+            f"{plural(len(cfg.targets), 'target')}",
+        )
+    )
     daemon_check, status = _daemon(config_path)
     checks.append(daemon_check)
     checks += _identities(cfg, config_path, status)
@@ -102,12 +110,17 @@ def _daemon(config_path: Path) -> tuple[Check, dict[str, Any] | None]:
     try:
         status = client.status()
     except DaemonNotRunning:
-        return Check("daemon", "fail", f"no daemon answers at {where}",
-                     f"start it: `tokend service install --config {config_path}` (at login) or "
-                     f"`tokend run --config {config_path}`"), None
+        return Check(
+            "daemon",
+            "fail",
+            f"no daemon answers at {where}",
+            f"start it: `tokend service install --config {config_path}` (at login) or "
+            f"`tokend run --config {config_path}`",
+        ), None
     except TokendError as e:
-        return Check("daemon", "fail", f"the daemon at {where} answered with an error: {e}",
-                     "see `tokend service logs`"), None
+        return Check(
+            "daemon", "fail", f"the daemon at {where} answered with an error: {e}", "see `tokend service logs`"
+        ), None
     return Check("daemon", "ok", f"pid {status['pid']}, running since {time.ctime(status['started_at'])}"), status
 
 
@@ -126,29 +139,46 @@ def _identities(cfg: Config, config_path: Path, status: dict[str, Any] | None) -
             else:
                 token = identities.fetch_once(ic)
         except LoginRequired as e:
-            out.append(Check(f"identity {name}", "fail", f"sign-in needed: {e}",
-                             _fix_from(str(e)) or f"tokend login {name}"))
+            out.append(
+                Check(f"identity {name}", "fail", f"sign-in needed: {e}", _fix_from(str(e)) or f"tokend login {name}")
+            )
             continue
         except IdentityUnavailable as e:
-            out.append(Check(f"identity {name}", "fail", f"cannot be used here: {e}", _unavailable_fix(ic.source,
-                                                                                                       str(e))))
+            out.append(
+                Check(f"identity {name}", "fail", f"cannot be used here: {e}", _unavailable_fix(ic.source, str(e)))
+            )
             continue
         except TokendError as e:
-            out.append(Check(f"identity {name}", "fail", f"no token: {e}",
-                             "check the network and the identity's settings (tenant, client id, secret variable)"))
+            out.append(
+                Check(
+                    f"identity {name}",
+                    "fail",
+                    f"no token: {e}",
+                    "check the network and the identity's settings (tenant, client id, secret variable)",
+                )
+            )
             continue
         c = token.claims
         left = token.expires_on - time.time()
-        out.append(Check(f"identity {name}", "ok", f"{token.principal} in tenant {c.get('tid', '?')}, token "
-                                                   f"expires in {left / 60:.0f} m ({ic.source})"))
+        out.append(
+            Check(
+                f"identity {name}",
+                "ok",
+                f"{token.principal} in tenant {c.get('tid', '?')}, token expires in {left / 60:.0f} m ({ic.source})",
+            )
+        )
         aud = c.get("aud", "").rstrip("/")
         if aud == ic.cloud.resource:
             out.append(Check(f"identity {name} audience", "ok", aud))
         else:
-            out.append(Check(f"identity {name} audience", "fail",
-                             f"the token is for {aud!r}, the servers of cloud {ic.cloud.name} want "
-                             f"{ic.cloud.resource!r}",
-                             f"remove `resource` from [identities.{name}] or set cloud to the servers' cloud"))
+            out.append(
+                Check(
+                    f"identity {name} audience",
+                    "fail",
+                    f"the token is for {aud!r}, the servers of cloud {ic.cloud.name} want {ic.cloud.resource!r}",
+                    f"remove `resource` from [identities.{name}] or set cloud to the servers' cloud",
+                )
+            )
     return out
 
 
@@ -171,8 +201,9 @@ def _token_from_daemon(config_path: Path, target: Target, held: dict[str, Any] |
         if state == "unavailable":
             raise IdentityUnavailable(reason) from None
         raise TokendError(f"the daemon holds none ({state or '?'}: {reason})") from None
-    return Token(answer.token, expiry(answer.token) or answer.expires_on, time.time(), None,
-                 display_claims(answer.token))
+    return Token(
+        answer.token, expiry(answer.token) or answer.expires_on, time.time(), None, display_claims(answer.token)
+    )
 
 
 def _fix_from(message: str) -> str:
@@ -189,24 +220,45 @@ def _pgpass(cfg: Config, status: dict[str, Any] | None) -> list[Check]:
     if not path.exists():
         if not targets:
             return [Check("pgpass", "ok", f"{path} does not exist (no target uses it)")]
-        said = [f"target {t['name']}: {t['sinks']['pgpass']['state']}"
-                + (f" ({t['sinks']['pgpass']['last_error']})" if t["sinks"]["pgpass"]["last_error"] else "")
-                for t in (status or {}).get("targets", []) if "pgpass" in t["sinks"]]
+        said = [
+            f"target {t['name']}: {t['sinks']['pgpass']['state']}"
+            + (f" ({t['sinks']['pgpass']['last_error']})" if t["sinks"]["pgpass"]["last_error"] else "")
+            for t in (status or {}).get("targets", [])
+            if "pgpass" in t["sinks"]
+        ]
         if status is None:
             return [Check("pgpass", "fail", f"{path} does not exist", "start the daemon; it writes the file")]
-        return [Check("pgpass", "fail", f"{path} does not exist; the daemon says: {'; '.join(said[:5]) or '-'}",
-                      "see `tokend status`: the sink's error names the fix")]
+        return [
+            Check(
+                "pgpass",
+                "fail",
+                f"{path} does not exist; the daemon says: {'; '.join(said[:5]) or '-'}",
+                "see `tokend status`: the sink's error names the fix",
+            )
+        ]
     out = []
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        out.append(Check("pgpass mode", "fail", f"{path} is {mode:04o}: libpq ignores a pgpass that others can "
-                                                "read", f"chmod 600 {path}"))
+        out.append(
+            Check(
+                "pgpass mode",
+                "fail",
+                f"{path} is {mode:04o}: libpq ignores a pgpass that others can read",
+                f"chmod 600 {path}",
+            )
+        )
     else:
         out.append(Check("pgpass mode", "ok", f"{path} is {mode:04o}"))
     data = path.read_bytes()
-    if data.startswith(block.BOM) and not data[len(block.BOM):].startswith(b"#"):
-        out.append(Check("pgpass encoding", "fail", f"{path} starts with a UTF-8 BOM: libpq cannot read line 1",
-                         "save the file without a BOM"))
+    if data.startswith(block.BOM) and not data[len(block.BOM) :].startswith(b"#"):
+        out.append(
+            Check(
+                "pgpass encoding",
+                "fail",
+                f"{path} starts with a UTF-8 BOM: libpq cannot read line 1",
+                "save the file without a BOM",
+            )
+        )
     lines, ours = _lines_with_owner(data, owner)
     first = next((i for i, mine in enumerate(ours) if mine), None)
     shadowed = []
@@ -225,17 +277,32 @@ def _pgpass(cfg: Config, status: dict[str, Any] | None) -> list[Check]:
         if match is None:
             shadowed.append(f"target {t.name}: no line matches yet")
         elif not ours[match]:
-            shadowed.append(f"target {t.name}: line {match + 1} ({':'.join((lines[match] or ())[:4])}) comes first and "
-                            "wins over tokend's")
+            shadowed.append(
+                f"target {t.name}: line {match + 1} ({':'.join((lines[match] or ())[:4])}) comes first and "
+                "wins over tokend's"
+            )
     if first is not None and any(ln and not ours[i] for i, ln in enumerate(lines[:first])):
-        out.append(Check("pgpass order", "warn", f"user lines above tokend's block in {path}",
-                         "restart the daemon (it puts its block first) or move those lines below it"))
+        out.append(
+            Check(
+                "pgpass order",
+                "warn",
+                f"user lines above tokend's block in {path}",
+                "restart the daemon (it puts its block first) or move those lines below it",
+            )
+        )
     if shadowed:
-        out.append(Check("pgpass shadowing", "fail", "; ".join(shadowed),
-                         f"delete or move those lines below tokend's block in {path}"))
+        out.append(
+            Check(
+                "pgpass shadowing",
+                "fail",
+                "; ".join(shadowed),
+                f"delete or move those lines below tokend's block in {path}",
+            )
+        )
     elif targets:
-        out.append(Check("pgpass shadowing", "ok", "tokend's line is the first match for "
-                                                   f"{plural(len(targets), 'target')}"))
+        out.append(
+            Check("pgpass shadowing", "ok", f"tokend's line is the first match for {plural(len(targets), 'target')}")
+        )
     return out
 
 
@@ -257,8 +324,12 @@ def _lines_with_owner(data: bytes, owner: str) -> tuple[list[tuple[str, ...] | N
 
 def _matches(line: tuple[str, ...], t: Target) -> bool:
     host, port, db, user = line[:4]
-    return (host in ("*", t.host) and port in ("*", str(t.port)) and user in ("*", t.user)
-            and (db == "*" or t.database in ("*", db)))
+    return (
+        host in ("*", t.host)
+        and port in ("*", str(t.port))
+        and user in ("*", t.user)
+        and (db == "*" or t.database in ("*", db))
+    )
 
 
 def _libpq() -> list[Check]:
@@ -282,8 +353,12 @@ def _libpq() -> list[Check]:
 def _version_check(name: str, major: int, evidence: str) -> Check:
     if major >= 13:
         return Check(name, "ok", evidence)
-    return Check(name, "fail", f"{evidence}: libpq before 13 silently truncates pgpass lines over 320 bytes, so a "
-                               "token never works", "install a current PostgreSQL client (13 or newer)")
+    return Check(
+        name,
+        "fail",
+        f"{evidence}: libpq before 13 silently truncates pgpass lines over 320 bytes, so a token never works",
+        "install a current PostgreSQL client (13 or newer)",
+    )
 
 
 def _servers(targets: list[Target], login: bool) -> list[Check]:
@@ -294,13 +369,30 @@ def _servers(targets: list[Target], login: bool) -> list[Check]:
     chosen = list(servers.values())[:MAX_SERVERS]
     with ThreadPoolExecutor(max_workers=16) as pool:
         results = list(pool.map(_network, chosen))
-        logins = list(pool.map(_login, [t for t in targets if "pgpass" in t.sinks and (t.host, t.port) in
-                                        {(c.host, c.port) for c in chosen}])) if login else []
+        logins = (
+            list(
+                pool.map(
+                    _login,
+                    [
+                        t
+                        for t in targets
+                        if "pgpass" in t.sinks and (t.host, t.port) in {(c.host, c.port) for c in chosen}
+                    ],
+                )
+            )
+            if login
+            else []
+        )
     checks = [c for r in results for c in r] + logins
     if len(servers) > MAX_SERVERS:
-        checks.append(Check("servers", "warn", f"checked {MAX_SERVERS} of {len(servers)} servers",
-                            "the others are not checked here; `tokend doctor` with a config of fewer servers "
-                            "checks them"))
+        checks.append(
+            Check(
+                "servers",
+                "warn",
+                f"checked {MAX_SERVERS} of {len(servers)} servers",
+                "the others are not checked here; `tokend doctor` with a config of fewer servers checks them",
+            )
+        )
     return checks
 
 
@@ -309,28 +401,51 @@ def _network(t: Target, timeout: float = 5.0) -> list[Check]:
     try:
         infos = socket.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM)
     except socket.gaierror as e:
-        return [Check(f"{name} host", "fail", f"{t.host} does not resolve ({e.strerror})",
-                      f"check the host name in [targets.{t.name}] and your DNS / VPN")]
+        return [
+            Check(
+                f"{name} host",
+                "fail",
+                f"{t.host} does not resolve ({e.strerror})",
+                f"check the host name in [targets.{t.name}] and your DNS / VPN",
+            )
+        ]
     address = infos[0][4][0]
     try:
         sock = socket.create_connection((t.host, t.port), timeout=timeout)
     except OSError as e:
-        return [Check(f"{name} host", "ok", f"{t.host} is {address}"),
-                Check(f"{name} port", "fail", f"{t.host}:{t.port} does not accept TCP ({e.strerror or e})",
-                      "check the port, the server's firewall rules and that it is running")]
-    checks = [Check(f"{name} host", "ok", f"{t.host} is {address}"),
-              Check(f"{name} port", "ok", f"{t.host}:{t.port} accepts TCP")]
+        return [
+            Check(f"{name} host", "ok", f"{t.host} is {address}"),
+            Check(
+                f"{name} port",
+                "fail",
+                f"{t.host}:{t.port} does not accept TCP ({e.strerror or e})",
+                "check the port, the server's firewall rules and that it is running",
+            ),
+        ]
+    checks = [
+        Check(f"{name} host", "ok", f"{t.host} is {address}"),
+        Check(f"{name} port", "ok", f"{t.host}:{t.port} accepts TCP"),
+    ]
     with sock:
         sock.settimeout(timeout)
         try:
             sock.sendall(wire.ssl_request())
             answer = sock.recv(1)
         except OSError as e:
-            return [*checks, Check(f"{name} tls", "fail", f"no answer to the TLS request ({e})",
-                                   "is this a PostgreSQL server?")]
+            return [
+                *checks,
+                Check(f"{name} tls", "fail", f"no answer to the TLS request ({e})", "is this a PostgreSQL server?"),
+            ]
         if answer != b"S":
-            return [*checks, Check(f"{name} tls", "fail", "the server does not offer TLS; Azure requires it",
-                                   "enable ssl on the server")]
+            return [
+                *checks,
+                Check(
+                    f"{name} tls",
+                    "fail",
+                    "the server does not offer TLS; Azure requires it",
+                    "enable ssl on the server",
+                ),
+            ]
         ctx = ssl.create_default_context()
         ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
         try:
@@ -355,8 +470,9 @@ def psql_login(t: Target, password: str | None = None, via: dict[str, Any] | Non
     host, port, mode = (via["host"], via["port"], "prefer") if via else (t.host, t.port, "require")
     user = t.user.replace("\\", "\\\\").replace("'", "\\'")
     conninfo = f"host='{host}' port={port} dbname='{db}' user='{user}' sslmode={mode} connect_timeout=10"
-    r = subprocess.run([psql, conninfo, "-w", "-Atc", "select current_user"], capture_output=True, text=True,
-                       env=env, timeout=30)
+    r = subprocess.run(
+        [psql, conninfo, "-w", "-Atc", "select current_user"], capture_output=True, text=True, env=env, timeout=30
+    )
     if r.returncode == 0:
         return True, r.stdout.strip()
     return False, (r.stderr.strip().splitlines() or ["?"])[-1]
@@ -369,8 +485,12 @@ def _login(t: Target) -> Check:
     ok, text = result
     if ok:
         return Check(f"target {t.name} login", "ok", f"logged in through pgpass as {text}")
-    return Check(f"target {t.name} login", "fail", text,
-                 "check the role exists on the server (pgaadauth_create_principal) and you are in the group")
+    return Check(
+        f"target {t.name} login",
+        "fail",
+        text,
+        "check the role exists on the server (pgaadauth_create_principal) and you are in the group",
+    )
 
 
 def _proxies(cfg: Config, status: dict[str, Any] | None, login: bool) -> list[Check]:
@@ -382,8 +502,14 @@ def _proxies(cfg: Config, status: dict[str, Any] | None, login: bool) -> list[Ch
             continue
         name, proxy = f"target {t.name} proxy", said.get(t.name)
         if status is None or not proxy:
-            out.append(Check(name, "fail", "no listener: the daemon is not running this config",
-                             f"start the daemon: tokend run --config {cfg.path}"))
+            out.append(
+                Check(
+                    name,
+                    "fail",
+                    "no listener: the daemon is not running this config",
+                    f"start the daemon: tokend run --config {cfg.path}",
+                )
+            )
             continue
         where = ", ".join(f"{a['host']}:{a['port']}" for a in proxy["listen"])
         if proxy.get("last_error"):
@@ -397,8 +523,11 @@ def _proxies(cfg: Config, status: dict[str, Any] | None, login: bool) -> list[Ch
             elif result[0]:
                 out.append(Check(f"{name} login", "ok", f"logged in through the proxy as {result[1]}"))
             else:
-                out.append(Check(f"{name} login", "fail", result[1], "see the reason; `tokend status` shows the "
-                                                                     "identity's state"))
+                out.append(
+                    Check(
+                        f"{name} login", "fail", result[1], "see the reason; `tokend status` shows the identity's state"
+                    )
+                )
     return out
 
 
@@ -419,13 +548,18 @@ def _service(config_path: Path) -> Check:
     try:
         running, text = service.status(config_path)
     except service.NoServiceManager as e:
-        return Check("service", "warn", f"the login service cannot be managed here: {e}",
-                     f"start tokend another way, e.g. from your login shell profile: "
-                     f"`tokend run --config {config_path} >/dev/null 2>&1 &`")
+        return Check(
+            "service",
+            "warn",
+            f"the login service cannot be managed here: {e}",
+            f"start tokend another way, e.g. from your login shell profile: "
+            f"`tokend run --config {config_path} >/dev/null 2>&1 &`",
+        )
     except TokendError as e:
         return Check("service", "warn", str(e), f"tokend service install --config {config_path}")
     first = (text.strip().splitlines() or [""])[0]
     if running:
         return Check("service", "ok", first)
-    return Check("service", "warn", f"not running as a login service: {first}",
-                 f"tokend service install --config {config_path}")
+    return Check(
+        "service", "warn", f"not running as a login service: {first}", f"tokend service install --config {config_path}"
+    )

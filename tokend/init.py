@@ -26,8 +26,20 @@ from tokend.kinds import SOURCES
 Ask = Callable[[str, str], str]
 
 
-FLAGS = ("server", "user", "identity", "cloud", "database", "port", "name", "tenant", "client_id", "client_secret_env",
-         "certificate_path", "authority")  # `tokend init`'s flags, one per answer
+FLAGS = (
+    "server",
+    "user",
+    "identity",
+    "cloud",
+    "database",
+    "port",
+    "name",
+    "tenant",
+    "client_id",
+    "client_secret_env",
+    "certificate_path",
+    "authority",
+)  # `tokend init`'s flags, one per answer
 
 
 @dataclass
@@ -61,8 +73,9 @@ def azure_cli_user() -> str | None:
     if not az:
         return None
     try:
-        r = subprocess.run([az, "account", "show", "--query", "user.name", "-o", "tsv"], capture_output=True,
-                           text=True, timeout=30)
+        r = subprocess.run(
+            [az, "account", "show", "--query", "user.name", "-o", "tsv"], capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return r.stdout.strip() or None if r.returncode == 0 else None
@@ -97,15 +110,18 @@ def fill(a: Answers, ask: Ask | None, existing: config_mod.Config | None) -> Ans
         choices = ", ".join([*names, *SOURCES])
         a.identity = need(None, f"Sign in with{hint} — {choices}", default, "--identity") if ask else default
     if a.identity == "azure-cli" and not shutil.which("az"):
-        raise UsageError("the Azure CLI is not installed here: install it (https://aka.ms/azure-cli) and run "
-                         "`az login`, or choose another way to sign in with --identity device-code (or browser, "
-                         "service-principal, managed-identity)")
+        raise UsageError(
+            "the Azure CLI is not installed here: install it (https://aka.ms/azure-cli) and run "
+            "`az login`, or choose another way to sign in with --identity device-code (or browser, "
+            "service-principal, managed-identity)"
+        )
     if a.identity == "service-principal":
         a.tenant = need(a.tenant, "Tenant id or domain", "", "--tenant")
         a.client_id = need(a.client_id, "Client (application) id", "", "--client-id")
         if not a.certificate_path:
-            a.client_secret_env = need(a.client_secret_env, "Name of the environment variable holding the secret",
-                                       "", "--client-secret-env")
+            a.client_secret_env = need(
+                a.client_secret_env, "Name of the environment variable holding the secret", "", "--client-secret-env"
+            )
     return a
 
 
@@ -115,13 +131,19 @@ def add_to_config(text: str, a: Answers, path: Path) -> tuple[str, str, str]:
     assert a.identity and a.server and a.user and a.cloud
     identity_name = a.identity if existing and a.identity in existing.identities else None
     if identity_name is None:
-        fields = {"source": a.identity, "tenant_id": a.tenant, "client_id": a.client_id, "cloud": a.cloud,
-                  "client_secret_env": a.client_secret_env, "certificate_path": a.certificate_path,
-                  "authority": a.authority, **a.extra}
+        fields = {
+            "source": a.identity,
+            "tenant_id": a.tenant,
+            "client_id": a.client_id,
+            "cloud": a.cloud,
+            "client_secret_env": a.client_secret_env,
+            "certificate_path": a.certificate_path,
+            "authority": a.authority,
+            **a.extra,
+        }
         fields = {k: v for k, v in fields.items() if v and not (k == "cloud" and v == "public")}
-        for name, ic in (existing.identities.items() if existing else []):
-            if (ic.source, ic.tenant_id, ic.client_id, ic.cloud.name) == (a.identity, a.tenant, a.client_id,
-                                                                          a.cloud):
+        for name, ic in existing.identities.items() if existing else []:
+            if (ic.source, ic.tenant_id, ic.client_id, ic.cloud.name) == (a.identity, a.tenant, a.client_id, a.cloud):
                 identity_name = name
                 break
         else:
@@ -169,10 +191,14 @@ def _append(text: str, table: str, body: dict[str, object]) -> str:
     return text + sep + "\n".join(lines) + "\n"
 
 
-
-
-def run(config_path: Path, answers: Answers, interactive: bool, check: bool, service: bool | None,
-        say: Callable[[str], None]) -> int:
+def run(
+    config_path: Path,
+    answers: Answers,
+    interactive: bool,
+    check: bool,
+    service: bool | None,
+    say: Callable[[str], None],
+) -> int:
     """``tokend init``: complete the answers (asking when ``interactive``), append to the config, prove the
     identity with a token, optionally log in (``check``) and install the login service. Returns the exit code."""
     from tokend import identities
@@ -204,12 +230,15 @@ def run(config_path: Path, answers: Answers, interactive: bool, check: bool, ser
     except IdentityUnavailable as e:
         raise TokendError(f"identity {identity} cannot get a token here yet: {e}") from None
     left = token.expires_on - time.time()
-    say(f"identity {identity} works: token for {token.principal} (tenant {token.claims.get('tid', '?')}), "
-        f"expires in {left / 60:.0f} m")
+    say(
+        f"identity {identity} works: token for {token.principal} (tenant {token.claims.get('tid', '?')}), "
+        f"expires in {left / 60:.0f} m"
+    )
     if check:
         say(_check_login(cfg.targets[target], token.value))
-    if service or (service is None and interactive and ask("Install the login service now? (y/n)",
-                                                            "y").lower().startswith("y")):
+    if service or (
+        service is None and interactive and ask("Install the login service now? (y/n)", "y").lower().startswith("y")
+    ):
         from tokend import service as service_mod
 
         try:

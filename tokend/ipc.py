@@ -99,16 +99,19 @@ class UnixEndpoint:
                 sock.close()
                 if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK) or time.monotonic() > deadline:
                     if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                        raise TokendError(f"the tokend daemon at {self.path} is too busy to answer; try again") \
-                            from None
+                        raise TokendError(
+                            f"the tokend daemon at {self.path} is too busy to answer; try again"
+                        ) from None
                     raise TokendError(f"cannot reach the tokend daemon at {self.path}: {e.strerror or e}") from None
                 time.sleep(0.01)  # the listen backlog is full: a burst of clients; try again shortly
 
     async def listen(self, on_client: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]) -> Any:
         folder = paths.private_dir(self.path.parent)
         if len(str(self.path).encode()) > 104:
-            raise UsageError(f"the IPC socket path {self.path} is longer than Unix sockets allow (104 bytes); set "
-                              "XDG_RUNTIME_DIR to a shorter folder")
+            raise UsageError(
+                f"the IPC socket path {self.path} is longer than Unix sockets allow (104 bytes); set "
+                "XDG_RUNTIME_DIR to a shorter folder"
+            )
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # stale: we hold the instance lock, so no live daemon owns it
         old = os.umask(0o177)
@@ -165,15 +168,17 @@ class Client:
             stream.sendall(json.dumps(payload).encode() + b"\n")
             data = _read_answer(stream)
         except OSError as e:
-            raise TokendError(f"the tokend daemon at {self.endpoint.describe()} did not answer: "
-                              f"{e.strerror or type(e).__name__}") from None
+            raise TokendError(
+                f"the tokend daemon at {self.endpoint.describe()} did not answer: {e.strerror or type(e).__name__}"
+            ) from None
         finally:
             stream.close()
         try:
             reply = json.loads(data)
         except ValueError:
-            raise TokendError(f"the tokend daemon at {self.endpoint.describe()} closed the connection without an "
-                              "answer; see its log") from None
+            raise TokendError(
+                f"the tokend daemon at {self.endpoint.describe()} closed the connection without an answer; see its log"
+            ) from None
         if not reply.get("ok"):
             err = TokendError(reply.get("error", "the daemon refused the request"))
             err.exit_code = int(reply.get("exit_code", 1))

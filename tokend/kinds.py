@@ -24,23 +24,67 @@ class SourceKind:
 
 COMMON_IDENTITY_KEYS = frozenset({"source", "tenant_id", "client_id", "cloud", "authority", "resource"})
 
-SOURCES: dict[str, SourceKind] = {s.name: s for s in (
-    SourceKind("azure-cli", "tokend.identities.azure_cli", frozenset(), frozenset(), True,
-               "your `az login` (`az account get-access-token`)"),
-    SourceKind("device-code", "tokend.identities.interactive", frozenset({"allow_unencrypted_cache"}), frozenset(),
-               True, "a one-time `tokend login` with a code shown in your terminal"),
-    SourceKind("browser", "tokend.identities.interactive", frozenset({"allow_unencrypted_cache"}), frozenset(), True,
-               "a one-time `tokend login` in your browser"),
-    SourceKind("service-principal", "tokend.identities.service_principal",
-               frozenset({"client_secret_env", "certificate_path"}), frozenset({"tenant_id", "client_id"}), False,
-               "an app registration's secret (named by an environment variable) or certificate"),
-    SourceKind("managed-identity", "tokend.identities.managed_identity", frozenset(), frozenset(), False,
-               "the Azure host's identity; `client_id` for a user-assigned one"),
-    SourceKind("workload-identity", "tokend.identities.workload_identity", frozenset({"token_file"}), frozenset(),
-               False, "a federated token file (Kubernetes workload identity, CI OIDC)"),
-    SourceKind("default", "tokend.identities.default", frozenset(), frozenset(), False,
-               "azure-identity's DefaultAzureCredential, never interactive"),
-)}
+SOURCES: dict[str, SourceKind] = {
+    s.name: s
+    for s in (
+        SourceKind(
+            "azure-cli",
+            "tokend.identities.azure_cli",
+            frozenset(),
+            frozenset(),
+            True,
+            "your `az login` (`az account get-access-token`)",
+        ),
+        SourceKind(
+            "device-code",
+            "tokend.identities.interactive",
+            frozenset({"allow_unencrypted_cache"}),
+            frozenset(),
+            True,
+            "a one-time `tokend login` with a code shown in your terminal",
+        ),
+        SourceKind(
+            "browser",
+            "tokend.identities.interactive",
+            frozenset({"allow_unencrypted_cache"}),
+            frozenset(),
+            True,
+            "a one-time `tokend login` in your browser",
+        ),
+        SourceKind(
+            "service-principal",
+            "tokend.identities.service_principal",
+            frozenset({"client_secret_env", "certificate_path"}),
+            frozenset({"tenant_id", "client_id"}),
+            False,
+            "an app registration's secret (named by an environment variable) or certificate",
+        ),
+        SourceKind(
+            "managed-identity",
+            "tokend.identities.managed_identity",
+            frozenset(),
+            frozenset(),
+            False,
+            "the Azure host's identity; `client_id` for a user-assigned one",
+        ),
+        SourceKind(
+            "workload-identity",
+            "tokend.identities.workload_identity",
+            frozenset({"token_file"}),
+            frozenset(),
+            False,
+            "a federated token file (Kubernetes workload identity, CI OIDC)",
+        ),
+        SourceKind(
+            "default",
+            "tokend.identities.default",
+            frozenset(),
+            frozenset(),
+            False,
+            "azure-identity's DefaultAzureCredential, never interactive",
+        ),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -53,16 +97,35 @@ class SinkKind:
     serves: str  # who reads it, for people
 
 
-SINKS: dict[str, SinkKind] = {s.name: s for s in (
-    SinkKind("pgpass", "tokend.sinks.pgpass:PgpassSink", frozenset({"path"}),
-             "libpq (psql, psycopg, pgAdmin, DBeaver, DataGrip), pgjdbc, Npgsql, asyncpg"),
-    SinkKind("pg_service", "tokend.sinks.pg_service:PgServiceSink", frozenset({"path"}),
-             "`psql service=TARGET` and every libpq client that takes a service name"),
-    SinkKind("keychain", "tokend.sinks.keychain:KeychainSink", frozenset(),
-             "scripts and tools that read the OS keychain (Keychain, Credential Manager, Secret Service)"),
-    SinkKind("pgbouncer", "tokend.sinks.pgbouncer:PgbouncerSink", frozenset({"path", "pidfile"}),
-             "PgBouncer's logins to the server: an included [databases] file, then RELOAD"),
-)}
+SINKS: dict[str, SinkKind] = {
+    s.name: s
+    for s in (
+        SinkKind(
+            "pgpass",
+            "tokend.sinks.pgpass:PgpassSink",
+            frozenset({"path"}),
+            "libpq (psql, psycopg, pgAdmin, DBeaver, DataGrip), pgjdbc, Npgsql, asyncpg",
+        ),
+        SinkKind(
+            "pg_service",
+            "tokend.sinks.pg_service:PgServiceSink",
+            frozenset({"path"}),
+            "`psql service=TARGET` and every libpq client that takes a service name",
+        ),
+        SinkKind(
+            "keychain",
+            "tokend.sinks.keychain:KeychainSink",
+            frozenset(),
+            "scripts and tools that read the OS keychain (Keychain, Credential Manager, Secret Service)",
+        ),
+        SinkKind(
+            "pgbouncer",
+            "tokend.sinks.pgbouncer:PgbouncerSink",
+            frozenset({"path", "pidfile"}),
+            "PgBouncer's logins to the server: an included [databases] file, then RELOAD",
+        ),
+    )
+}
 
 
 def person_sources() -> tuple[str, ...]:

@@ -30,8 +30,7 @@ class JsonFormatter(logging.Formatter):
         import json
 
         when = dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds")
-        out = {"time": when, "level": record.levelname.lower(), "logger": record.name,
-               "message": record.getMessage()}
+        out = {"time": when, "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
         if record.exc_text:
             out["exception"] = record.exc_text
         return json.dumps(out, ensure_ascii=False)
@@ -47,8 +46,9 @@ def setup(debug: bool, quiet: bool = False, log_file: Path | None = None, fmt: s
         paths.private_dir(log_file.parent)
         old = os.umask(0o077)
         try:
-            handlers.append(logging.handlers.RotatingFileHandler(log_file, maxBytes=1_000_000, backupCount=5,
-                                                                 encoding="utf-8"))
+            handlers.append(
+                logging.handlers.RotatingFileHandler(log_file, maxBytes=1_000_000, backupCount=5, encoding="utf-8")
+            )
         finally:
             os.umask(old)
     for h in handlers:

@@ -17,9 +17,11 @@ def _command(title: str, message: str) -> list[str] | None:
         script = f"display notification {_applescript(message)} with title {_applescript(title)}"
         return ["osascript", "-e", script]
     if system.WINDOWS and shutil.which("powershell"):  # pragma: no cover
-        ps = ("Add-Type -AssemblyName System.Windows.Forms; $n = New-Object System.Windows.Forms.NotifyIcon; "
-              "$n.Icon = [System.Drawing.SystemIcons]::Information; $n.Visible = $true; "
-              f"$n.ShowBalloonTip(10000, {_ps(title)}, {_ps(message)}, 'Warning'); Start-Sleep 10; $n.Dispose()")
+        ps = (
+            "Add-Type -AssemblyName System.Windows.Forms; $n = New-Object System.Windows.Forms.NotifyIcon; "
+            "$n.Icon = [System.Drawing.SystemIcons]::Information; $n.Visible = $true; "
+            f"$n.ShowBalloonTip(10000, {_ps(title)}, {_ps(message)}, 'Warning'); Start-Sleep 10; $n.Dispose()"
+        )
         return ["powershell", "-NoProfile", "-WindowStyle", "Hidden", "-Command", ps]
     if shutil.which("notify-send"):
         return ["notify-send", "--app-name=tokend", "--urgency=critical", title, message]

@@ -35,8 +35,11 @@ MAX_REQUEST = 8192  # bytes of request head
 def problems(daemon: Daemon) -> list[str]:
     """Why the daemon is not ready (empty: ready)."""
     status = daemon.status()
-    out = [f"identity {i['name']}: {i['state']}" + (f" ({i['last_error']})" if i["last_error"] else "")
-           for i in status["identities"] if i["expires_on"] is None]
+    out = [
+        f"identity {i['name']}: {i['state']}" + (f" ({i['last_error']})" if i["last_error"] else "")
+        for i in status["identities"]
+        if i["expires_on"] is None
+    ]
     for t in status["targets"]:
         out += [f"target {t['name']} sink {k}: {v['state']}" for k, v in t["sinks"].items() if v["state"] != "ok"]
         if t["proxy"] and t["proxy"]["last_error"]:
@@ -56,10 +59,16 @@ class _Collector:
         with d._lock:
             refreshers, workers = dict(d.refreshers), dict(d.workers)
             targets = list(d.config.targets.values())
-        left = GaugeMetricFamily("tokend_token_expiry_seconds", "Seconds until the identity's token expires "
-                                 "(0 without a valid token)", labels=["identity"])
-        requests = CounterMetricFamily("tokend_token_requests", "Token requests by identity and answer (new, same, "
-                                       "failed, unavailable, login-required)", labels=["identity", "result"])
+        left = GaugeMetricFamily(
+            "tokend_token_expiry_seconds",
+            "Seconds until the identity's token expires (0 without a valid token)",
+            labels=["identity"],
+        )
+        requests = CounterMetricFamily(
+            "tokend_token_requests",
+            "Token requests by identity and answer (new, same, failed, unavailable, login-required)",
+            labels=["identity", "result"],
+        )
         for name, r in refreshers.items():
             token = r.valid_token()
             left.add_metric([name], max(0.0, token.remaining(d.clock)) if token else 0.0)
@@ -67,14 +76,14 @@ class _Collector:
                 requests.add_metric([name, result], n)
         yield left
         yield requests
-        writes = CounterMetricFamily("tokend_sink_writes", "Sink writes by sink kind and result",
-                                     labels=["sink", "result"])
+        writes = CounterMetricFamily(
+            "tokend_sink_writes", "Sink writes by sink kind and result", labels=["sink", "result"]
+        )
         for kind, w in workers.items():
             for result, n in sorted(w.writes.items()):
                 writes.add_metric([kind, result], n)
         yield writes
-        reloads = CounterMetricFamily("tokend_config_reloads", "Config changes accepted or refused",
-                                      labels=["result"])
+        reloads = CounterMetricFamily("tokend_config_reloads", "Config changes accepted or refused", labels=["result"])
         for result in ("accepted", "refused"):
             reloads.add_metric([result], d.reloads[result])
         yield reloads
@@ -88,8 +97,9 @@ class _Collector:
                     total.add_metric([t.name], s["total"])
             yield open_
             yield total
-        ready = GaugeMetricFamily("tokend_ready", "1 when every identity holds a valid token and every sink and "
-                                  "listener is in order")
+        ready = GaugeMetricFamily(
+            "tokend_ready", "1 when every identity holds a valid token and every sink and listener is in order"
+        )
         ready.add_metric([], 0.0 if problems(d) else 1.0)
         yield ready
 
@@ -107,8 +117,7 @@ class Observer:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._server = await asyncio.start_server(self._serve, self.where.host, self.where.port,
-                                                  limit=MAX_REQUEST)
+        self._server = await asyncio.start_server(self._serve, self.where.host, self.where.port, limit=MAX_REQUEST)
         log.info("health and metrics on http://%s/", self.where)
 
     def close(self) -> None:
@@ -121,10 +130,14 @@ class Observer:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
             method, path, *_ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
-            status, ctype, body = await asyncio.get_running_loop().run_in_executor(None, self._answer, method,
-                                                                                    path.split("?")[0])
-            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                         "Connection: close\r\nCache-Control: no-store\r\n\r\n".encode() + body)
+            status, ctype, body = await asyncio.get_running_loop().run_in_executor(
+                None, self._answer, method, path.split("?")[0]
+            )
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\nCache-Control: no-store\r\n\r\n".encode()
+                + body
+            )
             await asyncio.wait_for(writer.drain(), 10)
         except (OSError, ValueError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass

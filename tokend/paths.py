@@ -81,11 +81,15 @@ def private_dir(path: Path) -> Path:
         return path
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
-        raise UnsafeFolder(f"{path} is not a folder (a {'symlink' if stat.S_ISLNK(st.st_mode) else 'file'}); "
-                           "move it away and run tokend again")
+        raise UnsafeFolder(
+            f"{path} is not a folder (a {'symlink' if stat.S_ISLNK(st.st_mode) else 'file'}); "
+            "move it away and run tokend again"
+        )
     if st.st_uid != os.getuid():
-        raise UnsafeFolder(f"{path} belongs to another user (uid {st.st_uid}); tokend keeps secrets only in its "
-                           "own folders: remove it, or set XDG_* / HOME to folders of yours")
+        raise UnsafeFolder(
+            f"{path} belongs to another user (uid {st.st_uid}); tokend keeps secrets only in its "
+            "own folders: remove it, or set XDG_* / HOME to folders of yours"
+        )
     if stat.S_IMODE(st.st_mode) & 0o077:
         log.warning("%s was mode %04o; made it 0700 (only you may open it)", path, stat.S_IMODE(st.st_mode))
         os.chmod(path, 0o700)

@@ -52,8 +52,11 @@ class Connection:
         except OSError as e:
             raw.close()
             raise TokendError(f"TLS to {target.host}:{target.port} failed: {e}") from None
-        self.sock.sendall(wire.Startup(wire.PROTOCOL_3_0, {"user": target.user, "database": db,
-                                                           "application_name": "tokend admin"}).encode())
+        self.sock.sendall(
+            wire.Startup(
+                wire.PROTOCOL_3_0, {"user": target.user, "database": db, "application_name": "tokend admin"}
+            ).encode()
+        )
         while True:
             kind, body = self._read()
             if kind == b"R":
@@ -61,8 +64,10 @@ class Connection:
                 if code == wire.AUTH_CLEARTEXT:
                     self.sock.sendall(wire.password(token))
                 elif code != wire.AUTH_OK:
-                    raise TokendError(f"{target.host} asked for {wire.AUTH_NAMES.get(code, code)}; tokend logs in "
-                                      "with a token as the password only")
+                    raise TokendError(
+                        f"{target.host} asked for {wire.AUTH_NAMES.get(code, code)}; tokend logs in "
+                        "with a token as the password only"
+                    )
             elif kind == b"E":
                 raise ServerError(wire.error_fields(body))
             elif kind == b"Z":
@@ -103,9 +108,9 @@ class Connection:
                 row: list[str | None] = []
                 pos = 2
                 for _ in range(n):
-                    (size,) = struct.unpack("!i", data[pos:pos + 4])
+                    (size,) = struct.unpack("!i", data[pos : pos + 4])
                     pos += 4
-                    row.append(None if size < 0 else data[pos:pos + size].decode())
+                    row.append(None if size < 0 else data[pos : pos + size].decode())
                     pos += max(size, 0)
                 current.rows.append(row)
             elif kind == b"C":

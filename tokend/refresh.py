@@ -59,8 +59,13 @@ class Policy:
         is failing inside it (rule 4): half the lead gone, and no more than 5 minutes left."""
         return remaining < min(self.lead(token) / 2, 300.0)
 
-    def backoff(self, attempt: int, remaining: float | None = None, urgent: bool = True,
-                rand: Callable[[float, float], float] = random.uniform) -> float:
+    def backoff(
+        self,
+        attempt: int,
+        remaining: float | None = None,
+        urgent: bool = True,
+        rand: Callable[[float, float], float] = random.uniform,
+    ) -> float:
         """Seconds to wait after the ``attempt``-th failure in a row (1-based), full jitter (rule 5).
 
         ``remaining``: seconds of life left in the token held, None when none is held. ``urgent`` is False when

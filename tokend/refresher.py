@@ -39,8 +39,14 @@ class TokenSource(Protocol):
 
 
 class Refresher:
-    def __init__(self, identity: TokenSource, policy: Policy, clock: Clock, on_change: Callable[[], None],
-                 on_login_required: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        identity: TokenSource,
+        policy: Policy,
+        clock: Clock,
+        on_change: Callable[[], None],
+        on_login_required: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.identity = identity
         self.policy = policy
         self.clock = clock
@@ -113,18 +119,29 @@ class Refresher:
             if held is not None and token.value == held.value and not held.valid(self.clock):
                 # The credential's cache still believes in a token our boot clock says has run out: the wall
                 # clock was set back. Ask past the cache.
-                log.warning("identity %s: the credential handed back a token that has expired (was the clock set "
-                            "back?); asking for a new one", self.identity.name)
+                log.warning(
+                    "identity %s: the credential handed back a token that has expired (was the clock set "
+                    "back?); asking for a new one",
+                    self.identity.name,
+                )
                 token = self.identity.fetch(fresh=True)
-            elif (held is not None and token.value == held.value
-                  and self.policy.ask_past_cache(held, held.remaining(self.clock))):
-                log.warning("identity %s: the credential keeps handing back its cached token, %.0f s before it "
-                            "expires (its own refresh is failing); asking past its cache", self.identity.name,
-                            held.remaining(self.clock))
+            elif (
+                held is not None
+                and token.value == held.value
+                and self.policy.ask_past_cache(held, held.remaining(self.clock))
+            ):
+                log.warning(
+                    "identity %s: the credential keeps handing back its cached token, %.0f s before it "
+                    "expires (its own refresh is failing); asking past its cache",
+                    self.identity.name,
+                    held.remaining(self.clock),
+                )
                 token = self.identity.fetch(fresh=True)
             if token.value == self._spent:
-                raise TokenFailed("the credential keeps handing back a token that has expired (was the clock set "
-                                  "back?); tokend asks again shortly")
+                raise TokenFailed(
+                    "the credential keeps handing back a token that has expired (was the clock set "
+                    "back?); tokend asks again shortly"
+                )
         except TokendError as e:
             self._failed(e)
             return
@@ -141,15 +158,25 @@ class Refresher:
             return
         self.token = token
         self._by_life = True
-        log.info("identity %s: new token for %s, expires in %.0f s, next refresh in %.0f s", self.identity.name,
-                 token.principal or "?", token.remaining(self.clock), self.due_in())
+        log.info(
+            "identity %s: new token for %s, expires in %.0f s, next refresh in %.0f s",
+            self.identity.name,
+            token.principal or "?",
+            token.remaining(self.clock),
+            self.due_in(),
+        )
         self.on_change()
 
     def _failed(self, e: TokendError) -> None:
         self._failures += 1
         was = self.error_kind
-        self.error_kind = ("login-required" if isinstance(e, LoginRequired)
-                           else "unavailable" if isinstance(e, IdentityUnavailable) else "failed")
+        self.error_kind = (
+            "login-required"
+            if isinstance(e, LoginRequired)
+            else "unavailable"
+            if isinstance(e, IdentityUnavailable)
+            else "failed"
+        )
         self.last_error = str(e)
         self.requests[self.error_kind] += 1
         if isinstance(e, LoginRequired) and e.signed_out and self.token is not None:
@@ -162,8 +189,9 @@ class Refresher:
         remaining = held.remaining(self.clock) if held is not None else None
         delay = self.policy.backoff(self._failures, remaining, urgent=not isinstance(e, LoginRequired))
         self._by_life, self._retry_at = False, self.clock.boot() + delay
-        log.warning("identity %s: %s (%s; next try in %.0f s)", self.identity.name, self.last_error,
-                    self.error_kind, delay)
+        log.warning(
+            "identity %s: %s (%s; next try in %.0f s)", self.identity.name, self.last_error, self.error_kind, delay
+        )
 
     def _run(self) -> None:
         while not self._stopping:
@@ -174,8 +202,10 @@ class Refresher:
                 # go straight from the old token to the new one when the credential answers.
                 self.step()
                 if self.token is not None and not self.token.valid(self.clock):
-                    log.warning("identity %s: token expired before a new one came; removing it from the sinks",
-                                self.identity.name)
+                    log.warning(
+                        "identity %s: token expired before a new one came; removing it from the sinks",
+                        self.identity.name,
+                    )
                     self._spent = self.token.value
                     self.token = None
                     self.on_change()

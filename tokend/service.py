@@ -58,8 +58,9 @@ def _systemd_quote(value: str) -> str:
 
 def render_systemd(tokend: Path, config: Path) -> Rendered:
     name = service_name(config)
-    text = _template("tokend.service").format(tokend=_systemd_quote(str(tokend)),
-                                              config=_systemd_quote(str(config.absolute())), label=name)
+    text = _template("tokend.service").format(
+        tokend=_systemd_quote(str(tokend)), config=_systemd_quote(str(config.absolute())), label=name
+    )
     home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     return Rendered(home / "systemd" / "user" / f"{name}.service", text)
 
@@ -68,8 +69,12 @@ def render_launchd(tokend: Path, config: Path) -> Rendered:
     name = service_name(config)
     label = LABEL if name == "tokend" else f"{LABEL}.{name}"
     log_dir = paths.log_dir()
-    text = _template("tokend.plist").format(tokend=xml_escape(str(tokend)), config=xml_escape(str(config.absolute())),
-                                            label=label, log_dir=xml_escape(str(log_dir)))
+    text = _template("tokend.plist").format(
+        tokend=xml_escape(str(tokend)),
+        config=xml_escape(str(config.absolute())),
+        label=label,
+        log_dir=xml_escape(str(log_dir)),
+    )
     return Rendered(Path.home() / "Library" / "LaunchAgents" / f"{label}.plist", text)
 
 
@@ -81,9 +86,12 @@ def render_task(tokend: Path, config: Path, user: str | None = None) -> Rendered
     arguments = f'-m tokend run --config "{config.absolute()}"'
     user = user or os.environ.get("USERNAME") or os.environ.get("USER") or "user"
     domain = os.environ.get("USERDOMAIN")
-    text = _template("tokend-task.xml").format(command=xml_escape(str(pythonw)), arguments=xml_escape(arguments),
-                                               label=xml_escape(name),
-                                               user=xml_escape(f"{domain}\\{user}" if domain else user))
+    text = _template("tokend-task.xml").format(
+        command=xml_escape(str(pythonw)),
+        arguments=xml_escape(arguments),
+        label=xml_escape(name),
+        user=xml_escape(f"{domain}\\{user}" if domain else user),
+    )
     folder = paths.data_dir()
     return Rendered(folder / f"{name}-task.xml", text)
 
@@ -104,7 +112,8 @@ def _user_systemd() -> bool:
 def _no_systemd(config: Path, tokend: Path) -> NoServiceManager:
     return NoServiceManager(
         "no user systemd here (a container, WSL1 or a session without `systemctl --user`); start tokend another "
-        f"way, e.g. add this line to your login shell profile: `{tokend} run --config {config} >/dev/null 2>&1 &`")
+        f"way, e.g. add this line to your login shell profile: `{tokend} run --config {config} >/dev/null 2>&1 &`"
+    )
 
 
 def install(config: Path) -> str:
@@ -178,8 +187,16 @@ def status(config: Path) -> tuple[bool, str]:
 def show_logs(config: Path, follow: bool) -> int:
     """``tokend service logs``: the journal's lines for the service, else the tail of the daemon's log file."""
     if system.LINUX and _user_systemd():
-        cmd = ["journalctl", "--user", "-u", service_name(config.absolute()), "-n", "200", "--no-pager",
-               *(["-f"] if follow else [])]
+        cmd = [
+            "journalctl",
+            "--user",
+            "-u",
+            service_name(config.absolute()),
+            "-n",
+            "200",
+            "--no-pager",
+            *(["-f"] if follow else []),
+        ]
         return subprocess.call(cmd)
     shown = paths.log_file(config)
     if not shown.exists():

@@ -102,8 +102,12 @@ class SinkWorker:
             state = "empty" if w is None else "pending"
         else:
             state = "ok" if w is not None and w.expires_on == token.expires_on else "pending"
-        return {"state": state, "location": self.sink.location(), "last_write": int(w.at) if w else None,
-                "last_error": self.last_error}
+        return {
+            "state": state,
+            "location": self.sink.location(),
+            "last_write": int(w.at) if w else None,
+            "last_error": self.last_error,
+        }
 
     def _run(self) -> None:
         self._dirty.set()  # first sync at start: removes entries of targets no longer configured

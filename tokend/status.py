@@ -10,8 +10,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 Paint = Callable[[str, str], str]
-COLOURS = {"ok": "32", "retrying": "33", "pending": "33", "starting": "33", "empty": "33",
-           "login-required": "31", "failed": "31", "unavailable": "31"}
+COLOURS = {
+    "ok": "32",
+    "retrying": "33",
+    "pending": "33",
+    "starting": "33",
+    "empty": "33",
+    "login-required": "31",
+    "failed": "31",
+    "unavailable": "31",
+}
 
 
 def painter(stream: Any = None) -> Paint:
@@ -61,11 +69,14 @@ def render(status: dict[str, Any], now: float, paint: Paint | None = None) -> st
         return paint(text, COLOURS.get(word.strip(), "0"))
 
     idents, targets = status["identities"], status["targets"]
-    lines = [f"tokend pid {status['pid']} · config {status['config']} · "
-             f"{plural(len(idents), 'identity', 'identities')}, {plural(len(targets), 'target')}"]
+    lines = [
+        f"tokend pid {status['pid']} · config {status['config']} · "
+        f"{plural(len(idents), 'identity', 'identities')}, {plural(len(targets), 'target')}"
+    ]
     if status.get("config_error"):
-        lines.append(paint(f"  ! config change refused, still serving the previous one: {status['config_error']}",
-                           "31"))
+        lines.append(
+            paint(f"  ! config change refused, still serving the previous one: {status['config_error']}", "31")
+        )
     rows, notes = [], {}
     for i in idents:
         source = i["source"] + (" (unencrypted cache)" if i.get("cache") == "unencrypted" else "")
@@ -77,12 +88,15 @@ def render(status: dict[str, Any], now: float, paint: Paint | None = None) -> st
     rows, notes = [], {}
     for t in targets:
         where = f"{t['user']}@{t['host']}:{t['port']}/{t['database']}"
-        places = [f"{k} {v['state']}" + (f" ({ago(v['last_write'], now)})" if v["last_write"] else "")
-                  for k, v in t["sinks"].items()]
+        places = [
+            f"{k} {v['state']}" + (f" ({ago(v['last_write'], now)})" if v["last_write"] else "")
+            for k, v in t["sinks"].items()
+        ]
         proxy = t.get("proxy")
         if proxy:
-            places.append("proxy " + ", ".join(f"{a['host']}:{a['port']}" for a in proxy["listen"])
-                          + f" ({proxy['open']} open)")
+            places.append(
+                "proxy " + ", ".join(f"{a['host']}:{a['port']}" for a in proxy["listen"]) + f" ({proxy['open']} open)"
+            )
         rows.append([t["name"], where, ", ".join(places) or "-"])
         problems = [f"    ! {k}: {v['last_error']}" for k, v in t["sinks"].items() if v["last_error"]]
         if proxy and proxy.get("last_error"):

@@ -35,8 +35,14 @@ class Token:
     received: float | None = None
 
     @classmethod
-    def from_jwt(cls, value: str, expires_on: float, obtained_at: float, refresh_on: float | None = None,
-                 received: float | None = None) -> Token:
+    def from_jwt(
+        cls,
+        value: str,
+        expires_on: float,
+        obtained_at: float,
+        refresh_on: float | None = None,
+        received: float | None = None,
+    ) -> Token:
         return cls(value, float(expires_on), float(obtained_at), refresh_on, display_claims(value), received)
 
     @property
@@ -62,8 +68,7 @@ class Token:
     def principal(self) -> str:
         """Who the token is for, as a person would name it: UPN, else app id, else object id."""
         c = self.claims
-        return c.get("upn") or c.get("unique_name") or c.get("preferred_username") or c.get("appid") or c.get(
-            "oid", "")
+        return c.get("upn") or c.get("unique_name") or c.get("preferred_username") or c.get("appid") or c.get("oid", "")
 
     def __str__(self) -> str:
         return f"Token(principal={self.principal!r}, expires_on={self.expires_on:.0f})"

@@ -29,8 +29,13 @@ from watchdog.observers import Observer
 from tokend.ioloop import IOLoop
 
 log = logging.getLogger("tokend.watch")
-_CHANGES: list[type[FileSystemEvent]] = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileDeletedEvent,
-                                         FileClosedEvent]
+_CHANGES: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    FileClosedEvent,
+]
 
 
 class Watch:

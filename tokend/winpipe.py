@@ -28,8 +28,11 @@ BUSY_RETRY = 2.0  # seconds a client waits for a free pipe instance
 
 
 class _SecurityAttributes(ctypes.Structure):
-    _fields_ = [("nLength", ctypes.c_ulong), ("lpSecurityDescriptor", ctypes.c_void_p),
-                ("bInheritHandle", ctypes.c_int)]
+    _fields_ = [
+        ("nLength", ctypes.c_ulong),
+        ("lpSecurityDescriptor", ctypes.c_void_p),
+        ("bInheritHandle", ctypes.c_int),
+    ]
 
 
 def _dll(name: str) -> Any:
@@ -86,7 +89,7 @@ class _PipeStream:
     def sendall(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            view = view[self._f.write(view):]
+            view = view[self._f.write(view) :]
 
     def recv(self, size: int) -> bytes:
         return bytes(self._f.read(size) or b"")
@@ -127,12 +130,20 @@ class PipeEndpoint:  # pragma: no cover - Windows only
 
         def new_pipe() -> Any:
             flags = PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED | (FILE_FLAG_FIRST_PIPE_INSTANCE if state["first"] else 0)
-            h = kernel32.CreateNamedPipeW(self.name, flags, PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT |
-                                          PIPE_REJECT_REMOTE_CLIENTS, PIPE_UNLIMITED_INSTANCES, BUFSIZE, BUFSIZE, 0,
-                                          ctypes.byref(sa))
+            h = kernel32.CreateNamedPipeW(
+                self.name,
+                flags,
+                PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
+                PIPE_UNLIMITED_INSTANCES,
+                BUFSIZE,
+                BUFSIZE,
+                0,
+                ctypes.byref(sa),
+            )
             if h is None or h == ctypes.c_void_p(-1).value:
-                raise TokendError(f"cannot create the IPC pipe {self.name}: {_last_error()} (another program holds "
-                                  "the name?)")
+                raise TokendError(
+                    f"cannot create the IPC pipe {self.name}: {_last_error()} (another program holds the name?)"
+                )
             state["first"] = False
             return windows_utils.PipeHandle(h)
 

@@ -56,18 +56,48 @@ def detect(owner: str) -> list[Client]:
     home = Path.home()
     jetbrains = sorted(paths.app_config_dir("JetBrains").glob("DataGrip*"))
     return [
-        Client("psql / libpq", "", shutil.which("psql"), None,
-               "nothing to do: the pgpass sink (or `tokend exec TARGET -- psql`)"),
-        Client("VS Code PostgreSQL", "vscode", _first(shutil.which("code"), vscode.settings_path().parent),
-               vscode.set_up(owner), "tokend clients vscode"),
-        Client("DBeaver", "dbeaver", _first(shutil.which("dbeaver"), dbeaver.workspace()), dbeaver.set_up(owner),
-               "tokend clients dbeaver"),
-        Client("DataGrip", "datagrip", _first(shutil.which("datagrip"), *jetbrains[-1:]), None,
-               "tokend clients datagrip --output PROJECT_FOLDER"),
-        Client("pgAdmin 4", "pgadmin", _first(shutil.which("pgadmin4"), home / ".pgadmin", Path("/usr/pgadmin4")),
-               pgadmin.set_up(), "tokend clients pgadmin --shared-command --output servers.json, then import it"),
-        Client("Azure Data Studio (retired)", "ads", _first(shutil.which("azuredatastudio"), ads.user_dir().parent),
-               ads.set_up(owner), "tokend clients ads"),
+        Client(
+            "psql / libpq",
+            "",
+            shutil.which("psql"),
+            None,
+            "nothing to do: the pgpass sink (or `tokend exec TARGET -- psql`)",
+        ),
+        Client(
+            "VS Code PostgreSQL",
+            "vscode",
+            _first(shutil.which("code"), vscode.settings_path().parent),
+            vscode.set_up(owner),
+            "tokend clients vscode",
+        ),
+        Client(
+            "DBeaver",
+            "dbeaver",
+            _first(shutil.which("dbeaver"), dbeaver.workspace()),
+            dbeaver.set_up(owner),
+            "tokend clients dbeaver",
+        ),
+        Client(
+            "DataGrip",
+            "datagrip",
+            _first(shutil.which("datagrip"), *jetbrains[-1:]),
+            None,
+            "tokend clients datagrip --output PROJECT_FOLDER",
+        ),
+        Client(
+            "pgAdmin 4",
+            "pgadmin",
+            _first(shutil.which("pgadmin4"), home / ".pgadmin", Path("/usr/pgadmin4")),
+            pgadmin.set_up(),
+            "tokend clients pgadmin --shared-command --output servers.json, then import it",
+        ),
+        Client(
+            "Azure Data Studio (retired)",
+            "ads",
+            _first(shutil.which("azuredatastudio"), ads.user_dir().parent),
+            ads.set_up(owner),
+            "tokend clients ads",
+        ),
         Client("scripts", "", sys.executable, None, "`tokend token TARGET`, `tokend exec TARGET -- CMD`"),
     ]
 
@@ -91,8 +121,14 @@ def _targets(cfg: Config, names: list[str]) -> list[Target]:
     return targets
 
 
-def run(client: str | None, names: list[str], config_path: Path, output: Path | None, shared: bool = False,
-        as_json: bool = False) -> Iterator[str]:
+def run(
+    client: str | None,
+    names: list[str],
+    config_path: Path,
+    output: Path | None,
+    shared: bool = False,
+    as_json: bool = False,
+) -> Iterator[str]:
     """``tokend clients [CLIENT] [TARGET…]``: list the clients here, or set one up; yields lines for people."""
     from tokend import config
 
@@ -111,8 +147,9 @@ def run(client: str | None, names: list[str], config_path: Path, output: Path | 
             yield from datagrip.install(output, owner, targets)
         else:
             shared_xml, local_xml = datagrip.documents(owner, targets)
-            sys.stdout.write(f"<!-- .idea/dataSources.xml -->\n{shared_xml}\n"
-                             f"<!-- .idea/dataSources.local.xml -->\n{local_xml}")
+            sys.stdout.write(
+                f"<!-- .idea/dataSources.xml -->\n{shared_xml}\n<!-- .idea/dataSources.local.xml -->\n{local_xml}"
+            )
     elif client == "pgadmin":
         from tokend.clients import pgadmin
         from tokend.service import tokend_executable

@@ -42,17 +42,34 @@ def profile_id(owner: str, t: Target) -> str:
 
 
 def profile(owner: str, t: Target) -> dict[str, Any]:
-    options = {"connectionName": f"{t.name} (tokend)", "host": t.host, "hostaddr": "", "port": str(t.port),
-               "dbname": dbname(t), "user": t.user, "password": "", "authenticationType": "SqlLogin",
-               "sslmode": "require", "groupId": GROUP_ID, "databaseDisplayName": dbname(t)}
-    return {"options": options, "groupId": GROUP_ID, "providerName": "PGSQL", "savePassword": True,
-            "id": profile_id(owner, t)}
+    options = {
+        "connectionName": f"{t.name} (tokend)",
+        "host": t.host,
+        "hostaddr": "",
+        "port": str(t.port),
+        "dbname": dbname(t),
+        "user": t.user,
+        "password": "",
+        "authenticationType": "SqlLogin",
+        "sslmode": "require",
+        "groupId": GROUP_ID,
+        "databaseDisplayName": dbname(t),
+    }
+    return {
+        "options": options,
+        "groupId": GROUP_ID,
+        "providerName": "PGSQL",
+        "savePassword": True,
+        "id": profile_id(owner, t),
+    }
 
 
 def credential_id(t: Target) -> str:
     """The id under which ADS keeps a saved password for this profile (option names sorted, values raw)."""
-    return ("Microsoft.SqlTools|itemtype:Profile|id:providerName:PGSQL|applicationName:azdata|"
-            f"authenticationType:SqlLogin|dbname:{dbname(t)}|host:{t.host}|hostaddr:|port:{t.port}|user:{t.user}")
+    return (
+        "Microsoft.SqlTools|itemtype:Profile|id:providerName:PGSQL|applicationName:azdata|"
+        f"authenticationType:SqlLogin|dbname:{dbname(t)}|host:{t.host}|hostaddr:|port:{t.port}|user:{t.user}"
+    )
 
 
 class CredentialStore(Protocol):
@@ -93,8 +110,10 @@ class VscdbStore:
         if not self.path.exists():
             return False
         if edits.running("azuredatastudio"):
-            raise TokendError("Azure Data Studio is running: close it, then run `tokend clients ads` again "
-                              "(its saved-password store can only be changed while it is closed)")
+            raise TokendError(
+                "Azure Data Studio is running: close it, then run `tokend clients ads` again "
+                "(its saved-password store can only be changed while it is closed)"
+            )
         with contextlib.closing(sqlite3.connect(self.path, timeout=5)) as db, db:
             cur = db.execute("DELETE FROM ItemTable WHERE instr(key, ?) > 0", (credential_id,))
             return cur.rowcount > 0
@@ -107,8 +126,7 @@ class MacKeychainStore:  # pragma: no cover - macOS only
     name: str = "Keychain"
 
     def delete(self, credential_id: str) -> bool:
-        r = subprocess.run(["security", "delete-generic-password", "-s", credential_id, "-a", ""],
-                           capture_output=True)
+        r = subprocess.run(["security", "delete-generic-password", "-s", credential_id, "-a", ""], capture_output=True)
         return r.returncode == 0
 
 
@@ -148,8 +166,12 @@ def update_settings(text: str, owner: str, targets: Sequence[Target]) -> str:
     of the file as it was."""
     data = jsonc.loads(text) if text.strip() else {}
     mine = {profile_id(owner, t) for t in targets}
-    text = jsonc.edit_members(text, CONNECTIONS, lambda _k, v: isinstance(v, dict) and v.get("id") in mine,
-                              [(None, profile(owner, t)) for t in targets])
+    text = jsonc.edit_members(
+        text,
+        CONNECTIONS,
+        lambda _k, v: isinstance(v, dict) and v.get("id") in mine,
+        [(None, profile(owner, t)) for t in targets],
+    )
     groups = [g for g in data.get(GROUPS, []) if isinstance(g, dict)]
     add = []
     root = next((g for g in groups if g.get("name") == "ROOT"), None)
@@ -157,15 +179,33 @@ def update_settings(text: str, owner: str, targets: Sequence[Target]) -> str:
         root = {"name": "ROOT", "id": ROOT_GROUP_ID}
         add.append((None, root))
     if not any(g.get("id") == GROUP_ID for g in groups):
-        add.append((None, {"name": GROUP_NAME, "id": GROUP_ID, "parentId": root["id"], "color": "#0078D4",
-                           "description": "Entra logins kept fresh by tokend"}))
+        add.append(
+            (
+                None,
+                {
+                    "name": GROUP_NAME,
+                    "id": GROUP_ID,
+                    "parentId": root["id"],
+                    "color": "#0078D4",
+                    "description": "Entra logins kept fresh by tokend",
+                },
+            )
+        )
     return jsonc.edit_members(text, GROUPS, lambda _k, _v: False, add) if add else text
 
 
 def remove_settings(text: str, owner: str, names: Sequence[str] | None = None) -> str:
     ids = None if names is None else {f"tokend-{owner}-{n}" for n in names}
-    text = jsonc.edit_members(text, CONNECTIONS, lambda _k, v: isinstance(v, dict) and str(v.get("id", "")).startswith(
-        f"tokend-{owner}-") and (ids is None or v.get("id") in ids), [])
+    text = jsonc.edit_members(
+        text,
+        CONNECTIONS,
+        lambda _k, v: (
+            isinstance(v, dict)
+            and str(v.get("id", "")).startswith(f"tokend-{owner}-")
+            and (ids is None or v.get("id") in ids)
+        ),
+        [],
+    )
     left = jsonc.loads(text).get(CONNECTIONS, []) if text.strip() else []
     if not any(isinstance(c, dict) and c.get("groupId") == GROUP_ID for c in left):
         text = jsonc.edit_members(text, GROUPS, lambda _k, v: isinstance(v, dict) and v.get("id") == GROUP_ID, [])
@@ -197,5 +237,6 @@ def set_up(owner: str) -> bool:
         data = jsonc.loads(settings_path().read_text(encoding="utf-8-sig"))
     except (OSError, ValueError):
         return False
-    return any(isinstance(c, dict) and str(c.get("id", "")).startswith(f"tokend-{owner}-")
-               for c in data.get(CONNECTIONS, []))
+    return any(
+        isinstance(c, dict) and str(c.get("id", "")).startswith(f"tokend-{owner}-") for c in data.get(CONNECTIONS, [])
+    )

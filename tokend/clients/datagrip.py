@@ -42,23 +42,27 @@ def elements(owner: str, t: Target) -> tuple[str, str]:
         raise UsageError(f'DataGrip reads the token from pgpass: add "pgpass" to sinks under [targets.{t.name}]')
     db = t.database if t.database != "*" else "postgres"
     name, uid = quoteattr(f"{t.name} (tokend)"), data_source_id(owner, t.name)
-    return (f"""    <data-source source="LOCAL" name={name} uuid="{uid}">
+    return (
+        f"""    <data-source source="LOCAL" name={name} uuid="{uid}">
       <driver-ref>postgresql</driver-ref>
       <synchronize>true</synchronize>
       <jdbc-driver>org.postgresql.Driver</jdbc-driver>
       <jdbc-url>{escape(f"jdbc:postgresql://{t.host}:{t.port}/{db}?sslmode=require")}</jdbc-url>
       <working-dir>$ProjectFileDir$</working-dir>
-    </data-source>""", f"""    <data-source name={name} uuid="{uid}">
+    </data-source>""",
+        f"""    <data-source name={name} uuid="{uid}">
       <auth-provider>pgpass</auth-provider>
       <user-name>{escape(t.user)}</user-name>
-    </data-source>""")
+    </data-source>""",
+    )
 
 
 def without(text: str, owner: str, names: Sequence[str] | None = None) -> str:
     """``text`` without this config's data sources (those of ``names`` only, when given), each with its line."""
     chosen = None if names is None else {data_source_id(owner, n) for n in names}
-    return _ELEMENT.sub(lambda m: "" if m["uuid"].endswith(owner) and (chosen is None or m["uuid"] in chosen)
-                        else m[0], text)
+    return _ELEMENT.sub(
+        lambda m: "" if m["uuid"].endswith(owner) and (chosen is None or m["uuid"] in chosen) else m[0], text
+    )
 
 
 def edit(text: str, kind: tuple[str, str, str], owner: str, targets: Sequence[Target]) -> str:
@@ -77,7 +81,7 @@ def edit(text: str, kind: tuple[str, str, str], owner: str, targets: Sequence[Ta
             raise UsageError(f"{file} is not a DataGrip project file (no </project>): fix or move it, then run again")
         return text[:end] + f'  <component name="{component}"{attrs}>\n{block}  </component>\n' + text[end:]
     if m[1]:  # <component …/>
-        return text[:m.start()] + m[0][:-2].rstrip() + f">\n{block}  </component>" + text[m.end():]
+        return text[: m.start()] + m[0][:-2].rstrip() + f">\n{block}  </component>" + text[m.end() :]
     close = text.index("</component>", m.end())
     line = text.rfind("\n", 0, close) + 1
     at = line if not text[line:close].strip() else close
@@ -93,12 +97,21 @@ def install(folder: Path, owner: str, targets: Sequence[Target]) -> list[str]:
     """The targets' data sources into the project ``folder``'s .idea/ files (made, or edited in place)."""
     documents(owner, targets)  # every target checked before anything is written
     for kind in (SHARED, LOCAL):
-        edits.change(folder / ".idea" / kind[0], functools.partial(edit, kind=kind, owner=owner, targets=targets),
-                     program=PROGRAM)
-    return [f"{folder / '.idea'}: data sources {', '.join(t.name for t in targets)} with pgpass authentication; "
-            f"open {folder} as a project in DataGrip"]
+        edits.change(
+            folder / ".idea" / kind[0],
+            functools.partial(edit, kind=kind, owner=owner, targets=targets),
+            program=PROGRAM,
+        )
+    return [
+        f"{folder / '.idea'}: data sources {', '.join(t.name for t in targets)} with pgpass authentication; "
+        f"open {folder} as a project in DataGrip"
+    ]
 
 
 def uninstall(folder: Path, owner: str, names: Sequence[str] | None) -> list[str]:
-    return [edits.undo(folder / ".idea" / kind[0], lambda text: without(text, owner, names), everything=not names,
-                       program=PROGRAM) for kind in (SHARED, LOCAL)]
+    return [
+        edits.undo(
+            folder / ".idea" / kind[0], lambda text: without(text, owner, names), everything=not names, program=PROGRAM
+        )
+        for kind in (SHARED, LOCAL)
+    ]

@@ -41,13 +41,24 @@ def connection(t: Target) -> dict[str, Any]:
     if "pgpass" not in t.sinks:
         raise UsageError(f'DBeaver reads the token from pgpass: add "pgpass" to sinks under [targets.{t.name}]')
     db = t.database if t.database != "*" else "postgres"
-    return {"provider": "postgresql", "driver": "postgres-jdbc", "name": f"{t.name} (tokend)", "folder": FOLDER,
-            "save-password": False,
-            "configuration": {"host": t.host, "port": str(t.port), "database": db,
-                              "url": f"jdbc:postgresql://{t.host}:{t.port}/{db}", "configurationType": "MANUAL",
-                              "type": "prod", "auth-model": "postgres_pgpass", "user": t.user,
-                              "handlers": {"postgre_ssl": {"type": "CONFIG", "enabled": True,
-                                                           "properties": {"sslMode": "require"}}}}}
+    return {
+        "provider": "postgresql",
+        "driver": "postgres-jdbc",
+        "name": f"{t.name} (tokend)",
+        "folder": FOLDER,
+        "save-password": False,
+        "configuration": {
+            "host": t.host,
+            "port": str(t.port),
+            "database": db,
+            "url": f"jdbc:postgresql://{t.host}:{t.port}/{db}",
+            "configurationType": "MANUAL",
+            "type": "prod",
+            "auth-model": "postgres_pgpass",
+            "user": t.user,
+            "handlers": {"postgre_ssl": {"type": "CONFIG", "enabled": True, "properties": {"sslMode": "require"}}},
+        },
+    }
 
 
 def update(text: str, owner: str, targets: Sequence[Target]) -> str:
@@ -57,14 +68,16 @@ def update(text: str, owner: str, targets: Sequence[Target]) -> str:
     data = jsonc.loads(text)
     if FOLDER not in data.get("folders", {}):
         text = jsonc.edit_members(text, "folders", lambda _k, _v: False, [(FOLDER, {})])
-    return jsonc.edit_members(text, "connections", lambda k, _v: k in mine,
-                              [(connection_id(owner, t), connection(t)) for t in targets])
+    return jsonc.edit_members(
+        text, "connections", lambda k, _v: k in mine, [(connection_id(owner, t), connection(t)) for t in targets]
+    )
 
 
 def remove(text: str, owner: str, names: Sequence[str] | None = None) -> str:
     ids = None if names is None else {f"tokend-{owner}-{n}" for n in names}
-    text = jsonc.edit_members(text, "connections",
-                              lambda k, _v: str(k).startswith(f"tokend-{owner}-") and (ids is None or k in ids), [])
+    text = jsonc.edit_members(
+        text, "connections", lambda k, _v: str(k).startswith(f"tokend-{owner}-") and (ids is None or k in ids), []
+    )
     left = jsonc.loads(text).get("connections", {})
     if not any(v.get("folder") == FOLDER for v in left.values() if isinstance(v, dict)):
         text = jsonc.edit_members(text, "folders", lambda k, _v: k == FOLDER, [])
@@ -76,13 +89,14 @@ def install(owner: str, targets: Sequence[Target]) -> list[str]:
         connection(t)
     path = data_sources()
     edits.change(path, lambda text: update(text, owner, targets), program=PROGRAM)
-    return [f"{path}: DBeaver connections {', '.join(t.name for t in targets)} in folder {FOLDER!r}, "
-            "authentication PostgreSQL pgpass"]
+    return [
+        f"{path}: DBeaver connections {', '.join(t.name for t in targets)} in folder {FOLDER!r}, "
+        "authentication PostgreSQL pgpass"
+    ]
 
 
 def uninstall(owner: str, names: Sequence[str] | None) -> list[str]:
-    return [edits.undo(data_sources(), lambda text: remove(text, owner, names), everything=not names,
-                       program=PROGRAM)]
+    return [edits.undo(data_sources(), lambda text: remove(text, owner, names), everything=not names, program=PROGRAM)]
 
 
 def set_up(owner: str) -> bool:

@@ -55,8 +55,10 @@ def change(path: Path, edit: Callable[[str], str], program: str | None = None) -
     """Apply ``edit`` to the text of ``path`` (missing: ""). Returns True when the file changed. ``program``: refuse
     while a process of that name runs (it would overwrite the change, or not see it)."""
     if program and running(program):
-        raise TokendError(f"{program} is running: close it, then run the command again (it keeps its own copy of "
-                          f"{path.name} and would not see the change, or overwrite it)")
+        raise TokendError(
+            f"{program} is running: close it, then run the command again (it keeps its own copy of "
+            f"{path.name} and would not see the change, or overwrite it)"
+        )
     if not path.parent.exists():
         paths.private_dir(path.parent)
     backup = path.with_name(path.name + BACKUP_SUFFIX)
@@ -123,5 +125,4 @@ def running(program: str) -> bool:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.lower()
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return any(os.path.basename(line.strip().strip('"').split('","')[0]).startswith(name)
-               for line in out.splitlines())
+    return any(os.path.basename(line.strip().strip('"').split('","')[0]).startswith(name) for line in out.splitlines())

@@ -26,8 +26,7 @@ def loads(text: str) -> Any:
     sig = _significant(_tokens(text))
     if not sig:
         return {}
-    kept = [tok for i, (_, _, tok) in enumerate(sig)
-            if not (tok == "," and i + 1 < len(sig) and sig[i + 1][2] in "}]")]
+    kept = [tok for i, (_, _, tok) in enumerate(sig) if not (tok == "," and i + 1 < len(sig) and sig[i + 1][2] in "}]")]
     return json.loads(" ".join(kept))
 
 
@@ -40,10 +39,10 @@ def set_key(text: str, key: str, value: Any, indent: str = "    ") -> str:
     rendered = _render(value, indent)
     sig = _significant(_tokens(text))
     if not sig:
-        return "{\n" + f'{indent}{json.dumps(key)}: {rendered}\n' + "}\n"
+        return "{\n" + f"{indent}{json.dumps(key)}: {rendered}\n" + "}\n"
     span = _key_value(sig, key)
     if span is not None:
-        return text[:span[0]] + rendered + text[span[1]:]
+        return text[: span[0]] + rendered + text[span[1] :]
     return _insert_last(text, sig, f"{json.dumps(key)}: {rendered}", indent)
 
 
@@ -79,8 +78,14 @@ def _insert_last(text: str, sig: list[Token], member: str, indent: str) -> str:
     prev = sig[close - 1][2]
     comma = "" if prev in ("{", ",") else ","
     at = sig[close - 1][1]
-    return (text[:at] + comma + f"\n{indent}{member}" + ("\n" if prev == "{" else "")
-            + text[at:start].rstrip(" \t") + text[start:])
+    return (
+        text[:at]
+        + comma
+        + f"\n{indent}{member}"
+        + ("\n" if prev == "{" else "")
+        + text[at:start].rstrip(" \t")
+        + text[start:]
+    )
 
 
 def _close_of(sig: list[Token], i: int) -> int:
@@ -101,8 +106,13 @@ def _value_end(sig: list[Token], i: int) -> int:
     return sig[_close_of(sig, i)][1]
 
 
-def edit_members(text: str, key: str, drop: Callable[[str | None, Any], bool], add: Sequence[tuple[str | None, Any]],
-                 indent: str = "    ") -> str:
+def edit_members(
+    text: str,
+    key: str,
+    drop: Callable[[str | None, Any], bool],
+    add: Sequence[tuple[str | None, Any]],
+    indent: str = "    ",
+) -> str:
     """Change the members of top-level ``key``'s array (member keys None) or object: those ``drop(key, value)``
     says are removed with their separator, ``add`` appended at the end; every other byte stays as it was. A
     missing ``key`` is created with just ``add``."""
@@ -152,14 +162,15 @@ def edit_members(text: str, key: str, drop: Callable[[str | None, Any], bool], a
     last = sig[close_i - 1]
     if last[2] in "[{":  # empty container
         body = "".join(f"\n{inner}{r}" + ("," if i < len(rendered) - 1 else "") for i, r in enumerate(rendered))
-        return text[:last[1]] + body + "\n" + indent + text[sig[close_i][0]:]
+        return text[: last[1]] + body + "\n" + indent + text[sig[close_i][0] :]
     comma = "" if last[2] == "," else ","
     body = comma + "".join(f"\n{inner}{r}" + ("," if i < len(rendered) - 1 else "") for i, r in enumerate(rendered))
-    return text[:last[1]] + body + text[last[1]:]
+    return text[: last[1]] + body + text[last[1] :]
 
 
-def _members(text: str, sig: list[Token], open_i: int, close_i: int,
-             is_object: bool) -> list[tuple[str | None, Any, int, int]]:
+def _members(
+    text: str, sig: list[Token], open_i: int, close_i: int, is_object: bool
+) -> list[tuple[str | None, Any, int, int]]:
     """(key, value, start, end) of each member directly inside the container between open_i and close_i."""
     out = []
     i = open_i + 1
@@ -173,7 +184,7 @@ def _members(text: str, sig: list[Token], open_i: int, close_i: int,
             key = json.loads(sig[i][2])
             i += 2
         end_i = i if sig[i][2] not in "{[" else _close_of(sig, i)
-        value = loads(text[sig[i][0]:sig[end_i][1]])
+        value = loads(text[sig[i][0] : sig[end_i][1]])
         out.append((key, value, start, sig[end_i][1]))
         i = end_i + 1
     return out

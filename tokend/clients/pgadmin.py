@@ -54,13 +54,21 @@ def key(owner: str, name: str) -> str:
 
 
 def servers(owner: str, targets: Sequence[Target], tokend: Path, config: Path, shared: bool) -> dict[str, Any]:
-    return {key(owner, t.name): {
-        "Name": t.name, "Group": GROUP, "Host": t.host, "Port": t.port,
-        "MaintenanceDB": "postgres" if t.database == "*" else t.database, "Username": t.user,
-        "SSLMode": "require", "ConnectionParameters": {"sslmode": "require", "connect_timeout": 10},
-        "PasswordExecCommand": command(tokend, config, None if shared else t),
-        "PasswordExecExpiration": EXPIRATION,
-    } for t in targets}
+    return {
+        key(owner, t.name): {
+            "Name": t.name,
+            "Group": GROUP,
+            "Host": t.host,
+            "Port": t.port,
+            "MaintenanceDB": "postgres" if t.database == "*" else t.database,
+            "Username": t.user,
+            "SSLMode": "require",
+            "ConnectionParameters": {"sslmode": "require", "connect_timeout": 10},
+            "PasswordExecCommand": command(tokend, config, None if shared else t),
+            "PasswordExecExpiration": EXPIRATION,
+        }
+        for t in targets
+    }
 
 
 def update(text: str, entries: dict[str, Any]) -> str:
@@ -73,20 +81,25 @@ def update(text: str, entries: dict[str, Any]) -> str:
 def remove(text: str, owner: str, names: Sequence[str] | None = None) -> str:
     """``text`` without this config's servers (those of ``names`` only, when given)."""
     chosen = None if names is None else {key(owner, n) for n in names}
-    return jsonc.edit_members(text, "Servers", lambda k, _v: str(k).startswith(f"tokend-{owner}-")
-                              and (chosen is None or k in chosen), [])
+    return jsonc.edit_members(
+        text, "Servers", lambda k, _v: str(k).startswith(f"tokend-{owner}-") and (chosen is None or k in chosen), []
+    )
 
 
 def install(output: Path, entries: dict[str, Any]) -> list[str]:
     edits.change(output, lambda text: update(text, entries))
-    return [f"{output}: servers {', '.join(v['Name'] for v in entries.values())} in group {GROUP!r}; import it in "
-            "pgAdmin with Tools → Import/Export Servers"]
+    return [
+        f"{output}: servers {', '.join(v['Name'] for v in entries.values())} in group {GROUP!r}; import it in "
+        "pgAdmin with Tools → Import/Export Servers"
+    ]
 
 
 def uninstall(output: Path, owner: str, names: Sequence[str] | None) -> list[str]:
-    return [edits.undo(output, lambda text: remove(text, owner, names), everything=not names),
-            "pgAdmin keeps what you imported in its own storage, which tokend does not edit: delete the servers of "
-            f"the group {GROUP!r} there"]
+    return [
+        edits.undo(output, lambda text: remove(text, owner, names), everything=not names),
+        "pgAdmin keeps what you imported in its own storage, which tokend does not edit: delete the servers of "
+        f"the group {GROUP!r} there",
+    ]
 
 
 def set_up() -> bool | None:

@@ -37,12 +37,24 @@ def profile(owner: str, t: Target) -> dict[str, Any]:
     """The profile for ``t``'s loopback proxy listener; UsageError naming the config line when it has none."""
     tcp = next((a for a in t.listen if not a.unix), None)
     if tcp is None:
-        raise UsageError(f"target {t.name} has no local proxy on loopback TCP, which the VS Code PostgreSQL extension "
-                         f'needs: add listen = ["127.0.0.1:6432"] (a free port) under [targets.{t.name}]')
-    return {"id": profile_id(owner, t), "groupId": GROUP_ID, "profileName": f"{t.name} (tokend)",
-            "server": tcp.host, "port": str(tcp.port),
-            "database": t.database if t.database != "*" else "postgres", "user": t.user, "password": "",
-            "savePassword": False, "emptyPasswordInput": True, "authenticationType": "None", "sslmode": "prefer"}
+        raise UsageError(
+            f"target {t.name} has no local proxy on loopback TCP, which the VS Code PostgreSQL extension "
+            f'needs: add listen = ["127.0.0.1:6432"] (a free port) under [targets.{t.name}]'
+        )
+    return {
+        "id": profile_id(owner, t),
+        "groupId": GROUP_ID,
+        "profileName": f"{t.name} (tokend)",
+        "server": tcp.host,
+        "port": str(tcp.port),
+        "database": t.database if t.database != "*" else "postgres",
+        "user": t.user,
+        "password": "",
+        "savePassword": False,
+        "emptyPasswordInput": True,
+        "authenticationType": "None",
+        "sslmode": "prefer",
+    }
 
 
 def _ours(owner: str, _key: str | None, value: Any) -> bool:
@@ -53,18 +65,33 @@ def update(text: str, owner: str, targets: Sequence[Target]) -> str:
     profiles = [profile(owner, t) for t in targets]
     data = jsonc.loads(text) if text.strip() else {}
     mine = {p["id"] for p in profiles}
-    text = jsonc.edit_members(text, CONNECTIONS, lambda _k, v: isinstance(v, dict) and v.get("id") in mine,
-                              [(None, p) for p in profiles])
+    text = jsonc.edit_members(
+        text, CONNECTIONS, lambda _k, v: isinstance(v, dict) and v.get("id") in mine, [(None, p) for p in profiles]
+    )
     if not any(isinstance(g, dict) and g.get("id") == GROUP_ID for g in data.get(GROUPS, [])):
-        text = jsonc.edit_members(text, GROUPS, lambda _k, _v: False,
-                                  [(None, {"name": "tokend", "id": GROUP_ID, "color": "#0078D4",
-                                           "description": "Entra logins through tokend's local proxy"})])
+        text = jsonc.edit_members(
+            text,
+            GROUPS,
+            lambda _k, _v: False,
+            [
+                (
+                    None,
+                    {
+                        "name": "tokend",
+                        "id": GROUP_ID,
+                        "color": "#0078D4",
+                        "description": "Entra logins through tokend's local proxy",
+                    },
+                )
+            ],
+        )
     return text
 
 
 def remove(text: str, owner: str, names: Sequence[str] | None = None) -> str:
     """``text`` without this config's profiles (those of ``names`` only, when given), and without tokend's group
     once no tokend profile is left."""
+
     def drop(_k: str | None, v: Any) -> bool:
         return _ours(owner, _k, v) and (names is None or v.get("id") in {f"tokend-{owner}-{n}" for n in names})
 
@@ -80,8 +107,10 @@ def install(owner: str, targets: Sequence[Target]) -> list[str]:
         profile(owner, t)  # every target checked before anything is written
     path = settings_path()
     edits.change(path, lambda text: update(text, owner, targets))
-    return [f"{path}: VS Code PostgreSQL profiles {', '.join(t.name for t in targets)} (group \"tokend\") through "
-            "tokend's local proxy, no password; open the PostgreSQL view and connect"]
+    return [
+        f'{path}: VS Code PostgreSQL profiles {", ".join(t.name for t in targets)} (group "tokend") through '
+        "tokend's local proxy, no password; open the PostgreSQL view and connect"
+    ]
 
 
 def uninstall(owner: str, names: Sequence[str] | None) -> list[str]:

@@ -67,18 +67,24 @@ def main(argv: list[str] | None = None) -> int:
     raw = tomllib.loads(args.config.read_text()) if args.config else {}
     em = Emulator(directory_from(raw), folder=args.folder, port=args.port).start()
     d = em.directory
-    info: dict[str, Any] = {"url": em.url, "ldap_port": em.ldap.port, "ca": str(em.certs.ca_cert),
-                            "tenant_id": d.tenant_id, "identity_endpoint": f"{em.url}/msi/token",
-                            "identity_header": em.identity_header,
-                            "apps": {a.name: a.client_id for a in d.apps.values()},
-                            "managed_identities": {m.name: m.client_id for m in d.identities.values()}}
+    info: dict[str, Any] = {
+        "url": em.url,
+        "ldap_port": em.ldap.port,
+        "ca": str(em.certs.ca_cert),
+        "tenant_id": d.tenant_id,
+        "identity_endpoint": f"{em.url}/msi/token",
+        "identity_header": em.identity_header,
+        "apps": {a.name: a.client_id for a in d.apps.values()},
+        "managed_identities": {m.name: m.client_id for m in d.identities.values()},
+    }
     pg = None
     if args.postgres:
         from tokend.emulator.postgres import Postgres
 
         pg = Postgres(em.ldap.port).start()
-        pg.add_roles([*d.users, *(a.name for a in d.apps.values()), *(m.name for m in d.identities.values()),
-                      *d.groups])
+        pg.add_roles(
+            [*d.users, *(a.name for a in d.apps.values()), *(m.name for m in d.identities.values()), *d.groups]
+        )
         info["postgres"] = {"host": "127.0.0.1", "port": pg.port, "database": "appdb"}
     print(json.dumps(info), flush=True)
     done = threading.Event()

@@ -75,8 +75,9 @@ class Directory:
     apps: dict[str, App] = field(default_factory=dict)  # by client id
     identities: dict[str, ManagedIdentity] = field(default_factory=dict)  # by client id
     groups: dict[str, Group] = field(default_factory=dict)  # by name
-    key: rsa.RSAPrivateKey = field(default_factory=lambda: rsa.generate_private_key(public_exponent=65537,
-                                                                                    key_size=2048))
+    key: rsa.RSAPrivateKey = field(
+        default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
     issuer_base: str = "https://sts.windows.net"
     issued: list[dict[str, Any]] = field(default_factory=list)  # one record per token minted, value included
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -86,8 +87,9 @@ class Directory:
         self.users[upn] = u = User(upn, name or upn.split("@")[0].title())
         return u
 
-    def add_app(self, name: str, secret: str | None = None, certificate_pem: bytes | None = None,
-                federated: bool = False) -> App:
+    def add_app(
+        self, name: str, secret: str | None = None, certificate_pem: bytes | None = None, federated: bool = False
+    ) -> App:
         app = App(_oid(), name, secret, certificate_pem, federated)
         self.apps[app.client_id] = app
         return app
@@ -103,8 +105,9 @@ class Directory:
 
     @property
     def kid(self) -> str:
-        der = self.key.public_key().public_bytes(serialization.Encoding.DER,
-                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+        der = self.key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
         return base64.urlsafe_b64encode(hashlib.sha1(der).digest()).rstrip(b"=").decode()
 
     def jwks(self) -> dict[str, Any]:
@@ -113,56 +116,118 @@ class Directory:
         return {"keys": [jwk]}
 
     # -- minting ----------------------------------------------------------------------------------------------
-    def mint(self, resource: str, *, user: User | None = None, app: App | None = None,
-             mi: ManagedIdentity | None = None, client_id: str | None = None,
-             lifetime: float | None = None) -> tuple[str, int]:
+    def mint(
+        self,
+        resource: str,
+        *,
+        user: User | None = None,
+        app: App | None = None,
+        mi: ManagedIdentity | None = None,
+        client_id: str | None = None,
+        lifetime: float | None = None,
+    ) -> tuple[str, int]:
         """An access token for ``resource`` and its expiry (epoch seconds)."""
         now = int(time.time())
         exp = now + int(lifetime if lifetime is not None else self.lifetime)
         claims: dict[str, Any] = {
-            "aud": resource.rstrip("/"), "iss": f"{self.issuer_base}/{self.tenant_id}/", "iat": now, "nbf": now,
-            "exp": exp, "aio": _noise(160), "idp": f"{self.issuer_base}/{self.tenant_id}/",
-            "rh": f"1.{_noise(70)}.", "tid": self.tenant_id, "uti": _noise(22), "ver": "1.0",
-            "xms_ftd": _noise(64), "xms_idrel": "7 24",
+            "aud": resource.rstrip("/"),
+            "iss": f"{self.issuer_base}/{self.tenant_id}/",
+            "iat": now,
+            "nbf": now,
+            "exp": exp,
+            "aio": _noise(160),
+            "idp": f"{self.issuer_base}/{self.tenant_id}/",
+            "rh": f"1.{_noise(70)}.",
+            "tid": self.tenant_id,
+            "uti": _noise(22),
+            "ver": "1.0",
+            "xms_ftd": _noise(64),
+            "xms_idrel": "7 24",
         }
         if user is not None:
             first, _, last = user.name.partition(" ")
-            claims.update(oid=user.oid, sub=_noise(43), upn=user.upn, unique_name=user.upn, name=user.name,
-                          given_name=first, family_name=last or first, amr=["pwd", "mfa"], acr="1",
-                          appid=client_id or "04b07795-8ddb-461a-bbee-02f9e1bf7b46", appidacr="0",
-                          scp="user_impersonation", ipaddr="203.0.113.7", puid=_noise(16).upper(),
-                          xms_cc=["CP1"], xms_tcdt=1600000000, wids=[_oid()])
+            claims.update(
+                oid=user.oid,
+                sub=_noise(43),
+                upn=user.upn,
+                unique_name=user.upn,
+                name=user.name,
+                given_name=first,
+                family_name=last or first,
+                amr=["pwd", "mfa"],
+                acr="1",
+                appid=client_id or "04b07795-8ddb-461a-bbee-02f9e1bf7b46",
+                appidacr="0",
+                scp="user_impersonation",
+                ipaddr="203.0.113.7",
+                puid=_noise(16).upper(),
+                xms_cc=["CP1"],
+                xms_tcdt=1600000000,
+                wids=[_oid()],
+            )
         elif app is not None:
             claims.update(oid=app.oid, sub=app.oid, appid=app.client_id, appidacr="1", idtyp="app")
         elif mi is not None:
-            claims.update(oid=mi.oid, sub=mi.oid, appid=mi.client_id, appidacr="2", idtyp="app",
-                          xms_mirid=f"/subscriptions/{_oid()}/resourcegroups/rg/providers/"
-                                    f"Microsoft.ManagedIdentity/userAssignedIdentities/{mi.name}")
+            claims.update(
+                oid=mi.oid,
+                sub=mi.oid,
+                appid=mi.client_id,
+                appidacr="2",
+                idtyp="app",
+                xms_mirid=f"/subscriptions/{_oid()}/resourcegroups/rg/providers/"
+                f"Microsoft.ManagedIdentity/userAssignedIdentities/{mi.name}",
+            )
         token = jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid, "x5t": self.kid})
         who = user.upn if user else app.name if app else mi.name if mi else "?"
         with self._lock:
-            self.issued.append({"token": token, "principal": who, "oid": claims.get("oid"), "aud": claims["aud"],
-                                "exp": exp, "iat": now})
+            self.issued.append(
+                {
+                    "token": token,
+                    "principal": who,
+                    "oid": claims.get("oid"),
+                    "aud": claims["aud"],
+                    "exp": exp,
+                    "iat": now,
+                }
+            )
         return token, exp
 
     def mint_federated(self, app: App, audience: str = "api://AzureADTokenExchange", lifetime: int = 3600) -> str:
         """A federated credential (what Kubernetes projects into AZURE_FEDERATED_TOKEN_FILE) for ``app``."""
         now = int(time.time())
-        return jwt.encode({"iss": "https://oidc.emulator.example/", "sub": f"system:serviceaccount:default:{app.name}",
-                           "aud": audience, "iat": now, "nbf": now, "exp": now + lifetime, "appid": app.client_id},
-                          self.key, algorithm="RS256", headers={"kid": self.kid})
+        return jwt.encode(
+            {
+                "iss": "https://oidc.emulator.example/",
+                "sub": f"system:serviceaccount:default:{app.name}",
+                "aud": audience,
+                "iat": now,
+                "nbf": now,
+                "exp": now + lifetime,
+                "appid": app.client_id,
+            },
+            self.key,
+            algorithm="RS256",
+            headers={"kid": self.kid},
+        )
 
     # -- checking, as the PostgreSQL server does ---------------------------------------------------------------
     def check(self, token: str, role: str, resources: tuple[str, ...] = RESOURCES) -> str:
         """Return the principal when ``token`` may log in as ``role``; raise TokenRejected otherwise."""
         try:
-            claims = jwt.decode(token, self.key.public_key(), algorithms=["RS256"], audience=list(resources),
-                                options={"require": ["exp", "nbf", "aud", "oid", "tid"]})
+            claims = jwt.decode(
+                token,
+                self.key.public_key(),
+                algorithms=["RS256"],
+                audience=list(resources),
+                options={"require": ["exp", "nbf", "aud", "oid", "tid"]},
+            )
         except jwt.ExpiredSignatureError:
             raise TokenRejected("The access token has expired. Please acquire a new token and retry.") from None
         except jwt.InvalidAudienceError:
-            raise TokenRejected("The access token does not have a valid audience claim. Please acquire a new token "
-                                f'for the resource "{resources[0]}"') from None
+            raise TokenRejected(
+                "The access token does not have a valid audience claim. Please acquire a new token "
+                f'for the resource "{resources[0]}"'
+            ) from None
         except jwt.PyJWTError as e:
             raise TokenRejected(f"The access token is not valid ({type(e).__name__}).") from None
         if claims["tid"] != self.tenant_id:

@@ -40,15 +40,16 @@ class LdapCheck:
         self.port: int = server.server_address[1]
 
     def start(self) -> None:
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="ldap-check",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="ldap-check", daemon=True
+        ).start()
 
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
 
     def bind(self, dn: str, password: bytes) -> tuple[int, str]:
-        role = dn[len(PREFIX): -len(SUFFIX)] if dn.startswith(PREFIX) and dn.endswith(SUFFIX) else dn
+        role = dn[len(PREFIX) : -len(SUFFIX)] if dn.startswith(PREFIX) and dn.endswith(SUFFIX) else dn
         try:
             who = self.directory.check(password.decode("ascii"), role)
         except (TokenRejected, UnicodeDecodeError) as e:
@@ -112,8 +113,8 @@ def _tlv(data: bytes) -> tuple[int, bytes, bytes]:
     tag, length, pos = data[0], data[1], 2
     if length & 0x80:
         n = length & 0x7F
-        length, pos = int.from_bytes(data[2:2 + n], "big"), 2 + n
-    return tag, data[pos:pos + length], data[pos + length:]
+        length, pos = int.from_bytes(data[2 : 2 + n], "big"), 2 + n
+    return tag, data[pos : pos + length], data[pos + length :]
 
 
 def _int(data: bytes) -> tuple[int, bytes]:

@@ -59,13 +59,28 @@ class Postgres:
             os.chmod(self.folder, 0o755)
             for p in (self.folder, self.sockdir, tls.cert.parent, tls.cert, tls.key):
                 os.chown(p, entry.pw_uid, entry.pw_gid)
-        self._run("initdb", "-D", str(self.data), "-U", ADMIN, "--auth-local=trust", "--auth-host=reject",
-                  "-E", "UTF8", "--locale=C", "--no-sync")
-        conf = (f"listen_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{self.sockdir}'\n"
-                f"ssl = on\nssl_cert_file = '{tls.cert}'\nssl_key_file = '{tls.key}'\nfsync = off\n"
-                f"log_connections = on\nmax_connections = {self.max_connections}\n")
-        hba = (f"local all all trust\nhostssl all all 127.0.0.1/32 ldap {hba_options(self.ldap_port)}\n"
-               "hostnossl all all 0.0.0.0/0 reject\n")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            ADMIN,
+            "--auth-local=trust",
+            "--auth-host=reject",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
+        conf = (
+            f"listen_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{self.sockdir}'\n"
+            f"ssl = on\nssl_cert_file = '{tls.cert}'\nssl_key_file = '{tls.key}'\nfsync = off\n"
+            f"log_connections = on\nmax_connections = {self.max_connections}\n"
+        )
+        hba = (
+            f"local all all trust\nhostssl all all 127.0.0.1/32 ldap {hba_options(self.ldap_port)}\n"
+            "hostnossl all all 0.0.0.0/0 reject\n"
+        )
         self._append(self.data / "postgresql.conf", conf)
         (self.data / "pg_hba.conf").write_text(hba)
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "30", "start")
@@ -77,9 +92,28 @@ class Postgres:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def sql(self, statement: str, database: str = "postgres") -> str:
-        out = subprocess.run([str(self.bindir / "psql"), "-h", str(self.sockdir), "-p", str(self.port), "-U", ADMIN,
-                              "-d", database, "-v", "ON_ERROR_STOP=1", "-At", "-c", statement],
-                             check=True, capture_output=True, text=True, env=_clean_env())
+        out = subprocess.run(
+            [
+                str(self.bindir / "psql"),
+                "-h",
+                str(self.sockdir),
+                "-p",
+                str(self.port),
+                "-U",
+                ADMIN,
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-c",
+                statement,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=_clean_env(),
+        )
         return out.stdout
 
     def add_roles(self, roles: Iterable[str], database: str = "appdb") -> None:
@@ -91,8 +125,14 @@ class Postgres:
             self.sql(f'GRANT CONNECT ON DATABASE "{database}" TO {quoted}')
 
     def _run(self, tool: str, *args: str) -> None:
-        subprocess.run([str(self.bindir / tool), *args], check=True, capture_output=True, user=self.user,
-                       env=_clean_env(), cwd=self.folder)
+        subprocess.run(
+            [str(self.bindir / tool), *args],
+            check=True,
+            capture_output=True,
+            user=self.user,
+            env=_clean_env(),
+            cwd=self.folder,
+        )
 
     def _append(self, path: Path, text: str) -> None:
         with open(path, "a") as f:

@@ -73,8 +73,14 @@ class Grant:
 class Emulator:
     """The whole emulator: HTTPS endpoints plus the token check PostgreSQL calls. In-process; start() / stop()."""
 
-    def __init__(self, directory: Directory | None = None, folder: Path | None = None, host: str = "127.0.0.1",
-                 port: int = 0, ldap_port: int = 0) -> None:
+    def __init__(
+        self,
+        directory: Directory | None = None,
+        folder: Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ldap_port: int = 0,
+    ) -> None:
         import tempfile
 
         self.directory = directory or Directory()
@@ -126,8 +132,9 @@ class Emulator:
         server.emulator = self  # type: ignore[attr-defined]
         self.port = server.server_address[1]
         self._http = server
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="emulator-http",
-                         daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="emulator-http", daemon=True
+        ).start()
 
     # -- what tests and the demo use ------------------------------------------------------------------------
     @property
@@ -173,21 +180,39 @@ class Emulator:
         if grant == "client_credentials":
             app = d.apps.get(client_id)
             if app is None:
-                return _error(400, "unauthorized_client", 700016,
-                              f"Application with identifier '{client_id}' was not found in the directory.")
+                return _error(
+                    400,
+                    "unauthorized_client",
+                    700016,
+                    f"Application with identifier '{client_id}' was not found in the directory.",
+                )
             if not self._client_ok(app, form, tenant):
-                return _error(401, "invalid_client", 7000215, "Invalid client secret provided. Ensure the secret "
-                                                              "being sent in the request is the client secret value.")
+                return _error(
+                    401,
+                    "invalid_client",
+                    7000215,
+                    "Invalid client secret provided. Ensure the secret "
+                    "being sent in the request is the client secret value.",
+                )
             token, exp = d.mint(resource, app=app)
-            return 200, {"token_type": "Bearer", "expires_in": exp - int(time.time()),
-                         "ext_expires_in": exp - int(time.time()), "access_token": token}
+            return 200, {
+                "token_type": "Bearer",
+                "expires_in": exp - int(time.time()),
+                "ext_expires_in": exp - int(time.time()),
+                "access_token": token,
+            }
         if grant == "refresh_token":
             with self.lock:
                 g = self.grants.pop(form.get("refresh_token", ""), None)
             if g is None or g.upn not in d.users:
-                return _error(400, "invalid_grant", 50173, "The provided grant has expired due to it being revoked, "
-                                                           "a fresh auth token is needed. The user might have "
-                                                           "changed or reset their password.")
+                return _error(
+                    400,
+                    "invalid_grant",
+                    50173,
+                    "The provided grant has expired due to it being revoked, "
+                    "a fresh auth token is needed. The user might have "
+                    "changed or reset their password.",
+                )
             return 200, self._user_tokens(d.users[g.upn], g.client_id or client_id, resource, scope)
         if grant == "authorization_code":
             with self.lock:
@@ -195,8 +220,12 @@ class Emulator:
             verifier = form.get("code_verifier", "")
             digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
             if ac is None or ac.redirect_uri != form.get("redirect_uri") or digest != ac.challenge:
-                return _error(400, "invalid_grant", 70008, "The provided authorization code or refresh token has "
-                                                           "expired due to inactivity.")
+                return _error(
+                    400,
+                    "invalid_grant",
+                    70008,
+                    "The provided authorization code or refresh token has expired due to inactivity.",
+                )
             return 200, self._user_tokens(d.users[ac.upn], ac.client_id, ac.resource, scope, ac.nonce)
         if grant == "urn:ietf:params:oauth:grant-type:device_code":
             with self.lock:
@@ -204,24 +233,34 @@ class Emulator:
             if flow is None or flow.expires < time.time():
                 return _error(400, "expired_token", 70019, "Verification code expired.")
             if flow.upn is None:
-                return _error(400, "authorization_pending", 70016, "OAuth 2.0 device flow error. Authorization "
-                                                                   "is pending. Continue polling.")
+                return _error(
+                    400,
+                    "authorization_pending",
+                    70016,
+                    "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
+                )
             with self.lock:
                 del self.devices[form["device_code"]]
             return 200, self._user_tokens(d.users[flow.upn], flow.client_id, flow.resource, scope)
-        return _error(400, "unsupported_grant_type", 70003, f"The app requested an unsupported grant type "
-                                                            f"'{grant}'.")
+        return _error(400, "unsupported_grant_type", 70003, f"The app requested an unsupported grant type '{grant}'.")
 
     def device_code(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         code = secrets.token_urlsafe(48)
         user_code = "".join(secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(9))
         with self.lock:
-            self.devices[code] = DeviceFlow(form.get("client_id", ""), _resource(form.get("scope", "")), user_code,
-                                            time.time() + 900)
+            self.devices[code] = DeviceFlow(
+                form.get("client_id", ""), _resource(form.get("scope", "")), user_code, time.time() + 900
+            )
         uri = f"{self.url}/devicelogin"
-        return 200, {"device_code": code, "user_code": user_code, "verification_uri": uri, "expires_in": 900,
-                     "interval": 1, "message": f"To sign in, use a web browser to open the page {uri} and enter the "
-                                               f"code {user_code} to authenticate."}
+        return 200, {
+            "device_code": code,
+            "user_code": user_code,
+            "verification_uri": uri,
+            "expires_in": 900,
+            "interval": 1,
+            "message": f"To sign in, use a web browser to open the page {uri} and enter the "
+            f"code {user_code} to authenticate.",
+        }
 
     def authorize(self, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
         """The browser sign-in page: signs in ``browser_user`` at once and redirects back with a code (PKCE)."""
@@ -232,8 +271,14 @@ class Emulator:
             return 400, {"error": "access_denied", "error_description": "AADSTS50020: no user signed in here"}
         code = secrets.token_urlsafe(48)
         with self.lock:
-            self.codes[code] = AuthCode(query.get("client_id", ""), redirect, query.get("code_challenge", ""),
-                                        self.browser_user, _resource(query.get("scope", "")), query.get("nonce"))
+            self.codes[code] = AuthCode(
+                query.get("client_id", ""),
+                redirect,
+                query.get("code_challenge", ""),
+                self.browser_user,
+                _resource(query.get("scope", "")),
+                query.get("nonce"),
+            )
         sep = "&" if "?" in redirect else "?"
         return 302, {"Location": f"{redirect}{sep}code={code}&state={query.get('state', '')}"}
 
@@ -242,14 +287,20 @@ class Emulator:
             return 401, {"statusCode": 401, "message": "Unauthorized: X-IDENTITY-HEADER missing or wrong"}
         client_id = query.get("client_id")
         d = self.directory
-        mi: ManagedIdentity | None = (d.identities.get(client_id) if client_id
-                                      else next((m for m in d.identities.values() if m.system), None))
+        mi: ManagedIdentity | None = (
+            d.identities.get(client_id) if client_id else next((m for m in d.identities.values() if m.system), None)
+        )
         if mi is None:
             return 400, {"statusCode": 400, "message": "No managed identity found for the request."}
         resource = query.get("resource", "")
         token, exp = d.mint(resource, mi=mi, lifetime=self.mi_lifetime)
-        return 200, {"access_token": token, "expires_on": str(exp), "resource": resource, "token_type": "Bearer",
-                     "client_id": mi.client_id}
+        return 200, {
+            "access_token": token,
+            "expires_on": str(exp),
+            "resource": resource,
+            "token_type": "Bearer",
+            "client_id": mi.client_id,
+        }
 
     def _client_ok(self, app: App, form: dict[str, str], tenant: str) -> bool:
         if "client_secret" in form:
@@ -263,55 +314,92 @@ class Emulator:
                 jwt.decode(assertion, key, algorithms=["RS256", "PS256"], options={"verify_aud": False})  # type: ignore[arg-type]
                 return True
             if app.federated:
-                claims = jwt.decode(assertion, self.directory.key.public_key(), algorithms=["RS256"],
-                                    audience="api://AzureADTokenExchange")
+                claims = jwt.decode(
+                    assertion,
+                    self.directory.key.public_key(),
+                    algorithms=["RS256"],
+                    audience="api://AzureADTokenExchange",
+                )
                 return claims.get("appid") == app.client_id
         except jwt.PyJWTError:
             return False
         return False
 
-    def _user_tokens(self, user: User, client_id: str, resource: str, scope: str,
-                     nonce: str | None = None) -> dict[str, Any]:
+    def _user_tokens(
+        self, user: User, client_id: str, resource: str, scope: str, nonce: str | None = None
+    ) -> dict[str, Any]:
         d = self.directory
         token, exp = d.mint(resource, user=user, client_id=client_id)
         rt = secrets.token_urlsafe(64)
         with self.lock:
             self.grants[rt] = Grant(user.upn, client_id)
         now = int(time.time())
-        id_claims = {"aud": client_id, "iss": f"{self.url}/{d.tenant_id}/v2.0", "iat": now, "nbf": now,
-                     "exp": now + 3600, "name": user.name, "oid": user.oid, "preferred_username": user.upn,
-                     "sub": user.oid, "tid": d.tenant_id, "ver": "2.0", **({"nonce": nonce} if nonce else {})}
+        id_claims = {
+            "aud": client_id,
+            "iss": f"{self.url}/{d.tenant_id}/v2.0",
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+            "name": user.name,
+            "oid": user.oid,
+            "preferred_username": user.upn,
+            "sub": user.oid,
+            "tid": d.tenant_id,
+            "ver": "2.0",
+            **({"nonce": nonce} if nonce else {}),
+        }
         id_token = jwt.encode(id_claims, d.key, algorithm="RS256")
         client_info = base64.urlsafe_b64encode(json.dumps({"uid": user.oid, "utid": d.tenant_id}).encode())
-        return {"token_type": "Bearer", "scope": f"{resource}/user_impersonation {resource}/.default",
-                "expires_in": exp - now, "ext_expires_in": exp - now, "access_token": token, "refresh_token": rt,
-                "id_token": id_token, "client_info": client_info.rstrip(b"=").decode()}
+        return {
+            "token_type": "Bearer",
+            "scope": f"{resource}/user_impersonation {resource}/.default",
+            "expires_in": exp - now,
+            "ext_expires_in": exp - now,
+            "access_token": token,
+            "refresh_token": rt,
+            "id_token": id_token,
+            "client_info": client_info.rstrip(b"=").decode(),
+        }
 
     def openid_configuration(self, tenant: str) -> dict[str, Any]:
         base = f"{self.url}/{tenant}"
         tid = self.directory.tenant_id
-        return {"token_endpoint": f"{base}/oauth2/v2.0/token",
-                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-                "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
-                "end_session_endpoint": f"{base}/oauth2/v2.0/logout", "jwks_uri": f"{base}/discovery/v2.0/keys",
-                "issuer": f"{self.url}/{tid}/v2.0", "tenant_region_scope": "NA",
-                "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
-                "scopes_supported": ["openid", "profile", "email", "offline_access"],
-                "subject_types_supported": ["pairwise"], "id_token_signing_alg_values_supported": ["RS256"],
-                "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt",
-                                                          "client_secret_basic"],
-                "claims_supported": ["sub", "iss", "aud", "exp", "iat", "oid", "tid", "preferred_username"]}
+        return {
+            "token_endpoint": f"{base}/oauth2/v2.0/token",
+            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+            "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+            "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
+            "jwks_uri": f"{base}/discovery/v2.0/keys",
+            "issuer": f"{self.url}/{tid}/v2.0",
+            "tenant_region_scope": "NA",
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "oid", "tid", "preferred_username"],
+        }
 
-    def route(self, method: str, path: str, query: dict[str, str], form: dict[str, str],
-              headers: Any) -> tuple[int, dict[str, Any]]:
+    def route(
+        self, method: str, path: str, query: dict[str, str], form: dict[str, str], headers: Any
+    ) -> tuple[int, dict[str, Any]]:
         parts = [p for p in path.split("/") if p]
         if method == "GET" and parts[:1] == ["msi"]:
             return self.managed_identity(query, headers.get("X-IDENTITY-HEADER"))
         if method == "GET" and parts[:1] == ["arm"]:
             if parts[1:2] == ["tenants"]:
                 tid = self.directory.tenant_id
-                return 200, {"value": [{"id": f"/tenants/{tid}", "tenantId": tid, "tenantCategory": "Home",
-                                        "displayName": "Emulator", "defaultDomain": self.directory.domain}]}
+                return 200, {
+                    "value": [
+                        {
+                            "id": f"/tenants/{tid}",
+                            "tenantId": tid,
+                            "tenantCategory": "Home",
+                            "displayName": "Emulator",
+                            "defaultDomain": self.directory.domain,
+                        }
+                    ]
+                }
             return 200, {"value": []}
         if len(parts) >= 2:
             tenant, rest = parts[0], "/".join(parts[1:])
@@ -347,8 +435,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         with em.lock:
-            em.requests.append({"at": time.time(), "method": method, "path": url.path,
-                                "grant": form.get("grant_type")})
+            em.requests.append({"at": time.time(), "method": method, "path": url.path, "grant": form.get("grant_type")})
             fail, hang = em.faults.fail > 0, em.faults.hang > 0
             if fail:
                 em.faults.fail -= 1
@@ -359,8 +446,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if fail:
-            status, payload = em.faults.status, {"error": "temporarily_unavailable",
-                                                 "error_description": "AADSTS90033: injected fault"}
+            status, payload = (
+                em.faults.status,
+                {"error": "temporarily_unavailable", "error_description": "AADSTS90033: injected fault"},
+            )
         else:
             try:
                 status, payload = em.route(method, url.path, query, form, self.headers)
@@ -392,7 +481,13 @@ def _resource(scope: str) -> str:
 def _error(status: int, error: str, code: int, text: str) -> tuple[int, dict[str, Any]]:
     now = dt.datetime.now(dt.timezone.utc)
     trace, corr = str(uuid.uuid4()), str(uuid.uuid4())
-    return status, {"error": error, "error_description": f"AADSTS{code}: {text} Trace ID: {trace} Correlation ID: "
-                                                         f"{corr} Timestamp: {now:%Y-%m-%d %H:%M:%SZ}",
-                    "error_codes": [code], "timestamp": f"{now:%Y-%m-%d %H:%M:%SZ}", "trace_id": trace,
-                    "correlation_id": corr, "error_uri": "https://login.microsoftonline.com/error?code=" + str(code)}
+    return status, {
+        "error": error,
+        "error_description": f"AADSTS{code}: {text} Trace ID: {trace} Correlation ID: "
+        f"{corr} Timestamp: {now:%Y-%m-%d %H:%M:%SZ}",
+        "error_codes": [code],
+        "timestamp": f"{now:%Y-%m-%d %H:%M:%SZ}",
+        "trace_id": trace,
+        "correlation_id": corr,
+        "error_uri": "https://login.microsoftonline.com/error?code=" + str(code),
+    }

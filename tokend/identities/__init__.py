@@ -27,8 +27,13 @@ def build(config: IdentityConfig, clock: Clock = SYSTEM) -> Identity:
     """The Identity for one [identities.NAME] table."""
     module = importlib.import_module(SOURCES[config.source].module)
     cache_kind = getattr(module, "cache_kind", None)
-    identity = Identity(config, module.credential, clock, login_hint=getattr(module, "login_hint", None),
-                        persistent_cache=cache_kind is not None)
+    identity = Identity(
+        config,
+        module.credential,
+        clock,
+        login_hint=getattr(module, "login_hint", None),
+        persistent_cache=cache_kind is not None,
+    )
     if cache_kind is not None:
         identity.cache = cache_kind(config)
     return identity

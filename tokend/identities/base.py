@@ -28,15 +28,22 @@ CredentialFactory = Callable[[IdentityConfig], Any]
 LoginHint = Callable[[IdentityConfig], str]
 
 # Phrases in azure-identity / az / Entra errors that mean a person has to sign in (again).
-_LOGIN_HINTS = re.compile(r"az login|invalid_grant|interaction_required|AADSTS(50076|50078|50079|50173|700082|70043)",
-                          re.IGNORECASE)
+_LOGIN_HINTS = re.compile(
+    r"az login|invalid_grant|interaction_required|AADSTS(50076|50078|50079|50173|700082|70043)", re.IGNORECASE
+)
 
 
 class Identity:
     """One sign-in: builds its credential once and turns its answers into Tokens or sorted errors."""
 
-    def __init__(self, config: IdentityConfig, factory: CredentialFactory, clock: Clock = SYSTEM,
-                 login_hint: LoginHint | None = None, persistent_cache: bool = False):
+    def __init__(
+        self,
+        config: IdentityConfig,
+        factory: CredentialFactory,
+        clock: Clock = SYSTEM,
+        login_hint: LoginHint | None = None,
+        persistent_cache: bool = False,
+    ):
         self.config = config
         self._factory = factory
         self._login_hint = login_hint

@@ -68,8 +68,9 @@ def encrypted_cache_problem() -> str | None:
     try:
         import msal_extensions
 
-        msal_extensions.LibsecretPersistence(str(cache_folder() / ".probe"), "tokend.probe",
-                                             {"MsalClientID": "tokend.probe"}, label="probe")
+        msal_extensions.LibsecretPersistence(
+            str(cache_folder() / ".probe"), "tokend.probe", {"MsalClientID": "tokend.probe"}, label="probe"
+        )
     except Exception as e:
         return f"no usable Secret Service for an encrypted cache ({type(e).__name__}: {str(e)[:120]})"
     return None
@@ -81,13 +82,17 @@ def cache_kind(config: IdentityConfig) -> str:
 
 
 def _options(config: IdentityConfig) -> TokenCachePersistenceOptions:
-    return TokenCachePersistenceOptions(name=cache_name(config),
-                                        allow_unencrypted_storage=config.allow_unencrypted_cache)
+    return TokenCachePersistenceOptions(
+        name=cache_name(config), allow_unencrypted_storage=config.allow_unencrypted_cache
+    )
 
 
 def _common(config: IdentityConfig) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"client_id": config.client_id or DEFAULT_CLIENT_ID,
-                              "cache_persistence_options": _options(config), **TRANSPORT}
+    kwargs: dict[str, Any] = {
+        "client_id": config.client_id or DEFAULT_CLIENT_ID,
+        "cache_persistence_options": _options(config),
+        **TRANSPORT,
+    }
     if config.tenant_id:
         kwargs["tenant_id"] = config.tenant_id
     return kwargs
@@ -127,13 +132,14 @@ def login(config: IdentityConfig, say: Callable[[str], None]) -> AuthenticationR
     _private_cache_folder()
     problem = encrypted_cache_problem()
     if problem and not config.allow_unencrypted_cache:
-        raise TokendError(f"identity {config.name}: {problem}; start a Secret Service (e.g. gnome-keyring) in your "
-                          f"session, or set allow_unencrypted_cache = true under [identities.{config.name}] to keep "
-                          "the sign-in cache in a file only you can read")
+        raise TokendError(
+            f"identity {config.name}: {problem}; start a Secret Service (e.g. gnome-keyring) in your "
+            f"session, or set allow_unencrypted_cache = true under [identities.{config.name}] to keep "
+            "the sign-in cache in a file only you can read"
+        )
     kwargs = {**_common(config), **authority_kwargs(config)}
     if config.source == "device-code":
-        kwargs["prompt_callback"] = lambda uri, code, _expires: say(
-            f"To sign in, open {uri} and enter the code {code}")
+        kwargs["prompt_callback"] = lambda uri, code, _expires: say(f"To sign in, open {uri} and enter the code {code}")
     cred = _cls(config)(**kwargs)
     try:
         record = cred.authenticate(scopes=[scope_for(config.resource)])
@@ -184,8 +190,7 @@ def sign_in(config_path: Path, name: str | None, say: Callable[[str], None]) -> 
 
     ic = config.load(config_path).identity_for_sign_in(name, "login")
     record = login(ic, say)
-    return (f"signed in as {record.username} (tenant {record.tenant_id}) for identity {ic.name}; "
-            f"{tell_daemon(ic)}")
+    return f"signed in as {record.username} (tenant {record.tenant_id}) for identity {ic.name}; {tell_daemon(ic)}"
 
 
 def sign_out(config_path: Path, name: str | None) -> list[str]:

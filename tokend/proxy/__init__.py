@@ -67,10 +67,13 @@ class Proxy:
         if not mine:
             return None
         errors = [ls.last_error for ls in mine if ls.last_error]
-        return {"listen": [{"host": ls.host, "port": ls.address.port} for ls in mine],
-                "open": sum(ls.open for ls in mine), "total": sum(ls.total for ls in mine),
-                "last_error": errors[0] if errors else None,
-                "certificate": str(self.certificate) if self.certificate else None}
+        return {
+            "listen": [{"host": ls.host, "port": ls.address.port} for ls in mine],
+            "open": sum(ls.open for ls in mine),
+            "total": sum(ls.total for ls in mine),
+            "last_error": errors[0] if errors else None,
+            "certificate": str(self.certificate) if self.certificate else None,
+        }
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -97,8 +100,9 @@ class Proxy:
                 self._local_tls, self.certificate = tls.local_context(self.state)
             ls.sock = self._bind(ls)
         except OSError as e:
-            ls.last_error = f"cannot listen on {self._where(ls)}: {e.strerror or e}; tokend tries again every " \
-                            f"{RETRY:.0f} s"
+            ls.last_error = (
+                f"cannot listen on {self._where(ls)}: {e.strerror or e}; tokend tries again every {RETRY:.0f} s"
+            )
             log.warning("proxy for target %s: %s", ls.target.name, ls.last_error)
             asyncio.get_running_loop().call_later(RETRY, self._retry, ls)
             return
@@ -145,15 +149,16 @@ class Proxy:
                 with contextlib.suppress(OSError):
                     os.unlink(ls.sock.getsockname())
             ls.sock.close()
-        log.info("proxy for target %s: stopped listening on %s (open sessions go on)", ls.target.name,
-                 self._where(ls))
+        log.info("proxy for target %s: stopped listening on %s (open sessions go on)", ls.target.name, self._where(ls))
 
     def _listening(self, ls: Listener) -> Listening:
         if ls.address.unix:
-            return Listening(ls.target, None, tls.upstream_context(ls.target.sslrootcert), self._where(ls),
-                             system.peer_uid)
-        return Listening(ls.target, self._local_tls, tls.upstream_context(ls.target.sslrootcert), self._where(ls),
-                         tcp_peer_uid)
+            return Listening(
+                ls.target, None, tls.upstream_context(ls.target.sslrootcert), self._where(ls), system.peer_uid
+            )
+        return Listening(
+            ls.target, self._local_tls, tls.upstream_context(ls.target.sslrootcert), self._where(ls), tcp_peer_uid
+        )
 
     async def _accept(self, ls: Listener) -> None:
         loop = asyncio.get_running_loop()
@@ -211,4 +216,3 @@ def raise_file_limit(wanted: int = 8192) -> None:
     if soft < target:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-

@@ -35,8 +35,11 @@ class Conn:
     async def _ready(self, write: bool) -> None:
         fut: asyncio.Future[None] = self.loop.create_future()
         fd = self.sock.fileno()
-        add, remove = (self.loop.add_writer, self.loop.remove_writer) if write else \
-            (self.loop.add_reader, self.loop.remove_reader)
+        add, remove = (
+            (self.loop.add_writer, self.loop.remove_writer)
+            if write
+            else (self.loop.add_reader, self.loop.remove_reader)
+        )
         add(fd, resolve, fut)
         try:
             await fut
@@ -80,8 +83,9 @@ class Conn:
         would be a protocol violation (and the injection of CVE-2021-23222): refused."""
         if self.buf:
             raise ConnectionError("unencrypted bytes after the TLS request")
-        tls = ctx.wrap_socket(self.sock, server_side=server_side, server_hostname=server_hostname,
-                              do_handshake_on_connect=False)
+        tls = ctx.wrap_socket(
+            self.sock, server_side=server_side, server_hostname=server_hostname, do_handshake_on_connect=False
+        )
         self.sock = tls
         await self._retry(tls.do_handshake)
 
@@ -92,6 +96,7 @@ class Conn:
                 await asyncio.wait_for(self._retry(self.sock.unwrap), timeout)
         with contextlib.suppress(OSError):
             self.sock.close()
+
 
 def resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():

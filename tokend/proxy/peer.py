@@ -47,8 +47,13 @@ def _diag_uid(family: int, peer: tuple[str, int], ours: tuple[str, int]) -> int 
 
     # inet_diag_req_v2: family, protocol, ext, pad, states; inet_diag_sockid: sport, dport (big-endian), src, dst,
     # interface, cookie (none: match by addresses alone)
-    req = (struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF) + struct.pack("!HH", peer[1], ours[1])
-           + address(peer[0]) + address(ours[0]) + struct.pack("=III", 0, NO_COOKIE, NO_COOKIE))
+    req = (
+        struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF)
+        + struct.pack("!HH", peer[1], ours[1])
+        + address(peer[0])
+        + address(ours[0])
+        + struct.pack("=III", 0, NO_COOKIE, NO_COOKIE)
+    )
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as s:
         s.settimeout(1.0)
         s.send(struct.pack("=IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, 1, 0) + req)

@@ -55,8 +55,9 @@ class Listening:
 TokenFor = Callable[[str], str]  # target name → a valid token (raises TokendError with the reason)
 
 
-async def start(loop: asyncio.AbstractEventLoop, sock: socket.socket, on: Listening,
-                token_for: TokenFor) -> tuple[Conn, Conn] | None:
+async def start(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, on: Listening, token_for: TokenFor
+) -> tuple[Conn, Conn] | None:
     """Take one client connection up to a logged-in pair (client, server), or answer it (a refusal, a cancel)
     and return None."""
     if sock.family != getattr(socket, "AF_UNIX", None):
@@ -74,8 +75,11 @@ async def start(loop: asyncio.AbstractEventLoop, sock: socket.socket, on: Listen
         try:
             token = token_for(on.target.name)
         except TokendError as e:
-            raise Refused(f"tokend has no valid token for target {on.target.name}: {e}", "08004",
-                          "see `tokend status` and `tokend doctor`") from None
+            raise Refused(
+                f"tokend has no valid token for target {on.target.name}: {e}",
+                "08004",
+                "see `tokend status` and `tokend doctor`",
+            ) from None
         server = await _connect(loop, on)
         await server.write(wire.Startup(startup.version, params).encode())
         await _authenticate(client, server, token, on.target)
@@ -145,14 +149,20 @@ def _params_for(startup: wire.Startup, target: Target) -> dict[str, str]:
     asked = params.get("user", "")
     login = _login_name()
     if asked not in ("", target.user, login):
-        raise Refused(f'tokend\'s proxy for target {target.name} logs in as "{target.user}" only, not "{asked}"',
-                      "28000", f'connect with user="{target.user}" (or give no user at all)')
+        raise Refused(
+            f'tokend\'s proxy for target {target.name} logs in as "{target.user}" only, not "{asked}"',
+            "28000",
+            f'connect with user="{target.user}" (or give no user at all)',
+        )
     db = params.get("database")
     if db in (None, "", asked):  # none given: libpq's default is the user name, so the target's user's
         db = target.database if target.database != "*" else target.user
     if target.database != "*" and db != target.database:
-        raise Refused(f"target {target.name} is for database {target.database!r}, not {db!r}", "3D000",
-                      f"connect with dbname={target.database}")
+        raise Refused(
+            f"target {target.name} is for database {target.database!r}, not {db!r}",
+            "3D000",
+            f"connect with dbname={target.database}",
+        )
     params["database"] = db
     params["user"] = target.user
     return params
@@ -186,17 +196,26 @@ async def _connect(loop: asyncio.AbstractEventLoop, on: Listening) -> Conn:
         await server.write(wire.ssl_request())
         if await server.readexactly(1) != b"S":
             await server.close()
-            raise Refused(f"{t.host}:{t.port} does not offer TLS; Azure requires it", "08001",
-                          "is this the right server and port?")
+            raise Refused(
+                f"{t.host}:{t.port} does not offer TLS; Azure requires it",
+                "08001",
+                "is this the right server and port?",
+            )
         try:
             await server.start_tls(on.upstream, server_side=False, server_hostname=t.host)
         except ssl.SSLError as e:
             await server.close()
-            raise Refused(f"TLS to {t.host}:{t.port} failed: {e.reason or e}", "08001",
-                          "set the target's sslrootcert to the CA that signed the server's certificate") from None
+            raise Refused(
+                f"TLS to {t.host}:{t.port} failed: {e.reason or e}",
+                "08001",
+                "set the target's sslrootcert to the CA that signed the server's certificate",
+            ) from None
         return server
-    raise Refused(f"cannot reach {t.host}:{t.port}: {last}", "08001",
-                  "check the port, the server's firewall rules and that it is running")
+    raise Refused(
+        f"cannot reach {t.host}:{t.port}: {last}",
+        "08001",
+        "check the port, the server's firewall rules and that it is running",
+    )
 
 
 async def _authenticate(client: Conn, server: Conn, token: str, target: Target) -> None:
@@ -215,14 +234,20 @@ async def _authenticate(client: Conn, server: Conn, token: str, target: Target) 
             if code == wire.AUTH_CLEARTEXT:
                 await server.write(wire.password(token))
                 continue
-            raise Refused(f"{target.host} asked for {wire.AUTH_NAMES.get(code, f'authentication {code}')}; tokend's "
-                          "proxy answers only password requests, as Azure's Entra logins use", "28000",
-                          "is the target's user an Entra principal on this server?")
+            raise Refused(
+                f"{target.host} asked for {wire.AUTH_NAMES.get(code, f'authentication {code}')}; tokend's "
+                "proxy answers only password requests, as Azure's Entra logins use",
+                "28000",
+                "is the target's user an Entra principal on this server?",
+            )
         if kind == b"E":
             fields = wire.error_fields(body)
-            hint = f"tokend logged in as \"{target.user}\" with identity {target.identity}'s token; see `tokend status`"
-            raise Refused(fields.get("M", "the server refused the login"), fields.get("C", "28000"),
-                          "; ".join(h for h in (fields.get("H"), hint) if h))
+            hint = f'tokend logged in as "{target.user}" with identity {target.identity}\'s token; see `tokend status`'
+            raise Refused(
+                fields.get("M", "the server refused the login"),
+                fields.get("C", "28000"),
+                "; ".join(h for h in (fields.get("H"), hint) if h),
+            )
         await client.write(kind + struct.pack("!i", length) + body)  # NegotiateProtocolVersion, notices
 
 

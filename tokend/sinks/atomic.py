@@ -50,8 +50,10 @@ def resolve(path: Path) -> Path:
         if not stat.S_ISLNK(st.st_mode):
             break
         if not _trusted(st.st_uid):
-            raise SinkError(f"{path}: {p} is a symlink owned by another user (uid {st.st_uid}); tokend follows only "
-                            "your own links: remove it, or set the sink's path to a file of yours")
+            raise SinkError(
+                f"{path}: {p} is a symlink owned by another user (uid {st.st_uid}); tokend follows only "
+                "your own links: remove it, or set the sink's path to a file of yours"
+            )
         p = Path(os.path.abspath(p.parent / os.readlink(p)))
     else:
         raise SinkError(f"{path}: too many symlinks; point the sink's path at the file itself")
@@ -89,21 +91,33 @@ def _check_folder(path: Path, p: Path) -> None:
     except (FileNotFoundError, NotADirectoryError):
         ours = False
     if not (sticky and ours):
-        raise SinkError(f"{path}: folder {folder} is writable by other users{'' if sticky else ' and not sticky'}, "
-                        "so another user could swap the file; keep it in a folder only you can write (your home)")
+        raise SinkError(
+            f"{path}: folder {folder} is writable by other users{'' if sticky else ' and not sticky'}, "
+            "so another user could swap the file; keep it in a folder only you can write (your home)"
+        )
 
 
 def _check_file(path: Path, p: Path, st: os.stat_result) -> None:
     if not stat.S_ISREG(st.st_mode):
-        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or
-                stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else
-                "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file")
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a device"
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(st.st_mode)
+            else "a folder"
+            if stat.S_ISDIR(st.st_mode)
+            else "not a regular file"
+        )
         raise SinkError(f"{path}: {p} is {kind}; tokend only rewrites regular files: set the sink's path to one")
     if not system.WINDOWS and st.st_uid != os.getuid():
         raise SinkError(f"{path}: {p} belongs to another user (uid {st.st_uid}); tokend only rewrites your own files")
     if st.st_nlink > 1:
-        raise SinkError(f"{path}: {p} has {st.st_nlink} hard links; tokend replaces the file on every write, which "
-                        "would split them: keep one name (or set the sink's path to a file of its own)")
+        raise SinkError(
+            f"{path}: {p} has {st.st_nlink} hard links; tokend replaces the file on every write, which "
+            "would split them: keep one name (or set the sink's path to a file of its own)"
+        )
 
 
 def rewrite(path: Path, transform: Transform, lock_dir: Path, attempts: int = 5) -> bool:
@@ -138,8 +152,10 @@ def rewrite(path: Path, transform: Transform, lock_dir: Path, attempts: int = 5)
                 return True
             raise SinkError(f"{real}: kept changing while tokend tried to write it; will retry")
     except TimeoutError:
-        raise SinkError(f"{real}: another tokend has held the write lock for over {LOCK_TIMEOUT:.0f} s; "
-                        "will retry (see `tokend status` of your other configs)") from None
+        raise SinkError(
+            f"{real}: another tokend has held the write lock for over {LOCK_TIMEOUT:.0f} s; "
+            "will retry (see `tokend status` of your other configs)"
+        ) from None
     except PermissionError as e:
         raise SinkError(f"{real}: cannot write ({e.strerror}); fix the permissions of {folder}") from None
     except FileNotFoundError:
@@ -210,9 +226,11 @@ def _replace(path: Path, tmp: str, real: Path) -> None:
         os.replace(tmp, real)
     except OSError as e:
         if e.errno in (errno.EBUSY, errno.EXDEV):
-            raise SinkError(f"{path}: {real} is a mount point (a single-file bind mount?); tokend replaces the file "
-                            "on every write: mount its folder instead, or set the sink's path to a file in a "
-                            "mounted folder") from None
+            raise SinkError(
+                f"{path}: {real} is a mount point (a single-file bind mount?); tokend replaces the file "
+                "on every write: mount its folder instead, or set the sink's path to a file in a "
+                "mounted folder"
+            ) from None
         raise
 
 

@@ -43,7 +43,7 @@ def splice(old: bytes | None, owner: str, lines: Sequence[str]) -> bytes | None:
         return None
     data = old or b""
     bom = BOM if data.startswith(BOM) else b""
-    rest = without(data[len(bom):], owner)
+    rest = without(data[len(bom) :], owner)
     newline = b"\r\n" if (rest.split(b"\n", 1)[0] + b"\n").endswith(b"\r\n") else b"\n"
     return bom + render(lines, owner, newline) + rest
 
@@ -57,8 +57,8 @@ def _markers(data: bytes) -> list[tuple[int, int, bytes]]:
     looked at (a literal-prefix scan), so a 10,000-line file costs no Python per line."""
     out = []
     for m in _MARKER.finditer(data):
-        start = m.start() - len(BOM) if data[max(0, m.start() - len(BOM)):m.start()] == BOM else m.start()
-        if start == 0 or data[start - 1:start] in (b"\n", b"\r"):
+        start = m.start() - len(BOM) if data[max(0, m.start() - len(BOM)) : m.start()] == BOM else m.start()
+        if start == 0 or data[start - 1 : start] in (b"\n", b"\r"):
             out.append((start, m.end(), m.group().rstrip(b"\r\n")))
     return out
 
@@ -71,7 +71,7 @@ def without(data: bytes, owner: str) -> bytes:
     i = 0
     while i < len(marks):
         start, stop, text = marks[i]
-        if text.startswith(begin) and text[len(begin):len(begin) + 1] in (b"", b" "):
+        if text.startswith(begin) and text[len(begin) : len(begin) + 1] in (b"", b" "):
             if i + 1 < len(marks) and marks[i + 1][2] == end:  # intact: the next marker is its end
                 drop.append((start, marks[i + 1][1]))
                 i += 2

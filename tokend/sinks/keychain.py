@@ -52,7 +52,7 @@ def store(kr: KeyringBackend, name: str, value: str) -> int:
     if limit is None or len(value) <= limit:
         kr.set_password(SERVICE, name, value)
         return 0
-    chunks = [value[i:i + limit] for i in range(0, len(value), limit)]
+    chunks = [value[i : i + limit] for i in range(0, len(value), limit)]
     for i, chunk in enumerate(chunks, 1):
         kr.set_password(SERVICE, f"{name}#{i}", chunk)
     kr.set_password(SERVICE, name, f"{MANIFEST}{len(chunks)}:{_digest(value)}")
@@ -65,7 +65,7 @@ def read(name: str, kr: KeyringBackend | None = None) -> str | None:
     value = kr.get_password(SERVICE, name)
     if value is None or not value.startswith(MANIFEST):
         return value
-    count, _, digest = value[len(MANIFEST):].partition(":")
+    count, _, digest = value[len(MANIFEST) :].partition(":")
     parts = [kr.get_password(SERVICE, f"{name}#{i}") for i in range(1, int(count) + 1)]
     if any(p is None for p in parts):
         return None
@@ -121,9 +121,11 @@ class KeychainSink(Sink):
 
         kr = self.kr
         if isinstance(kr, fail.Keyring) or getattr(kr, "priority", 1) <= 0:
-            raise SinkUnavailable("no usable keychain here (keyring found none): on Linux start a Secret Service "
-                                  "(GNOME Keyring or KWallet) in your session; on macOS unlock the login keychain; "
-                                  "or take \"keychain\" out of this target's sinks")
+            raise SinkUnavailable(
+                "no usable keychain here (keyring found none): on Linux start a Secret Service "
+                "(GNOME Keyring or KWallet) in your session; on macOS unlock the login keychain; "
+                'or take "keychain" out of this target\'s sinks'
+            )
 
     def sync(self, entries: Sequence[Entry]) -> None:
         old = self._index()
@@ -142,8 +144,10 @@ class KeychainSink(Sink):
                     remove(self.kr, name, chunks)
         except Exception as e:  # backends raise assorted types (KeyringLocked, D-Bus errors, WinError 1783, …)
             self._save_index({**old, **new})
-            raise SinkUnavailable(f"keychain write failed ({type(e).__name__}: {str(e)[:160]}); unlock the "
-                                  "keychain or start a Secret Service") from None
+            raise SinkUnavailable(
+                f"keychain write failed ({type(e).__name__}: {str(e)[:160]}); unlock the "
+                "keychain or start a Secret Service"
+            ) from None
         self._save_index(new)
 
     def _index(self) -> dict[str, int]:
@@ -155,4 +159,3 @@ class KeychainSink(Sink):
     def _save_index(self, index: dict[str, int]) -> None:
         paths.private_dir(self.index_path.parent)
         write_private(self.index_path, json.dumps(index))
-

@@ -30,8 +30,7 @@ def section(entry: Entry) -> list[str]:
     t = entry.target
     # "*" in pgpass means any database; a service must name one: the server's default maintenance database.
     dbname = "postgres" if t.database == "*" else t.database
-    return [f"[{t.name}]", f"host={t.host}", f"port={t.port}", f"dbname={dbname}", f"user={t.user}",
-            "sslmode=require"]
+    return [f"[{t.name}]", f"host={t.host}", f"port={t.port}", f"dbname={dbname}", f"user={t.user}", "sslmode=require"]
 
 
 class PgServiceSink(block.BlockSink):

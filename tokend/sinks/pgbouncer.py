@@ -40,11 +40,15 @@ def line_for(entry: Entry) -> str:
     if t.database == "*":
         raise SinkError(f"target {t.name}: PgBouncer needs one database; set database under [targets.{t.name}]")
     if len(entry.token.value.encode()) > MAX_PASSWORD:
-        raise SinkError(f"target {t.name}: the token is {len(entry.token.value.encode())} bytes and every released "
-                        f"PgBouncer (1.18–1.25) cuts passwords at {MAX_PASSWORD}, so it could not log in with it; "
-                        "route PgBouncer through tokend's local proxy instead (README, 'PgBouncer')")
-    return (f"{t.name} = host={_quote(t.host)} port={t.port} dbname={_quote(t.database)} user={_quote(t.user)} "
-            f"password={entry.token.value}")
+        raise SinkError(
+            f"target {t.name}: the token is {len(entry.token.value.encode())} bytes and every released "
+            f"PgBouncer (1.18–1.25) cuts passwords at {MAX_PASSWORD}, so it could not log in with it; "
+            "route PgBouncer through tokend's local proxy instead (README, 'PgBouncer')"
+        )
+    return (
+        f"{t.name} = host={_quote(t.host)} port={t.port} dbname={_quote(t.database)} user={_quote(t.user)} "
+        f"password={entry.token.value}"
+    )
 
 
 class PgbouncerSink(Sink):
@@ -67,8 +71,10 @@ class PgbouncerSink(Sink):
 
     def check(self) -> None:
         if self.path is None or self.pidfile is None:
-            raise SinkError("set path (the include file PgBouncer's config %includes) and pidfile (PgBouncer's "
-                            "pidfile, for the RELOAD) under [sinks.pgbouncer]")
+            raise SinkError(
+                "set path (the include file PgBouncer's config %includes) and pidfile (PgBouncer's "
+                "pidfile, for the RELOAD) under [sinks.pgbouncer]"
+            )
         check_writable(self.path, "[sinks.pgbouncer] path")
 
     def sync(self, entries: Sequence[Entry]) -> None:
@@ -81,8 +87,10 @@ class PgbouncerSink(Sink):
 
         def transform(old: bytes | None) -> bytes | None:
             if old and not old.startswith(header) and old.strip():
-                raise SinkError(f"{self.path} is not tokend's own file (it would be replaced whole): point "
-                                "[sinks.pgbouncer] path at a file of its own and %include it from PgBouncer's config")
+                raise SinkError(
+                    f"{self.path} is not tokend's own file (it would be replaced whole): point "
+                    "[sinks.pgbouncer] path at a file of its own and %include it from PgBouncer's config"
+                )
             if old is None and not entries:
                 return None
             return text.encode()
@@ -99,8 +107,9 @@ class PgbouncerSink(Sink):
         try:
             pid = int(self.pidfile.read_text().split()[0])
         except (OSError, ValueError, IndexError):
-            raise SinkError(f"cannot read PgBouncer's pid from {self.pidfile}; is PgBouncer running with "
-                            "pidfile set to it?") from None
+            raise SinkError(
+                f"cannot read PgBouncer's pid from {self.pidfile}; is PgBouncer running with pidfile set to it?"
+            ) from None
         try:
             os.kill(pid, signal.SIGHUP)
         except ProcessLookupError:
