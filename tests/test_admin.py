@@ -322,3 +322,17 @@ def test_names_with_control_characters_are_refused_in_one_line(server) -> None:
         *("--target", "admin", "--schema", "reports", "--config", str(cfg)),
     )
     assert r.returncode == 2 and "not an Entra object id" in r.stderr
+
+
+def test_the_readme_shows_what_add_group_prints(server) -> None:
+    from conftest import REPO
+
+    cfg, _db = server
+    readme = (REPO / "README.md").read_text()
+    rest = readme[readme.index('`tokend admin add-group "DBA Group" --target admin --database appdb') :]
+    shown = rest[rest.index("```sql\n") + len("```sql\n") : rest.index("```\n", rest.index("```sql\n") + 7)]
+    r = tokend(
+        *("admin", "add-group", "DBA Group", "--target", "admin", "--database", "appdb", "--schema", "sales"),
+        *("--config", str(cfg)),
+    )
+    assert r.returncode == 0 and r.stdout == shown
