@@ -53,11 +53,11 @@ def resolve(path: Path) -> Path:
         if not _trusted(st.st_uid):
             raise SinkError(
                 f"{path}: {p} is a symlink owned by another user (uid {st.st_uid}); tokend follows only "
-                "your own links: remove it, or point tokend at a file of yours"
+                "your own links: remove it, or set the path to a file of yours"
             )
         p = Path(os.path.abspath(p.parent / os.readlink(p)))
     else:
-        raise SinkError(f"{path}: too many symlinks; point tokend at the file itself")
+        raise SinkError(f"{path}: too many symlinks; set the path to the file itself")
     _check_folder(path, p)
     try:
         st = os.lstat(p)
@@ -83,7 +83,7 @@ def _check_folder(path: Path, p: Path) -> None:
     except FileNotFoundError:
         raise SinkError(f"{path}: folder {folder} does not exist; create it or set another path") from None
     if not stat.S_ISDIR(st.st_mode):
-        raise SinkError(f"{path}: {folder} is not a folder; point tokend at a file in a folder")
+        raise SinkError(f"{path}: {folder} is not a folder; set the path to a file in a folder")
     if system.WINDOWS or not st.st_mode & 0o022:
         return
     sticky = bool(st.st_mode & stat.S_ISVTX)
@@ -111,7 +111,7 @@ def _check_file(path: Path, p: Path, st: os.stat_result) -> None:
             if stat.S_ISDIR(st.st_mode)
             else "not a regular file"
         )
-        raise SinkError(f"{path}: {p} is {kind}; tokend only writes and reads back regular files: use one")
+        raise SinkError(f"{path}: {p} is {kind}; tokend only writes and reads back regular files: set the path to one")
     if not system.WINDOWS and st.st_uid != os.getuid():
         raise SinkError(
             f"{path}: {p} belongs to another user (uid {st.st_uid}); tokend only writes and trusts your own files"
@@ -119,7 +119,7 @@ def _check_file(path: Path, p: Path, st: os.stat_result) -> None:
     if st.st_nlink > 1:
         raise SinkError(
             f"{path}: {p} has {st.st_nlink} hard links; tokend replaces the file on every write, which "
-            "would split them: keep one name (or point tokend at a file of its own)"
+            "would split them: keep one name (or set the path to a file of its own)"
         )
 
 
