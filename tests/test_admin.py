@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tokend.emulator.postgres import Postgres
+from tokend.errors import UsageError
 
 from conftest import GROUP, Tenant, sp_config, tokend
 
@@ -102,7 +103,7 @@ def test_add_group_prints_stable_sql_and_applies_it_once(em: Tenant, postgres: P
     dry = tokend(*args)
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout == tokend(*args).stdout  # stable
-    assert f"PERFORM pgaadauth_create_principal('{READERS}', false, false);" in dry.stdout
+    assert f"SELECT pgaadauth_create_principal('{READERS}', false, false)\n  WHERE NOT EXISTS" in dry.stdout
     assert f'GRANT CONNECT ON DATABASE "{db}" TO "{READERS}";' in dry.stdout
     assert 'ALTER DEFAULT PRIVILEGES IN SCHEMA "reports" GRANT SELECT ON TABLES TO "Report Readers";' in dry.stdout
     assert postgres.sql(f"SELECT count(*) FROM pg_roles WHERE rolname = '{READERS}'").strip() == "0"  # nothing ran
@@ -211,3 +212,127 @@ def test_server_errors_are_one_line_with_the_fix(em: Tenant, postgres: Postgres,
     r = tokend("admin", "list", "--target", "plain", "--config", str(cfg))
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1 and "no pgaadauth functions" in lines[0], r.stderr
+
+
+# -- names that try to leave their quotes ----------------------------------------------------------------------
+HOSTILE = [
+    "$tokend$\\r \\\\ CREATE TABLE pwned_c (x int); COMMIT; --",  # the reported one: \r and \\ are psql's
+    "$tokend$\\! touch pwned #",
+    "O'Brien Group",
+    'Odd "Quoted" Group',
+    "back\\slash group",
+    "ends in a backslash\\",
+    "x\\'); CREATE TABLE pwned_a (x int); --",  # a backslash before a quote: an escape while scs is off
+    "x'); CREATE TABLE pwned_b (x int); --",
+    "dollar $$ group",
+    "$tokend$",
+    "\\! touch pwned",
+    ":'evil' :evil :\"evil\"",  # psql variables, set below
+    "$(touch pwned) `touch pwned`",  # for the shell that runs check's fix line
+    "Grüße 🚀 Gruppe 中文",
+]
+REFUSED = ["line\nbreak", "carriage\rreturn", "tab\there", "escape\x1b[31m", "next\x85line", "para\u2029graph"]
+
+
+def run_psql(pg: Postgres, db: str, sql: str, cwd: Path, stop: bool, scs: str) -> subprocess.CompletedProcess[str]:
+    """The printed SQL run the way the README says, with real psql (as the server's superuser, the strongest)."""
+    from tokend.emulator.postgres import ADMIN
+
+    return subprocess.run(
+        [str(pg.bindir / "psql"), "-X", "-h", str(pg.sockdir), "-p", str(pg.port), "-U", ADMIN, "-d", db]
+        + (["-v", "ON_ERROR_STOP=1"] if stop else [])
+        + ["-v", "evil=oops", "-f", "-"],
+        input=sql,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PGOPTIONS": f"-c standard_conforming_strings={scs}"},
+    )
+
+
+def test_hostile_group_names_stay_names_in_psql_and_the_shell(
+    em: Tenant, postgres: Postgres, server, tmp_path: Path
+) -> None:
+    import psycopg
+    from psycopg import sql as q
+
+    from tokend.emulator.postgres import ADMIN
+
+    cfg, db = server
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    conn = psycopg.connect(host=str(postgres.sockdir), port=postgres.port, user=ADMIN, dbname=db, autocommit=True)
+    try:
+        for name in HOSTILE:
+            base = ("--target", "admin", "--schema", "reports", "--config", str(cfg))
+            check = tokend("admin", "check", name, *base, "--json")
+            assert check.returncode == 1, check.stderr
+            fix = json.loads(check.stdout)[0]["fix"]
+            # the fix line through a real shell, with `tokend` a function that prints its arguments
+            argv = subprocess.run(
+                ["sh", "-c", "tokend() { printf '%s\\0' \"$@\"; }; " + fix], capture_output=True, cwd=cwd
+            )
+            assert argv.stdout.decode().split("\0")[:-1] == [
+                *("admin", "add-group", name, "--target", "admin", "--database", db),
+                *("--schema", "reports", "--apply"),
+            ], (name, fix)
+            printed = tokend("admin", "add-group", name, *base)
+            assert printed.returncode == 0, printed.stderr
+            for stop in (True, False):
+                for scs in ("on", "off"):
+                    r = run_psql(postgres, db, printed.stdout, cwd, stop, scs)
+                    assert r.returncode == 0 and "ERROR" not in r.stderr, (name, scs, r.stderr)
+                    assert "invalid command" not in r.stderr, (name, r.stderr)
+                    assert list(cwd.iterdir()) == [], name  # no shell command ran
+                    pwned = conn.execute("SELECT relname FROM pg_catalog.pg_class WHERE relname LIKE 'pwned%'")
+                    assert pwned.fetchall() == [], name  # no statement of the name's ran
+            role = conn.execute(
+                "SELECT rolname, rolcanlogin, has_schema_privilege(rolname, 'reports', 'USAGE') "
+                "FROM pg_catalog.pg_roles WHERE rolname = %s",
+                (name,),
+            ).fetchall()
+            assert role == [(name, True, True)], name  # exactly that role, with its rights
+            again = tokend("admin", "check", name, *base, "--json")
+            assert again.returncode == 0, again.stdout
+    finally:
+        for name in HOSTILE:
+            if conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (name,)).fetchall():
+                conn.execute(q.SQL("DROP OWNED BY {}").format(q.Identifier(name)))
+                conn.execute(q.SQL("DROP ROLE {}").format(q.Identifier(name)))
+        conn.close()
+
+
+def test_names_with_control_characters_are_refused_in_one_line(server) -> None:
+    from tokend.admin import add_group_sql
+
+    cfg, _db = server
+    for name in REFUSED:
+        for action in ("add-group", "check"):
+            r = tokend("admin", action, name, "--target", "admin", "--schema", "reports", "--config", str(cfg))
+            lines = r.stderr.strip().splitlines()
+            assert r.returncode == 2 and len(lines) == 1 and "control character" in lines[0], (name, r.stderr)
+            assert r.stdout == ""
+        r = tokend("admin", "add-group", "ok", "--target", "admin", "--schema", name, "--config", str(cfg))
+        assert r.returncode == 2 and "--schema" in r.stderr and "control character" in r.stderr
+    with pytest.raises(UsageError, match="U\\+0000"):
+        add_group_sql("nul\0here", "appdb", ["reports"])  # argv cannot carry a NUL; the function refuses it too
+    r = tokend(
+        *("admin", "add-group", "ok", "--object-id", "x'); DROP TABLE t; --"),
+        *("--target", "admin", "--schema", "reports", "--config", str(cfg)),
+    )
+    assert r.returncode == 2 and "not an Entra object id" in r.stderr
+
+
+def test_the_readme_shows_what_add_group_prints(server) -> None:
+    from conftest import REPO
+
+    cfg, _db = server
+    readme = (REPO / "README.md").read_text()
+    rest = readme[readme.index('`tokend admin add-group "DBA Group" --target admin --database appdb') :]
+    shown = rest[rest.index("```sql\n") + len("```sql\n") : rest.index("```\n", rest.index("```sql\n") + 7)]
+    r = tokend(
+        *("admin", "add-group", "DBA Group", "--target", "admin", "--database", "appdb", "--schema", "sales"),
+        *("--config", str(cfg)),
+    )
+    assert r.returncode == 0 and r.stdout == shown

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -275,9 +276,22 @@ def entry(value: str) -> Entry:
     return Entry(Target("db", "h.example", 5432, "appdb", "DBA Group", "me", ("pgbouncer",)), Token(value, 2e9, 0))
 
 
+def stand_in(folder: Path, user: str | None = None) -> subprocess.Popen[bytes]:
+    """A process called pgbouncer that SIGHUP ends (its default action, even when this run ignores SIGHUP: nohup),
+    so any signal it gets shows: /bin/sleep under PgBouncer's name, run by ``user`` (default: us)."""
+    exe = folder / "pgbouncer"
+    if not exe.exists():
+        shutil.copy("/bin/sleep", exe)
+        exe.chmod(0o755)
+        open_path_for_others(exe)
+    who: dict[str, Any] = {"user": user, "group": user, "extra_groups": []} if user else {}
+    proc = subprocess.Popen([str(exe), "120"], preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL), **who)
+    wait_for(lambda: Path(f"/proc/{proc.pid}/comm").read_text().strip() == "pgbouncer", what="the stand-in")
+    return proc
+
+
 def test_pgbouncer_never_gets_a_cut_token(tmp_path: Path) -> None:
-    # a stand-in for PgBouncer that SIGHUP ends (its default action, even when this run ignores SIGHUP: nohup)
-    helper = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
+    helper = stand_in(tmp_path)
     (tmp_path / "pid").write_text(f"{helper.pid}\n")
     try:
         sink = PgbouncerSink({"path": str(tmp_path / "tokend.ini"), "pidfile": str(tmp_path / "pid")}, "own1")
@@ -292,25 +306,161 @@ def test_pgbouncer_never_gets_a_cut_token(tmp_path: Path) -> None:
         helper.wait()
 
 
-def pgbouncer(folder: Path, port: int, databases: str, tls: str) -> subprocess.Popen[bytes]:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "userlist.txt").write_text(f'"{GROUP}" ""\n')
-    ini = folder / "pgbouncer.ini"
-    ini.write_text(
-        f"[databases]\n{databases}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n"
-        f"unix_socket_dir =\nauth_type = trust\nauth_file = {folder / 'userlist.txt'}\n"
-        f"pidfile = {folder / 'pgbouncer.pid'}\nlogfile = {folder / 'pgbouncer.log'}\n"
-        f"pool_mode = session\nserver_lifetime = 20\nserver_idle_timeout = 5\n{tls}"
+def sink_config(em: Tenant, pg: Postgres, include: Path, pidfile: Path) -> str:
+    return sp_config(
+        em,
+        pg.port,
+        targets=(
+            f'[targets.appdb]\nhost = "127.0.0.1"\nport = {pg.port}\ndatabase = "appdb"\nuser = "{GROUP}"\n'
+            'identity = "sp"\nsinks = ["pgbouncer"]\n'
+        ),
+        extra=f'[sinks.pgbouncer]\npath = "{include}"\npidfile = "{pidfile}"\n',
     )
+
+
+@pytest.mark.parametrize("content", ["-1", "0", "1", "", "4294967297", "12 13"])
+def test_a_pidfile_that_names_no_single_process_signals_nothing(
+    em: Tenant, postgres: Postgres, write_config, tmp_path: Path, content: str
+) -> None:
+    """-1 is every process tokend may signal (every process, as root), 0 its own process group, 1 init. tokend runs
+    in a PID namespace and a session of its own, so that even a tokend that sent the signal reaches only the box:
+    its init (a shell that records a SIGHUP) and a sleep that one ends."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("a PID namespace needs root and unshare (CI has both)")
+    box = tmp_path / "box"
+    box.mkdir()
+    (box / "pgbouncer.pid").write_text(content)
+    cfg = write_config(sink_config(em, postgres, box / "tokend.ini", box / "pgbouncer.pid"))
+    script = (
+        f"trap 'echo hup >> {box}/hup' HUP; sleep 120 & s=$!; "
+        f"{TOKEND} run --once --config {cfg} 2> {box}/err; echo $? > {box}/rc; "
+        f"kill -0 $s && echo alive > {box}/alive; kill $s"
+    )
+    subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script],
+        start_new_session=True,
+        check=True,
+        timeout=60,
+    )
+    err = (box / "err").read_text()
+    assert (box / "rc").read_text().strip() == "1" and len(err.strip().splitlines()) == 1, err
+    assert "not PgBouncer's pid (a number above 1)" in err and "[sinks.pgbouncer] pidfile" in err, err
+    assert (box / "alive").exists() and not (box / "hup").exists()
+
+
+@pytest.mark.parametrize(
+    ("case", "why"),
+    [
+        ("not-pgbouncer", "'sleep', not PgBouncer"),
+        ("their-process", "is a process of another user (uid"),
+        ("their-pidfile", "is writable by other users, so another user could swap the file"),
+        ("their-link", "is a symlink owned by another user"),
+        ("open-folder", "is writable by other users and not sticky"),
+    ],
+)
+def test_the_reload_signal_goes_only_to_your_pgbouncer_named_by_your_pidfile(
+    em: Tenant, postgres: Postgres, write_config, tmp_path: Path, other_user, case: str, why: str
+) -> None:
+    from conftest import OTHER_USER
+
+    mine, shared, wide = tmp_path / "mine", tmp_path / "shared", tmp_path / "wide"
+    for folder, mode in ((mine, 0o700), (shared, 0o1777), (wide, 0o777)):
+        folder.mkdir()
+        folder.chmod(mode)
+    open_path_for_others(shared / "x")
+    if case == "not-pgbouncer":
+        victim = subprocess.Popen(["sleep", "120"], preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
+    else:
+        victim = stand_in(tmp_path, OTHER_USER if case == "their-process" else None)
+    try:
+        pidfile = {"their-pidfile": shared / "pgbouncer.pid", "their-link": shared / "link", "open-folder": wide}.get(
+            case, mine
+        )
+        if pidfile in (mine, wide):
+            pidfile = pidfile / "pgbouncer.pid"
+            pidfile.write_text(f"{victim.pid}\n")
+        elif case == "their-pidfile":
+            other_user("sh", "-c", f"echo {victim.pid} > {pidfile}")
+        else:
+            (mine / "pgbouncer.pid").write_text(f"{victim.pid}\n")
+            other_user("ln", "-s", str(mine / "pgbouncer.pid"), str(pidfile))
+        cfg = write_config(sink_config(em, postgres, mine / "tokend.ini", pidfile))
+        r = tokend("run", "--once", "--config", str(cfg))
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith("tokend: sink pgbouncer: "), r.stderr
+        assert why in lines[0] and "Traceback" not in r.stderr
+        assert victim.poll() is None  # not signalled
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def readme_pgbouncer_ini() -> str:
+    """The README's PgBouncer recipe (route 1, PgBouncer → tokend's proxy), exactly as printed there."""
+    readme = (REPO / "README.md").read_text()
+    rest = readme[readme.index("1. **PgBouncer → tokend's proxy**") :]
+    start = rest.index("```ini\n") + len("```ini\n")
+    return textwrap.dedent(rest[start : rest.index("```", start)])
+
+
+def listening(ini: str) -> list[str]:
+    """Where a PgBouncer with this ini takes clients (its defaults for what the ini leaves out), as libpq hosts."""
+    section = ini.split("[pgbouncer]", 1)[1]
+    keys = dict((k.strip(), v.strip()) for k, _, v in (ln.partition("=") for ln in section.splitlines() if "=" in ln))
+    port = keys.get("listen_port", "6432")
+    hosts = [a.strip().replace("*", "127.0.0.1") for a in keys.get("listen_addr", "").split(",") if a.strip()]
+    hosts += [keys.get("unix_socket_dir", "/tmp")] if keys.get("unix_socket_dir", "/tmp") else []
+    return [f"host={h} port={port}" for h in hosts]
+
+
+def pgbouncer(
+    folder: Path, proxy: str = "", databases: str | None = None, tls: str = ""
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Debian's PgBouncer run with the README's recipe, ``folder`` as its ~/.pgbouncer (0700), ``proxy`` the
+    proxy's socket folder; or, for the pgbouncer sink, ``databases`` (the %include line) and ``tls`` (to the server)
+    in place of the proxy's entry and its TLS line. Added for the test: pidfile, logfile, and server connections
+    recycled every 20 s, so new logins keep happening. Returns the process and the ini."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    ini = readme_pgbouncer_ini().replace("/home/you/.pgbouncer", str(folder))
+    ini = ini.replace("/run/user/1000/tokend/<config id>", proxy)
+    if databases is not None:
+        ini = re.sub(r"(?m)^appdb = .*$", databases, ini).replace("server_tls_sslmode = disable\n", tls)
+    ini += (
+        f"pidfile = {folder / 'pgbouncer.pid'}\nlogfile = {folder / 'pgbouncer.log'}\n"
+        "pool_mode = session\nserver_lifetime = 20\nserver_idle_timeout = 5\n"
+    )
+    (folder / "userlist.txt").write_text(f'"{GROUP}" ""\n')
+    (folder / "pgbouncer.ini").write_text(ini)
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres")
         for f in folder.iterdir():
             shutil.chown(f, "postgres")
-    cmd = ["pgbouncer", str(ini)]
-    return subprocess.Popen(
+    cmd = ["pgbouncer", str(folder / "pgbouncer.ini")]
+    proc = subprocess.Popen(
         ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+    )
+    return proc, ini
+
+
+def through(place: Path | str, *run_as: str) -> subprocess.CompletedProcess[str]:
+    """``select current_user`` through the PgBouncer at ``place`` (libpq's host and port; a folder: its socket)."""
+    where = f"host={place} port=6432" if isinstance(place, Path) else place
+    return subprocess.run(
+        [
+            *run_as,
+            "psql",
+            f"{where} dbname=appdb user='{GROUP}' connect_timeout=5",
+            "-w",
+            "-Atc",
+            "select current_user",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd="/",
     )
 
 
@@ -355,37 +505,114 @@ class AsPostgres:
         return json.loads(r.stdout) if r.returncode == 0 else None
 
 
+def proxy_config(em: Tenant, pg: Postgres, sinks: str = "[]", extra: str = "") -> str:
+    """The target the README's recipe names: appdb as the group, its proxy on the Unix socket port 5432."""
+    return sp_config(
+        em,
+        pg.port,
+        targets=(
+            f'[targets.appdb]\nhost = "127.0.0.1"\nport = {pg.port}\ndatabase = "appdb"\nuser = "{GROUP}"\n'
+            f'identity = "sp"\nsinks = {sinks}\nlisten = ["unix:5432"]\nsslrootcert = "{pg.ca_cert}"\n'
+        ),
+        extra=extra,
+    )
+
+
+def test_the_readme_pgbouncer_recipe_serves_its_user_and_no_other(
+    em: Tenant, postgres: Postgres, tmp_path: Path, other_user
+) -> None:
+    """The README's recipe as written: PgBouncer → tokend's proxy, trust for PgBouncer's clients. Its user logs in as
+    the group; another local user gets nowhere, wherever this PgBouncer listens (the old recipe left PgBouncer's
+    default socket folder, /tmp, open to every local user)."""
+    from conftest import OTHER_USER
+
+    me = AsPostgres(tmp_path, em)
+    cfg = me.home / "config.toml"
+    cfg.write_text(proxy_config(em, postgres))
+    me.own()
+    log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115 - closed below
+    d = subprocess.Popen(me.cmd("run", "--config", str(cfg)), stdout=log, stderr=subprocess.STDOUT)
+    bouncer = None
+    try:
+        status = wait_for(lambda: (s := me.status(cfg)) and s["targets"][0]["proxy"] and s, timeout=60, what="proxy")
+        proxy = status["targets"][0]["proxy"]["listen"][0]["host"]
+        folder = me.home / ".pgbouncer"
+        bouncer, ini = pgbouncer(folder, proxy)
+        wait_for(lambda: (folder / "pgbouncer.pid").exists(), what="PgBouncer up")
+        places = listening(ini)
+        r = through(places[0], "runuser", "-u", "postgres", "--")
+        assert r.stdout.strip() == GROUP, r.stderr
+        for place in places:
+            r = through(place, "runuser", "-u", OTHER_USER, "--")
+            assert r.returncode != 0 and r.stdout == "" and "Permission denied" in r.stderr, (place, r.stderr)
+        assert places == [f"host={folder} port=6432"]  # a socket in the user's 0700 folder, no TCP
+    finally:
+        d.terminate()
+        d.wait(15)
+        log.close()
+        if bouncer is not None:
+            bouncer.terminate()
+            bouncer.wait(10)
+        shutil.rmtree(me.home, ignore_errors=True)
+
+
+def test_the_real_pgbouncer_gets_its_reload_from_the_sink(em: Tenant, postgres: Postgres, tmp_path: Path) -> None:
+    """Debian's PgBouncer, its pidfile in its own folder: the pgbouncer sink writes the include file and PgBouncer
+    RELOADs (its log says so) and logs in with the token."""
+    me = AsPostgres(tmp_path, em)
+    folder = me.home / ".pgbouncer"
+    include = folder / "tokend.ini"
+    cfg = me.home / "config.toml"
+    cfg.write_text(sink_config(em, postgres, include, folder / "pgbouncer.pid"))
+    folder.mkdir()
+    include.write_text("")  # PgBouncer wants the file it includes to exist; tokend fills it
+    bouncer, _ini = pgbouncer(
+        folder,
+        "",
+        f"%include {include}",
+        f"server_tls_sslmode = verify-full\nserver_tls_ca_file = {postgres.ca_cert}\n",
+    )
+    me.own()
+    try:
+        wait_for(lambda: (folder / "pgbouncer.pid").exists(), what="PgBouncer up")
+        r = subprocess.run(me.cmd("run", "--once", "--config", str(cfg)), capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: "got SIGHUP" in (folder / "pgbouncer.log").read_text(), what="PgBouncer's RELOAD")
+        r = through(folder)
+        assert r.stdout.strip() == GROUP, r.stderr
+    finally:
+        bouncer.terminate()
+        bouncer.wait(10)
+        shutil.rmtree(me.home, ignore_errors=True)
+
+
 @pytest.mark.slow
 @pytest.mark.soak
 def test_pgbouncer_both_routes_for_three_minutes(em: Tenant, postgres: Postgres, tmp_path: Path) -> None:
-    """Debian's PgBouncer in front of the token-checking PostgreSQL, two ways: (1) the pgbouncer sink's include
-    file with the token as password and TLS to the server, RELOADed at each new token; (2) PgBouncer → tokend's
-    local proxy on its Unix socket, no password. Clients of both run a query every second for 3 minutes of 60-s
-    tokens (server connections are recycled every 20 s, so new logins keep happening)."""
+    """Debian's PgBouncer in front of the token-checking PostgreSQL, two ways, each with the README's recipe: (1) the
+    pgbouncer sink's include file with the token as password and TLS to the server, RELOADed at each new token; (2)
+    PgBouncer → tokend's local proxy on its Unix socket, no password. Clients of both run a query every second for 3
+    minutes of 60-s tokens (server connections are recycled every 20 s, so new logins keep happening)."""
     if not shutil.which("pgbouncer"):
         pytest.fail("pgbouncer missing; tests/run.sh installs Debian's pgbouncer")
     em.emulator.directory.lifetime = 60
     me = AsPostgres(tmp_path, em)
     direct, proxied = me.home / "direct", me.home / "proxied"
-    p1, p2 = free_port(), free_port()
     include = direct / "tokend.ini"
     cfg = me.home / "config.toml"
     cfg.write_text(
-        sp_config(
+        proxy_config(
             em,
-            postgres.port,
-            targets=(
-                f'[targets.appdb]\nhost = "127.0.0.1"\nport = {postgres.port}\ndatabase = "appdb"\nuser = "{GROUP}"\n'
-                f'identity = "sp"\nsinks = ["pgbouncer"]\nlisten = ["unix:6432"]\nsslrootcert = "{postgres.ca_cert}"\n'
-            ),
+            postgres,
+            sinks='["pgbouncer"]',
             extra=f'[sinks.pgbouncer]\npath = "{include}"\npidfile = "{direct / "pgbouncer.pid"}"\n',
         )
     )
     direct.mkdir(parents=True)
     include.write_text("")  # PgBouncer wants the file it includes to exist; tokend fills it
-    bouncer1 = pgbouncer(
+    bouncer1, _ini = pgbouncer(
         direct,
-        p1,
+        "",
         f"%include {include}",
         f"server_tls_sslmode = verify-full\nserver_tls_ca_file = {postgres.ca_cert}\n",
     )
@@ -402,13 +629,7 @@ def test_pgbouncer_both_routes_for_three_minutes(em: Tenant, postgres: Postgres,
             return s if s and s["targets"][0]["proxy"] else None
 
         status = wait_for(up, timeout=60, what="daemon and proxy")
-        folder = status["targets"][0]["proxy"]["listen"][0]["host"]
-        bouncer2 = pgbouncer(
-            proxied,
-            p2,
-            f"appdb = host={folder} port=6432 dbname=appdb user='{GROUP}'",
-            "server_tls_sslmode = disable\n",
-        )
+        bouncer2, _ini = pgbouncer(proxied, status["targets"][0]["proxy"]["listen"][0]["host"])
         wait_for(
             lambda: (direct / "pgbouncer.pid").exists() and (proxied / "pgbouncer.pid").exists(),
             what="both PgBouncers up",
@@ -417,21 +638,10 @@ def test_pgbouncer_both_routes_for_three_minutes(em: Tenant, postgres: Postgres,
         start, wall_start = time.monotonic(), time.time()
         while time.monotonic() - start < 180:
             t0 = time.monotonic()
-            for port in (p1, p2):
-                r = subprocess.run(
-                    [
-                        "psql",
-                        f"host=127.0.0.1 port={port} dbname=appdb user='{GROUP}' sslmode=disable",
-                        "-w",
-                        "-Atc",
-                        "select current_user",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    timeout=30,
-                )
+            for folder in (direct, proxied):
+                r = through(folder)
                 if r.stdout.strip() != GROUP:
-                    failures.append(f"{t0 - start:.0f}s via {port}: {r.stderr.strip()}")
+                    failures.append(f"{t0 - start:.0f}s via {folder.name}: {r.stderr.strip()}")
             time.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))
         assert not failures, failures[:5]
         tokens = {i["token"] for i in em.emulator.directory.issued if i["iat"] >= wall_start}  # iat: wall clock

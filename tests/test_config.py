@@ -77,6 +77,11 @@ def test_good_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             "add [identities.nope]",
         ),
         ('[refresh]\nmargin = "ten minutes"\n', "refresh.margin", "bad duration"),
+        # non-finite and absurd: the daemon took nan and never refreshed again
+        *(
+            (f"[refresh]\nmargin = {bad}\n", "refresh.margin", 'write seconds or "90s", "10m", "1h", from 10s to 24h')
+            for bad in ("nan", "inf", "-inf", '"999999999999h"', "1" + "0" * 400, f'"{"9" * 400}s"', "0", '"2s"', "1e9")
+        ),
         ('[identities.me]\nsource = "kerberos"\n', "identities.me.source", "use one of"),
         (
             '[identities.a]\nsource = "service-principal"\ntenant_id = "t"\nclient_id = "c"\n',
@@ -168,10 +173,14 @@ def test_usage_error_exit_2() -> None:
 
 def test_durations() -> None:
     assert parse_duration("90s") == 90 and parse_duration("10m") == 600 and parse_duration("1h") == 3600
-    assert parse_duration(45) == 45
-    for bad in ("-1", "1d", "", True, -5):
+    assert parse_duration(45) == 45 and parse_duration("24h") == 86400 and parse_duration("0") == 0
+    for bad in ("-1", "1d", "", True, -5, float("nan"), float("inf"), 10**400, "9" * 400, "25h"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+    assert parse_duration("30s", least=30, most=60) == 30  # the caller states the bounds
+    for bad in ("29s", "61s", "2m"):
+        with pytest.raises(ValueError):
+            parse_duration(bad, least=30, most=60)
 
 
 @settings(max_examples=300, deadline=None)

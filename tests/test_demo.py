@@ -24,8 +24,13 @@ def test_a_minute_of_demo_succeeds_and_leaves_nothing_behind() -> None:
     assert "replaces each one after ~30 s; in 60 s expect about 1 rotation" in out
     folder = Path(re.search(r"tokend demo in (\S+)", out)[1])
     m = re.search(r"(\d+) rotations?, (\d+) logins?, (\d+) failed", out)
-    assert m and int(m[1]) >= 1 and int(m[2]) >= 10 and m[3] == "0"
-    assert "psql as 'DBA Group' through pgpass: ok" in out
+    assert m and int(m[1]) >= 1 and m[3] == "0"
+    # what matters, whatever the machine's speed: every login worked, and logins happened on both sides of a
+    # rotation (with the first token and with a later one); not how many fit in the minute
+    logins = [line for line in out.splitlines() if "through pgpass:" in line]
+    assert logins and len(logins) == int(m[2]) and all("psql as 'DBA Group' through pgpass: ok" in x for x in logins)
+    tokens = {int(t[1]) for line in logins if (t := re.search(r"token #(\d+)", line))}
+    assert 1 in tokens and max(tokens) >= 2, logins
     assert not folder.exists()
     pid = int(re.search(r"daemon pid (\d+)", out)[1])
     assert not Path(f"/proc/{pid}").exists()

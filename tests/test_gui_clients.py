@@ -14,6 +14,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import psycopg
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tokend.clients import jsonc
 from tokend.emulator.postgres import Postgres
@@ -360,3 +363,85 @@ def test_jsonc_member_edits_keep_every_other_byte() -> None:
     assert jsonc.loads(first)["a"] == [{"x": 2}]
     made = jsonc.edit_members("{}", "new", lambda _k, _v: False, [("id", {"z": 1})])
     assert jsonc.loads(made) == {"new": {"id": {"z": 1}}}
+
+
+# -- malformed settings files: one line naming the file, exit 2, nothing written --------------------------------
+NESTED = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+HUGE = b'{"x": []' + b" " * (30 << 20) + b"}"  # 30 MB, valid JSON
+NOT_UTF8 = b'{"name": "caf\xe9"}'
+VSCODE = ".config/Code/User/settings.json"
+DBEAVER = ".local/share/DBeaverData/workspace6/General/.dbeaver/data-sources.json"
+ADS = ".config/azuredatastudio/User/settings.json"
+MALFORMED = [
+    ("vscode", VSCODE, NESTED, "nested more than 64 levels"),
+    ("vscode", VSCODE, b'{"pgsql.connections": {"a": 1}}', '"pgsql.connections" holds an object'),
+    ("vscode", VSCODE, b'[{"pgsql.connections": []}]', "holds a list"),
+    ("vscode", VSCODE, HUGE, "over 4 MiB"),
+    ("vscode", VSCODE, NOT_UTF8, "not UTF-8"),
+    ("vscode", VSCODE, b'{"pgsql.connections": [}', "not valid JSON at line 1, column 24"),
+    ("dbeaver", DBEAVER, b'{"connections": []}', '"connections" holds a list'),
+    ("dbeaver", DBEAVER, b'{"folders": "tokend"}', '"folders" holds a string'),
+    ("dbeaver", DBEAVER, NESTED, "nested more than"),
+    ("dbeaver", DBEAVER, b"17", "holds a number"),
+    ("ads", ADS, b'{"datasource.connections": "x"}', '"datasource.connections" holds a string'),
+    ("ads", ADS, b'{"datasource.connectionGroups": {}}', "holds an object"),
+    ("ads", ADS, b'{\n  "unterminated: 1\n}', "a string that never ends at line 2, column 3"),
+    ("pgadmin", "exports/servers.json", b'{"Servers": []}', '"Servers" holds a list'),
+    ("pgadmin", "exports/servers.json", b"[]", "holds a list"),
+    ("pgadmin", "exports/servers.json", NOT_UTF8, "not UTF-8"),
+    ("pgadmin", "exports/servers.json", HUGE, "over 4 MiB"),
+    ("datagrip", "project/.idea/dataSources.local.xml", b"<project>\xff</project>", "not UTF-8"),
+    ("datagrip", "project/.idea/dataSources.xml", HUGE, "over 4 MiB"),
+]
+
+
+@pytest.mark.parametrize(("client", "where", "data", "why"), MALFORMED, ids=[f"{c}-{w}" for c, _, _, w in MALFORMED])
+def test_a_malformed_settings_file_is_one_line_and_nothing_is_written(
+    em: Tenant, postgres: Postgres, write_config, home: Path, client: str, where: str, data: bytes, why: str
+) -> None:
+    cfg = write_config(config(em, postgres))
+    path = home / where
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    output = {"pgadmin": ["--output", str(path)], "datagrip": ["--output", str(home / "project")]}.get(client, [])
+    for args in ([client, *output], ["remove", client, *output]):
+        r = tokend("clients", *args, "--config", str(cfg))
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"tokend: {path}: ") and why in lines[0], r.stderr
+        assert "internal error" not in r.stderr and "Traceback" not in r.stderr
+        assert path.read_bytes() == data  # nothing written: not the file, not a backup, not a record
+        assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+        assert not (home / ".local/state/tokend/clients.json").exists()
+    if client in ("vscode", "dbeaver", "ads"):  # the listing still lists every client, and names the file
+        r = tokend("clients", "--config", str(cfg))
+        assert r.returncode == 2 and len(r.stdout.splitlines()) == 7, r.stdout + r.stderr
+        assert "unreadable" in r.stdout and r.stderr.strip().splitlines() == lines
+        listed = json.loads(tokend("clients", "--json", "--config", str(cfg)).stdout)
+        assert [c["problem"] for c in listed if c["problem"]] == [lines[0].removeprefix("tokend: ")]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.text(alphabet='{}[]:,"\\/ *\n01ab-.e', max_size=200),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+        ).map(json.dumps),
+    )
+)
+def test_jsonc_reads_any_text_or_says_what_is_wrong(text: str) -> None:
+    """Whatever the text: a value, or a ValueError (JsoncError) — never an IndexError, RecursionError, …"""
+    for attempt in (
+        lambda: jsonc.loads(text),
+        lambda: jsonc.settings(text, {"a": list}),
+        lambda: jsonc.set_key(text, "a", [1]),
+        lambda: jsonc.edit_members(text, "a", lambda _k, _v: True, [(None, {"x": 1})]),
+        lambda: jsonc.edit_members(text, "b", lambda _k, _v: False, [("k", 2)]),
+    ):
+        try:
+            attempt()
+        except jsonc.JsoncError as e:
+            assert str(e) and "\n" not in str(e)

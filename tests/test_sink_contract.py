@@ -180,7 +180,8 @@ class TestKeychain(SinkContract):
 
 class TestPgbouncer(FileSinkContract):
     """The include file is wholly tokend's; PgBouncer's own config beside it is the user's. The "PgBouncer" here is a
-    process that ignores SIGHUP (the RELOAD) and counts nothing: the real one runs in test_cluster.py."""
+    process called pgbouncer (/bin/sleep under that name: the sink signals nothing else) that ignores SIGHUP (the
+    RELOAD) and counts nothing: the real one runs in test_cluster.py."""
 
     kind = "pgbouncer"
 
@@ -191,9 +192,13 @@ class TestPgbouncer(FileSinkContract):
         if sys.platform == "win32":
             pytest.skip("PgBouncer's RELOAD is a POSIX signal")
 
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_IGN); time.sleep(120)"]
-        )
+        import shutil
+        import signal
+
+        exe = tmp_path / "pgbouncer"
+        shutil.copy("/bin/sleep", exe)
+        # SIGHUP ignored before the exec stays ignored after it; Popen returns once the exec is done
+        proc = subprocess.Popen([str(exe), "120"], preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
         (tmp_path / "pgbouncer.pid").write_text(f"{proc.pid}\n")
         yield
         proc.kill()

@@ -8,10 +8,19 @@ creates later are covered too. Printed and nothing else by default; with ``--app
 in as the target's user (an Entra administrator) with tokend's token. It can run twice: nothing changes the second
 time. Identifiers are quoted exactly (Entra names are case-sensitive; spaces and quotes kept); the public schema is
 refused unless ``--allow-public`` says so too.
+
+What is printed is meant for psql, so no name can end its quotes or reach psql as a meta-command: names are refused
+with a control character (NUL, CR, LF, …: no Entra display name holds one, and a line break is where psql starts
+reading a new command); string literals mean the same whatever standard_conforming_strings says (``pgwire.literal``);
+there is no dollar quoting (the principal is made by a ``SELECT … WHERE NOT EXISTS``, not a ``DO`` block whose closing
+tag a name could hold); and the command lines ``check`` suggests are quoted for the shell (``shlex.quote``).
 """
 
 from __future__ import annotations
 
+import shlex
+import unicodedata
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +34,27 @@ KINDS = ("group", "service", "user")  # objectType of pgaadauth_create_principal
 READ = "SELECT"
 WRITE = "SELECT, INSERT, UPDATE, DELETE"
 _SYSTEM = "n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'"
+
+
+def checked(what: str, name: str) -> str:
+    """``name`` when it may go into SQL and command lines tokend prints: UsageError (``what`` says which argument)
+    when it holds a control character or a line or paragraph separator."""
+    bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        raise UsageError(
+            f"{what} {name!r} holds the control character U+{ord(bad):04X}, which no Entra name holds and which would "
+            "break the SQL printed for psql: give the name exactly as Entra shows it"
+        )
+    if not name:
+        raise UsageError(f"{what} is empty: give the name exactly as Entra shows it")
+    return name
+
+
+def _names(group: str, database: str, schemas: Sequence[str]) -> None:
+    checked("the group", group)
+    checked("--database", database)
+    for schema in schemas:
+        checked("--schema", schema)
 
 
 def add_group_sql(
@@ -46,6 +76,15 @@ def add_group_sql(
         )
     if kind not in KINDS:
         raise UsageError(f"--type must be one of: {', '.join(KINDS)}")
+    _names(group, database, schemas)
+    if object_id is not None:
+        try:
+            uuid.UUID(object_id)
+        except ValueError:
+            raise UsageError(
+                f"--object-id {object_id!r} is not an Entra object id (a GUID such as "
+                "6a5c9f5e-3b1d-4c59-9c3e-1f2e3d4c5b6a): copy it from the group's Overview page"
+            ) from None
     role, name = ident(group), literal(group)
     create = (
         f"pgaadauth_create_principal_with_oid({name}, {literal(object_id)}, {literal(kind)}, false, false)"
@@ -55,15 +94,10 @@ def add_group_sql(
     rights = WRITE if write else READ
     lines = [
         f"-- tokend admin add-group: {'read-write' if write else 'read-only'} access for the Entra {kind} "
-        f"{group!r} to database {database!r}, schemas {', '.join(repr(s) for s in schemas)}",
+        f"{role} to database {ident(database)}, schemas {', '.join(ident(s) for s in schemas)}",
         "BEGIN;",
-        "DO $tokend$",
-        "BEGIN",
-        f"  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {name}) THEN",
-        f"    PERFORM {create};",
-        "  END IF;",
-        "END",
-        "$tokend$;",
+        f"SELECT {create}",
+        f"  WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {name});",
         f"GRANT CONNECT ON DATABASE {ident(database)} TO {role};",
     ]
     for s in schemas:
@@ -181,6 +215,7 @@ class Finding:
 
 def check(conn: Connection, group: str, database: str, schemas: Sequence[str], fix_command: str) -> list[Finding]:
     """Why a login as ``group`` would fail (or not), in the order a login meets them."""
+    _names(group, database, schemas)
     g = literal(group)
     found = conn.rows(f"SELECT rolname, rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = {g}")
     if not found:
@@ -297,6 +332,8 @@ def command(args: Any, config_path: Path, token_for: Callable[[str], str]) -> in
 
     target = config.load(config_path).target(args.target)
     database = args.database or (target.database if target.database != "*" else "postgres")
+    if args.action != "list":
+        _names(args.group, database, args.schema)  # before anything is printed or a connection made
     if args.action == "add-group":
         sql = add_group_sql(
             args.group, database, args.schema, args.read_write, args.object_id, args.type, args.allow_public
@@ -311,15 +348,11 @@ def command(args: Any, config_path: Path, token_for: Callable[[str], str]) -> in
         if args.action == "list":
             print(render_principals(principals(conn), args.json))
             return 0
-        fix = " ".join(
+        fix = shlex.join(
             [
-                "tokend admin add-group",
-                json.dumps(args.group),
-                "--target",
-                target.name,
-                "--database",
-                database,
-                *(f"--schema {s}" for s in args.schema),
+                *("tokend", "admin", "add-group", checked("the group", args.group)),
+                *("--target", target.name, "--database", checked("--database", database)),
+                *(a for sc in args.schema for a in ("--schema", checked("--schema", sc))),
                 "--apply",
             ]
         )

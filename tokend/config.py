@@ -6,6 +6,7 @@ environment variable that holds it, a certificate by its path.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -35,6 +36,9 @@ _ADDRESS = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([0-9.]+|localhost)):(\d{1,5})$
 OBSERVE_ENV = "TOKEND_OBSERVE_LISTEN"  # overrides [observe] listen (containers: the pod's address for probes)
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
+# [refresh] margin, seconds: under 10 s a token could expire before its successor arrives; no Entra token lives a day
+# (managed identity's ~24 h ones say when to refresh), so a larger margin would mean nothing
+MARGIN_BOUNDS = (10.0, 86400.0)
 
 
 @dataclass(frozen=True)
@@ -246,7 +250,7 @@ def parse(text: str, path: Path) -> Config:
             taken[a] = t.name
     refresh = _table(raw.get("refresh", {}), path, "refresh")
     _only(refresh, _REFRESH_KEYS, path, "refresh")
-    margin = _duration(refresh.get("margin", 240), path, "refresh.margin")
+    margin = _duration(refresh.get("margin", 240), path, "refresh.margin", *MARGIN_BOUNDS)
     observe = _table(raw.get("observe", {}), path, "observe")
     _only(observe, _OBSERVE_KEYS, path, "observe")
     listen = os.environ.get(OBSERVE_ENV) or _str(observe, "listen", path, "observe")
@@ -433,26 +437,42 @@ def _sinks(raw: object, path: Path) -> dict[str, SinkConfig]:
     return out
 
 
-def parse_duration(value: object) -> float:
-    """Seconds from 90, 90.5, "90s", "10m" or "1h". Raises ValueError on anything else or on a negative."""
+def parse_duration(value: object, least: float = 0.0, most: float = 86400.0) -> float:
+    """Seconds from 90, 90.5, "90s", "10m" or "1h", between ``least`` and ``most`` seconds (the caller states what
+    makes sense for its key). ValueError on anything else: a negative, NaN, an infinity, a number too large for a
+    float, a duration out of those bounds."""
     if isinstance(value, bool):
         raise ValueError(value)
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m[1]) * {"s": 1, "m": 60, "h": 3600}[m[2] or "s"]
-    else:
-        raise ValueError(value)
-    if seconds < 0:
+    try:
+        if isinstance(value, (int, float)):
+            seconds = float(value)
+        elif isinstance(value, str) and (m := _DURATION.match(value)):
+            seconds = float(m[1]) * {"s": 1, "m": 60, "h": 3600}[m[2] or "s"]
+        else:
+            raise ValueError(value)
+    except OverflowError:  # an integer beyond any float
+        raise ValueError(value) from None
+    if not (math.isfinite(seconds) and least <= seconds <= most):  # NaN fails every comparison: refused too
         raise ValueError(value)
     return seconds
 
 
-def _duration(value: object, path: Path, key: str) -> float:
+def _duration(value: object, path: Path, key: str, least: float, most: float) -> float:
     try:
-        return parse_duration(value)
+        return parse_duration(value, least, most)
     except ValueError:
-        raise ConfigError(path, key, f'bad duration {value!r}; write seconds or "90s", "10m", "1h"') from None
+        raise ConfigError(
+            path,
+            key,
+            f'bad duration {value!r}; write seconds or "90s", "10m", "1h", from {_human(least)} to {_human(most)}',
+        ) from None
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _tables(raw: object, path: Path, where: str) -> dict[str, dict[str, Any]]:

@@ -207,13 +207,14 @@ def run(
         answer = input(f"{question}{f' [{default}]' if default else ''}: ")
         return answer or default
 
-    text = config_path.read_text(encoding="utf-8-sig") if config_path.exists() else ""
-    existing = config_mod.parse(text, config_path) if text.strip() else None
+    from tokend.sinks import atomic
+
+    data = atomic.read(config_path) or b""  # only a file that is safely yours: it becomes your daemon's config
+    existing = config_mod.decode(data, config_path) if data.strip(b"\xef\xbb\xbf \t\r\n") else None
+    text = data.decode("utf-8-sig")  # decode() has said it is UTF-8
     fill(answers, ask if interactive else None, existing)
     new_text, target, identity = add_to_config(text, answers, config_path)
-    from tokend.sinks.atomic import write_private
-
-    write_private(config_path, new_text)
+    atomic.write_private(config_path, new_text)
     say(f"wrote {config_path}: target {target} ({answers.user} at {answers.server}) with identity {identity}")
     cfg = config_mod.load(config_path)
     ic = cfg.identities[identity]

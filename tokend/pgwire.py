@@ -145,5 +145,10 @@ def ident(name: str) -> str:
 
 
 def literal(text: str) -> str:
-    """An SQL string literal (standard_conforming_strings, the default since PostgreSQL 9.1)."""
-    return "'" + text.replace("'", "''") + "'"
+    """An SQL string literal that means ``text`` whatever standard_conforming_strings says: quotes doubled, and a
+    text with a backslash written as an escape string (``E'…'``) with each backslash doubled — with the setting off, a
+    backslash in a plain literal would escape the quote after it."""
+    quoted = text.replace("'", "''")
+    if "\\" in text:
+        return "E'" + quoted.replace("\\", "\\\\") + "'"
+    return "'" + quoted + "'"

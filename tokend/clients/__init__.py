@@ -9,22 +9,27 @@ up (or undoing it) with one command.
 | Azure Data Studio (retired) | profiles that take the password from pgpass | ads |
 Commands that produce a file for another program print it to stdout unless given --output. Reading the config for
 names and hosts only, no identity is built and no secret is needed.
+The listing reads each client's settings file to say whether tokend set it up; one it cannot read (malformed, not
+UTF-8, too large, unsafe) is still listed, with "unreadable", and the listing then ends with one line naming each
+such file and exit code 2 (bad input, as for every file tokend is given): the client needs that file fixed, and a
+script must not take "not set up" for an answer.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 
 from tokend import paths
 from tokend.config import Config, Target
-from tokend.errors import UsageError
+from tokend.errors import TokendError, UsageError
 
 CLIENTS = ("vscode", "dbeaver", "datagrip", "pgadmin", "ads")
 EDITED = ("vscode", "dbeaver", "ads")  # their own settings files, edited in place: install(owner, targets), uninstall
@@ -41,6 +46,15 @@ class Client:
     found: str | None  # where it was found, or None
     set_up: bool | None  # tokend's entries are there (None: cannot tell)
     how: str  # the one command (or step) that sets it up
+    problem: str = ""  # why its settings file could not be read (then set_up is None)
+
+
+def _state(set_up: Callable[[], bool | None]) -> tuple[bool | None, str]:
+    """(whether tokend's entries are there, "") or (None, why the file could not be read)."""
+    try:
+        return set_up(), ""
+    except TokendError as e:
+        return None, str(e)
 
 
 def _first(*candidates: str | Path | None) -> str | None:
@@ -54,6 +68,7 @@ def detect(owner: str) -> list[Client]:
     from tokend.clients import ads, dbeaver, pgadmin, vscode
 
     home = Path.home()
+    code, dbeaver_state, ads_state = (_state(functools.partial(m.set_up, owner)) for m in (vscode, dbeaver, ads))
     jetbrains = sorted(paths.app_config_dir("JetBrains").glob("DataGrip*"))
     return [
         Client(
@@ -67,15 +82,17 @@ def detect(owner: str) -> list[Client]:
             "VS Code PostgreSQL",
             "vscode",
             _first(shutil.which("code"), vscode.settings_path().parent),
-            vscode.set_up(owner),
+            code[0],
             "tokend clients vscode",
+            code[1],
         ),
         Client(
             "DBeaver",
             "dbeaver",
             _first(shutil.which("dbeaver"), dbeaver.workspace()),
-            dbeaver.set_up(owner),
+            dbeaver_state[0],
             "tokend clients dbeaver",
+            dbeaver_state[1],
         ),
         Client(
             "DataGrip",
@@ -95,23 +112,28 @@ def detect(owner: str) -> list[Client]:
             "Azure Data Studio (retired)",
             "ads",
             _first(shutil.which("azuredatastudio"), ads.user_dir().parent),
-            ads.set_up(owner),
+            ads_state[0],
             "tokend clients ads",
+            ads_state[1],
         ),
         Client("scripts", "", sys.executable, None, "`tokend token TARGET`, `tokend exec TARGET -- CMD`"),
     ]
 
 
 def listing(owner: str, as_json: bool) -> Iterator[str]:
+    """The clients here, a line each (or JSON); then UsageError naming each settings file that could not be read."""
     found = detect(owner)
     if as_json:
         yield json.dumps([asdict(c) for c in found], indent=2)
-        return
-    width = max(len(c.name) for c in found)
-    for c in found:
-        where = f"found: {c.found}" if c.found else "not found"
-        state = {True: "set up", False: "not set up", None: ""}[c.set_up]
-        yield f"{c.name:<{width}}  {where:<48} {state:<11} {c.how}"
+    else:
+        width = max(len(c.name) for c in found)
+        for c in found:
+            where = f"found: {c.found}" if c.found else "not found"
+            state = "unreadable" if c.problem else {True: "set up", False: "not set up", None: ""}[c.set_up]
+            yield f"{c.name:<{width}}  {where:<48} {state:<11} {c.how}"
+    problems = [c.problem for c in found if c.problem]
+    if problems:
+        raise UsageError("; ".join(problems))
 
 
 def _targets(cfg: Config, names: list[str]) -> list[Target]:

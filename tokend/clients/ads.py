@@ -159,12 +159,13 @@ def credential_stores() -> list[CredentialStore]:
 
 
 CONNECTIONS, GROUPS = "datasource.connections", "datasource.connectionGroups"
+SHAPE = {CONNECTIONS: list, GROUPS: list}  # what ADS keeps there
 
 
 def update_settings(text: str, owner: str, targets: Sequence[Target]) -> str:
     """ADS settings text with tokend's profiles for ``targets`` (and its group) added or updated; every other byte
     of the file as it was."""
-    data = jsonc.loads(text) if text.strip() else {}
+    data = jsonc.settings(text, SHAPE)
     mine = {profile_id(owner, t) for t in targets}
     text = jsonc.edit_members(
         text,
@@ -195,6 +196,7 @@ def update_settings(text: str, owner: str, targets: Sequence[Target]) -> str:
 
 
 def remove_settings(text: str, owner: str, names: Sequence[str] | None = None) -> str:
+    jsonc.settings(text, SHAPE)
     ids = None if names is None else {f"tokend-{owner}-{n}" for n in names}
     text = jsonc.edit_members(
         text,
@@ -206,7 +208,7 @@ def remove_settings(text: str, owner: str, names: Sequence[str] | None = None) -
         ),
         [],
     )
-    left = jsonc.loads(text).get(CONNECTIONS, []) if text.strip() else []
+    left = jsonc.settings(text, SHAPE).get(CONNECTIONS, [])
     if not any(isinstance(c, dict) and c.get("groupId") == GROUP_ID for c in left):
         text = jsonc.edit_members(text, GROUPS, lambda _k, v: isinstance(v, dict) and v.get("id") == GROUP_ID, [])
     return text
@@ -233,10 +235,8 @@ def uninstall(owner: str, names: Sequence[str] | None) -> list[str]:
 
 
 def set_up(owner: str) -> bool:
-    try:
-        data = jsonc.loads(settings_path().read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError):
-        return False
+    """Whether this config's profiles are there; UsageError or SinkError naming the file when it cannot be read."""
+    data = edits.settings(settings_path(), SHAPE)
     return any(
         isinstance(c, dict) and str(c.get("id", "")).startswith(f"tokend-{owner}-") for c in data.get(CONNECTIONS, [])
     )

@@ -96,12 +96,14 @@ def documents(owner: str, targets: Sequence[Target]) -> tuple[str, str]:
 def install(folder: Path, owner: str, targets: Sequence[Target]) -> list[str]:
     """The targets' data sources into the project ``folder``'s .idea/ files (made, or edited in place)."""
     documents(owner, targets)  # every target checked before anything is written
-    for kind in (SHARED, LOCAL):
-        edits.change(
-            folder / ".idea" / kind[0],
-            functools.partial(edit, kind=kind, owner=owner, targets=targets),
-            program=PROGRAM,
-        )
+    changes = [
+        (folder / ".idea" / kind[0], functools.partial(edit, kind=kind, owner=owner, targets=targets))
+        for kind in (SHARED, LOCAL)
+    ]
+    for path, change in changes:
+        edits.check(path, change)  # both files readable and editable before either is written
+    for path, change in changes:
+        edits.change(path, change, program=PROGRAM)
     return [
         f"{folder / '.idea'}: data sources {', '.join(t.name for t in targets)} with pgpass authentication; "
         f"open {folder} as a project in DataGrip"

@@ -20,6 +20,7 @@ from tokend.errors import UsageError
 
 PROGRAM = "dbeaver"
 FOLDER = "tokend"
+SHAPE = {"folders": dict, "connections": dict}  # what DBeaver keeps there
 
 
 def workspace() -> Path:
@@ -63,9 +64,9 @@ def connection(t: Target) -> dict[str, Any]:
 
 def update(text: str, owner: str, targets: Sequence[Target]) -> str:
     mine = {connection_id(owner, t) for t in targets}
+    data = jsonc.settings(text, SHAPE)
     if not text.strip():
         text = "{\n}\n"
-    data = jsonc.loads(text)
     if FOLDER not in data.get("folders", {}):
         text = jsonc.edit_members(text, "folders", lambda _k, _v: False, [(FOLDER, {})])
     return jsonc.edit_members(
@@ -74,11 +75,12 @@ def update(text: str, owner: str, targets: Sequence[Target]) -> str:
 
 
 def remove(text: str, owner: str, names: Sequence[str] | None = None) -> str:
+    jsonc.settings(text, SHAPE)
     ids = None if names is None else {f"tokend-{owner}-{n}" for n in names}
     text = jsonc.edit_members(
         text, "connections", lambda k, _v: str(k).startswith(f"tokend-{owner}-") and (ids is None or k in ids), []
     )
-    left = jsonc.loads(text).get("connections", {})
+    left = jsonc.settings(text, SHAPE).get("connections", {})
     if not any(v.get("folder") == FOLDER for v in left.values() if isinstance(v, dict)):
         text = jsonc.edit_members(text, "folders", lambda k, _v: k == FOLDER, [])
     return text
@@ -100,8 +102,7 @@ def uninstall(owner: str, names: Sequence[str] | None) -> list[str]:
 
 
 def set_up(owner: str) -> bool:
-    try:
-        data = jsonc.loads(data_sources().read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError):
-        return False
-    return any(str(k).startswith(f"tokend-{owner}-") for k in data.get("connections", {}))
+    """Whether this config's connections are there; UsageError or SinkError naming the file when it cannot be read."""
+    return any(
+        str(k).startswith(f"tokend-{owner}-") for k in edits.settings(data_sources(), SHAPE).get("connections", {})
+    )

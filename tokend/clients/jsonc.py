@@ -1,20 +1,57 @@
 """Just enough of JSON-with-comments (VS Code / Azure Data Studio settings, DBeaver's workspace files) to read it and
 to change the members of one top-level key's array or object while keeping every other byte — the user's own
-entries in that same array, their comments and their spacing included."""
+entries in that same array, their comments and their spacing included.
+
+Any text is either read or refused with a ``JsoncError`` (a ValueError) saying what is wrong and where (line and
+column): never another exception, whatever the text. Texts are bounded (``MAX_CHARS``, ``MAX_DEPTH``), so a hostile
+or broken file costs little memory and time before it is refused.
+"""
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+MAX_CHARS = 4 << 20  # characters; settings files are kilobytes
+MAX_TOKENS = 250_000  # ~400 bytes and ~4 µs each to edit: a DBeaver workspace of 1,000 connections is 99,000
+MAX_DEPTH = 64  # nesting of arrays and objects; settings files nest a few levels
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|//[^\n]*|/\*.*?\*/|\s+|[{}\[\]:,]|[^\s{}\[\]:,"/]+|/', re.S)
 Token = tuple[int, int, str]
 
 
+class JsoncError(ValueError):
+    """What is wrong with a JSONC text, and where: one line for people."""
+
+
+def _where(text: str, pos: int) -> str:
+    line, line_start = text.count("\n", 0, pos) + 1, text.rfind("\n", 0, pos) + 1
+    return f"line {line}, column {pos - line_start + 1}"
+
+
 def _tokens(text: str) -> list[Token]:
-    return [(m.start(), m.end(), m.group()) for m in _TOKEN.finditer(text)]
+    if len(text) > MAX_CHARS:
+        raise JsoncError(f"{len(text):,} characters, more than the {MAX_CHARS:,} tokend reads in a settings file")
+    out, pos, depth = [], 0, 0
+    for m in _TOKEN.finditer(text):
+        if m.start() != pos:  # a character no token starts with: a string or a comment that never ends
+            raise JsoncError(f"a string that never ends at {_where(text, pos)}")
+        tok = m.group()
+        if tok in ("{", "["):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise JsoncError(f"nested more than {MAX_DEPTH} levels deep at {_where(text, m.start())}")
+        elif tok in ("}", "]"):
+            depth -= 1
+        out.append((m.start(), m.end(), tok))
+        pos = m.end()
+        if len(out) > MAX_TOKENS:
+            raise JsoncError(f"more than {MAX_TOKENS:,} tokens (numbers, strings, brackets), far more than settings")
+    if pos != len(text):
+        raise JsoncError(f"a string that never ends at {_where(text, pos)}")
+    return out
 
 
 def _significant(tokens: list[Token]) -> list[Token]:
@@ -22,12 +59,48 @@ def _significant(tokens: list[Token]) -> list[Token]:
 
 
 def loads(text: str) -> Any:
-    """Parse JSONC: comments and trailing commas allowed. An empty file is an empty object."""
+    """Parse JSONC: comments and trailing commas allowed. An empty file is an empty object. JsoncError otherwise."""
     sig = _significant(_tokens(text))
     if not sig:
         return {}
-    kept = [tok for i, (_, _, tok) in enumerate(sig) if not (tok == "," and i + 1 < len(sig) and sig[i + 1][2] in "}]")]
-    return json.loads(" ".join(kept))
+    kept = [t for i, t in enumerate(sig) if not (t[2] == "," and i + 1 < len(sig) and sig[i + 1][2] in "}]")]
+    joined = " ".join(t[2] for t in kept)
+    try:
+        return json.loads(joined)
+    except json.JSONDecodeError as e:
+        raise JsoncError(f"not valid JSON at {_where(text, _source(kept, e.pos, len(text)))} ({e.msg})") from None
+    except (ValueError, RecursionError):  # Python's limit on the digits of an integer
+        raise JsoncError("not valid JSON (a number with thousands of digits)") from None
+
+
+def _source(kept: list[Token], pos: int, end: int) -> int:
+    """Where in the text position ``pos`` of the kept tokens joined by spaces lies (``end``: past the last)."""
+    starts, at = [], 0
+    for t in kept:
+        starts.append(at)
+        at += len(t[2]) + 1
+    if pos >= at - 1:
+        return end
+    i = bisect.bisect_right(starts, pos) - 1
+    return kept[i][0] + min(pos - starts[i], len(kept[i][2]))
+
+
+def _kind(value: object) -> str:
+    return {dict: "an object {…}", list: "a list […]", str: "a string", bool: "true or false"}.get(
+        type(value), "null" if value is None else "a number"
+    )
+
+
+def settings(text: str, shape: Mapping[str, type]) -> dict[str, Any]:
+    """The top-level object of a settings text, checked: each key of ``shape`` that is there holds that type
+    (``list`` or ``dict``). JsoncError saying what the file holds instead."""
+    data = loads(text)
+    if not isinstance(data, dict):
+        raise JsoncError(f"the file holds {_kind(data)}, not the object {{…}} of settings")
+    for key, kind in shape.items():
+        if key in data and not isinstance(data[key], kind):
+            raise JsoncError(f"{json.dumps(key)} holds {_kind(data[key])}, not {_kind(kind())}")
+    return data
 
 
 def _render(value: Any, indent: str) -> str:
@@ -36,6 +109,7 @@ def _render(value: Any, indent: str) -> str:
 
 def set_key(text: str, key: str, value: Any, indent: str = "    ") -> str:
     """``text`` with the top-level ``key`` set to ``value`` (inserted last when missing); other bytes unchanged."""
+    settings(text, {})  # a settings object, well-formed: the byte positions below are then sound
     rendered = _render(value, indent)
     sig = _significant(_tokens(text))
     if not sig:
@@ -48,7 +122,7 @@ def set_key(text: str, key: str, value: Any, indent: str = "    ") -> str:
 
 def _check_object(sig: list[Token]) -> None:
     if sig[0][2] != "{":
-        raise ValueError("the settings file is not a JSON object")
+        raise JsoncError("the file is not the object {…} of settings")
 
 
 def _key_value(sig: list[Token], key: str) -> tuple[int, int] | None:
@@ -97,7 +171,7 @@ def _close_of(sig: list[Token], i: int) -> int:
             depth -= 1
             if depth == 0:
                 return j
-    raise ValueError("unbalanced brackets in the settings file")
+    raise JsoncError("unbalanced brackets")
 
 
 def _value_end(sig: list[Token], i: int) -> int:
@@ -116,6 +190,7 @@ def edit_members(
     """Change the members of top-level ``key``'s array (member keys None) or object: those ``drop(key, value)``
     says are removed with their separator, ``add`` appended at the end; every other byte stays as it was. A
     missing ``key`` is created with just ``add``."""
+    settings(text, {})  # a settings object, well-formed: the byte positions below are then sound
     sig = _significant(_tokens(text))
     span = _key_value(sig, key) if sig else None
     if span is None:
@@ -126,8 +201,10 @@ def edit_members(
         return set_key(text, key, value, indent)
     open_i = next(i for i, t in enumerate(sig) if t[0] == span[0])
     if sig[open_i][2] not in "[{":
-        raise ValueError(f"{key} is not a list or an object")
+        raise JsoncError(f"{json.dumps(key)} holds neither a list […] nor an object {{…}}")
     is_object = sig[open_i][2] == "{"
+    if add and (add[0][0] is not None) != is_object:
+        raise JsoncError(f"{json.dumps(key)} holds {'an object {…}' if is_object else 'a list […]'}, not the other")
     close_i = _close_of(sig, open_i)
     members = _members(text, sig, open_i, close_i, is_object)
     removed = [(s, e) for (k, v, s, e) in members if drop(k, v)]

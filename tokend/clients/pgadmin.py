@@ -28,6 +28,7 @@ from tokend.config import Target
 
 EXPIRATION = 180  # seconds
 GROUP = "tokend"
+SHAPE = {"Servers": dict}
 
 
 def _quote(arg: object) -> str:
@@ -73,6 +74,7 @@ def servers(owner: str, targets: Sequence[Target], tokend: Path, config: Path, s
 
 def update(text: str, entries: dict[str, Any]) -> str:
     """``text`` (a servers.json; empty: a new one) with ``entries`` in "Servers", replacing their older copies."""
+    jsonc.settings(text, SHAPE)
     if not text.strip():
         return json.dumps({"Servers": entries}, indent=2) + "\n"
     return jsonc.edit_members(text, "Servers", lambda k, _v: k in entries, list(entries.items()))
@@ -80,6 +82,7 @@ def update(text: str, entries: dict[str, Any]) -> str:
 
 def remove(text: str, owner: str, names: Sequence[str] | None = None) -> str:
     """``text`` without this config's servers (those of ``names`` only, when given)."""
+    jsonc.settings(text, SHAPE)
     chosen = None if names is None else {key(owner, n) for n in names}
     return jsonc.edit_members(
         text, "Servers", lambda k, _v: str(k).startswith(f"tokend-{owner}-") and (chosen is None or k in chosen), []

@@ -22,6 +22,7 @@ from tokend.errors import UsageError
 
 CONNECTIONS, GROUPS = "pgsql.connections", "pgsql.serverGroups"
 GROUP_ID = "7f0b6a8e-7c1d-4f55-9c6e-70c3e5d0cafe"  # tokend's server group (fixed, so updates find it)
+SHAPE = {CONNECTIONS: list, GROUPS: list}  # what the extension keeps there
 
 
 def settings_path() -> Path:
@@ -63,7 +64,7 @@ def _ours(owner: str, _key: str | None, value: Any) -> bool:
 
 def update(text: str, owner: str, targets: Sequence[Target]) -> str:
     profiles = [profile(owner, t) for t in targets]
-    data = jsonc.loads(text) if text.strip() else {}
+    data = jsonc.settings(text, SHAPE)
     mine = {p["id"] for p in profiles}
     text = jsonc.edit_members(
         text, CONNECTIONS, lambda _k, v: isinstance(v, dict) and v.get("id") in mine, [(None, p) for p in profiles]
@@ -96,7 +97,7 @@ def remove(text: str, owner: str, names: Sequence[str] | None = None) -> str:
         return _ours(owner, _k, v) and (names is None or v.get("id") in {f"tokend-{owner}-{n}" for n in names})
 
     text = jsonc.edit_members(text, CONNECTIONS, drop, [])
-    left = jsonc.loads(text).get(CONNECTIONS, []) if text.strip() else []
+    left = jsonc.settings(text, SHAPE).get(CONNECTIONS, [])
     if not any(isinstance(c, dict) and str(c.get("id", "")).startswith("tokend-") for c in left):
         text = jsonc.edit_members(text, GROUPS, lambda _k, v: isinstance(v, dict) and v.get("id") == GROUP_ID, [])
     return text
@@ -118,9 +119,5 @@ def uninstall(owner: str, names: Sequence[str] | None) -> list[str]:
 
 
 def set_up(owner: str) -> bool:
-    path = settings_path()
-    try:
-        data = jsonc.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError):
-        return False
-    return any(_ours(owner, None, c) for c in data.get(CONNECTIONS, []))
+    """Whether this config's profiles are there; UsageError or SinkError naming the file when it cannot be read."""
+    return any(_ours(owner, None, c) for c in edits.settings(settings_path(), SHAPE).get(CONNECTIONS, []))

@@ -1,5 +1,6 @@
-"""Rewrite a file atomically under a lock, keeping every byte the caller does not change — and only a file that is
-safely the user's.
+"""The one safe writer: rewrite a file atomically under a lock, keeping every byte the caller does not change — and
+only a file that is safely the user's. Every file tokend writes goes through ``rewrite`` (``write`` for a whole
+file); what it reads back and acts on (a backup, a pidfile) through ``read``, under the same rules.
 
 Which file (``resolve``): a symlink is followed only when it, and every link after it, belongs to the user (or
 root), and only to a regular file of the user's (or to nothing yet); a file in a folder others may write is used
@@ -52,11 +53,11 @@ def resolve(path: Path) -> Path:
         if not _trusted(st.st_uid):
             raise SinkError(
                 f"{path}: {p} is a symlink owned by another user (uid {st.st_uid}); tokend follows only "
-                "your own links: remove it, or set the sink's path to a file of yours"
+                "your own links: remove it, or set the path to a file of yours"
             )
         p = Path(os.path.abspath(p.parent / os.readlink(p)))
     else:
-        raise SinkError(f"{path}: too many symlinks; point the sink's path at the file itself")
+        raise SinkError(f"{path}: too many symlinks; set the path to the file itself")
     _check_folder(path, p)
     try:
         st = os.lstat(p)
@@ -82,7 +83,7 @@ def _check_folder(path: Path, p: Path) -> None:
     except FileNotFoundError:
         raise SinkError(f"{path}: folder {folder} does not exist; create it or set another path") from None
     if not stat.S_ISDIR(st.st_mode):
-        raise SinkError(f"{path}: {folder} is not a folder; set the sink's path to a file in a folder")
+        raise SinkError(f"{path}: {folder} is not a folder; set the path to a file in a folder")
     if system.WINDOWS or not st.st_mode & 0o022:
         return
     sticky = bool(st.st_mode & stat.S_ISVTX)
@@ -110,13 +111,15 @@ def _check_file(path: Path, p: Path, st: os.stat_result) -> None:
             if stat.S_ISDIR(st.st_mode)
             else "not a regular file"
         )
-        raise SinkError(f"{path}: {p} is {kind}; tokend only rewrites regular files: set the sink's path to one")
+        raise SinkError(f"{path}: {p} is {kind}; tokend only writes and reads back regular files: set the path to one")
     if not system.WINDOWS and st.st_uid != os.getuid():
-        raise SinkError(f"{path}: {p} belongs to another user (uid {st.st_uid}); tokend only rewrites your own files")
+        raise SinkError(
+            f"{path}: {p} belongs to another user (uid {st.st_uid}); tokend only writes and trusts your own files"
+        )
     if st.st_nlink > 1:
         raise SinkError(
             f"{path}: {p} has {st.st_nlink} hard links; tokend replaces the file on every write, which "
-            "would split them: keep one name (or set the sink's path to a file of its own)"
+            "would split them: keep one name (or set the path to a file of its own)"
         )
 
 
@@ -164,22 +167,41 @@ def rewrite(path: Path, transform: Transform, lock_dir: Path, attempts: int = 5)
         raise SinkError(f"{real}: cannot write ({e.strerror or e}); check the disk and the folder") from None
 
 
-def write_private(path: Path, text: str, encoding: str = "utf-8") -> None:
-    """Replace a file tokend owns outright (records, indexes, its config) with ``text``: mode 0600, through a
-    temporary file with an unpredictable name and a rename, so a reader never sees half of it. Missing folders are
-    created 0700; the caller makes the folder private when the file holds a secret (``paths.private_dir``)."""
-    folder = path.parent
-    if not folder.exists():
+def write(path: Path, data: bytes) -> bool:
+    """Replace ``path`` with ``data``: the one way tokend writes a file of its own — records, indexes, certificates,
+    the config ``init`` writes, service units, client files and their backups. It is ``rewrite`` with a constant
+    transform, so the same rules apply (``resolve``: no link of another user's followed, no file of another user's
+    or in a folder others can swap it in taken over; a 0600 temporary file with an unpredictable name, fsynced and
+    renamed). Missing folders are made 0700. True when the file changed."""
+    if not os.path.isdir(path.parent):
         from tokend.paths import private_dir
 
-        private_dir(folder)
-    tmp = _write_temp(folder, path.name, text.encode(encoding))
+        private_dir(path.parent)
+    from tokend.sinks import lock_dir
+
+    return rewrite(path, lambda _old: data, lock_dir())
+
+
+def write_private(path: Path, text: str, encoding: str = "utf-8") -> None:
+    """``write`` for text: the file gets ``text`` in ``encoding``, mode 0600. The caller makes the folder private
+    when the file holds a secret (``paths.private_dir``)."""
+    write(path, text.encode(encoding))
+
+
+def read(path: Path, limit: int | None = None) -> bytes | None:
+    """The bytes of ``path`` (at most ``limit``) when it is safely the user's by ``resolve``'s rules — a regular file
+    of the user's with one name, reached through the user's own links only, that nobody else could have put in its
+    folder — or None when nothing is there. For what tokend reads back and acts on: a backup it restores, the pid it
+    signals. SinkError with the reason and the fix otherwise."""
+    if not os.path.lexists(path) and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        return None  # not even its folder
+    real = resolve(path)
     try:
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        return _read(path, real, limit)[1]
+    except PermissionError as e:
+        raise SinkError(f"{path}: cannot read it ({e.strerror}); it should be yours, mode 0600") from None
+    except OSError as e:
+        raise SinkError(f"{path}: cannot read it ({e.strerror or e})") from None
 
 
 def check_writable(path: Path, setting: str) -> None:
@@ -195,9 +217,9 @@ def check_writable(path: Path, setting: str) -> None:
         raise SinkError(f"{path}: cannot read it; fix its permissions (it should be yours, mode 0600)")
 
 
-def _read(path: Path, real: Path) -> tuple[tuple[int, int, int] | None, bytes | None]:
-    """The stamp and bytes of ``real``, opened without following a link or blocking on a FIFO swapped in since
-    ``resolve`` looked, and checked again once open."""
+def _read(path: Path, real: Path, limit: int | None = None) -> tuple[tuple[int, int, int] | None, bytes | None]:
+    """The stamp and bytes (at most ``limit``) of ``real``, opened without following a link or blocking on a FIFO
+    swapped in since ``resolve`` looked, and checked again once open."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(real, flags)
@@ -210,7 +232,7 @@ def _read(path: Path, real: Path) -> tuple[tuple[int, int, int] | None, bytes | 
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         _check_file(path, real, st)
-        return (st.st_ino, st.st_mtime_ns, st.st_size), f.read()
+        return (st.st_ino, st.st_mtime_ns, st.st_size), f.read() if limit is None else f.read(limit)
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
