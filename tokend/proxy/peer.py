@@ -5,11 +5,14 @@ whose remote address is ours; it is asked for by exactly that address pair:
 - first through sock_diag (netlink, the interface behind ``ss``): one exact lookup, tens of microseconds, however
   many sockets the machine has;
 - else in the kernel's socket tables (/proc/net/tcp and tcp6), read whole — slow with thousands of sockets (every
-  TIME_WAIT one is listed), so only when sock_diag cannot answer (a kernel without TCP diag, a sandbox without
-  netlink). Addresses there are hex, each 32-bit word in host byte order, ports big-endian hex.
-A client already gone cannot be found, and is refused. Both are per network namespace, like the connection.
-Elsewhere the OS offers no cheap equivalent (see README, "Security model"): the answer is None and the listener's
-documented rule applies.
+  TIME_WAIT one is listed), so only while sock_diag has not been seen to work here (a kernel without TCP diag, a
+  sandbox without netlink). Once it has answered, its "no such socket" is final: a client that connects and is
+  gone at once costs one exact lookup, not a read of the whole table. Addresses there are hex, each 32-bit word in
+  host byte order, ports big-endian hex.
+A client already gone cannot be found, and is refused; so is one whose lookup failed (out of descriptors, a netlink
+error): the caller refuses every None. Both are per network namespace, like the connection.
+Elsewhere the OS offers no cheap equivalent (``TCP_OWNER_KNOWN`` is False; see README, "Security model"): the
+proxy's TCP listeners stay closed there unless the target allows any local user.
 """
 
 from __future__ import annotations
@@ -23,20 +26,29 @@ NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
 NLM_F_REQUEST = 1
 NO_COOKIE = 0xFFFFFFFF
+TCP_OWNER_KNOWN = system.LINUX  # whether this OS can name the owner of a loopback TCP client
+_diag_works = False  # sock_diag has named a client here: its "not found" is the answer
 _UID_AT = 16 + 64  # nlmsghdr, then inet_diag_msg: family..retrans (4), sockid (48), expires, rqueue, wqueue (12)
 
 
 def tcp_peer_uid(conn: socket.socket) -> int | None:
     """The uid owning the client socket of ``conn`` (an accepted loopback TCP connection); None when the OS cannot
-    tell (not Linux) or the client is gone."""
-    if not system.LINUX:
+    tell (not Linux), the client is gone or the lookup failed. OSError when the connection is gone already."""
+    global _diag_works
+    if not TCP_OWNER_KNOWN:
         return None
     peer, ours = conn.getpeername()[:2], conn.getsockname()[:2]
     try:
         uid = _diag_uid(conn.family, peer, ours)
-    except OSError:
+    except OSError:  # no netlink here, or no descriptor for it: the tables, which need one too
         uid = None
-    return uid if uid is not None else _proc_uid(peer, ours)
+    else:
+        if uid is not None:
+            _diag_works = True
+            return uid
+        if _diag_works:
+            return None
+    return _proc_uid(peer, ours)
 
 
 def _diag_uid(family: int, peer: tuple[str, int], ours: tuple[str, int]) -> int | None:
