@@ -12,9 +12,9 @@ same bytes; everything above the endpoint is the same code, so the Unix socket e
 The server is asyncio (``Server``): no thread per connection, a request may be at most ``MAX_REQUEST`` bytes and
 must arrive within ``REQUEST_TIMEOUT`` seconds, answers of any size stream out. Requests are answered by a handler
 on a small thread pool, so a slow ``status`` never holds up the proxy sharing the loop. At most
-``limits.IPC_CONNECTIONS`` connections at once, inside the daemon's descriptor reserve: when they are all taken,
-the oldest one that has not sent its request yet is closed for the newcomer (``limits.Pending``). Refusals are
-logged once a minute per uid (``logs.Aggregated``), not once per connection.
+``limits.Shares.ipc`` connections at once (256 with a usual descriptor limit), inside the daemon's reserve: when
+they are all taken, the oldest one that has not sent its request yet is closed for the newcomer
+(``limits.Pending``). Refusals are logged once a minute per uid (``logs.Aggregated``), not once per connection.
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ class Server:
         self.executor = executor
         self._server: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending = limits.Pending(limits.IPC_CONNECTIONS)
+        self._pending = limits.Pending(limits.shares(limits.file_limit()).ipc)
         self._quiet = Aggregated(log)
 
     async def start(self) -> None:
@@ -243,7 +243,7 @@ class Server:
         ticket = self._pending.admit(writer.transport.abort)
         if ticket is None:
             self._quiet.warning(
-                "busy", "IPC: closed a connection: %d others are being answered already", limits.IPC_CONNECTIONS
+                "busy", "IPC: closed a connection: %d others are being answered already", self._pending.limit
             )
             writer.transport.abort()
             return

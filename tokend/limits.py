@@ -3,10 +3,10 @@
 The rule (DESIGN.md, "Security rules"): every lookup that can fail refuses; every resource a client can consume is
 bounded; the daemon's own work keeps a reserve nobody else can take. This module holds the two shared pieces:
 
-- File descriptors (``raise_file_limit``, ``Budget``): the soft RLIMIT_NOFILE is lifted to the hard limit at start,
-  and ``RESERVE`` descriptors are never handed to proxy sessions, so refresh (HTTPS to Entra), sink writes (a
+- File descriptors (``raise_file_limit``, ``shares``, ``Budget``): the soft RLIMIT_NOFILE is lifted to the hard
+  limit at start, and a reserve is never handed to proxy sessions, so refresh (HTTPS to Entra), sink writes (a
   temporary file, a lock, the folder), IPC, the proxy's peer lookup (a netlink socket) and the health endpoint always
-  find one, however many connections the proxy holds. IPC and health have caps of their own that fit in the reserve.
+  find one, however many connections the proxy holds. IPC and health have caps of their own inside the reserve.
 - Connections that have not proven anything yet (``Pending``): no complete start-up or request so far. They are
   capped per listener, and per peer uid where the uid is known; when a cap is hit, the *oldest* pending connection
   is closed to make room for the new one. Why the oldest and not the newest: an honest client sends its start-up
@@ -21,12 +21,37 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 
 IPC_CONNECTIONS = 256  # IPC connections at once (only the user can connect; a runaway script is the worry)
 HEALTH_CONNECTIONS = 128  # health and metrics connections at once (any local user can connect)
 OWN_WORK = 256  # descriptors for everything else: refreshers, sinks, watchers, logs, the peer lookup, libraries
-RESERVE = OWN_WORK + IPC_CONNECTIONS + HEALTH_CONNECTIONS  # descriptors proxy sessions never take
-NO_LIMIT = 1 << 20  # what the descriptor budget assumes where the OS has no RLIMIT_NOFILE (Windows)
+NO_LIMIT = 1 << 20  # what the shares assume where the OS has no RLIMIT_NOFILE (Windows)
+
+
+@dataclass(frozen=True)
+class Shares:
+    """How the soft RLIMIT_NOFILE is shared out: IPC's and health's caps, the daemon's own work, and what is left
+    for proxy sessions. With a small limit each part shrinks in proportion (an eighth each for IPC and health, a
+    quarter for the daemon's own work), so the reserve never swallows the proxy and a full IPC or health endpoint
+    never eats the daemon's share."""
+
+    ipc: int
+    health: int
+    own: int
+    proxy: int
+
+    @property
+    def reserve(self) -> int:
+        """Descriptors proxy sessions never take."""
+        return self.ipc + self.health + self.own
+
+
+def shares(soft_limit: int) -> Shares:
+    ipc = min(IPC_CONNECTIONS, soft_limit // 8)
+    health = min(HEALTH_CONNECTIONS, soft_limit // 8)
+    own = min(OWN_WORK, soft_limit // 4)
+    return Shares(ipc, health, own, max(0, soft_limit - ipc - health - own))
 
 
 def raise_file_limit() -> int:
@@ -59,9 +84,9 @@ def file_limit() -> int:
 
 
 class Budget:
-    """A count with a ceiling: the descriptors proxy sessions may hold (the soft limit less ``RESERVE``, two per
-    session: the client's socket and the server's, taken at accept, given back when the session ends), the cancel
-    requests a listener may be forwarding."""
+    """A count with a ceiling: the descriptors proxy sessions may hold (``Shares.proxy``; two per session, the
+    client's socket and the server's, taken at accept and given back when the session ends), or the cancel requests
+    a listener may be forwarding."""
 
     def __init__(self, total: int) -> None:
         self.total = max(0, total)

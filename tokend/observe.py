@@ -10,7 +10,7 @@ probes and Prometheus.
 Labels are config names (identity, target, sink kind) and fixed words; no token, secret, user name or host
 appears in any response. Served on the daemon's loop; each request is one GET, answered and closed.
 
-Any local user can connect, so what a connection may hold is bounded: at most ``limits.HEALTH_CONNECTIONS`` at
+Any local user can connect, so what a connection may hold is bounded: at most ``limits.Shares.health`` (128) at
 once (inside the daemon's descriptor reserve; when full, the oldest one that has not sent its request is closed for
 the newcomer), ``MAX_REQUEST`` bytes of request head within ``REQUEST_TIMEOUT`` seconds, ``WRITE_TIMEOUT`` seconds
 to take the answer.
@@ -120,7 +120,7 @@ class Observer:
         self.registry.register(_Collector(daemon, daemon.clock.now))
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending = limits.Pending(limits.HEALTH_CONNECTIONS)
+        self._pending = limits.Pending(limits.shares(limits.file_limit()).health)
         self._quiet = Aggregated(log)
 
     async def start(self) -> None:
@@ -138,7 +138,7 @@ class Observer:
         ticket = self._pending.admit(writer.transport.abort)
         if ticket is None:
             self._quiet.warning(
-                "busy", "health: closed a connection: %d others are being answered", limits.HEALTH_CONNECTIONS
+                "busy", "health: closed a connection: %d others are being answered", self._pending.limit
             )
             writer.transport.abort()
             return

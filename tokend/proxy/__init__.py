@@ -119,7 +119,8 @@ class Proxy:
         self._local_tls: ssl.SSLContext | None = None
         self._upstream: dict[Hashable, ssl.SSLContext | str] = {}  # by CA file: a context, or why there is none
         self.certificate: Path | None = None
-        self.budget = limits.Budget(max(0, limits.file_limit() - limits.RESERVE))
+        self.shares = limits.shares(limits.file_limit())
+        self.budget = limits.Budget(self.shares.proxy)
         self.quiet = Aggregated(log)
         self.me = os.getuid() if hasattr(os, "getuid") else None
 
@@ -290,7 +291,7 @@ class Proxy:
                 "(the soft RLIMIT_NOFILE less %d kept for the daemon's own work)",
                 where,
                 self.budget.total,
-                limits.RESERVE,
+                self.shares.reserve,
             )
             _turn_away(sock, "tokend's proxy has too many connections open", "53300", "close some and try again")
             return
