@@ -305,6 +305,29 @@ def test_the_kernel_names_the_client_by_both_routes(family: str, host: str) -> N
         client.close()
 
 
+@pytest.mark.parametrize("family, host", [("AF_INET", "127.0.0.1"), ("AF_INET6", "::1")])
+def test_a_client_that_closed_its_socket_has_no_owner(family: str, host: str) -> None:
+    """A client socket closed by its process lingers in FIN_WAIT2 / TIME_WAIT with no owner: the kernel reports uid
+    0 for it. Taken at its word, a client that sent its start-up and a query and closed at once passed as root's,
+    and a daemon run as root (containers, CI) ran the query. Neither route names an owner for it now."""
+    import socket
+
+    from tokend.proxy import peer
+
+    with socket.socket(getattr(socket, family)) as server:
+        server.bind((host, 0))
+        server.listen()
+        client = socket.create_connection(server.getsockname()[:2])
+        conn, _ = server.accept()
+        with conn:
+            theirs, ours = conn.getpeername()[:2], conn.getsockname()[:2]
+            client.close()  # FIN_WAIT2 on its side, an orphan: found, but no owner
+            wait_for(lambda: conn.recv(1) == b"", what="the client's FIN")
+            assert peer._diag_lookup(conn.family, theirs, ours) == (True, None)
+            assert peer._proc_uid(theirs, ours) is None
+            assert peer.tcp_peer_uid(conn) is None
+
+
 def test_doctor_checks_each_listener_and_logs_in_through_it(
     em: Tenant, postgres: Postgres, write_config, daemon, no_password
 ) -> None:
