@@ -323,9 +323,9 @@ def test_a_client_that_closed_its_socket_has_no_owner(family: str, host: str) ->
             theirs, ours = conn.getpeername()[:2], conn.getsockname()[:2]
             client.close()  # FIN_WAIT2 on its side, an orphan: found, but no owner
             wait_for(lambda: conn.recv(1) == b"", what="the client's FIN")
-            assert peer._diag_lookup(conn.family, theirs, ours) == (True, None)
-            assert peer._proc_uid(theirs, ours) is None
             assert peer.tcp_peer_uid(conn) is None
+            assert peer._proc_uid(theirs, ours) is None
+            assert peer._diag_lookup(conn.family, theirs, ours) == (True, None)
 
 
 def test_doctor_checks_each_listener_and_logs_in_through_it(
@@ -628,8 +628,6 @@ def test_cancels_from_another_user_never_reach_the_server_and_forwards_are_cappe
     """Another user's CancelRequests were logged as refused and forwarded anyway (200 of 200; 500 in 0.02 s cost 8 s
     of CPU): they now meet the same peer rule as a session, at accept. The user's own cancel flood is bounded: at
     most CANCELS_PER_LISTENER forwards in flight per listener, the rest dropped (and logged once)."""
-    from tokend.proxy import CANCELS_PER_LISTENER
-
     server = CountingServer()
     try:
         text = proxy_config(em, postgres).replace(f"port = {postgres.port}\n", f"port = {server.port}\n")
@@ -646,6 +644,8 @@ def test_cancels_from_another_user_never_reach_the_server_and_forwards_are_cappe
             timeout=120,
         )
         assert r2.stdout.strip() == "done", r2.stderr
+        from tokend.proxy import CANCELS_PER_LISTENER
+
         assert 0 < server.most <= CANCELS_PER_LISTENER, server.most
         assert "dropped a cancel request" in d.log()
     finally:

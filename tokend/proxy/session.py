@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import getpass
 import logging
 import socket
@@ -169,7 +170,9 @@ def _params_for(startup: wire.Startup, target: Target) -> dict[str, str]:
     return params
 
 
+@functools.cache
 def _login_name() -> str:
+    """This process's login name (read once: it cannot change, and NSS may read /etc/passwd each time)."""
     try:
         return getpass.getuser()
     except Exception:  # no login name at all (a container with an unnamed uid)
@@ -180,10 +183,15 @@ async def _connect(loop: asyncio.AbstractEventLoop, on: Listening) -> Conn:
     t = on.target
     if on.upstream is None:
         raise Refused(on.upstream_error, "08001", "fix the target's sslrootcert")
-    try:
-        infos = await asyncio.wait_for(loop.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM), CONNECT_TIMEOUT)
-    except (OSError, asyncio.TimeoutError) as e:
-        raise Refused(f"cannot resolve {t.host}: {e}", "08001", "check the target's host and your DNS / VPN") from None
+    try:  # an address needs no resolver: no hop to a thread
+        infos = socket.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except OSError:
+        try:
+            infos = await asyncio.wait_for(loop.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM), CONNECT_TIMEOUT)
+        except (OSError, asyncio.TimeoutError) as e:
+            raise Refused(
+                f"cannot resolve {t.host}: {e}", "08001", "check the target's host and your DNS / VPN"
+            ) from None
     last: Exception | None = None
     for family, kind, proto, _, address in infos:
         sock = socket.socket(family, kind, proto)
