@@ -167,20 +167,23 @@ class Proxy:
     def _contexts(self, cafiles: set[Path | None]) -> None:
         """One upstream TLS context per CA file in use (the system's roots: None), made when a config brings it and
         again when the file changed: building one reads the whole CA store (about 0.85 MB and 18 ms for the
-        system's), far too much to do per connection."""
-        wanted = {ca: _signature(ca) for ca in cafiles}
-        for key in [k for k in self._upstream if k not in wanted.values()]:
+        system's), far too much to do per connection. Contexts no target uses any more go."""
+        wanted = {_signature(ca) for ca in cafiles}
+        for key in [k for k in self._upstream if k not in wanted]:
             del self._upstream[key]
-        for ca, key in wanted.items():
-            if key not in self._upstream:
-                try:
-                    self._upstream[key] = tls.upstream_context(ca)
-                except (OSError, ssl.SSLError, ValueError) as e:
-                    self._upstream[key] = f"cannot load the CA file {ca}: {getattr(e, 'strerror', None) or e}"
-                    log.warning("proxy: %s", self._upstream[key])
+
+    def _upstream_for(self, ca: Path | None) -> ssl.SSLContext | str:
+        key = _signature(ca)
+        if key not in self._upstream:
+            try:
+                self._upstream[key] = tls.upstream_context(ca)
+            except (OSError, ssl.SSLError, ValueError) as e:
+                self._upstream[key] = f"cannot load the CA file {ca}: {getattr(e, 'strerror', None) or e}"
+                log.warning("proxy: %s", self._upstream[key])
+        return self._upstream[key]
 
     def _listening(self, ls: Listener) -> Listening:
-        upstream = self._upstream.get(_signature(ls.target.sslrootcert))
+        upstream = self._upstream_for(ls.target.sslrootcert)
         return Listening(
             ls.target,
             None if ls.address.unix else self._local_tls,
