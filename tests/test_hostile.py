@@ -34,7 +34,7 @@ ATTACK_SECONDS = 80  # longer than one aggregation interval (60 s) and two refre
 MAX_RSS_MB = 150
 
 ATTACK = r"""
-import json, os, resource, select, socket, struct, sys, threading, time
+import json, os, resource, socket, struct, sys, threading, time
 
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # an attacker takes all it may have (runuser gives 1024)
@@ -47,6 +47,8 @@ QUERY = b"Q" + struct.pack("!i", 4 + 19) + b"select current_user\0"
 stats = {"sessions": 0, "queries": 0, "proxy_connects": 0, "health_connects": 0, "cancels": 0, "logins": 0,
          "unix_denied": 0, "errors": 0, "open_health": 0, "open_proxy": 0}
 lock = threading.Lock()
+died = []  # an attack thread that raised would quietly stop attacking: the test fails instead
+threading.excepthook = lambda a: died.append(f"{a.thread.name}: {a.exc_type.__name__}: {a.exc_value}")
 
 
 def count(key, n=1):
@@ -55,11 +57,14 @@ def count(key, n=1):
 
 
 def alive(s):
+    # still held open by the daemon: nothing to read yet (a refusal is an error message, then the end)
     try:
-        r, _, _ = select.select([s], [], [], 0)
-        return not r or s.recv(1, socket.MSG_PEEK) != b""
+        s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return True
     except OSError:
-        return False
+        pass
+    return False
 
 
 def login(s):
@@ -172,6 +177,7 @@ for t in threads:
     t.start()
 for t in threads:
     t.join()
+stats["died"] = died
 print(json.dumps(stats), flush=True)
 """
 
@@ -270,8 +276,9 @@ def test_another_user_attacks_for_minutes_and_gets_nothing(
         if attacker.poll() is None:
             attacker.kill()
     stats = json.loads(out.strip().splitlines()[-1])
+    assert not stats["died"], stats["died"]
     assert stats["sessions"] == 0 and stats["queries"] == 0, stats  # the attacker never got a session
-    assert stats["proxy_connects"] > 5000 and stats["health_connects"] > 1000 and stats["cancels"] > 100, stats
+    assert stats["proxy_connects"] > 5000 and stats["health_connects"] > 5000 and stats["cancels"] > 100, stats
     assert stats["unix_denied"] > 0 and stats["logins"] >= 300, stats
     assert not failures, failures[:5]
     assert rounds >= 10, rounds
