@@ -392,6 +392,57 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a live process, MB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmRSS:"))) / 1024
+
+
+def open_fds(pid: int) -> set[int]:
+    """The descriptor numbers a live process holds."""
+    return {int(n) for n in os.listdir(f"/proc/{pid}/fd")}
+
+
+def accept_queue(port: int) -> int | None:
+    """Connections waiting to be accepted by the loopback TCP listener on ``port`` (None: nothing listens there).
+    For a listening socket the kernel's tables show that count as the receive queue."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    return int(fields[4].split(":")[1], 16)
+    return None
+
+
+def pg_startup(user: str, database: str) -> bytes:
+    """A PostgreSQL StartupMessage (protocol 3.0), as a raw client sends it."""
+    import struct
+
+    body = b"user\0" + user.encode() + b"\0database\0" + database.encode() + b"\0\0"
+    return struct.pack("!ii", 8 + len(body), 3 << 16) + body
+
+
+def pg_message(sock: Any) -> tuple[bytes, bytes]:
+    """One typed message from a PostgreSQL server (or the proxy): (type, body); (b"", b"") at end of stream."""
+    import struct
+
+    head = b""
+    while len(head) < 5:
+        chunk = sock.recv(5 - len(head))
+        if not chunk:
+            return b"", b""
+        head += chunk
+    (length,) = struct.unpack("!i", head[1:])
+    body = b""
+    while len(body) < length - 4:
+        chunk = sock.recv(length - 4 - len(body))
+        if not chunk:
+            return b"", b""
+        body += chunk
+    return head[:1], body
+
+
 def az_path() -> str | None:
     for candidate in (os.environ.get("TOKEND_TEST_AZ"), "/opt/tokend-az/bin/az", shutil.which("az")):
         if candidate and Path(candidate).exists():
@@ -439,6 +490,7 @@ def az(em: Tenant, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 OTHER_USER = "tokend-other"
+AS_OTHER_USER = ("runuser", "-u", OTHER_USER, "--")  # argv prefix: run a command as the second local user
 
 
 @pytest.fixture
@@ -459,7 +511,7 @@ def other_user() -> Callable[..., subprocess.CompletedProcess[str]]:
             subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", OTHER_USER], check=True)
 
     def run(*cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run(["runuser", "-u", OTHER_USER, "--", *cmd], capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run([*AS_OTHER_USER, *cmd], capture_output=True, text=True, timeout=timeout)
         if check and r.returncode != 0:
             raise AssertionError(f"{cmd} as {OTHER_USER} failed: {r.stderr}")
         return r

@@ -28,11 +28,14 @@ from tokend.sinks.pgpass import PgpassSink
 from tokend.token import Token
 
 from conftest import (
+    AS_OTHER_USER,
     GROUP,
     PRODUCT_PYTHON,
     Tenant,
+    accept_queue,
     device_identity,
     login,
+    open_fds,
     open_path_for_others,
     pgpass_token,
     psql,
@@ -483,3 +486,416 @@ def test_no_file_of_ours_is_readable_by_another_user(
     )
     r = other_user(PRODUCT_PYTHON, "-c", probe, *map(str, mine), check=False)
     assert "READ" not in r.stdout, r.stdout
+
+
+# -- 9. fail closed under hostile load (issue 21) ----------------------------------------------------------------
+def proxy_target(em: Tenant, pg: Postgres, listen: str, extra: str = "") -> str:
+    """A config whose target `db` is served by the proxy only (no sink), plus ``extra`` top-level tables."""
+    return sp_config(
+        em,
+        pg.port,
+        targets=(
+            f'[targets.db]\nhost = "127.0.0.1"\nport = {pg.port}\ndatabase = "appdb"\nuser = "{GROUP}"\n'
+            f'identity = "sp"\nsinks = []\nlisten = {listen}\nsslrootcert = "{pg.ca_cert}"\n'
+        ),
+        extra=extra,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(url: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def proxy_up(d) -> dict:
+    def up() -> dict | None:
+        s = d.status()
+        p = s["targets"][0]["proxy"] if s else None
+        return p if p and p["listen"] and not p["last_error"] else None
+
+    d.wait_ready()
+    return wait_for(up, what="the proxy listening")
+
+
+def settled_fds(pid: int) -> set[int]:
+    """The daemon's descriptors once it is idle (the same set twice in a row, 0.2 s apart)."""
+    seen: list[set[int]] = [set()]
+
+    def same() -> set[int] | None:
+        now, before = open_fds(pid), seen[0]
+        seen[0] = now
+        return now if now == before else None
+
+    return wait_for(same, interval=0.2, what="the daemon idle")
+
+
+def limit_free(pid: int, free: int) -> None:
+    """Lower a live daemon's soft RLIMIT_NOFILE so that exactly ``free`` more descriptors can be opened (the limit
+    bounds descriptor numbers, and new ones take the lowest free number)."""
+    used = settled_fds(pid)
+    holes = [n for n in range(max(used) + free + 2) if n not in used]
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (holes[free], resource.prlimit(pid, resource.RLIMIT_NOFILE)[1]))
+
+
+ONE_LOGIN = """
+import socket, struct, sys
+sys.stdin.readline()  # the test says when to connect, and when to log in
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+print("connected", flush=True)
+sys.stdin.readline()
+body = b"user\\0DBA Group\\0database\\0appdb\\0\\0"
+try:
+    s.sendall(struct.pack("!ii", 8 + len(body), 196608) + body)
+except OSError:
+    pass
+def message():
+    head = b""
+    while len(head) < 5:
+        chunk = s.recv(5 - len(head))
+        if not chunk:
+            return b"", b""
+        head += chunk
+    n = struct.unpack("!i", head[1:])[0] - 4
+    body = b""
+    while len(body) < n:
+        body += s.recv(n - len(body))
+    return head[:1], body
+try:
+    while True:
+        kind, body = message()
+        if kind == b"Z":
+            q = b"select current_user\\0"
+            s.sendall(b"Q" + struct.pack("!i", 4 + len(q)) + q)
+        elif kind == b"D":
+            print("SESSION", body[6:].decode())
+            break
+        elif kind == b"E":
+            print("REFUSED", body.decode(errors="replace"))
+            break
+        elif not kind:
+            print("CLOSED")
+            break
+except OSError as e:
+    print("CLOSED", e)
+"""
+
+
+def test_a_peer_whose_lookup_fails_gets_no_session(
+    em: Tenant, postgres: Postgres, write_config, daemon, other_user, monkeypatch
+) -> None:
+    """The critical hole: with the daemon out of descriptors, the owner lookup of a TCP client (a netlink socket, or
+    /proc/net/tcp) failed, answered "unknown", and the connection was let in as the group with the victim's token.
+    Here the daemon has exactly one descriptor left when another user connects: the accept takes it, the lookup
+    finds none. The limit is back by the time the attacker sends its start-up, so only the lookup's verdict stands
+    between it and a session."""
+    monkeypatch.setenv("PGPASSFILE", "/nonexistent")
+    port = free_port()
+    d = daemon(write_config(proxy_target(em, postgres, f'["127.0.0.1:{port}"]')))
+    proxy_up(d)
+    pid = d.proc.pid
+    limit = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    attacker = subprocess.Popen(
+        [*AS_OTHER_USER, PRODUCT_PYTHON, "-c", ONE_LOGIN, str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert attacker.stdin is not None and attacker.stdout is not None
+    try:
+        limit_free(pid, 1)
+        try:
+            attacker.stdin.write("connect\n")
+            attacker.stdin.flush()
+            assert attacker.stdout.readline().strip() == "connected"
+            wait_for(lambda: accept_queue(port) == 0, what="the daemon accepted the connection")
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, limit)
+        out, err = attacker.communicate("go\n", timeout=60)
+    finally:
+        attacker.kill()
+    assert "SESSION" not in out, out
+    assert out.startswith("REFUSED") and "could not check who connected" in out, (out, err)
+    assert "could not be checked" in d.log()
+    r = subprocess.run(
+        ["psql", f"host=127.0.0.1 port={port} dbname=appdb user='{GROUP}' sslmode=disable", "-w", "-Atc", "select 1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.stdout.strip() == "1", r.stderr  # and the user's own logins go on
+
+
+def test_an_accept_error_clears_on_the_next_accept(
+    em: Tenant, postgres: Postgres, write_config, daemon, monkeypatch
+) -> None:
+    """A burst of failed accepts (out of descriptors) set the proxy's last_error for good: /readyz answered 503
+    long after the proxy worked again. Now the error lasts until the next accept works. And asyncio's own accept
+    failures (IPC, health) come out as one line, not a traceback each."""
+    monkeypatch.setenv("PGPASSFILE", "/nonexistent")
+    port, health = free_port(), free_port()
+    cfg = write_config(
+        proxy_target(em, postgres, f'["127.0.0.1:{port}"]', f'[observe]\nlisten = "127.0.0.1:{health}"\n')
+    )
+    d = daemon(cfg)
+    proxy_up(d)
+    wait_for(lambda: http_get(f"http://127.0.0.1:{health}/readyz")[0] == 200, what="ready")
+    pid = d.proc.pid
+    limit = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    probes = []
+    try:
+        limit_free(pid, 0)  # not one descriptor left: every accept fails
+        login = subprocess.Popen(
+            [
+                "psql",
+                f"host=127.0.0.1 port={port} dbname=appdb user='{GROUP}' sslmode=disable connect_timeout=60",
+                "-w",
+                "-Atc",
+                "select current_user",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for where in (str(paths.socket_path(cfg)), ("127.0.0.1", health)):  # IPC and health: asyncio's accepts
+            s = socket.socket(socket.AF_UNIX if isinstance(where, str) else socket.AF_INET)
+            s.connect(where)
+            probes.append(s)
+        wait_for(lambda: "accept failed" in d.log(), what="the proxy's accept failing")
+        wait_for(lambda: "socket.accept() out of system resource" in d.log(), what="asyncio's accept failing")
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, limit)
+        for s in probes:
+            s.close()
+    out, err = login.communicate(timeout=90)
+    assert out.strip() == GROUP, err  # the login that waited gets in
+    wait_for(lambda: d.status()["targets"][0]["proxy"]["last_error"] is None, what="the accept error cleared")
+    assert http_get(f"http://127.0.0.1:{health}/readyz") == (200, "ready\n")
+    log = d.log()
+    assert "Traceback" not in log, log[-3000:]
+    assert log.count("accept failed") == 1 and log.count("out of system resource") <= 2, log[-3000:]
+
+
+def test_the_soft_descriptor_limit_is_raised_to_the_hard_one(em: Tenant, postgres: Postgres, write_config, daemon):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))  # a login session's usual soft limit
+    try:
+        d = daemon(write_config(sp_config(em, postgres.port)))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    d.wait_ready()
+    assert resource.prlimit(d.proc.pid, resource.RLIMIT_NOFILE) == (hard, hard)
+
+
+HOLD = """
+import socket, sys
+held = []
+for _ in range(int(sys.argv[2])):
+    try:
+        held.append(socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5))
+    except OSError:
+        pass
+print("held", len(held), flush=True)
+sys.stdin.read()
+"""
+
+
+def closed_by_peer(s: socket.socket) -> bool:
+    s.setblocking(False)
+    try:
+        return s.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_what_idle_connections_may_hold_is_bounded(
+    em: Tenant, postgres: Postgres, write_config, daemon, other_user, monkeypatch
+) -> None:
+    """Connections that say nothing: at most PENDING_PER_UID per listener and user on the proxy (the oldest closed
+    first, the rest after HANDSHAKE_TIMEOUT, not 30 s), IPC's and health's shares — the health endpoint held any
+    local user's idle connections 10 s each with no cap. Through all of it the user's own logins, `tokend token`
+    and the health probe are answered."""
+    from tokend import limits
+    from tokend.proxy import HANDSHAKE_TIMEOUT, PENDING_PER_UID
+
+    monkeypatch.setenv("PGPASSFILE", "/nonexistent")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    health = free_port()
+    cfg = write_config(proxy_target(em, postgres, '["unix:6432"]', f'[observe]\nlisten = "127.0.0.1:{health}"\n'))
+    d = daemon(cfg)
+    folder = proxy_up(d)["listen"][0]["host"]
+    pid = d.proc.pid
+    base = len(settled_fds(pid))
+    share = limits.shares(hard)
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(PENDING_PER_UID + 200):  # the proxy: my own idle connections
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(f"{folder}/.s.PGSQL.6432")
+            idle.append(s)
+        evicted = len(idle) - PENDING_PER_UID  # the oldest ones went first, to make room
+        wait_for(lambda: closed_by_peer(idle[evicted - 1]), timeout=5, what="the oldest closed")
+        assert not closed_by_peer(idle[evicted]) and len(open_fds(pid)) <= base + PENDING_PER_UID + 8
+        r = subprocess.run(
+            ["psql", f"host={folder} port=6432 dbname=appdb user='{GROUP}'", "-w", "-Atc", "select current_user"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.stdout.strip() == GROUP, r.stderr
+        wait_for(lambda: all(closed_by_peer(s) for s in idle), timeout=HANDSHAKE_TIMEOUT + 8, what="the rest timed out")
+        for s in idle:
+            s.close()
+        idle.clear()
+        for _ in range(1000):  # IPC: my own idle connections
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(paths.socket_path(cfg)))
+            idle.append(s)
+        evicted = len(idle) - share.ipc
+        wait_for(lambda: closed_by_peer(idle[evicted - 1]), timeout=5, what="the oldest IPC connections closed")
+        assert not closed_by_peer(idle[evicted]) and len(open_fds(pid)) <= base + share.ipc + 8
+        r = tokend("token", "--config", str(cfg))
+        assert r.returncode == 0 and r.stdout.startswith("eyJ"), r.stderr
+        attacker = subprocess.Popen(  # health: another user's idle connections
+            [*AS_OTHER_USER, PRODUCT_PYTHON, "-c", HOLD, str(health), "1000"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert attacker.stdout is not None and attacker.stdin is not None
+        try:
+            assert attacker.stdout.readline().startswith("held")
+            wait_for(
+                lambda: accept_queue(health) == 0 and len(open_fds(pid)) <= base + share.ipc + share.health + 8,
+                timeout=5,
+                what="all accepted, at most health's share held",
+            )
+            assert http_get(f"http://127.0.0.1:{health}/healthz") == (200, "ok\n")
+        finally:
+            attacker.stdin.close()
+            attacker.wait(30)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for s in idle:
+            s.close()
+
+
+REFUSED_FLOOD = """
+import socket, struct, sys
+body = b"user\\0DBA Group\\0database\\0appdb\\0\\0"
+startup = struct.pack("!ii", 8 + len(body), 196608) + body
+done = 0
+for _ in range(int(sys.argv[2])):
+    try:
+        with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30) as s:
+            try:
+                s.sendall(startup)
+            except OSError:
+                pass
+            while s.recv(4096):
+                pass
+        done += 1
+    except OSError:
+        done += 1
+print("refused", done)
+"""
+
+
+def test_refusals_are_logged_once_a_minute_per_uid(
+    em: Tenant, postgres: Postgres, write_config, daemon, other_user, monkeypatch
+) -> None:
+    """Two lines per refused connection (plus tracebacks) let another user write 115,337 lines in two minutes and
+    rotate the history away. Now the first refusal from a uid is logged at once, the rest counted into one line a
+    minute."""
+    import pwd
+
+    monkeypatch.setenv("PGPASSFILE", "/nonexistent")
+    port = free_port()
+    d = daemon(write_config(proxy_target(em, postgres, f'["127.0.0.1:{port}"]')))
+    proxy_up(d)
+    r = other_user(PRODUCT_PYTHON, "-c", REFUSED_FLOOD, str(port), "2000", timeout=300)
+    assert r.stdout.strip() == "refused 2000", r.stderr
+    uid = pwd.getpwnam("tokend-other").pw_uid
+    log = d.log()
+    about_them = [ln for ln in log.splitlines() if f"uid {uid}" in ln or "refused a connection" in ln]
+    assert len(about_them) == 1 and "refused a connection from another local user" in about_them[0], about_them[:5]
+    assert "Traceback" not in log
+    assert d.status()["targets"][0]["proxy"]["total"] == 0  # and none of them became a session
+
+
+def test_every_log_file_is_private_after_a_rollover(tmp_path: Path, monkeypatch) -> None:
+    """RotatingFileHandler opened the file anew after each rollover with the process's umask (0644 here): the
+    first file was 0600, the ones after it and their backups were not."""
+    import logging
+    import logging.handlers
+
+    from tokend import logs
+
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    monkeypatch.setenv("TOKEND_LOG_STDERR", "0")
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "logs" / "tokend.log"
+        logs.setup(False, log_file=path)
+        handler = next(h for h in root.handlers if isinstance(h, logging.handlers.RotatingFileHandler))
+        for n in range(3):
+            logging.getLogger("tokend.test").warning("line %d", n)
+            handler.doRollover()
+        logging.getLogger("tokend.test").warning("last")
+        handler.close()
+    finally:
+        os.umask(old)
+        root.handlers[:], root.level = saved[0], saved[1]
+    files = sorted(path.parent.iterdir())
+    assert len(files) == 4, files
+    assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: 0o600 for f in files}
+
+
+def test_readyz_says_fixed_words_only(em: Tenant, postgres: Postgres, write_config, daemon, monkeypatch) -> None:
+    """Any local user can read /readyz: it carried host names, ports and Entra's raw errors. Now config names and
+    fixed words; the detail stays in `tokend status`, which only the user can ask."""
+    from urllib.parse import urlparse
+
+    monkeypatch.setenv("PGPASSFILE", "/nonexistent")
+    health = free_port()
+    em.emulator.refuse_connections()  # Entra unreachable: the identity's error names its address
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]  # the proxy's port in use: its error names the address
+        d = daemon(
+            write_config(
+                proxy_target(em, postgres, f'["127.0.0.1:{busy}"]', f'[observe]\nlisten = "127.0.0.1:{health}"\n')
+            )
+        )
+
+        def both_failed() -> dict | None:
+            s = d.status()
+            if not s or not s["identities"][0]["last_error"] or not (s["targets"][0]["proxy"] or {}).get("last_error"):
+                return None
+            return s
+
+        status = wait_for(both_failed, timeout=60, what="the identity and the listener failing")
+        code, body = http_get(f"http://127.0.0.1:{health}/readyz")
+    assert code == 503, body
+    assert "identity sp: " in body and "target db proxy: not listening" in body, body
+    for detail in ("127.0.0.1", str(busy), str(urlparse(em.url).port), "https", "cannot"):
+        assert detail not in body, (detail, body)
+    assert str(busy) in status["targets"][0]["proxy"]["last_error"]  # the detail is still where the user looks

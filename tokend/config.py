@@ -26,7 +26,17 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-_TARGET_KEYS = {"host", "port", "database", "user", "identity", "sinks", "listen", "sslrootcert"}
+_TARGET_KEYS = {
+    "host",
+    "port",
+    "database",
+    "user",
+    "identity",
+    "sinks",
+    "listen",
+    "sslrootcert",
+    "allow_any_local_user",
+}
 _LISTEN = re.compile(r"^(?:unix:(\d+)|(127\.0\.0\.1|localhost):(\d+)|\[::1\]:(\d+))$")
 _HOST_WITH_PORT = re.compile(r"^(\[[^\]]*\]|[^:\[\]]+):(\d+)$")
 _REFRESH_KEYS = {"margin"}
@@ -90,6 +100,7 @@ class Target:
     sinks: tuple[str, ...]
     listen: tuple[Listen, ...] = ()  # the local proxy's addresses for this target
     sslrootcert: Path | None = None  # the CA file the proxy verifies the server with (default: the system's)
+    allow_any_local_user: bool = False  # the proxy's TCP listeners admit every local user (no owner check)
 
     def as_dict(self) -> dict[str, Any]:
         """The target as status, IPC answers and scripts see it."""
@@ -357,6 +368,9 @@ def _target(name: str, body: dict[str, Any], path: Path, identities: Mapping[str
     cert = _str(body, "sslrootcert", path, where)
     if cert and not Path(cert).expanduser().is_file():
         raise ConfigError(path, f"{where}.sslrootcert", f"no file at {cert}; give the CA certificate's path (PEM)")
+    anyone = body.get("allow_any_local_user", False)
+    if not isinstance(anyone, bool):
+        raise ConfigError(path, f"{where}.allow_any_local_user", f"expected true or false, got {anyone!r}")
     return Target(
         name,
         host,
@@ -367,6 +381,7 @@ def _target(name: str, body: dict[str, Any], path: Path, identities: Mapping[str
         tuple(dict.fromkeys(sinks)),
         listen,
         Path(cert).expanduser() if cert else None,
+        anyone,
     )
 
 

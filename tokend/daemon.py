@@ -327,9 +327,11 @@ class Daemon:
     def run(self) -> int:
         """Run until a signal or an IPC stop. Returns the exit code."""
         from tokend.ioloop import IOLoop
-        from tokend.proxy import Proxy, raise_file_limit
+        from tokend.limits import raise_file_limit
+        from tokend.proxy import Proxy
         from tokend.watch import Watcher
 
+        raise_file_limit()  # before any descriptor is handed out: the proxy's budget is what is left of it
         io = IOLoop().start()
         server = ipc.Server(ipc.endpoint(self.config.path), self.handle, io.executor)
         watcher = Watcher(io)
@@ -355,7 +357,6 @@ class Daemon:
                     while not r.first_done.wait(0.2) and not self._stop.is_set() and self.clock.boot() < deadline:
                         pass
                 if not self._stop.is_set():
-                    raise_file_limit()
                     proxy_io = IOLoop(selector=True).start() if system.WINDOWS else io
                     self.proxy = Proxy(proxy_io, self.config.path, lambda name: self.token_for(name).token)
                     self.proxy.apply(self.config)

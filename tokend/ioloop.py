@@ -3,19 +3,27 @@ it, and file-change bursts are debounced on it, so no connection ever costs a th
 
 Blocking work (answering a status for ten thousand targets, reloading the config) goes to a small thread pool
 (``executor``), never onto the loop.
+
+What asyncio reports through the loop's exception handler (an accept that failed for lack of descriptors, a
+callback that raised) is logged as one line per kind of event through ``logs.Aggregated``, never a traceback (with
+``--debug``, the traceback too): a client that can cause it at will cannot flood the log with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from tokend.logs import Aggregated
+
 T = TypeVar("T")
 WORKERS = 4  # threads for blocking work handed off the loop
+log = logging.getLogger("tokend.loop")
 
 
 class IOLoop:
@@ -25,6 +33,8 @@ class IOLoop:
         self.loop = asyncio.SelectorEventLoop() if selector else asyncio.new_event_loop()
         self.executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="io-work")
         self.loop.set_default_executor(self.executor)
+        self._reports = Aggregated(log)
+        self.loop.set_exception_handler(self._report)
         self._thread = threading.Thread(target=self._run, name="io", daemon=True)
 
     def start(self) -> IOLoop:
@@ -34,6 +44,15 @@ class IOLoop:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
+
+    def _report(self, _loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """The loop's exception handler: one line per kind of event and interval, with its count."""
+        message = str(context.get("message") or "unhandled error")
+        error = context.get("exception")
+        reason = f": {error}" if error is not None else ""
+        self._reports.warning((message, type(error).__name__), "event loop: %s%s", message, reason)
+        if error is not None and log.isEnabledFor(logging.DEBUG):
+            log.debug("event loop: %s", message, exc_info=error)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 30.0) -> T:
         """Run ``coro`` on the loop from another thread and wait for its result."""

@@ -5,13 +5,16 @@ Operations (``OPS``, the one list client and server share): ``status``, ``token`
 Answers: ``{"ok": true, "result": …}`` or ``{"ok": false, "error": "one line", "exit_code": N}``.
 
 Endpoints (``Endpoint``): on Linux and macOS a Unix socket, mode 0600, in the per-user runtime folder (0700), whose
-peer's uid is checked as well; on Windows a named pipe ``\\\\.\\pipe\\tokend-<config id>`` whose ACL admits only the
-user and SYSTEM (``tokend.winpipe``). Both carry the same bytes; everything above the endpoint is the same code, so
-the Unix socket exercises it on every platform.
+peer's uid is checked as well (a peer whose uid cannot be read is refused too); on Windows a named pipe
+``\\\\.\\pipe\\tokend-<config id>`` whose ACL admits only the user and SYSTEM (``tokend.winpipe``). Both carry the
+same bytes; everything above the endpoint is the same code, so the Unix socket exercises it on every platform.
 
 The server is asyncio (``Server``): no thread per connection, a request may be at most ``MAX_REQUEST`` bytes and
 must arrive within ``REQUEST_TIMEOUT`` seconds, answers of any size stream out. Requests are answered by a handler
-on a small thread pool, so a slow ``status`` never holds up the proxy sharing the loop.
+on a small thread pool, so a slow ``status`` never holds up the proxy sharing the loop. At most
+``limits.Shares.ipc`` connections at once (256 with a usual descriptor limit), inside the daemon's reserve: when
+they are all taken, the oldest one that has not sent its request yet is closed for the newcomer
+(``limits.Pending``). Refusals are logged once a minute per uid (``logs.Aggregated``), not once per connection.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from tokend import paths, system
+from tokend import limits, paths, system
 from tokend.errors import EXIT_USAGE, DaemonNotRunning, TokendError, UsageError
 from tokend.ioloop import run_on
+from tokend.logs import Aggregated
 
 log = logging.getLogger("tokend.ipc")
 
@@ -221,6 +225,8 @@ class Server:
         self.executor = executor
         self._server: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending = limits.Pending(limits.shares(limits.file_limit()).ipc)
+        self._quiet = Aggregated(log)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -234,25 +240,50 @@ class Server:
         self.endpoint.cleanup()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ticket = self._pending.admit(writer.transport.abort)
+        if ticket is None:
+            self._quiet.warning(
+                "busy", "IPC: closed a connection: %d others are being answered already", self._pending.limit
+            )
+            writer.transport.abort()
+            return
         try:
-            sock = writer.get_extra_info("socket")
-            uid = system.peer_uid(sock) if sock is not None and hasattr(sock, "getsockopt") else None
-            if uid is not None and uid != os.getuid():
-                log.warning("IPC: refused a connection from uid %d (only uid %d is served)", uid, os.getuid())
+            if not self._peer_is_me(writer):
                 return
-            reply = await self._answer(reader)
+            reply = await self._answer(reader, ticket)
             writer.write(json.dumps(reply).encode() + b"\n")
             await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT * 3)
         except (OSError, asyncio.TimeoutError):
             pass
         finally:
+            ticket.release()
             writer.close()
             with contextlib.suppress(OSError, asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
 
-    async def _answer(self, reader: asyncio.StreamReader) -> dict[str, Any]:
+    def _peer_is_me(self, writer: asyncio.StreamWriter) -> bool:
+        """On a Unix socket, the peer must be proven to be this user; a pipe's ACL already admits only the user."""
+        if not isinstance(self.endpoint, UnixEndpoint):
+            return True
+        sock = writer.get_extra_info("socket")
+        try:
+            uid = system.peer_uid(sock) if sock is not None else None
+        except OSError:
+            uid = None
+        if uid is not None and uid == os.getuid():
+            return True
+        self._quiet.warning(
+            ("refused", uid),
+            "IPC: refused a connection from %s (only uid %d is served)",
+            f"uid {uid}" if uid is not None else "a peer whose uid could not be read",
+            os.getuid(),
+        )
+        return False
+
+    async def _answer(self, reader: asyncio.StreamReader, ticket: limits.Ticket) -> dict[str, Any]:
         try:
             line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
+            ticket.busy()  # a request in hand: answered, never evicted
             request = json.loads(line)
             if not isinstance(request, dict) or request.get("op") not in OPS:
                 raise ValueError(f"unknown request; operations: {', '.join(OPS)}")

@@ -2,17 +2,28 @@
 
 - stderr, unless TOKEND_LOG_STDERR=0 (the launchd and Task Scheduler definitions set it: their stderr is a file
   that nothing would rotate);
-- for the daemon, also a rotating file (1 MB × 5, mode 0600) in the platformdirs log folder, one per config
-  (``paths.log_file``), unless systemd's journal already collects stderr (JOURNAL_STREAM is set).
+- for the daemon, also a rotating file (1 MB × 5) in the platformdirs log folder, one per config
+  (``paths.log_file``), unless systemd's journal already collects stderr (JOURNAL_STREAM is set). Every file of it
+  is 0600, the ones opened after a rollover too (``PrivateRotatingFileHandler``).
+
+Log lines are a resource another local user can spend: a line per refused connection let a flood rotate the whole
+history away in seconds. What a client can repeat at will (refused peers, connections closed for a limit, accept
+errors) goes through ``Aggregated``: the first line at once, then at most one line per key and interval with the
+count of what was held back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import logging.handlers
 import os
 import sys
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tokend import paths
 from tokend.redact import RedactingFilter
@@ -44,13 +55,7 @@ def setup(debug: bool, quiet: bool = False, log_file: Path | None = None, fmt: s
         handlers.append(logging.StreamHandler(sys.stderr))
     if log_file is not None and not os.environ.get("JOURNAL_STREAM"):
         paths.private_dir(log_file.parent)
-        old = os.umask(0o077)
-        try:
-            handlers.append(
-                logging.handlers.RotatingFileHandler(log_file, maxBytes=1_000_000, backupCount=5, encoding="utf-8")
-            )
-        finally:
-            os.umask(old)
+        handlers.append(PrivateRotatingFileHandler(log_file, maxBytes=1_000_000, backupCount=5, encoding="utf-8"))
     for h in handlers:
         h.addFilter(RedactingFilter())
         h.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(FORMAT))
@@ -61,3 +66,83 @@ def setup(debug: bool, quiet: bool = False, log_file: Path | None = None, fmt: s
     if debug:
         logging.getLogger("azure").setLevel(logging.DEBUG)
         logging.getLogger("msal").setLevel(logging.INFO)
+
+
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log whose every file is 0600. The stock handler opens the file again after each rollover with the
+    process's umask (0644 under the usual 022), and the renames then carry that mode down the backups."""
+
+    def _open(self) -> Any:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(self.baseFilename, flags, 0o600)
+        if hasattr(os, "fchmod"):  # a file left by an older tokend with a looser mode
+            os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
+@dataclass
+class _Window:
+    level: int
+    msg: str
+    args: tuple[object, ...]
+    held: int = 0  # lines like it held back in this window
+
+
+class Aggregated:
+    """Log lines that a client can repeat at will, at most one per key per ``interval`` seconds.
+
+    The first line of a key is logged at once. Later ones within the interval are counted; when the interval ends, one
+    line (the latest text) says how many there were, and a new interval starts; a quiet interval ends the key. At most
+    ``max_keys`` keys are tracked (keys are peer uids and fixed words; past that they share one).
+    Thread-safe. The end of an interval is scheduled on the running event loop when there is one (every user today
+    logs from the daemon's loop), else on a timer thread."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0, max_keys: int = 1024) -> None:
+        self.logger, self.interval, self.max_keys = logger, interval, max_keys
+        self._windows: dict[Hashable, _Window] = {}
+        self._lock = threading.Lock()
+
+    def log(self, level: int, key: Hashable, msg: str, *args: object) -> None:
+        with self._lock:
+            if key not in self._windows and len(self._windows) >= self.max_keys:
+                key = "(other)"
+            window = self._windows.get(key)
+            if window is not None:
+                window.level, window.msg, window.args = level, msg, args
+                window.held += 1
+                return
+            self._windows[key] = _Window(level, msg, args)
+        self.logger.log(level, msg, *args)
+        self._later(lambda: self._close(key))
+
+    def warning(self, key: Hashable, msg: str, *args: object) -> None:
+        self.log(logging.WARNING, key, msg, *args)
+
+    def info(self, key: Hashable, msg: str, *args: object) -> None:
+        self.log(logging.INFO, key, msg, *args)
+
+    def _close(self, key: Hashable) -> None:
+        with self._lock:
+            window = self._windows.get(key)
+            if window is None:
+                return
+            if not window.held:
+                del self._windows[key]
+                return
+            self._windows[key] = _Window(window.level, window.msg, window.args)
+        self.logger.log(
+            window.level,
+            window.msg + "; %d more like it in the last %.0f s",
+            *window.args,
+            window.held,
+            self.interval,
+        )
+        self._later(lambda: self._close(key))
+
+    def _later(self, fn: Callable[[], None]) -> None:
+        try:
+            asyncio.get_running_loop().call_later(self.interval, fn)
+        except RuntimeError:  # not on a loop
+            timer = threading.Timer(self.interval, fn)
+            timer.daemon = True
+            timer.start()

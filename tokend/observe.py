@@ -3,11 +3,17 @@ probes and Prometheus.
 
 - ``/healthz``: 200 while the daemon's loop answers (liveness).
 - ``/readyz``: 200 when every identity in use holds a valid token, every sink holds what it should and every proxy
-  listener listens; else 503 with the reasons, one per line (readiness).
+  listener listens; else 503 with the reasons, one per line, in config names and fixed words (readiness): any
+  local user can read them, so the detail (hosts, ports, Entra's errors) stays in ``tokend status``.
 - ``/metrics``: Prometheus text format, through prometheus-client's exposition, from a collector that reads the
   daemon's state at scrape time.
 Labels are config names (identity, target, sink kind) and fixed words; no token, secret, user name or host
 appears in any response. Served on the daemon's loop; each request is one GET, answered and closed.
+
+Any local user can connect, so what a connection may hold is bounded: at most ``limits.Shares.health`` (128) at
+once (inside the daemon's descriptor reserve; when full, the oldest one that has not sent its request is closed for
+the newcomer), ``MAX_REQUEST`` bytes of request head within ``REQUEST_TIMEOUT`` seconds, ``WRITE_TIMEOUT`` seconds
+to take the answer.
 """
 
 from __future__ import annotations
@@ -21,29 +27,29 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from tokend import __version__
+from tokend import __version__, limits
 from tokend.config import Listen
 from tokend.ioloop import run_on
+from tokend.logs import Aggregated
 
 if TYPE_CHECKING:
     from tokend.daemon import Daemon
 
 log = logging.getLogger("tokend.observe")
 MAX_REQUEST = 8192  # bytes of request head
+REQUEST_TIMEOUT = 5.0  # seconds for the request head to arrive
+WRITE_TIMEOUT = 10.0  # seconds for the client to take the answer
 
 
 def problems(daemon: Daemon) -> list[str]:
-    """Why the daemon is not ready (empty: ready)."""
+    """Why the daemon is not ready (empty: ready), in config names and fixed words: identity states and sink states
+    are words of tokend's own; a proxy's error (which names hosts and ports) is only "not listening"."""
     status = daemon.status()
-    out = [
-        f"identity {i['name']}: {i['state']}" + (f" ({i['last_error']})" if i["last_error"] else "")
-        for i in status["identities"]
-        if i["expires_on"] is None
-    ]
+    out = [f"identity {i['name']}: {i['state']}" for i in status["identities"] if i["expires_on"] is None]
     for t in status["targets"]:
         out += [f"target {t['name']} sink {k}: {v['state']}" for k, v in t["sinks"].items() if v["state"] != "ok"]
         if t["proxy"] and t["proxy"]["last_error"]:
-            out.append(f"target {t['name']} proxy: {t['proxy']['last_error']}")
+            out.append(f"target {t['name']} proxy: not listening")
     return out
 
 
@@ -114,6 +120,8 @@ class Observer:
         self.registry.register(_Collector(daemon, daemon.clock.now))
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending = limits.Pending(limits.shares(limits.file_limit()).health)
+        self._quiet = Aggregated(log)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -127,8 +135,16 @@ class Observer:
             run_on(self._loop, server.close)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ticket = self._pending.admit(writer.transport.abort)
+        if ticket is None:
+            self._quiet.warning(
+                "busy", "health: closed a connection: %d others are being answered", self._pending.limit
+            )
+            writer.transport.abort()
+            return
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
+            ticket.busy()
             method, path, *_ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
             status, ctype, body = await asyncio.get_running_loop().run_in_executor(
                 None, self._answer, method, path.split("?")[0]
@@ -138,10 +154,11 @@ class Observer:
                 "Connection: close\r\nCache-Control: no-store\r\n\r\n".encode()
                 + body
             )
-            await asyncio.wait_for(writer.drain(), 10)
+            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
         except (OSError, ValueError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         finally:
+            ticket.release()
             writer.close()
             with contextlib.suppress(OSError, asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(writer.wait_closed(), 1)

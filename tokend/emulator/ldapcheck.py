@@ -33,7 +33,13 @@ class LdapCheck:
     def __init__(self, directory: Directory, host: str = "127.0.0.1", port: int = 0) -> None:
         self.directory = directory
         self.checks: list[dict[str, Any]] = []  # role, ok, reason, at: one per bind
-        server = socketserver.ThreadingTCPServer((host, port), _Handler, bind_and_activate=True)
+        server = socketserver.ThreadingTCPServer((host, port), _Handler, bind_and_activate=False)
+        # socketserver's default listen backlog is 5: a burst of logins (500 at once through the proxy) overflowed
+        # it, and a PostgreSQL backend whose SYN was dropped waited 1 + 2 + 4 + 8 + 16 s for its retransmits,
+        # longer than a login may take
+        server.request_queue_size = 1024
+        server.server_bind()
+        server.server_activate()
         server.daemon_threads = True
         server.check = self  # type: ignore[attr-defined]
         self._server = server

@@ -8,6 +8,8 @@ cost about a fifth more.
 
 Bytes already read into a ``Conn``'s buffer when the relay starts are forwarded first, and so are bytes OpenSSL
 holds decrypted but not yet handed out (``SSLSocket.pending``): neither is visible to readiness polling.
+Nothing here blocks the loop it shares with every other session, IPC and the health endpoint: a closing leg
+hands over what it still holds from writable callbacks, for at most ``FLUSH_DEADLINE`` seconds.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TypeVar
 
 _WAIT_ERRORS = (BlockingIOError, InterruptedError)
 CHUNK = 65536
+FLUSH_DEADLINE = 1.0  # seconds a closing leg may take to hand its last bytes to a peer that does not read
 T = TypeVar("T")
 
 
@@ -112,8 +115,10 @@ class _Leg:
         self.out = bytearray()
         self.buf = bytearray(CHUNK)
         self.view = memoryview(self.buf)
-        self.closed = False
+        self.closed = False  # no more reading or relaying; it may still be flushing
+        self.shut = False  # its socket is closed
         self.reading = False
+        self.deadline: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self.loop.add_reader(self.sock.fileno(), self.readable)
@@ -122,6 +127,8 @@ class _Leg:
     def readable(self) -> None:
         peer = self.peer
         assert peer is not None
+        if self.closed:
+            return
         try:
             while True:
                 n = self.sock.recv_into(self.buf)
@@ -175,36 +182,58 @@ class _Leg:
                 peer.start()
 
     def close(self) -> None:
-        """Either side closing ends both: what one side wrote last is flushed to the other on a best-effort
-        basis, then both sockets close."""
+        """Either side closing ends both: what one side wrote last is flushed to the other from writable callbacks
+        for up to FLUSH_DEADLINE seconds, then both sockets close; ``done`` once per leg whose socket closed."""
         for leg in (self, self.peer):
             if leg is None or leg.closed:
                 continue
             leg.closed = True
             with contextlib.suppress(Exception):
                 self.loop.remove_reader(leg.sock.fileno())
-            with contextlib.suppress(Exception):
-                self.loop.remove_writer(leg.sock.fileno())
             if leg.out:
+                leg.deadline = self.loop.call_later(FLUSH_DEADLINE, leg.finish)
                 with contextlib.suppress(Exception):
-                    leg.sock.setblocking(True)
-                    leg.sock.settimeout(1.0)
-                    leg.sock.sendall(leg.out)
-            with contextlib.suppress(OSError):
-                leg.sock.close()
+                    self.loop.add_writer(leg.sock.fileno(), leg.flush)  # replaces `writable`
+                    continue
+            leg.finish()
+
+    def flush(self) -> None:
+        try:
+            sent = self.sock.send(self.out)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, *_WAIT_ERRORS):
+            return
+        except OSError:
+            self.finish()
+            return
+        del self.out[:sent]
+        if not self.out:
+            self.finish()
+
+    def finish(self) -> None:
+        if self.shut:
+            return
+        self.shut = True
+        if self.deadline is not None:
+            self.deadline.cancel()
+        with contextlib.suppress(Exception):
+            self.loop.remove_writer(self.sock.fileno())
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        self.out.clear()
         self.done()
 
 
 def relay(a: Conn, b: Conn, done: Callable[[], None]) -> None:
-    """Pump bytes between two logged-in connections until either side closes; then ``done()`` (once)."""
-    finished = [False]
+    """Pump bytes between two logged-in connections until either side closes; then ``done()``, once both sockets
+    are closed."""
+    left = [2]
 
-    def once() -> None:
-        if not finished[0]:
-            finished[0] = True
+    def one_shut() -> None:
+        left[0] -= 1
+        if left[0] == 0:
             done()
 
-    la, lb = _Leg(a.loop, a.sock, once), _Leg(b.loop, b.sock, once)
+    la, lb = _Leg(a.loop, a.sock, one_shut), _Leg(b.loop, b.sock, one_shut)
     la.peer, lb.peer = lb, la
     for conn, leg in ((a, lb), (b, la)):  # what was read during start-up, or is held inside TLS, goes first
         if conn.buf:

@@ -1,10 +1,12 @@
 """One client connection through the local proxy: the client's start-up, the server's TLS and authentication with
 the token, then a byte relay.
 
+Who connected was already checked by the listener, at accept (``tokend.proxy``): a session only ever sees the
+user's own clients.
 Client leg: SSLRequest is answered 'S' (TCP, with the local certificate) or 'N' (the Unix socket), GSSENCRequest
-'N'; a CancelRequest is forwarded to the target's server (inside TLS) and the connection closed; the
-StartupMessage's user must be the target's user — or the OS login name, which libpq sends when none is given.
-Refusals (wrong user, wrong local user, no token, the server's own refusal) come back as a proper ErrorResponse
+'N'; a CancelRequest is forwarded to the target's server (inside TLS; at most ``Listening.cancels`` at once) and the
+connection closed; the StartupMessage's user must be the target's user — or the OS login name, which libpq sends
+when none is given. Refusals (wrong user, no token, the server's own refusal) come back as a proper ErrorResponse
 after the StartupMessage, since libpq hides one sent in reply to SSLRequest.
 Server leg: TCP, SSLRequest, TLS verified (verify-full), the StartupMessage with the target's user, the token as the
 answer to the cleartext-password request; any other authentication request is refused with the reason.
@@ -15,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import getpass
 import logging
-import os
 import socket
 import ssl
 import struct
@@ -26,6 +28,8 @@ from dataclasses import dataclass
 
 from tokend.config import Target
 from tokend.errors import TokendError
+from tokend.limits import Budget
+from tokend.logs import Aggregated
 from tokend.proxy import wire
 from tokend.proxy.conn import Conn
 
@@ -47,31 +51,41 @@ class Listening:
 
     target: Target
     tls: ssl.SSLContext | None  # for SSLRequests on TCP; None on the Unix socket (plain)
-    upstream: ssl.SSLContext
+    upstream: ssl.SSLContext | None  # the target's, shared by its sessions; None: upstream_error says why
     where: str  # "127.0.0.1:6432" / the socket path, for log lines
-    check_peer: Callable[[socket.socket], int | None]  # the client's uid, or None when the OS cannot tell
+    upstream_error: str  # why there is no upstream context
+    cancels: Budget  # cancel requests this listener may be forwarding at once
+    quiet: Aggregated  # the proxy's log for what clients can repeat at will
+
+
+@dataclass(frozen=True)
+class Cancel:
+    message: bytes  # the whole CancelRequest, as the client sent it
 
 
 TokenFor = Callable[[str], str]  # target name → a valid token (raises TokendError with the reason)
 
 
 async def start(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, on: Listening, token_for: TokenFor
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    on: Listening,
+    token_for: TokenFor,
+    started: Callable[[], None] = lambda: None,
 ) -> tuple[Conn, Conn] | None:
     """Take one client connection up to a logged-in pair (client, server), or answer it (a refusal, a cancel)
-    and return None."""
+    and return None. ``started()`` once the client's start-up message is in (the end of the pending stage)."""
     if sock.family != getattr(socket, "AF_UNIX", None):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small messages go out at once, as libpq's do
     client = Conn(loop, sock)
     server: Conn | None = None
-    refuse = _peer_problem(sock, on)
     try:
-        startup = await _client_start(client, on)
-        if startup is None:  # a CancelRequest: forwarded, nothing more to do
+        first = await _client_start(client, on)
+        started()
+        if isinstance(first, Cancel):
+            await _cancel(client, first, on)
             return None
-        if refuse:
-            raise Refused(refuse, "28000", "only the user who runs tokend may use its proxy")
-        params = _params_for(startup, on.target)
+        params = _params_for(first, on.target)
         try:
             token = token_for(on.target.name)
         except TokendError as e:
@@ -81,17 +95,19 @@ async def start(
                 "see `tokend status` and `tokend doctor`",
             ) from None
         server = await _connect(loop, on)
-        await server.write(wire.Startup(startup.version, params).encode())
+        await server.write(wire.Startup(first.version, params).encode())
         await _authenticate(client, server, token, on.target)
         await client.write(wire.auth_ok())
         return client, server
     except Refused as e:
         with contextlib.suppress(OSError):  # a client that went away meanwhile
             await client.write(wire.error(str(e), e.code, e.hint))
-        log.info("proxy %s: refused a connection: %s", on.where, e)
+        on.quiet.info(("refused", on.where, e.code), "proxy %s: refused a connection: %s", on.where, e)
     except (OSError, wire.ProtocolError, asyncio.IncompleteReadError) as e:
-        log.info("proxy %s: connection ended during start-up: %s", on.where, e or type(e).__name__)
-    except asyncio.CancelledError:  # too slow to start: both sockets go
+        on.quiet.info(
+            ("ended", on.where), "proxy %s: connection ended during start-up: %s", on.where, e or type(e).__name__
+        )
+    except BaseException:  # cancelled (too slow, evicted, stopping) or a bug: both sockets go, now
         for c in (client, server):
             if c is not None:
                 with contextlib.suppress(OSError):
@@ -103,20 +119,8 @@ async def start(
     return None
 
 
-def _peer_problem(sock: socket.socket, on: Listening) -> str | None:
-    try:
-        uid = on.check_peer(sock)
-    except OSError:
-        uid = None
-    me = os.getuid() if hasattr(os, "getuid") else None
-    if uid is None or me is None or uid == me:
-        return None
-    log.warning("proxy %s: refused a connection from another local user (uid %d)", on.where, uid)
-    return f"this tokend proxy serves its own user only (uid {me}), not uid {uid}"
-
-
-async def _client_start(client: Conn, on: Listening) -> wire.Startup | None:
-    """Answer SSL and GSS requests until the StartupMessage (returned), or forward a CancelRequest (None)."""
+async def _client_start(client: Conn, on: Listening) -> wire.Startup | Cancel:
+    """Answer SSL and GSS requests until the StartupMessage or a CancelRequest."""
     tls_done = False
     for _ in range(4):
         length, code = struct.unpack("!ii", await client.readexactly(8))
@@ -133,9 +137,7 @@ async def _client_start(client: Conn, on: Listening) -> wire.Startup | None:
         elif code == wire.GSSENC_REQUEST:
             await client.write(b"N")
         elif code == wire.CANCEL_REQUEST:
-            await _forward_cancel(client.loop, struct.pack("!ii", length, code) + body, on)
-            await client.close()
-            return None
+            return Cancel(struct.pack("!ii", length, code) + body)
         elif code >> 16 == 3:
             return wire.Startup(code, wire.split_params(body))
         else:
@@ -168,7 +170,9 @@ def _params_for(startup: wire.Startup, target: Target) -> dict[str, str]:
     return params
 
 
+@functools.cache
 def _login_name() -> str:
+    """This process's login name (read once: it cannot change, and NSS may read /etc/passwd each time)."""
     try:
         return getpass.getuser()
     except Exception:  # no login name at all (a container with an unnamed uid)
@@ -177,10 +181,17 @@ def _login_name() -> str:
 
 async def _connect(loop: asyncio.AbstractEventLoop, on: Listening) -> Conn:
     t = on.target
-    try:
-        infos = await asyncio.wait_for(loop.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM), CONNECT_TIMEOUT)
-    except (OSError, asyncio.TimeoutError) as e:
-        raise Refused(f"cannot resolve {t.host}: {e}", "08001", "check the target's host and your DNS / VPN") from None
+    if on.upstream is None:
+        raise Refused(on.upstream_error, "08001", "fix the target's sslrootcert")
+    try:  # an address needs no resolver: no hop to a thread
+        infos = socket.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except OSError:
+        try:
+            infos = await asyncio.wait_for(loop.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM), CONNECT_TIMEOUT)
+        except (OSError, asyncio.TimeoutError) as e:
+            raise Refused(
+                f"cannot resolve {t.host}: {e}", "08001", "check the target's host and your DNS / VPN"
+            ) from None
     last: Exception | None = None
     for family, kind, proto, _, address in infos:
         sock = socket.socket(family, kind, proto)
@@ -251,13 +262,35 @@ async def _authenticate(client: Conn, server: Conn, token: str, target: Target) 
         await client.write(kind + struct.pack("!i", length) + body)  # NegotiateProtocolVersion, notices
 
 
-async def _forward_cancel(loop: asyncio.AbstractEventLoop, message: bytes, on: Listening) -> None:
-    """A client's CancelRequest (its key is the server's own, relayed in BackendKeyData) to the target's server."""
+async def _cancel(client: Conn, cancel: Cancel, on: Listening) -> None:
+    """A client's CancelRequest (its key is the server's own, relayed in BackendKeyData) to the target's server,
+    unless the listener already forwards as many as it may; then the client's connection closes."""
+    if not on.cancels.take(1):
+        on.quiet.warning(
+            ("cancels", on.where),
+            "proxy %s: dropped a cancel request: %d are being forwarded already",
+            on.where,
+            on.cancels.total,
+        )
+    else:
+        try:
+            await _forward(client.loop, cancel, on)
+        finally:
+            on.cancels.give(1)
+    await client.close()
+
+
+async def _forward(loop: asyncio.AbstractEventLoop, cancel: Cancel, on: Listening) -> None:
     try:
         server = await asyncio.wait_for(_connect(loop, on), CONNECT_TIMEOUT * 2)
     except (Refused, OSError, asyncio.TimeoutError) as e:
-        log.info("proxy %s: could not forward a cancel request: %s", on.where, e)
+        on.quiet.info(("cancel failed", on.where), "proxy %s: could not forward a cancel request: %s", on.where, e)
         return
-    with contextlib.suppress(OSError):
-        await server.write(message)
-    await server.close()
+    try:
+        with contextlib.suppress(OSError):
+            await server.write(cancel.message)
+        await server.close()
+    except BaseException:
+        with contextlib.suppress(OSError):
+            server.sock.close()
+        raise
