@@ -18,12 +18,14 @@ from pathlib import Path
 
 from tokend.emulator.server import Emulator
 
-# The `tokend` users get: tests/run.sh installs the checkout's wheel into .venv-product.
-TOKEND = os.environ.get("TOKEND_TEST_BIN") or str(
-    Path(__file__).resolve().parent.parent / ".venv-product" / "bin" / "tokend"
-)
+# What tests and benchmarks share lives in tests/support (the installed product, process probes, the Azure CLI).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support.azcli import find_az  # noqa: F401 - re-exported for the benchmarks
+from support.builders import RESOURCE
+from support.procs import cpu_seconds, rss_mb  # noqa: F401 - re-exported for the benchmarks
+from support.product import TOKEND
+
 SECRET = "bench-secret-value"
-RESOURCE = "https://ossrdbms-aad.database.windows.net"
 
 
 @dataclass
@@ -127,18 +129,6 @@ def az_login(b: Bench, az: str) -> None:
         subprocess.run([az, *args], env=b.env, check=True, capture_output=True)
 
 
-def find_az() -> str | None:
-    for c in (
-        os.environ.get("TOKEND_TEST_AZ"),
-        str(Path(__file__).parent.parent / ".venv-az/bin/az"),
-        "/opt/tokend-az/bin/az",
-        shutil.which("az"),
-    ):
-        if c and Path(c).exists():
-            return c
-    return None
-
-
 @contextlib.contextmanager
 def released_tokend() -> Iterator[str]:
     """tokend as users get it: a regular (not editable) install of this checkout in a fresh venv."""
@@ -166,19 +156,6 @@ def time_command(cmd: list[str], env: dict[str, str], runs: int) -> list[float]:
 
 def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process, seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def machine() -> str:

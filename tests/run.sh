@@ -96,15 +96,19 @@ echo "mypy:"
 .venv/bin/mypy
 echo "GitHub workflow schema:"
 .venv/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/ci.yml
-# .venv/bin/pytest, not `python -m pytest`: the latter puts the checkout on sys.path and would import it.
-# Given a selection (-m, -k, or test paths), run exactly that. Otherwise run the whole suite with every `soak` test
-# (minutes of waiting on token rotations, each with its own emulator and PostgreSQL) in a pytest process of its own,
-# side by side with the rest.
+# Given a selection (-m, -k, or test paths), run exactly that (with .venv/bin/pytest: the installed copy).
 for arg in "$@"; do
   case $arg in -m|-k|tests*|*.py*) exec .venv/bin/pytest "$@" ;; esac
 done
+# Unit tests first: in-process, against the checkout itself (`python -m pytest` puts it first on sys.path), no wheel
+# and no servers; a failure here stops the run in seconds.
+echo "unit tests:"
+.venv/bin/python -m pytest -q tests/unit "$@"
+# End-to-end tests: .venv/bin/pytest, not `python -m pytest`, which would import the checkout instead of the installed
+# copy. Every `soak` test (minutes of waiting on token rotations, each with its own emulator and PostgreSQL) runs in a
+# pytest process of its own, side by side with the rest.
 rm -rf .soak-logs && mkdir -p .soak-logs
-mapfile -t soaks < <(.venv/bin/pytest --collect-only -q -m soak "$@" 2>/dev/null | grep '::')
+mapfile -t soaks < <(.venv/bin/pytest --collect-only -q -m soak tests/e2e "$@" 2>/dev/null | grep '::')
 pids=()
 for i in "${!soaks[@]}"; do
   .venv/bin/pytest -q "$@" "${soaks[$i]}" > ".soak-logs/$i.log" 2>&1 &
@@ -112,7 +116,7 @@ for i in "${!soaks[@]}"; do
 done
 echo "running ${#soaks[@]} soak tests side by side with the rest"
 status=0
-.venv/bin/pytest -m "not soak" "$@" || status=$?
+.venv/bin/pytest -m "not soak" tests/e2e "$@" || status=$?
 for i in "${!pids[@]}"; do
   if wait "${pids[$i]}"; then
     echo "soak passed: ${soaks[$i]}"

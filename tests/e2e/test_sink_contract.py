@@ -1,0 +1,222 @@
+"""One contract every sink passes (keyring's testing/backend.py is the model): a subclass per sink kind says how to
+build one, how to read back what it holds, how to plant the user's own content and how to make its place unusable;
+the tests are the same for all.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import pytest
+
+from tokend.errors import SinkError
+from tokend.kinds import SINKS
+from tokend.sinks import Sink, keychain
+from tokend.sinks.pg_service import PgServiceSink
+from tokend.sinks.pgbouncer import PgbouncerSink
+from tokend.sinks.pgpass import PgpassSink, parse
+
+from support import builders
+
+entry = functools.partial(builders.entry, database="appdb")  # the PgBouncer sink needs one database
+pytestmark = pytest.mark.portable  # runs on Linux, macOS and Windows (.github/workflows/ci.yml)
+
+
+class SinkContract(ABC):
+    @abstractmethod
+    def make(self, tmp_path: Path) -> Sink: ...
+
+    @abstractmethod
+    def held(self, sink: Sink) -> dict[str, str]:
+        """Target name → what the place holds for it (the token, or a marker where the token never goes)."""
+
+    @abstractmethod
+    def plant_user_content(self, sink: Sink) -> None: ...
+
+    @abstractmethod
+    def user_content_intact(self, sink: Sink) -> bool: ...
+
+    @abstractmethod
+    def make_unusable(self, tmp_path: Path) -> Sink: ...
+
+    def expect(self, value: str) -> str:
+        return value
+
+    def test_sync_adds_replaces_and_removes(self, tmp_path: Path) -> None:
+        sink = self.make(tmp_path)
+        sink.sync([entry("a", "tok-1"), entry("b", "tok-2", "b.example")])
+        assert self.held(sink) == {"a": self.expect("tok-1"), "b": self.expect("tok-2")}
+        sink.sync([entry("a", "tok-3")])
+        assert self.held(sink) == {"a": self.expect("tok-3")}
+        sink.sync([])
+        assert self.held(sink) == {}
+
+    def test_the_users_own_content_is_kept(self, tmp_path: Path) -> None:
+        sink = self.make(tmp_path)
+        self.plant_user_content(sink)
+        for entries in ([entry("a", "tok-1")], [entry("a", "tok-2"), entry("b", "x", "b.example")], []):
+            sink.sync(entries)
+            assert self.user_content_intact(sink)
+
+    def test_an_unusable_place_is_reported_with_a_fix(self, tmp_path: Path) -> None:
+        sink = self.make_unusable(tmp_path)
+        with pytest.raises(SinkError) as e:
+            sink.check()
+            sink.sync([entry("a", "tok-1")])
+        assert any(w in str(e.value) for w in ("set ", "start ", "fix ", "create it")), str(e.value)
+
+
+class FileSinkContract(SinkContract):
+    def test_a_file_named_two_ways_is_one_place(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A reload cleans what the old sink wrote unless the new one writes the same place (daemon.apply): a file's
+        place is the file, however the config spells its path."""
+        monkeypatch.chdir(tmp_path.parent)
+        assert self.make(Path(tmp_path.name)).place() == self.make(tmp_path).place()
+
+
+def test_every_sink_kind_has_a_contract_test() -> None:
+    assert {c.kind for c in (TestPgpass, TestPgService, TestKeychain, TestPgbouncer)} == set(SINKS)
+
+
+USER_PGPASS = b"# mine\r\nlegacy.example:5432:*:bob:hunter2\r\n"
+
+
+class TestPgpass(FileSinkContract):
+    kind = "pgpass"
+
+    def make(self, tmp_path: Path) -> Sink:
+        return PgpassSink({"path": str(tmp_path / "pgpass")}, "owner1")
+
+    def held(self, sink: Sink) -> dict[str, str]:
+        path = Path(sink.location())
+        lines = parse(path.read_text()) if path.exists() else []
+        return {("a" if ln[0] == "h.example" else "b"): ln[4] for ln in lines if ln[3] == "DBA Group"}
+
+    def plant_user_content(self, sink: Sink) -> None:
+        Path(sink.location()).write_bytes(USER_PGPASS)
+
+    def user_content_intact(self, sink: Sink) -> bool:
+        return Path(sink.location()).read_bytes().endswith(USER_PGPASS)
+
+    def make_unusable(self, tmp_path: Path) -> Sink:
+        (tmp_path / "file").write_text("x")
+        return PgpassSink({"path": str(tmp_path / "file" / "pgpass")}, "owner1")
+
+
+class TestPgService(FileSinkContract):
+    kind = "pg_service"
+
+    def make(self, tmp_path: Path) -> Sink:
+        return PgServiceSink({"path": str(tmp_path / "pg_service.conf")}, "owner1")
+
+    def held(self, sink: Sink) -> dict[str, str]:
+        path = Path(sink.location())
+        text = path.read_text() if path.exists() else ""
+        assert "tok-" not in text  # a token never goes into the service file
+        return {name: "section" for name in ("a", "b") if f"[{name}]" in text}
+
+    def expect(self, value: str) -> str:
+        return "section"
+
+    def plant_user_content(self, sink: Sink) -> None:
+        Path(sink.location()).write_text("[legacy]\nhost=old.example\n")
+
+    def user_content_intact(self, sink: Sink) -> bool:
+        return Path(sink.location()).read_text().endswith("[legacy]\nhost=old.example\n")
+
+    def make_unusable(self, tmp_path: Path) -> Sink:
+        return PgServiceSink({"path": str(tmp_path / "missing" / "pg_service.conf")}, "owner1")
+
+
+class TestKeychain(SinkContract):
+    """The OS's own store, through keyring: on Linux the real Secret Service (gnome-keyring on a private bus); on
+    Windows Credential Manager (its 2560-byte limit: long tokens go in chunks) and on macOS the login Keychain, in
+    the CI matrix."""
+
+    kind = "keychain"
+
+    @pytest.fixture(autouse=True)
+    def _store(self, request: pytest.FixtureRequest) -> None:
+        if sys.platform.startswith("linux") and request.node.name != "test_an_unusable_place_is_reported_with_a_fix":
+            request.getfixturevalue("secret_service")
+
+    def make(self, tmp_path: Path) -> Sink:
+        if sys.platform.startswith("linux"):
+            from keyring.backends.SecretService import Keyring
+
+            self.kr = Keyring()
+        else:
+            import keyring
+
+            self.kr = keyring.get_keyring()
+        return keychain.KeychainSink({}, "owner1", kr=self.kr)
+
+    def test_a_token_longer_than_windows_holds_round_trips(self, tmp_path: Path) -> None:
+        sink = self.make(tmp_path)
+        sink.sync([entry("a", "eyJ" + "x" * 4000)])
+        assert keychain.read("a", self.kr) == "eyJ" + "x" * 4000
+        sink.sync([])
+        assert keychain.read("a", self.kr) is None
+
+    def held(self, sink: Sink) -> dict[str, str]:
+        return {n: v for n in ("a", "b") if (v := keychain.read(n, self.kr)) is not None}
+
+    def plant_user_content(self, sink: Sink) -> None:
+        self.kr.set_password("tokend", "someone-else", "theirs")
+
+    def user_content_intact(self, sink: Sink) -> bool:
+        return keychain.read("someone-else", self.kr) == "theirs"
+
+    def make_unusable(self, tmp_path: Path) -> Sink:
+        from keyring.backends import fail
+
+        return keychain.KeychainSink({}, "owner1", kr=fail.Keyring())
+
+
+class TestPgbouncer(FileSinkContract):
+    """The include file is wholly tokend's; PgBouncer's own config beside it is the user's. The "PgBouncer" here is a
+    process called pgbouncer (/bin/sleep under that name: the sink signals nothing else) that ignores SIGHUP (the
+    RELOAD) and counts nothing: the real one runs in test_cluster.py."""
+
+    kind = "pgbouncer"
+
+    @pytest.fixture(autouse=True)
+    def _bouncer(self, tmp_path: Path):
+        import subprocess
+
+        if sys.platform == "win32":
+            pytest.skip("PgBouncer's RELOAD is a POSIX signal")
+
+        import shutil
+        import signal
+
+        exe = tmp_path / "pgbouncer"
+        shutil.copy("/bin/sleep", exe)
+        # SIGHUP ignored before the exec stays ignored after it; Popen returns once the exec is done
+        proc = subprocess.Popen([str(exe), "120"], preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+        (tmp_path / "pgbouncer.pid").write_text(f"{proc.pid}\n")
+        yield
+        proc.kill()
+        proc.wait()
+
+    def make(self, tmp_path: Path) -> Sink:
+        return PgbouncerSink(
+            {"path": str(tmp_path / "tokend.ini"), "pidfile": str(tmp_path / "pgbouncer.pid")}, "owner1"
+        )
+
+    def held(self, sink: Sink) -> dict[str, str]:
+        path = Path(sink.location())
+        lines = path.read_text().splitlines() if path.exists() else []
+        return {ln.split(" = ")[0]: ln.rsplit("password=", 1)[1] for ln in lines if " = " in ln}
+
+    def plant_user_content(self, sink: Sink) -> None:
+        (Path(sink.location()).parent / "pgbouncer.ini").write_text("[pgbouncer]\n%include tokend.ini\n")
+
+    def user_content_intact(self, sink: Sink) -> bool:
+        return (Path(sink.location()).parent / "pgbouncer.ini").read_text() == "[pgbouncer]\n%include tokend.ini\n"
+
+    def make_unusable(self, tmp_path: Path) -> Sink:
+        return PgbouncerSink({"path": str(tmp_path / "tokend.ini")}, "owner1")  # no pidfile: nobody to tell

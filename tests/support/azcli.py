@@ -1,0 +1,16 @@
+"""The real Azure CLI (from PyPI, in a venv of its own: tests/run.sh makes .venv-az)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from support.product import REPO
+
+
+def find_az() -> str | None:
+    for candidate in (os.environ.get("TOKEND_TEST_AZ"), str(REPO / ".venv-az" / "bin" / "az"), shutil.which("az")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None

@@ -1,0 +1,84 @@
+"""A real tokend daemon as a process (the installed product), and a person's `tokend login` in a terminal."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tokend.emulator.server import Emulator
+
+from support.product import TOKEND, tokend
+from support.waits import wait_for
+
+
+class DaemonProcess:
+    def __init__(self, config: Path, log: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.log_path = log
+        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [TOKEND, "run", "--config", str(config), *args], stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
+
+    def status(self) -> dict[str, Any] | None:
+        r = tokend("status", "--json", "--config", str(self.config))
+        return json.loads(r.stdout) if r.returncode == 0 else None
+
+    def wait_ready(self, timeout: float = 30.0) -> dict[str, Any]:
+        def ready() -> dict[str, Any] | None:
+            assert self.proc.poll() is None, f"daemon exited early:\n{self.log()}"
+            s = self.status()
+            return s if s and all(i["state"] == "ok" for i in s["identities"]) else None
+
+        return wait_for(ready, timeout, 0.1, "daemon ready")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def started(d: DaemonProcess, target: int = 0) -> dict[str, Any]:
+    """``d`` ready and its target number ``target``'s proxy listening: that target's status ``proxy`` object."""
+
+    def proxy() -> dict[str, Any] | None:
+        s = d.status()
+        p = s["targets"][target]["proxy"] if s else None
+        return p if p and len(p["listen"]) and not p["last_error"] else None
+
+    d.wait_ready()
+    return wait_for(proxy, what="the proxy listening")
+
+
+def login(
+    cfg: Path,
+    emulator: Emulator,
+    upn: str,
+    identity: str | None = None,
+    env: dict[str, str] | None = None,
+    exe: str = TOKEND,
+) -> subprocess.CompletedProcess[str]:
+    """`tokend login` as a person would run it; the emulator approves the code shown in the terminal."""
+    cmd = [exe, "login", *([identity] if identity else []), "--config", str(cfg)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    code = re.search(r"enter the code (\w+)", line)
+    assert code, line + proc.stderr.read()
+    emulator.approve(code[1], upn)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, line + err)

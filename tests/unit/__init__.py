@@ -1,0 +1,1 @@
+"""In-process tests, a file per module of tokend/: milliseconds each, no wheel, no servers, no processes."""
