@@ -357,10 +357,10 @@ def test_a_peer_whose_owner_cannot_be_proven_is_turned_away_at_once(
         raise OSError(errno.EMFILE, "Too many open files")
 
     if how == "tcp lookup fails (EMFILE)":
-        monkeypatch.setattr(peer, "_diag_uid", emfile)
+        monkeypatch.setattr(peer, "_diag_lookup", emfile)
         monkeypatch.setattr(peer, "_proc_uid", lambda *_: None)  # what the tables give when they cannot be opened
     elif how == "tcp lookup finds no owner":
-        monkeypatch.setattr(peer, "_diag_uid", lambda *_: None)
+        monkeypatch.setattr(peer, "_diag_lookup", lambda *_: (False, None))
         monkeypatch.setattr(peer, "_proc_uid", lambda *_: None)
     else:
         monkeypatch.setattr(system, "peer_uid", lambda _sock: None)

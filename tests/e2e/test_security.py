@@ -48,7 +48,7 @@ def test_a_begin_marker_without_its_end_costs_no_user_line(tmp_path: Path) -> No
         f"{begin}\nh.example:5432:*:DBA Group:tok-old2\n{end}\nmine3.example:5432:*:bob:pw3\n"
     )
     path.write_text(damaged)
-    PgpassSink({"path": str(path)}, "own1").sync([entry()])
+    PgpassSink({"path": str(path)}, "own1").sync([entry(value="tok-new")])
     text = path.read_text()
     for mine in ("mine1.example", "mine2.example", "mine3.example"):
         assert mine in text
