@@ -348,6 +348,8 @@ class Daemon:
         try:
             with _signals(self):
                 io.run(server.start())  # answers status from the start; refuses a bad endpoint before any write
+                self.io = io
+                self._observe(self.config)  # health answers from the start too: a probe sees "not ready", not refused
                 with self._lock:
                     self._running = True
                     for r in self.refreshers.values():
@@ -360,8 +362,6 @@ class Daemon:
                     proxy_io = IOLoop(selector=True).start() if system.WINDOWS else io
                     self.proxy = Proxy(proxy_io, self.config.path, lambda name: self.token_for(name).token)
                     self.proxy.apply(self.config)
-                    self.io = io
-                    self._observe(self.config)
                     with self._lock:
                         for w in self.workers.values():
                             w.start()
