@@ -1,10 +1,11 @@
-"""tokend admin against the token-checking PostgreSQL with a stand-in for Azure's pgaadauth functions.
+"""tokend admin against the token-checking PostgreSQL with the emulator's stand-in for Azure's pgaadauth functions.
 
-The stand-in (STAND_IN below) has Azure's names and argument lists — pgaadauth_create_principal(roleName, isAdmin,
-isMfa), pgaadauth_create_principal_with_oid(roleName, objectId, objectType, isAdmin, isMfa),
-pgaadauth_list_principals(isAdminValue) returning (rolname, principalType, objectId, tenantId, isMfa, isAdmin) — and
-creates a LOGIN role as Azure does. Only Azure's own functions can vouch for Entra principals; these stand in for
-them here, where the emulator's token check plays the Entra side.
+The stand-in (tokend/emulator/pgaadauth.py, installed by ``Postgres.install_pgaadauth``) has Azure's names and
+argument lists — pgaadauth_create_principal(roleName, isAdmin, isMfa), pgaadauth_create_principal_with_oid(roleName,
+objectId, objectType, isAdmin, isMfa), pgaadauth_list_principals(isAdminValue) returning (rolename, principalType,
+objectId, tenantId, isMfa, isAdmin), pgaadauth_sync_roles_for_group_members() — and creates a LOGIN role as Azure
+does. Only Azure's own functions can vouch for Entra principals; these stand in for them here, where the emulator's
+token check plays the Entra side. Group sync's own tests are in test_admin_groups.py.
 """
 
 from __future__ import annotations
@@ -22,31 +23,6 @@ from support.builders import GROUP, sp_config
 from support.product import tokend
 from support.tenant import Tenant
 
-STAND_IN = r"""
-CREATE SCHEMA pgaadauth;
-CREATE TABLE pgaadauth.principals (rolname name PRIMARY KEY, principaltype text, objectid text, tenantid text,
-                                   ismfa boolean, isadmin boolean);
-CREATE FUNCTION pgaadauth.pgaadauth_create_principal_with_oid(roleName text, objectId text, objectType text,
-                                                              isAdmin boolean, isMfa boolean) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
-BEGIN
-  EXECUTE format('CREATE ROLE %I LOGIN', roleName);
-  INSERT INTO pgaadauth.principals VALUES (roleName, objectType, objectId, 'stand-in-tenant', isMfa, isAdmin);
-  RETURN format('Created role for "%s"', roleName);
-END $$;
-CREATE FUNCTION pgaadauth.pgaadauth_create_principal(roleName text, isAdmin boolean, isMfa boolean) RETURNS text
-LANGUAGE sql SECURITY DEFINER AS $$
-  SELECT pgaadauth.pgaadauth_create_principal_with_oid(roleName, md5(roleName), 'group', isAdmin, isMfa)
-$$;
-CREATE FUNCTION pgaadauth.pgaadauth_list_principals(isAdminValue boolean)
-RETURNS TABLE(rolname name, principalType text, objectId text, tenantId text, isMfa int, isAdmin int)
-LANGUAGE sql SECURITY DEFINER AS $$
-  SELECT p.rolname, p.principaltype, p.objectid, p.tenantid, p.ismfa::int, p.isadmin::int
-  FROM pgaadauth.principals p WHERE p.isadmin = isAdminValue
-$$;
-GRANT USAGE ON SCHEMA pgaadauth TO PUBLIC;
-"""
-
 READERS = "Report Readers"
 
 
@@ -61,9 +37,7 @@ def server(em: Tenant, postgres: Postgres, write_config, tmp_path: Path):
     postgres.sql(f'CREATE DATABASE "{db}" OWNER "{admin_role}"')
     postgres.sql(f'REVOKE CONNECT ON DATABASE "{db}" FROM PUBLIC')
     postgres.sql(f'ALTER ROLE "{admin_role}" CREATEROLE')
-    postgres.sql(STAND_IN, db)
-    postgres.sql(f'ALTER DATABASE "{db}" SET search_path = "$user", public, pgaadauth')
-    postgres.sql(f"INSERT INTO pgaadauth.principals VALUES ('{admin_role}', 'service', 'x', 't', false, true)", db)
+    postgres.install_pgaadauth(db, em.emulator.directory, admins=[admin_role])
     for schema in ("reports", "other"):
         postgres.sql(
             f'CREATE SCHEMA {schema} AUTHORIZATION "{admin_role}"; '
@@ -85,6 +59,7 @@ def server(em: Tenant, postgres: Postgres, write_config, tmp_path: Path):
         )
     )
     yield cfg, db
+    postgres.forget_pgaadauth(db)
     postgres.sql(f'DROP DATABASE "{db}" WITH (FORCE)')
     for role in (READERS, "audit group", "Nologin Group", "Plain Role"):
         postgres.sql(f'DROP ROLE IF EXISTS "{role}"')
