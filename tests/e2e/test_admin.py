@@ -14,13 +14,16 @@ import json
 import subprocess
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql as q
 
-from tokend.emulator.postgres import Postgres
+from tokend.admin import add_group_sql
+from tokend.emulator.postgres import ADMIN, Postgres
 from tokend.errors import UsageError
 
 from support.builders import GROUP, sp_config
-from support.product import tokend
+from support.product import REPO, tokend
 from support.tenant import Tenant
 
 READERS = "Report Readers"
@@ -213,8 +216,6 @@ REFUSED = ["line\nbreak", "carriage\rreturn", "tab\there", "escape\x1b[31m", "ne
 
 def run_psql(pg: Postgres, db: str, sql: str, cwd: Path, stop: bool, scs: str) -> subprocess.CompletedProcess[str]:
     """The printed SQL run the way the README says, with real psql (as the server's superuser, the strongest)."""
-    from tokend.emulator.postgres import ADMIN
-
     return subprocess.run(
         [str(pg.bindir / "psql"), "-X", "-h", str(pg.sockdir), "-p", str(pg.port), "-U", ADMIN, "-d", db]
         + (["-v", "ON_ERROR_STOP=1"] if stop else [])
@@ -231,11 +232,6 @@ def run_psql(pg: Postgres, db: str, sql: str, cwd: Path, stop: bool, scs: str) -
 def test_hostile_group_names_stay_names_in_psql_and_the_shell(
     em: Tenant, postgres: Postgres, server, tmp_path: Path
 ) -> None:
-    import psycopg
-    from psycopg import sql as q
-
-    from tokend.emulator.postgres import ADMIN
-
     cfg, db = server
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -281,8 +277,6 @@ def test_hostile_group_names_stay_names_in_psql_and_the_shell(
 
 
 def test_names_with_control_characters_are_refused_in_one_line(server) -> None:
-    from tokend.admin import add_group_sql
-
     cfg, _db = server
     for name in REFUSED:
         for action in ("add-group", "check"):
@@ -302,8 +296,6 @@ def test_names_with_control_characters_are_refused_in_one_line(server) -> None:
 
 
 def test_the_readme_shows_what_add_group_prints(server) -> None:
-    from support.product import REPO
-
     cfg, _db = server
     readme = (REPO / "README.md").read_text()
     rest = readme[readme.index('`tokend admin add-group "DBA Group" --target admin --database appdb') :]

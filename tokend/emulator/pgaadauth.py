@@ -242,6 +242,13 @@ def admins_sql(roles: list[str]) -> str:
     )
 
 
+# map the existing roles named like directory objects to them (Azure: SECURITY LABEL FOR pgaadauth ON ROLE …)
+ADOPT = """
+INSERT INTO pgaadauth.principals
+SELECT o.name, o.objecttype, o.objectid, coalesce((SELECT tenantid FROM pgaadauth.tenant LIMIT 1), ''), false, false
+FROM pgaadauth.entra_objects o JOIN pg_catalog.pg_roles r ON r.rolname = o.name
+ON CONFLICT (rolename) DO NOTHING;
+"""
 SYNC_SQL = "SELECT * FROM pgaadauth_sync_roles_for_group_members()"
 
 

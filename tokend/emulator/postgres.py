@@ -12,6 +12,7 @@ import contextlib
 import glob
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -138,9 +139,12 @@ class Postgres:
             self.sql(f'GRANT CONNECT ON DATABASE "{database}" TO {quoted}')
 
     # -- Azure's pgaadauth, group sync ----------------------------------------------------------------------------
-    def install_pgaadauth(self, database: str, directory: Directory, admins: Iterable[str] = ()) -> None:
+    def install_pgaadauth(
+        self, database: str, directory: Directory, admins: Iterable[str] = (), adopt: bool = False
+    ) -> None:
         """Azure's pgaadauth functions in ``database``, fed by ``directory`` (kept current from now on), with the
-        existing roles ``admins`` recorded as Microsoft Entra administrators."""
+        existing roles ``admins`` recorded as Microsoft Entra administrators; with ``adopt`` every existing role
+        named like a directory object becomes that object's principal (``add_roles`` made plain roles)."""
         self.sql(pgaadauth.INSTALL, database)
         if self._directory is None:
             self._directory = directory
@@ -150,6 +154,8 @@ class Postgres:
         with self._publishing:
             self.pgaadauth_databases.add(database)
             self.sql(pgaadauth.publish_sql(directory), database)
+        if adopt:
+            self.sql(pgaadauth.ADOPT, database)
         if admins:
             self.sql(pgaadauth.admins_sql(list(admins)), database)
 
@@ -222,8 +228,6 @@ def _clean_env() -> dict[str, str]:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
