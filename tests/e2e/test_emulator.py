@@ -225,3 +225,57 @@ def test_standalone_emulator_from_a_small_config(tmp_path, monkeypatch) -> None:
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+def test_standalone_emulator_with_postgres_syncs_groups(tmp_path, monkeypatch) -> None:
+    """``--postgres --group-sync --group-sync-interval 0.3 --admin ci-app``: roles for the directory's principals,
+    pgaadauth in appdb (those roles its principals), the parameter on, and the periodic sync making the group's
+    members members of its role."""
+    cfg = tmp_path / "emulator.toml"
+    cfg.write_text(
+        '[[users]]\nupn = "bob@contoso.example"\n[[apps]]\nname = "ci-app"\nsecret = "abc"\n'
+        '[[groups]]\nname = "Readers"\nmembers = ["bob@contoso.example", "ci-app"]\n'
+    )
+    proc = subprocess.Popen(
+        [
+            *(PRODUCT_PYTHON, "-m", "tokend.emulator", "--config", str(cfg), "--folder", str(tmp_path / "em")),
+            *("--postgres", "--group-sync", "--group-sync-interval", "0.3", "--admin", "ci-app"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        info = json.loads(proc.stdout.readline())
+        assert info["postgres"]["group_sync"] is True and info["postgres"]["group_sync_interval"] == 0.3
+        bundle = tmp_path / "bundle.pem"
+        bundle.write_bytes(Path(os.environ["REQUESTS_CA_BUNDLE"]).read_bytes() + Path(info["ca"]).read_bytes())
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+        cred = ClientSecretCredential(
+            info["tenant_id"], info["apps"]["ci-app"], "abc", authority=info["url"], disable_instance_discovery=True
+        )
+        token = cred.get_token_info(f"{RESOURCE}/.default").token
+        pg = info["postgres"]
+
+        conninfo = f"host={pg['host']} port={pg['port']} dbname={pg['database']} user=ci-app sslmode=require"
+
+        def query(sql: str) -> str:
+            r = subprocess.run(
+                ["psql", conninfo, "-w", "-Atc", sql],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env={**os.environ, "PGPASSWORD": token},
+            )
+            assert r.returncode == 0, r.stderr
+            return r.stdout.strip()
+
+        listed = query("SELECT rolename, principaltype, isadmin FROM pgaadauth_list_principals(false)")
+        assert listed.splitlines() == ["Readers|group|0", "bob@contoso.example|user|0", "ci-app|service|1"]
+        assert query("SHOW pgaadauth.enable_group_sync") == "on"
+        wait_for(
+            lambda: query("SELECT pg_has_role('bob@contoso.example', 'Readers', 'MEMBER')") == "t",
+            what="the periodic sync to make bob a member of Readers",
+        )
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
