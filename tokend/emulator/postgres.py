@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -23,6 +24,9 @@ from pathlib import Path
 from tokend.emulator import ca, pgaadauth
 from tokend.emulator.directory import Directory
 from tokend.emulator.ldapcheck import hba_options
+
+if sys.platform != "win32":  # POSIX only (running as root); the emulator itself runs everywhere
+    import pwd
 
 ADMIN = "tokend_admin"
 
@@ -61,8 +65,6 @@ class Postgres:
         tls = ca.make(self.folder / "tls")
         self.ca_cert = tls.ca_cert
         if self.user:
-            import pwd  # POSIX only: the emulator itself runs everywhere
-
             entry = pwd.getpwnam(self.user)
             os.chmod(self.folder, 0o755)
             for p in (self.folder, self.sockdir, tls.cert.parent, tls.cert, tls.key):
