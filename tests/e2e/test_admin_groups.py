@@ -252,3 +252,23 @@ def test_a_renamed_group_keeps_its_role_and_its_sync(server: Server) -> None:
     assert r.stdout.strip() == s.group, r.stderr  # the old name still logs members in
     r = s.login(fred.upn, s.token(fred), "select x from reports.t")
     assert r.stdout.strip() == "1", r.stderr
+
+
+def test_a_plain_role_in_the_way_is_skipped_and_a_dropped_group_role_is_not_synced(server: Server) -> None:
+    s = server
+    d = s.em.emulator.directory
+    assert add_group(s, "--apply").returncode == 0
+    s.pg.set_parameter(SETTING, "on")
+    s.pg.sql(f'CREATE ROLE "{s.dana.upn}" LOGIN')  # made by hand, not mapped to her object id
+    synced = s.admin("sync")
+    assert f"skipped: a role of that name exists and is not this principal: {s.dana.upn} in {s.group!r}" in (
+        synced.stdout
+    ), synced.stdout
+    assert s.pg.sql(f"SELECT pg_has_role('{s.dana.upn}', '{s.group}', 'MEMBER')").strip() == "f"
+    s.pg.sql(f'DROP OWNED BY "{s.group}"', s.db)
+    s.pg.sql(f'DROP ROLE "{s.group}"')
+    gus = d.add_user(f"gus{s.db}@contoso.example")
+    d.add_member(s.group, gus.oid)
+    synced = s.admin("sync")
+    assert synced.returncode == 0 and s.group not in synced.stdout  # Azure: "don't delete the group role"
+    assert gus.upn not in s.roles()
