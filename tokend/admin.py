@@ -178,8 +178,8 @@ class Principal:
 
 @dataclass(frozen=True)
 class Listed:
-    """One principal as ``pgaadauth_list_principals`` gives it (columns by position: Microsoft documents
-    ``rolename``, some servers answer ``rolname``)."""
+    """One principal as ``pgaadauth_list_principals`` gives it, its columns read by position: Microsoft documents
+    the first as ``rolename``, while scripts in the wild filter on ``rolname``; tokend depends on neither."""
 
     role: str
     type: str
@@ -392,8 +392,8 @@ def check(conn: Connection, group: str, database: str, schemas: Sequence[str], f
                     False,
                     f"no role {group!r}, but {real!r}: {_how_differs(group, real)} (Entra display names are "
                     "case-sensitive, and spaces count)",
-                    f'log in as the role the server has: user = "{real}" in the target (PGUSER={shlex.quote(real)}); '
-                    f"tokend admin check {shlex.quote(real)} checks that one",
+                    f"log in as the role the server has: user = {json.dumps(real, ensure_ascii=False)} in the target "
+                    f"(PGUSER={shlex.quote(real)}); tokend admin check {shlex.quote(real)} checks that one",
                 )
             ]
         return [Finding(False, f"no role {group!r} on the server", fix_command)]
