@@ -14,11 +14,20 @@ with a control character (NUL, CR, LF, …: no Entra display name holds one, and
 reading a new command); string literals mean the same whatever standard_conforming_strings says (``pgwire.literal``);
 there is no dollar quoting (the principal is made by a ``SELECT … WHERE NOT EXISTS``, not a ``DO`` block whose closing
 tag a name could hold); and the command lines ``check`` suggests are quoted for the shell (``shlex.quote``).
+
+Group sync (Azure, 2026): with the server parameter ``pgaadauth.enable_group_sync`` ON the server makes a role for
+every member of each group principal (a user's UPN, a service principal's or managed identity's display name) every
+30 minutes, or at once with ``pgaadauth_sync_roles_for_group_members()`` (``sync``). Members then log in as
+themselves; ``add-group --members-only`` makes the group role NOLOGIN so they must (refused while sync is off: nobody
+could log in). ``principals`` says which memberships came from a sync: those granted by the owner of the sync
+function (Azure's own superuser), not by an administrator.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
+import sys
 import unicodedata
 import uuid
 from collections.abc import Callable, Sequence
@@ -26,11 +35,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tokend import config, status
 from tokend.config import Target
 from tokend.errors import TokendError, UsageError
 from tokend.pgwire import Connection, ServerError, ident, literal
+from tokend.status import table
 
 KINDS = ("group", "service", "user")  # objectType of pgaadauth_create_principal_with_oid
+SYNC_SETTING = "pgaadauth.enable_group_sync"
+SYNC_FUNCTION = "pgaadauth_sync_roles_for_group_members"
+SYNC_ON = ("on", "true", "yes", "1")
 READ = "SELECT"
 WRITE = "SELECT, INSERT, UPDATE, DELETE"
 _SYSTEM = "n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'"
@@ -65,8 +79,11 @@ def add_group_sql(
     object_id: str | None = None,
     kind: str = "group",
     allow_public: bool = False,
+    members_only: bool = False,
 ) -> str:
-    """The SQL that gives ``group`` CONNECT on ``database`` and table rights in ``schemas``; stable text."""
+    """The SQL that gives ``group`` CONNECT on ``database`` and table rights in ``schemas``; stable text. With
+    ``members_only`` the group role is also made NOLOGIN: with group sync on, members log in as themselves (their
+    own roles get the group's rights through membership) and nobody logs in as the group."""
     if not schemas:
         raise UsageError("name at least one schema with --schema (the group gets rights there only)")
     if "public" in schemas and not allow_public:
@@ -112,6 +129,11 @@ def add_group_sql(
                 f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role};",
                 f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {role};",
             ]
+    if members_only:
+        lines += [
+            "-- group sync is on: members log in as themselves (their UPN or display name), not as the group",
+            f"ALTER ROLE {role} NOLOGIN;",
+        ]
     lines.append("COMMIT;")
     return "\n".join(lines) + "\n"
 
@@ -150,19 +172,82 @@ class Principal:
     can_login: bool
     member_of: list[str]
     schemas: dict[str, str]  # schema → "USAGE; SELECT 3/3, INSERT 0/3, …"
+    synced_into: list[str]  # the group roles whose membership a group sync granted (the rest of member_of: by hand)
+    group_sync: str | None  # a group principal's: the server's group sync, "on", "off" or "unknown"; else None
 
 
-def principals(conn: Connection) -> list[Principal]:
+@dataclass(frozen=True)
+class Listed:
+    """One principal as ``pgaadauth_list_principals`` gives it, its columns read by position: Microsoft documents
+    the first as ``rolename``, while scripts in the wild filter on ``rolname``; tokend depends on neither."""
+
+    role: str
+    type: str
+    object_id: str
+    admin: bool
+
+
+def unique_principals(rows: Sequence[Sequence[str | None]]) -> list[Listed]:
+    """Each role once, in the order first seen, from the rows of ``pgaadauth_list_principals(false)`` followed by
+    those of ``(true)``: ``false`` returns every Entra principal, administrators included (Microsoft's "Manage
+    Microsoft Entra roles"), so an administrator comes twice; an administrator only ``true`` lists still counts."""
+    seen: dict[str, Listed] = {}
+    for row in rows:
+        role, kind, oid, _tenant, _mfa, admin = (list(row) + [None] * 6)[:6]
+        if role is None:
+            continue
+        is_admin = str(admin).lower() in ("t", "true", "1")
+        before = seen.get(role)
+        if before is None:
+            seen[role] = Listed(role, kind or "?", oid or "", is_admin)
+        elif is_admin and not before.admin:
+            seen[role] = Listed(before.role, before.type, before.object_id, True)
+    return list(seen.values())
+
+
+def _listed(conn: Connection) -> list[Listed]:
     try:
-        listed = conn.rows(
-            "SELECT * FROM pgaadauth_list_principals(false) UNION ALL SELECT * FROM pgaadauth_list_principals(true)"
+        return unique_principals(
+            conn.rows("SELECT * FROM pgaadauth_list_principals(false)")
+            + conn.rows("SELECT * FROM pgaadauth_list_principals(true)")
         )
     except ServerError as e:
         raise explain(e, conn.target) from None
+
+
+def sync_state(value: str | None) -> str:
+    """``pgaadauth.enable_group_sync`` as the server reports it → "on", "off" or "unknown" (not an Azure server
+    that has the parameter)."""
+    if value is None or not value.strip():
+        return "unknown"
+    return "on" if value.strip().lower() in SYNC_ON else "off"
+
+
+def group_sync(conn: Connection) -> str:
+    """The server's group sync setting: "on", "off" or "unknown"."""
+    return sync_state(conn.rows(f"SELECT current_setting({literal(SYNC_SETTING)}, true)")[0][0])
+
+
+def synced_memberships(conn: Connection) -> list[tuple[str, str]]:
+    """``(group role, member role)`` for each membership granted by the owner of the sync function: the ones a
+    group sync made (an administrator's own grants name the administrator as grantor)."""
+    rows = conn.rows(
+        "SELECT g.rolname, r.rolname FROM pg_catalog.pg_auth_members m "
+        "JOIN pg_catalog.pg_roles g ON g.oid = m.roleid JOIN pg_catalog.pg_roles r ON r.oid = m.member "
+        f"WHERE m.grantor IN (SELECT p.proowner FROM pg_catalog.pg_proc p WHERE p.proname = {literal(SYNC_FUNCTION)}) "
+        "ORDER BY 1, 2"
+    )
+    return [(str(g), str(r)) for g, r in rows]
+
+
+def principals(conn: Connection) -> list[Principal]:
+    listed = _listed(conn)
+    groups = {p.role for p in listed if p.type == "group"}
+    synced = [(g, m) for g, m in synced_memberships(conn) if g in groups]
+    sync = group_sync(conn) if groups else None
     out = []
-    for row in listed:
-        role, kind, oid, _tenant, _mfa, admin = (row + [None] * 6)[:6]
-        assert role is not None
+    for p in listed:
+        role = p.role
         facts = conn.rows(
             f"SELECT r.rolcanlogin, coalesce((SELECT string_agg(b.rolname, ', ' ORDER BY b.rolname) FROM "
             f"pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles b ON b.oid = m.roleid WHERE m.member = r.oid), '') "
@@ -172,15 +257,77 @@ def principals(conn: Connection) -> list[Principal]:
         out.append(
             Principal(
                 role,
-                kind or "?",
-                oid or "",
-                admin in ("t", "true", "1"),
+                p.type,
+                p.object_id,
+                p.admin,
                 can_login == "t",
                 [m for m in (member_of or "").split(", ") if m],
                 _schemas(conn, role),
+                [g for g, m in synced if m == role],
+                sync if p.type == "group" else None,
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class Synced:
+    """One change a group sync made: ``action`` (``created``, ``granted``, ``revoked``, …) for ``member`` in
+    ``group``; the whole row as the server gave it when its shape is another."""
+
+    group: str
+    member: str
+    action: str
+
+
+def sync(conn: Connection) -> list[Synced]:
+    """Run the server's group sync now (``pgaadauth_sync_roles_for_group_members()``); TokendError saying how to
+    turn it on while ``pgaadauth.enable_group_sync`` is off."""
+    state = group_sync(conn)
+    if state == "off":
+        raise TokendError(
+            f"group sync is off on {conn.target.host}: set the server parameter {SYNC_SETTING} to ON (portal: "
+            f"Server parameters; or az postgres flexible-server parameter set --name {SYNC_SETTING} --value ON "
+            "--resource-group RG --server-name SERVER), then run tokend admin sync again"
+        )
+    try:
+        rows = conn.rows(f"SELECT * FROM {SYNC_FUNCTION}()")
+    except ServerError as e:
+        if e.code == "42883":
+            raise TokendError(
+                f"{conn.target.host} has no {SYNC_FUNCTION}(): it is not an Azure Database for PostgreSQL "
+                "Flexible Server with group sync (Microsoft Entra authentication, 2026 or later)"
+            ) from None
+        raise explain(e, conn.target) from None
+    out = []
+    for row in rows:
+        cells = ["" if c is None else c for c in row]
+        out.append(Synced(*cells) if len(cells) == 3 else Synced("", "", " | ".join(cells)))
+    return out
+
+
+def render_synced(found: Sequence[Synced], host: str) -> str:
+    if not found:
+        return f"group sync ran on {host}: every member already had their role and membership"
+    lines = [f"group sync ran on {host}:"]
+    for s in found:
+        if s.group or s.member:
+            lines.append(f"  {s.action}: {s.member or '-'} in {s.group!r}")
+        else:
+            lines.append(f"  {s.action}")
+    return "\n".join(lines)
+
+
+def require_group_sync(conn: Connection, group: str) -> None:
+    """UsageError unless group sync is on: a NOLOGIN group role with sync off locks every member out (they have
+    no roles of their own)."""
+    state = group_sync(conn)
+    if state != "on":
+        raise UsageError(
+            f"--members-only makes {group!r} NOLOGIN, but group sync is {state} on {conn.target.host}: its members "
+            f"would have no role to log in as; set the server parameter {SYNC_SETTING} to ON, run tokend admin "
+            "sync, then try again"
+        )
 
 
 def _schemas(conn: Connection, role: str) -> dict[str, str]:
@@ -213,39 +360,93 @@ class Finding:
     fix: str = ""
 
 
+def fold(name: str) -> str:
+    """A name with case and every space dropped: two names that fold alike differ only in case or spaces."""
+    return "".join(name.split()).casefold()
+
+
+def near_miss(group: str, roles: Sequence[str]) -> str | None:
+    """The role in ``roles`` that differs from ``group`` only in case or spaces (an exact match is not one)."""
+    want = fold(group)
+    return next((r for r in sorted(roles) if r != group and fold(r) == want), None)
+
+
+def _how_differs(group: str, real: str) -> str:
+    if group.casefold() == real.casefold():
+        return "the name's case differs"
+    if "".join(group.split()) == "".join(real.split()):
+        return "the name's spaces differ"
+    return "the name's case differs and its spaces too"
+
+
 def check(conn: Connection, group: str, database: str, schemas: Sequence[str], fix_command: str) -> list[Finding]:
     """Why a login as ``group`` would fail (or not), in the order a login meets them."""
     _names(group, database, schemas)
     g = literal(group)
     found = conn.rows(f"SELECT rolname, rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = {g}")
     if not found:
-        other = conn.rows(f"SELECT rolname FROM pg_catalog.pg_roles WHERE lower(rolname) = lower({g})")
-        if other:
+        real = near_miss(group, [str(r[0]) for r in conn.rows("SELECT rolname FROM pg_catalog.pg_roles")])
+        if real is not None:
             return [
                 Finding(
                     False,
-                    f"no role {group!r}, but {other[0][0]!r}: the name's case differs (Entra "
-                    "display names are case-sensitive)",
-                    f"log in as user {other[0][0]!r}, or create the role with the group's exact name: {fix_command}",
+                    f"no role {group!r}, but {real!r}: {_how_differs(group, real)} (Entra display names are "
+                    "case-sensitive, and spaces count)",
+                    f"log in as the role the server has: user = {json.dumps(real, ensure_ascii=False)} in the target "
+                    f"(PGUSER={shlex.quote(real)}); tokend admin check {shlex.quote(real)} checks that one",
                 )
             ]
         return [Finding(False, f"no role {group!r} on the server", fix_command)]
     out = [Finding(True, f"role {group!r} exists")]
+    listed = {p.role: p for p in _listed(conn)}
+    entra = listed.get(group)
+    state = group_sync(conn) if entra is None or entra.type == "group" else "unknown"
     if found[0][1] != "t":
-        out.append(Finding(False, f"role {group!r} cannot log in", f"ALTER ROLE {ident(group)} LOGIN;"))
-    try:
-        entra = conn.rows(
-            f"SELECT 1 FROM pgaadauth_list_principals(false) WHERE rolname = {g} UNION ALL "
-            f"SELECT 1 FROM pgaadauth_list_principals(true) WHERE rolname = {g}"
-        )
-    except ServerError as e:
-        raise explain(e, conn.target) from None
-    if not entra:
+        if state == "on":
+            out.append(
+                Finding(
+                    False,
+                    f"role {group!r} cannot log in (NOLOGIN) and group sync is on: its members log in as "
+                    "themselves, not as the group",
+                    "log in with your own name as the user — your UPN; a service principal or managed identity: "
+                    f"its display name — or allow group logins again: ALTER ROLE {ident(group)} LOGIN;",
+                )
+            )
+        elif state == "off":
+            out.append(
+                Finding(
+                    False,
+                    f"role {group!r} cannot log in (NOLOGIN), and group sync is off, so its members have no roles "
+                    "of their own either: nobody can log in through it",
+                    f"ALTER ROLE {ident(group)} LOGIN; (or turn {SYNC_SETTING} ON and run tokend admin sync, so "
+                    "members log in as themselves)",
+                )
+            )
+        else:
+            out.append(Finding(False, f"role {group!r} cannot log in", f"ALTER ROLE {ident(group)} LOGIN;"))
+    if entra is None:
         out.append(
             Finding(
                 False,
                 f"role {group!r} is not an Entra principal (made with CREATE ROLE): tokens never log in as it",
                 f"DROP ROLE {ident(group)}; then {fix_command}",
+            )
+        )
+    elif entra.type == "group" and state == "on":
+        members = sum(1 for grp, _m in synced_memberships(conn) if grp == group)
+        out.append(
+            Finding(
+                True,
+                f"group sync is on: {members} member role(s) of {group!r} come from a sync; members may log in as "
+                "themselves (a new member: after the next sync, every 30 minutes, or tokend admin sync)",
+            )
+        )
+    elif entra.type == "group" and state == "off":
+        out.append(
+            Finding(
+                True,
+                f"group sync is off ({SYNC_SETTING}): members log in as {group!r} with their own token; they "
+                "have no roles of their own",
             )
         )
     if conn.rows(f"SELECT has_database_privilege({g}, {literal(database)}, 'CONNECT')")[0][0] != "t":
@@ -291,23 +492,23 @@ def connect(target: Target, token: str, database: str | None) -> Connection:
 
 
 def render_principals(found: Sequence[Principal], as_json: bool) -> str:
+    """The principals as a table (group sync's state first, memberships a sync made marked ``(sync)``), or JSON:
+    a list with one object per principal."""
     if as_json:
-        import json
-
         return json.dumps([asdict(p) for p in found], indent=2)
-    from tokend.status import table
-
     rows = [
         [
             p.role,
             p.type + (" (admin)" if p.admin else ""),
             "yes" if p.can_login else "NO",
-            ", ".join(p.member_of) or "-",
+            ", ".join(m + (" (sync)" if m in p.synced_into else "") for m in p.member_of) or "-",
             " | ".join(f"{s}: {r}" for s, r in p.schemas.items()) or "-",
         ]
         for p in found
     ]
-    return "\n".join(table(rows, ["ROLE", "TYPE", "LOGIN", "MEMBER OF", "RIGHTS PER SCHEMA"]))
+    sync = next((p.group_sync for p in found if p.group_sync is not None), None)
+    head = [] if sync is None else [f"group sync ({SYNC_SETTING}): {sync}"]
+    return "\n".join(head + table(rows, ["ROLE", "TYPE", "LOGIN", "MEMBER OF", "RIGHTS PER SCHEMA"]))
 
 
 def render_findings(found: Sequence[Finding], paint: Callable[[str, str], str]) -> str:
@@ -324,29 +525,35 @@ def as_dict(found: Sequence[Finding]) -> list[dict[str, Any]]:
 
 
 def command(args: Any, config_path: Path, token_for: Callable[[str], str]) -> int:
-    """``tokend admin add-group|list|check`` (``args``: the parsed command line); prints, returns the exit code."""
-    import json
-    import sys
-
-    from tokend import config, status
-
+    """``tokend admin add-group|list|check|sync`` (``args``: the parsed command line); prints, returns the exit
+    code."""
     target = config.load(config_path).target(args.target)
     database = args.database or (target.database if target.database != "*" else "postgres")
-    if args.action != "list":
+    if args.action not in ("list", "sync"):
         _names(args.group, database, args.schema)  # before anything is printed or a connection made
+    members_only = args.action == "add-group" and getattr(args, "members_only", False)
     if args.action == "add-group":
         sql = add_group_sql(
-            args.group, database, args.schema, args.read_write, args.object_id, args.type, args.allow_public
+            *(args.group, database, args.schema, args.read_write, args.object_id, args.type, args.allow_public),
+            members_only=members_only,
         )
-        if not args.apply:
+        if not args.apply and not members_only:
             sys.stdout.write(sql)
             return 0
     with connect(target, token_for(target.name), database) as conn:
         if args.action == "add-group":
+            if members_only:
+                require_group_sync(conn, args.group)  # the server decides, so even the dry run asks it
+                if not args.apply:
+                    sys.stdout.write(sql)
+                    return 0
             print(f"applied in one transaction: {', '.join(apply(conn, sql))}")
             return 0
         if args.action == "list":
             print(render_principals(principals(conn), args.json))
+            return 0
+        if args.action == "sync":
+            print(render_synced(sync(conn), target.host))
             return 0
         fix = shlex.join(
             [

@@ -136,10 +136,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     ck = adm_sub.add_parser("check", parents=[common], help="why a group's login would fail, with the fix")
     ls = adm_sub.add_parser("list", parents=[common], help="the server's Entra principals and what each may do")
+    sy = adm_sub.add_parser("sync", parents=[common], help="run the server's group sync now (members get roles)")
     for a in (ag, ck):
         a.add_argument("group", help="the group's display name (exact case), or a service principal's name")
         a.add_argument("--schema", action="append", default=[], metavar="S", help="a schema (repeat for several)")
-    for a in (ag, ck, ls):
+    for a in (ag, ck, ls, sy):
         a.add_argument("--target", required=True, help="the target to log in as: an Entra administrator")
         a.add_argument("--database", help="the database (default: the target's)")
     for a in (ck, ls):
@@ -150,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     ag.add_argument("--type", choices=["group", "service", "user"], default="group", help="with --object-id")
     ag.add_argument("--allow-public", action="store_true", help="allow --schema public (every role's schema)")
     ag.add_argument("--apply", action="store_true", help="run it (in one transaction) instead of printing it")
+    ag.add_argument("--members-only", action="store_true", help="group sync on: make the group role NOLOGIN")
     svc = cmd("service", "run tokend at login under the OS's service manager")
     svc_sub = svc.add_subparsers(dest="action", metavar="ACTION", required=True)
     svc_sub.add_parser("install", parents=[common], help="install, enable and start the login service")

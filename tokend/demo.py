@@ -43,6 +43,7 @@ def run(duration: float | None, say: Callable[[str], None] = print, interval: fl
         if server_bindir() is not None:
             pg = Postgres(em.ldap.port).start()
             pg.add_roles([GROUP])
+            pg.install_pgaadauth("appdb", em.directory, adopt=True)  # Azure's pgaadauth functions, as in tests
             host, port = "127.0.0.1", pg.port
             say(f"PostgreSQL on {host}:{port}: logins only with a valid token for {GROUP!r}, checked server side")
         else:

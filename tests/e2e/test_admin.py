@@ -1,10 +1,11 @@
-"""tokend admin against the token-checking PostgreSQL with a stand-in for Azure's pgaadauth functions.
+"""tokend admin against the token-checking PostgreSQL with the emulator's stand-in for Azure's pgaadauth functions.
 
-The stand-in (STAND_IN below) has Azure's names and argument lists — pgaadauth_create_principal(roleName, isAdmin,
-isMfa), pgaadauth_create_principal_with_oid(roleName, objectId, objectType, isAdmin, isMfa),
-pgaadauth_list_principals(isAdminValue) returning (rolname, principalType, objectId, tenantId, isMfa, isAdmin) — and
-creates a LOGIN role as Azure does. Only Azure's own functions can vouch for Entra principals; these stand in for
-them here, where the emulator's token check plays the Entra side.
+The stand-in (tokend/emulator/pgaadauth.py, installed by ``Postgres.install_pgaadauth``) has Azure's names and
+argument lists — pgaadauth_create_principal(roleName, isAdmin, isMfa), pgaadauth_create_principal_with_oid(roleName,
+objectId, objectType, isAdmin, isMfa), pgaadauth_list_principals(isAdminValue) returning (rolename, principalType,
+objectId, tenantId, isMfa, isAdmin), pgaadauth_sync_roles_for_group_members() — and creates a LOGIN role as Azure
+does. Only Azure's own functions can vouch for Entra principals; these stand in for them here, where the emulator's
+token check plays the Entra side. Group sync's own tests are in test_admin_groups.py.
 """
 
 from __future__ import annotations
@@ -13,39 +14,17 @@ import json
 import subprocess
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql as q
 
-from tokend.emulator.postgres import Postgres
+from tokend.admin import add_group_sql
+from tokend.emulator.postgres import ADMIN, Postgres
 from tokend.errors import UsageError
 
 from support.builders import GROUP, sp_config
-from support.product import tokend
+from support.product import REPO, tokend
 from support.tenant import Tenant
-
-STAND_IN = r"""
-CREATE SCHEMA pgaadauth;
-CREATE TABLE pgaadauth.principals (rolname name PRIMARY KEY, principaltype text, objectid text, tenantid text,
-                                   ismfa boolean, isadmin boolean);
-CREATE FUNCTION pgaadauth.pgaadauth_create_principal_with_oid(roleName text, objectId text, objectType text,
-                                                              isAdmin boolean, isMfa boolean) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
-BEGIN
-  EXECUTE format('CREATE ROLE %I LOGIN', roleName);
-  INSERT INTO pgaadauth.principals VALUES (roleName, objectType, objectId, 'stand-in-tenant', isMfa, isAdmin);
-  RETURN format('Created role for "%s"', roleName);
-END $$;
-CREATE FUNCTION pgaadauth.pgaadauth_create_principal(roleName text, isAdmin boolean, isMfa boolean) RETURNS text
-LANGUAGE sql SECURITY DEFINER AS $$
-  SELECT pgaadauth.pgaadauth_create_principal_with_oid(roleName, md5(roleName), 'group', isAdmin, isMfa)
-$$;
-CREATE FUNCTION pgaadauth.pgaadauth_list_principals(isAdminValue boolean)
-RETURNS TABLE(rolname name, principalType text, objectId text, tenantId text, isMfa int, isAdmin int)
-LANGUAGE sql SECURITY DEFINER AS $$
-  SELECT p.rolname, p.principaltype, p.objectid, p.tenantid, p.ismfa::int, p.isadmin::int
-  FROM pgaadauth.principals p WHERE p.isadmin = isAdminValue
-$$;
-GRANT USAGE ON SCHEMA pgaadauth TO PUBLIC;
-"""
 
 READERS = "Report Readers"
 
@@ -61,9 +40,7 @@ def server(em: Tenant, postgres: Postgres, write_config, tmp_path: Path):
     postgres.sql(f'CREATE DATABASE "{db}" OWNER "{admin_role}"')
     postgres.sql(f'REVOKE CONNECT ON DATABASE "{db}" FROM PUBLIC')
     postgres.sql(f'ALTER ROLE "{admin_role}" CREATEROLE')
-    postgres.sql(STAND_IN, db)
-    postgres.sql(f'ALTER DATABASE "{db}" SET search_path = "$user", public, pgaadauth')
-    postgres.sql(f"INSERT INTO pgaadauth.principals VALUES ('{admin_role}', 'service', 'x', 't', false, true)", db)
+    postgres.install_pgaadauth(db, em.emulator.directory, admins=[admin_role])
     for schema in ("reports", "other"):
         postgres.sql(
             f'CREATE SCHEMA {schema} AUTHORIZATION "{admin_role}"; '
@@ -85,6 +62,7 @@ def server(em: Tenant, postgres: Postgres, write_config, tmp_path: Path):
         )
     )
     yield cfg, db
+    postgres.forget_pgaadauth(db)
     postgres.sql(f'DROP DATABASE "{db}" WITH (FORCE)')
     for role in (READERS, "audit group", "Nologin Group", "Plain Role"):
         postgres.sql(f'DROP ROLE IF EXISTS "{role}"')
@@ -238,8 +216,6 @@ REFUSED = ["line\nbreak", "carriage\rreturn", "tab\there", "escape\x1b[31m", "ne
 
 def run_psql(pg: Postgres, db: str, sql: str, cwd: Path, stop: bool, scs: str) -> subprocess.CompletedProcess[str]:
     """The printed SQL run the way the README says, with real psql (as the server's superuser, the strongest)."""
-    from tokend.emulator.postgres import ADMIN
-
     return subprocess.run(
         [str(pg.bindir / "psql"), "-X", "-h", str(pg.sockdir), "-p", str(pg.port), "-U", ADMIN, "-d", db]
         + (["-v", "ON_ERROR_STOP=1"] if stop else [])
@@ -256,11 +232,6 @@ def run_psql(pg: Postgres, db: str, sql: str, cwd: Path, stop: bool, scs: str) -
 def test_hostile_group_names_stay_names_in_psql_and_the_shell(
     em: Tenant, postgres: Postgres, server, tmp_path: Path
 ) -> None:
-    import psycopg
-    from psycopg import sql as q
-
-    from tokend.emulator.postgres import ADMIN
-
     cfg, db = server
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -306,8 +277,6 @@ def test_hostile_group_names_stay_names_in_psql_and_the_shell(
 
 
 def test_names_with_control_characters_are_refused_in_one_line(server) -> None:
-    from tokend.admin import add_group_sql
-
     cfg, _db = server
     for name in REFUSED:
         for action in ("add-group", "check"):
@@ -327,8 +296,6 @@ def test_names_with_control_characters_are_refused_in_one_line(server) -> None:
 
 
 def test_the_readme_shows_what_add_group_prints(server) -> None:
-    from support.product import REPO
-
     cfg, _db = server
     readme = (REPO / "README.md").read_text()
     rest = readme[readme.index('`tokend admin add-group "DBA Group" --target admin --database appdb') :]

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import ssl
+import subprocess
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -11,16 +15,17 @@ import jwt
 import pytest
 from azure.identity import ClientSecretCredential
 
+from tokend.emulator import pgaadauth
 from tokend.emulator.directory import TokenRejected
+from tokend.emulator.postgres import Postgres
 
 from support.builders import GROUP, RESOURCE, SECRET
 from support.product import PRODUCT_PYTHON
 from support.tenant import Tenant
+from support.waits import wait_for
 
 
 def fetch(url: str, bundle: str) -> dict:
-    import ssl
-
     ctx = ssl.create_default_context(cafile=bundle)
     with urllib.request.urlopen(url, context=ctx, timeout=10) as r:
         return json.load(r)
@@ -73,6 +78,66 @@ def test_check_accepts_members_and_refuses_the_rest(em: Tenant) -> None:
         d.check(token[:-4] + "AAAA", GROUP)
 
 
+def test_check_takes_a_members_own_name_and_a_renamed_groups_old_one(em: Tenant) -> None:
+    """Group sync's logins: a member's token for their own UPN (or a service principal's display name) passes,
+    anyone else's for it does not; after a rename the group's old name still passes for members (the role keeps it;
+    Azure matches the role's object id)."""
+    d = em.emulator.directory
+    gus, hal = d.add_user("gus-check@contoso.example"), d.add_user("hal-check@contoso.example")
+    d.add_group("Check Team", gus.oid, em.app.oid)
+    try:
+        gus_token, _ = d.mint(RESOURCE, user=gus)
+        assert d.check(gus_token, gus.upn) == gus.upn
+        assert d.check(d.mint(RESOURCE, app=em.app)[0], em.app.name)
+        for wrong in (hal.upn, em.app.name, em.alice.upn, "gus-check@contoso.example ", "GUS-check@contoso.example"):
+            with pytest.raises(TokenRejected, match="not"):
+                d.check(gus_token, wrong)
+        d.rename_group("Check Team", "Check Crew")
+        assert d.check(gus_token, "Check Team") and d.check(gus_token, "Check Crew")
+        with pytest.raises(TokenRejected):
+            d.check(d.mint(RESOURCE, user=hal)[0], "Check Team")
+    finally:
+        d.groups.pop("Check Crew", None)
+        d.users.pop(gus.upn)
+        d.users.pop(hal.upn)
+        d.changed()
+
+
+def test_group_sync_runs_on_its_interval_while_the_parameter_is_on(em: Tenant, postgres: Postgres) -> None:
+    d = em.emulator.directory
+    ivy = d.add_user("ivy-sync@contoso.example")
+    d.add_group("Interval Team", ivy.oid)
+    postgres.sql('CREATE DATABASE "intervaldb"')
+    postgres.install_pgaadauth("intervaldb", d)
+    try:
+        postgres.sql("SELECT pgaadauth_create_principal('Interval Team', false, false)", "intervaldb")
+        assert postgres.sql("SHOW pgaadauth.enable_group_sync").strip() == "off"  # Azure's default
+        sync = postgres.start_group_sync(0.2)
+        wait_for(lambda: sync.runs >= 2, what="the periodic sync to run twice")
+        assert sync.last_error is None and not postgres.sql(f"SELECT 1 FROM pg_roles WHERE rolname = '{ivy.upn}'")
+        postgres.set_parameter(pgaadauth.SETTING, "on")
+        member = (
+            "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member "
+            f"JOIN pg_roles g ON g.oid = m.roleid WHERE r.rolname = '{ivy.upn}' AND g.rolname = 'Interval Team'"
+        )
+        wait_for(lambda: postgres.sql(member).strip() == "1", what="the periodic sync to make the member's role")
+        principal = postgres.sql(
+            f"SELECT * FROM pgaadauth_list_principals(false) WHERE rolename = '{ivy.upn}'", "intervaldb"
+        )
+        assert principal.split("|")[:3] == [ivy.upn, "user", ivy.oid]
+    finally:
+        if postgres.group_sync is not None:
+            postgres.group_sync.stop()
+            postgres.group_sync = None
+        postgres.set_parameter(pgaadauth.SETTING, "off")
+        postgres.forget_pgaadauth("intervaldb")
+        postgres.sql('DROP DATABASE "intervaldb" WITH (FORCE)')
+        postgres.sql(f'DROP ROLE IF EXISTS "{ivy.upn}"; DROP ROLE IF EXISTS "Interval Team"')
+        d.groups.pop("Interval Team")
+        d.users.pop(ivy.upn)
+        d.changed()
+
+
 def test_faults_fail_then_recover(em: Tenant) -> None:
     e = em.emulator
     e.fail_next(2)  # azure-core retries 500s: two are absorbed inside one call
@@ -95,9 +160,6 @@ def test_refused_connections_fail_fast_and_come_back(em: Tenant) -> None:
 
 def test_device_code_and_refresh_token_flow(em: Tenant) -> None:
     """The user flows over raw HTTP: device code → pending → approved → tokens; refresh; revoke → invalid_grant."""
-    import ssl
-    import urllib.parse
-
     ctx = ssl.create_default_context(cafile=str(em.bundle))
 
     def post(path: str, form: dict[str, str]) -> tuple[int, dict]:
@@ -138,9 +200,6 @@ def test_device_code_and_refresh_token_flow(em: Tenant) -> None:
 
 
 def test_standalone_emulator_from_a_small_config(tmp_path, monkeypatch) -> None:
-    import os
-    import subprocess
-
     cfg = tmp_path / "emulator.toml"
     cfg.write_text(
         'lifetime = 120\n[[users]]\nupn = "bob@contoso.example"\n[[apps]]\nname = "ci-app"\n'
@@ -166,3 +225,57 @@ def test_standalone_emulator_from_a_small_config(tmp_path, monkeypatch) -> None:
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+def test_standalone_emulator_with_postgres_syncs_groups(tmp_path, monkeypatch) -> None:
+    """``--postgres --group-sync --group-sync-interval 0.3 --admin ci-app``: roles for the directory's principals,
+    pgaadauth in appdb (those roles its principals), the parameter on, and the periodic sync making the group's
+    members members of its role."""
+    cfg = tmp_path / "emulator.toml"
+    cfg.write_text(
+        '[[users]]\nupn = "bob@contoso.example"\n[[apps]]\nname = "ci-app"\nsecret = "abc"\n'
+        '[[groups]]\nname = "Readers"\nmembers = ["bob@contoso.example", "ci-app"]\n'
+    )
+    proc = subprocess.Popen(
+        [
+            *(PRODUCT_PYTHON, "-m", "tokend.emulator", "--config", str(cfg), "--folder", str(tmp_path / "em")),
+            *("--postgres", "--group-sync", "--group-sync-interval", "0.3", "--admin", "ci-app"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        info = json.loads(proc.stdout.readline())
+        assert info["postgres"]["group_sync"] is True and info["postgres"]["group_sync_interval"] == 0.3
+        bundle = tmp_path / "bundle.pem"
+        bundle.write_bytes(Path(os.environ["REQUESTS_CA_BUNDLE"]).read_bytes() + Path(info["ca"]).read_bytes())
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+        cred = ClientSecretCredential(
+            info["tenant_id"], info["apps"]["ci-app"], "abc", authority=info["url"], disable_instance_discovery=True
+        )
+        token = cred.get_token_info(f"{RESOURCE}/.default").token
+        pg = info["postgres"]
+
+        conninfo = f"host={pg['host']} port={pg['port']} dbname={pg['database']} user=ci-app sslmode=require"
+
+        def query(sql: str) -> str:
+            r = subprocess.run(
+                ["psql", conninfo, "-w", "-Atc", sql],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env={**os.environ, "PGPASSWORD": token},
+            )
+            assert r.returncode == 0, r.stderr
+            return r.stdout.strip()
+
+        listed = query("SELECT rolename, principaltype, isadmin FROM pgaadauth_list_principals(false)")
+        assert listed.splitlines() == ["Readers|group|0", "bob@contoso.example|user|0", "ci-app|service|1"]
+        assert query("SHOW pgaadauth.enable_group_sync") == "on"
+        wait_for(
+            lambda: query("SELECT pg_has_role('bob@contoso.example', 'Readers', 'MEMBER')") == "t",
+            what="the periodic sync to make bob a member of Readers",
+        )
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0

@@ -18,7 +18,11 @@ The config is a small TOML file; everything is optional:
     members = ["alice@contoso.example", "ci-app", "my-vm"]   # UPNs and app / identity names
 
 It prints one JSON line (URL, LDAP port, CA file, tenant, principals) and serves until interrupted. With
-``--postgres`` it also starts the token-checking PostgreSQL with a LOGIN role per user, app, identity and group.
+``--postgres`` it also starts the token-checking PostgreSQL with a LOGIN role per user, app, identity and group, and
+Azure's pgaadauth functions in its database ``appdb`` (those roles their principals); ``--group-sync`` turns the
+server parameter ``pgaadauth.enable_group_sync`` on, and the server then syncs group members' roles every
+``--group-sync-interval`` seconds (Azure: 1800) — or at once with ``SELECT * FROM
+pgaadauth_sync_roles_for_group_members()`` as an administrator (``--admin NAME``: a user, app or identity).
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from tokend.config import tomllib
+from tokend.emulator import pgaadauth
 from tokend.emulator.directory import Directory
+from tokend.emulator.postgres import Postgres
 from tokend.emulator.server import Emulator
 
 
@@ -63,6 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folder", type=Path, help="where to keep the CA and state (default: a new temp folder)")
     p.add_argument("--port", type=int, default=0, help="HTTPS port (default: any free one)")
     p.add_argument("--postgres", action="store_true", help="also start the token-checking PostgreSQL")
+    p.add_argument("--admin", action="append", default=[], metavar="NAME", help="with --postgres: an Entra admin")
+    p.add_argument("--group-sync", action="store_true", help=f"with --postgres: {pgaadauth.SETTING} = on")
+    p.add_argument(
+        "--group-sync-interval",
+        type=float,
+        default=pgaadauth.AZURE_INTERVAL,
+        metavar="SECONDS",
+        help="with --postgres: seconds between automatic group syncs (default: Azure's 1800)",
+    )
     args = p.parse_args(argv)
     raw = tomllib.loads(args.config.read_text()) if args.config else {}
     em = Emulator(directory_from(raw), folder=args.folder, port=args.port).start()
@@ -79,13 +94,21 @@ def main(argv: list[str] | None = None) -> int:
     }
     pg = None
     if args.postgres:
-        from tokend.emulator.postgres import Postgres
-
         pg = Postgres(em.ldap.port).start()
         pg.add_roles(
             [*d.users, *(a.name for a in d.apps.values()), *(m.name for m in d.identities.values()), *d.groups]
         )
-        info["postgres"] = {"host": "127.0.0.1", "port": pg.port, "database": "appdb"}
+        pg.install_pgaadauth("appdb", d, admins=args.admin, adopt=True)
+        if args.group_sync:
+            pg.set_parameter(pgaadauth.SETTING, "on")
+        pg.start_group_sync(args.group_sync_interval)
+        info["postgres"] = {
+            "host": "127.0.0.1",
+            "port": pg.port,
+            "database": "appdb",
+            "group_sync": bool(args.group_sync),
+            "group_sync_interval": args.group_sync_interval,
+        }
     print(json.dumps(info), flush=True)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -10,6 +10,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,7 @@ class Group:
     name: str
     members: set[str] = field(default_factory=set)  # object ids
     oid: str = field(default_factory=_oid)
+    former_names: set[str] = field(default_factory=set)  # before a rename: roles made under them still log in
 
 
 class TokenRejected(Exception):
@@ -80,28 +82,66 @@ class Directory:
     )
     issuer_base: str = "https://sts.windows.net"
     issued: list[dict[str, Any]] = field(default_factory=list)  # one record per token minted, value included
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # called after each change made through the methods below (the token-checking PostgreSQL's pgaadauth tables
+    # follow the directory this way); a listener must not change the directory
+    listeners: list[Callable[[Directory], None]] = field(default_factory=list, repr=False)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- directory ---------------------------------------------------------------------------------------------
     def add_user(self, upn: str, name: str = "") -> User:
-        self.users[upn] = u = User(upn, name or upn.split("@")[0].title())
+        with self.lock:
+            self.users[upn] = u = User(upn, name or upn.split("@")[0].title())
+        self.changed()
         return u
 
     def add_app(
         self, name: str, secret: str | None = None, certificate_pem: bytes | None = None, federated: bool = False
     ) -> App:
         app = App(_oid(), name, secret, certificate_pem, federated)
-        self.apps[app.client_id] = app
+        with self.lock:
+            self.apps[app.client_id] = app
+        self.changed()
         return app
 
     def add_managed_identity(self, name: str, system: bool = False) -> ManagedIdentity:
         mi = ManagedIdentity(name, system=system)
-        self.identities[mi.client_id] = mi
+        with self.lock:
+            self.identities[mi.client_id] = mi
+        self.changed()
         return mi
 
     def add_group(self, name: str, *members: str) -> Group:
-        self.groups[name] = g = Group(name, set(members))
+        with self.lock:
+            self.groups[name] = g = Group(name, set(members))
+        self.changed()
         return g
+
+    def add_member(self, group: str, oid: str) -> None:
+        """Put the principal with object id ``oid`` into ``group`` (Entra: Groups → Members → Add members)."""
+        with self.lock:
+            self.groups[group].members.add(oid)
+        self.changed()
+
+    def remove_member(self, group: str, oid: str) -> None:
+        with self.lock:
+            self.groups[group].members.discard(oid)
+        self.changed()
+
+    def rename_group(self, old: str, new: str) -> Group:
+        """Change a group's display name; its object id stays, so roles made for it keep working under the old
+        name (Azure maps roles to object ids and does not sync a rename)."""
+        with self.lock:
+            g = self.groups.pop(old)
+            g.former_names.add(old)
+            g.name = new
+            self.groups[new] = g
+        self.changed()
+        return g
+
+    def changed(self) -> None:
+        """Tell the listeners; call it after changing the dataclasses above by hand."""
+        for listener in list(self.listeners):
+            listener(self)
 
     @property
     def kid(self) -> str:
@@ -179,7 +219,7 @@ class Directory:
             )
         token = jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid, "x5t": self.kid})
         who = user.upn if user else app.name if app else mi.name if mi else "?"
-        with self._lock:
+        with self.lock:
             self.issued.append(
                 {
                     "token": token,
@@ -235,7 +275,9 @@ class Directory:
         oid = claims["oid"]
         names = {claims.get("upn")} | {a.name for a in self.apps.values() if a.oid == oid}
         names |= {m.name for m in self.identities.values() if m.oid == oid}
-        names |= {g.name for g in self.groups.values() if oid in g.members}
+        with self.lock:
+            groups = [g for g in self.groups.values() if oid in g.members]
+        names |= {n for g in groups for n in {g.name} | g.former_names}
         if role not in names:
             raise TokenRejected(f'The token\'s principal is not "{role}" nor a member of a group of that name.')
         return claims.get("upn") or claims.get("appid", oid)

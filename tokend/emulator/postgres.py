@@ -2,7 +2,8 @@
 
 TLS only on 127.0.0.1; every TCP login goes through ``ldap`` auth to the emulator's token check (cleartext password =
 the Entra token). The local Unix socket trusts the admin, for setting up roles. When run as root the server runs as
-the ``postgres`` system user (PostgreSQL refuses to run as root).
+the ``postgres`` system user (PostgreSQL refuses to run as root). ``install_pgaadauth`` adds the stand-in for
+Azure's pgaadauth functions (``pgaadauth.py``) to a database, fed by the emulator's directory, with group sync.
 """
 
 from __future__ import annotations
@@ -11,14 +12,21 @@ import contextlib
 import glob
 import os
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokend.emulator import ca
+from tokend.emulator import ca, pgaadauth
+from tokend.emulator.directory import Directory
 from tokend.emulator.ldapcheck import hba_options
+
+if sys.platform != "win32":  # POSIX only (running as root); the emulator itself runs everywhere
+    import pwd
 
 ADMIN = "tokend_admin"
 
@@ -46,6 +54,10 @@ class Postgres:
         self.log = self.folder / "postgres.log"
         self.user = "postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
         self.max_connections = max_connections
+        self.pgaadauth_databases: set[str] = set()  # where install_pgaadauth put the functions
+        self.group_sync: pgaadauth.GroupSync | None = None
+        self._directory: Directory | None = None
+        self._publishing = threading.Lock()
 
     def start(self) -> Postgres:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -53,8 +65,6 @@ class Postgres:
         tls = ca.make(self.folder / "tls")
         self.ca_cert = tls.ca_cert
         if self.user:
-            import pwd  # POSIX only: the emulator itself runs everywhere
-
             entry = pwd.getpwnam(self.user)
             os.chmod(self.folder, 0o755)
             for p in (self.folder, self.sockdir, tls.cert.parent, tls.cert, tls.key):
@@ -76,6 +86,7 @@ class Postgres:
             f"listen_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{self.sockdir}'\n"
             f"ssl = on\nssl_cert_file = '{tls.cert}'\nssl_key_file = '{tls.key}'\nfsync = off\n"
             f"log_connections = on\nmax_connections = {self.max_connections}\n"
+            f"{pgaadauth.SETTING} = off\n"  # Azure's default
         )
         hba = (
             f"local all all trust\nhostssl all all 127.0.0.1/32 ldap {hba_options(self.ldap_port)}\n"
@@ -87,6 +98,11 @@ class Postgres:
         return self
 
     def stop(self) -> None:
+        if self.group_sync is not None:
+            self.group_sync.stop()
+        if self._directory is not None:
+            with contextlib.suppress(ValueError):
+                self._directory.listeners.remove(self._publish)
         with contextlib.suppress(subprocess.CalledProcessError):
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -124,6 +140,76 @@ class Postgres:
             self.sql(f"CREATE ROLE {quoted} LOGIN")
             self.sql(f'GRANT CONNECT ON DATABASE "{database}" TO {quoted}')
 
+    # -- Azure's pgaadauth, group sync ----------------------------------------------------------------------------
+    def install_pgaadauth(
+        self, database: str, directory: Directory, admins: Iterable[str] = (), adopt: bool = False
+    ) -> None:
+        """Azure's pgaadauth functions in ``database``, fed by ``directory`` (kept current from now on), with the
+        existing roles ``admins`` recorded as Microsoft Entra administrators; with ``adopt`` every existing role
+        named like a directory object becomes that object's principal (``add_roles`` made plain roles)."""
+        self.sql(pgaadauth.INSTALL, database)
+        if self._directory is None:
+            self._directory = directory
+            directory.listeners.append(self._publish)
+        elif self._directory is not directory:
+            raise ValueError("one directory per PostgreSQL cluster: its roles are the cluster's")
+        with self._publishing:
+            self.pgaadauth_databases.add(database)
+            self.sql(pgaadauth.publish_sql(directory), database)
+        if adopt:
+            self.sql(pgaadauth.ADOPT, database)
+        if admins:
+            self.sql(pgaadauth.admins_sql(list(admins)), database)
+
+    def forget_pgaadauth(self, database: str) -> None:
+        """Stop feeding and syncing ``database`` (before it is dropped)."""
+        with self._publishing:
+            self.pgaadauth_databases.discard(database)
+
+    def set_parameter(self, name: str, value: str) -> None:
+        """A server parameter, as the portal's "Server parameters" page sets it: for the whole server, seen by every
+        session from its next statement; returns once a new session sees it."""
+        self.sql(f"ALTER SYSTEM SET {name} = {pgaadauth._lit(value)}")
+        self.sql("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + 10
+        while self.sql(f"SELECT current_setting({pgaadauth._lit(name)}, true)").strip() != value:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"PostgreSQL did not take {name} = {value}")
+            time.sleep(0.02)
+
+    def sync_groups(self, database: str | None = None) -> list[list[str]]:
+        """Run the group sync now in ``database`` (default: every database with pgaadauth), as Azure's timer does;
+        the rows of ``pgaadauth_sync_roles_for_group_members()``."""
+        with self._publishing:
+            databases = [database] if database else sorted(self.pgaadauth_databases)
+        rows = []
+        for db in databases:
+            out = self.sql(pgaadauth.SYNC_SQL, db)
+            rows += [line.split("|") for line in out.splitlines() if line]
+        return rows
+
+    def start_group_sync(self, interval: float = pgaadauth.AZURE_INTERVAL) -> pgaadauth.GroupSync:
+        """Azure's automatic sync every ``interval`` seconds, in every database with pgaadauth, while group sync is
+        on (a run while it is off does nothing, as on Azure)."""
+        if self.group_sync is not None:
+            self.group_sync.stop()
+        self.group_sync = pgaadauth.GroupSync(self._sync_if_on, interval).start()
+        return self.group_sync
+
+    def _sync_if_on(self) -> None:
+        if self.sql(f"SELECT current_setting('{pgaadauth.SETTING}', true)").strip().lower() in ("on", "true", "1"):
+            self.sync_groups()
+
+    def _publish(self, directory: Directory) -> None:
+        with self._publishing:
+            for db in sorted(self.pgaadauth_databases):
+                try:
+                    self.sql(pgaadauth.publish_sql(directory), db)
+                except subprocess.CalledProcessError as e:
+                    if "does not exist" not in (e.stderr or ""):
+                        raise
+                    self.pgaadauth_databases.discard(db)  # dropped without forget_pgaadauth
+
     def _run(self, tool: str, *args: str) -> None:
         subprocess.run(
             [str(self.bindir / tool), *args],
@@ -144,8 +230,6 @@ def _clean_env() -> dict[str, str]:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

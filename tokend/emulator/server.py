@@ -15,6 +15,7 @@ import json
 import logging
 import secrets
 import ssl
+import tempfile
 import threading
 import time
 import uuid
@@ -81,8 +82,6 @@ class Emulator:
         port: int = 0,
         ldap_port: int = 0,
     ) -> None:
-        import tempfile
-
         self.directory = directory or Directory()
         self.folder = folder or Path(tempfile.mkdtemp(prefix="tokend-emulator-"))
         self.host = host
