@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from tokend import paths, system
 from tokend.clients import edits, jsonc
+from tokend.clients.base import Request
 from tokend.config import Target
 from tokend.errors import TokendError
 
@@ -240,3 +241,11 @@ def set_up(owner: str) -> bool:
     return any(
         isinstance(c, dict) and str(c.get("id", "")).startswith(f"tokend-{owner}-") for c in data.get(CONNECTIONS, [])
     )
+
+
+def setup(request: Request) -> list[str]:
+    return install(request.owner, request.targets)
+
+
+def undo(request: Request) -> list[str]:
+    return uninstall(request.owner, request.names)

@@ -24,7 +24,9 @@ from typing import Any
 
 from tokend import system
 from tokend.clients import edits, jsonc
+from tokend.clients.base import Request
 from tokend.config import Target
+from tokend.service import tokend_executable
 
 EXPIRATION = 180  # seconds
 GROUP = "tokend"
@@ -119,3 +121,16 @@ def set_up() -> bool | None:
     except sqlite3.Error:
         return None
     return bool(rows)
+
+
+def setup(request: Request) -> list[str]:
+    """Into ``request.output``, or (none) the new servers.json to print."""
+    entries = servers(request.owner, request.targets, tokend_executable(), request.config_path, request.shared)
+    if request.output is None:
+        return [update("", entries).removesuffix("\n")]
+    return install(request.output, entries)
+
+
+def undo(request: Request) -> list[str]:
+    assert request.output is not None  # needs_output: the dispatcher asks for it
+    return uninstall(request.output, request.owner, request.names)
