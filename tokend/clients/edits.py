@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tokend import paths, system
+from tokend.clients import jsonc
 from tokend.errors import SinkError, TokendError, UsageError
 from tokend.sinks import atomic, lock_dir
 
@@ -70,8 +71,6 @@ def read_text(path: Path) -> str | None:
 def settings(path: Path, shape: Mapping[str, type]) -> dict[str, Any]:
     """A JSONC settings file's top-level object, checked against ``shape`` (``jsonc.settings``); empty when there is
     no file. UsageError (or SinkError) naming the file when it cannot be read."""
-    from tokend.clients import jsonc
-
     try:
         return jsonc.settings(read_text(path) or "", shape)
     except ValueError as e:

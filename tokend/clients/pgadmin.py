@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -110,8 +111,6 @@ def uninstall(output: Path, owner: str, names: Sequence[str] | None) -> list[str
 def set_up() -> bool | None:
     """Whether pgAdmin's own database (desktop mode) has a server whose password command is tokend's; None when
     there is no such database here."""
-    import sqlite3
-
     db = Path.home() / ".pgadmin" / "pgadmin4.db"
     if not db.exists():
         return None
