@@ -132,13 +132,17 @@ SINKS: dict[str, SinkKind] = {
 @dataclass(frozen=True)
 class ClientKind:
     """One ``tokend clients NAME``: its module's ``setup(request)`` and ``undo(request)`` return lines for people
-    (or the document to print) and never print."""
+    (or the document to print) and never print; ``places()`` lists the folders that show it is installed and
+    ``set_up(owner)`` says whether tokend's entries are there (None: cannot tell)."""
 
     name: str
     module: str  # the tokend.clients module that sets it up
     edits_in_place: bool  # edits the client's own settings file, where the client reads it
     needs_output: bool  # writes only where --output says (a servers.json, a project folder); without it, prints
     serves: str  # how tokend serves it, for people
+    label: str  # the client's own name, for `tokend clients`' listing
+    program: str  # its executable, looked for on PATH (besides the module's ``places()``)
+    how: str  # the one command (or step) that sets it up
 
 
 CLIENTS: dict[str, ClientKind] = {
@@ -150,6 +154,9 @@ CLIENTS: dict[str, ClientKind] = {
             True,
             False,
             "profiles for the target's local proxy, no password",
+            "VS Code PostgreSQL",
+            "code",
+            "tokend clients vscode",
         ),
         ClientKind(
             "dbeaver",
@@ -157,6 +164,9 @@ CLIENTS: dict[str, ClientKind] = {
             True,
             False,
             "connections with PostgreSQL pgpass authentication",
+            "DBeaver",
+            "dbeaver",
+            "tokend clients dbeaver",
         ),
         ClientKind(
             "datagrip",
@@ -164,6 +174,9 @@ CLIENTS: dict[str, ClientKind] = {
             False,
             True,
             "data sources with pgpass authentication (printed, or added to a project's files)",
+            "DataGrip",
+            "datagrip",
+            "tokend clients datagrip --output PROJECT_FOLDER",
         ),
         ClientKind(
             "pgadmin",
@@ -171,6 +184,9 @@ CLIENTS: dict[str, ClientKind] = {
             False,
             True,
             "servers.json whose password command is `tokend token`",
+            "pgAdmin 4",
+            "pgadmin4",
+            "tokend clients pgadmin --shared-command --output servers.json, then import it",
         ),
         ClientKind(
             "ads",
@@ -178,6 +194,9 @@ CLIENTS: dict[str, ClientKind] = {
             True,
             False,
             "profiles that take the password from pgpass",
+            "Azure Data Studio (retired)",
+            "azuredatastudio",
+            "tokend clients ads",
         ),
     )
 }

@@ -4,6 +4,7 @@ entries survive; and the dispatch through the table."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,28 @@ def test_an_unknown_client_names_the_choices(tmp_path: Path) -> None:
         list(clients.run("toad", [], tmp_path / "config.toml", None))
     with pytest.raises(UsageError, match="unknown client 'toad'"):
         list(clients.remove("toad", [], tmp_path / "config.toml"))
+
+
+def test_the_listing_has_psql_every_client_of_the_table_and_scripts(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(CONFIG)
+    owner = clients.paths.config_id(cfg)
+    found = clients.detect(owner)
+    assert [c.key for c in found] == ["", *kinds.CLIENTS, ""]
+    assert [c.name for c in found[1:-1]] == [row.label for row in kinds.CLIENTS.values()]
+    assert not any(c.set_up for c in found)
+    list(clients.run("dbeaver", [], cfg, None))
+    dbeaver_row = next(c for c in clients.detect(owner) if c.key == "dbeaver")
+    assert dbeaver_row.set_up is True and dbeaver_row.found == str(dbeaver.workspace())
+    (listed,) = clients.listing(owner, as_json=True)
+    assert {tuple(c) for c in json.loads(listed)} == {("name", "key", "found", "set_up", "how", "problem")}
+
+
+def test_an_unreadable_settings_file_is_listed_and_then_named(tmp_path: Path) -> None:
+    vscode.settings_path().parent.mkdir(parents=True)
+    vscode.settings_path().write_text('{"pgsql.connections": {}}')
+    lines = []
+    with pytest.raises(UsageError, match=r"pgsql\.connections"):
+        for line in clients.listing("o", as_json=False):
+            lines.append(line)
+    assert len(lines) == 7 and "unreadable" in next(ln for ln in lines if ln.startswith("VS Code"))

@@ -62,11 +62,15 @@ def _first(*candidates: str | Path | None) -> str | None:
     return None
 
 
+def _row(row: ClientKind, owner: str) -> Client:
+    """What the listing says of one client: found where, set up or not (or why its file is unreadable), and how."""
+    module = _module(row)
+    state, problem = _state(functools.partial(module.set_up, owner))
+    return Client(row.label, row.name, _first(shutil.which(row.program), *module.places()), state, row.how, problem)
+
+
 def detect(owner: str) -> list[Client]:
-    ads, dbeaver, pgadmin, vscode = (_module(CLIENTS[c]) for c in ("ads", "dbeaver", "pgadmin", "vscode"))
-    home = Path.home()
-    code, dbeaver_state, ads_state = (_state(functools.partial(m.set_up, owner)) for m in (vscode, dbeaver, ads))
-    jetbrains = sorted(paths.app_config_dir("JetBrains").glob("DataGrip*"))
+    """psql, every client of the table, and scripts, in that order."""
     return [
         Client(
             "psql / libpq",
@@ -75,44 +79,7 @@ def detect(owner: str) -> list[Client]:
             None,
             "nothing to do: the pgpass sink (or `tokend exec TARGET -- psql`)",
         ),
-        Client(
-            "VS Code PostgreSQL",
-            "vscode",
-            _first(shutil.which("code"), vscode.settings_path().parent),
-            code[0],
-            "tokend clients vscode",
-            code[1],
-        ),
-        Client(
-            "DBeaver",
-            "dbeaver",
-            _first(shutil.which("dbeaver"), dbeaver.workspace()),
-            dbeaver_state[0],
-            "tokend clients dbeaver",
-            dbeaver_state[1],
-        ),
-        Client(
-            "DataGrip",
-            "datagrip",
-            _first(shutil.which("datagrip"), *jetbrains[-1:]),
-            None,
-            "tokend clients datagrip --output PROJECT_FOLDER",
-        ),
-        Client(
-            "pgAdmin 4",
-            "pgadmin",
-            _first(shutil.which("pgadmin4"), home / ".pgadmin", Path("/usr/pgadmin4")),
-            pgadmin.set_up(),
-            "tokend clients pgadmin --shared-command --output servers.json, then import it",
-        ),
-        Client(
-            "Azure Data Studio (retired)",
-            "ads",
-            _first(shutil.which("azuredatastudio"), ads.user_dir().parent),
-            ads_state[0],
-            "tokend clients ads",
-            ads_state[1],
-        ),
+        *(_row(row, owner) for row in CLIENTS.values()),
         Client("scripts", "", sys.executable, None, "`tokend token TARGET`, `tokend exec TARGET -- CMD`"),
     ]
 

@@ -243,6 +243,11 @@ def set_up(owner: str) -> bool:
     )
 
 
+def places() -> list[Path]:
+    """Folders whose presence shows Azure Data Studio is installed here."""
+    return [user_dir().parent]
+
+
 def setup(request: Request) -> list[str]:
     return install(request.owner, request.targets)
 

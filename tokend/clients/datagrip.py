@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
+from tokend import paths
 from tokend.clients import edits
 from tokend.clients.base import Request
 from tokend.config import Target
@@ -118,6 +119,16 @@ def uninstall(folder: Path, owner: str, names: Sequence[str] | None) -> list[str
         )
         for kind in (SHARED, LOCAL)
     ]
+
+
+def places() -> list[Path]:
+    """The newest DataGrip settings folder, whose presence shows DataGrip is installed here."""
+    return sorted(paths.app_config_dir("JetBrains").glob("DataGrip*"))[-1:]
+
+
+def set_up(owner: str) -> bool | None:
+    """None: what tokend adds lives in project folders, which tokend does not search."""
+    return None
 
 
 def setup(request: Request) -> list[str]:

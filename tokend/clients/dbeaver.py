@@ -109,6 +109,11 @@ def set_up(owner: str) -> bool:
     )
 
 
+def places() -> list[Path]:
+    """Folders whose presence shows DBeaver is installed here."""
+    return [workspace()]
+
+
 def setup(request: Request) -> list[str]:
     return install(request.owner, request.targets)
 

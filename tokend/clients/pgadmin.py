@@ -108,9 +108,9 @@ def uninstall(output: Path, owner: str, names: Sequence[str] | None) -> list[str
     ]
 
 
-def set_up() -> bool | None:
-    """Whether pgAdmin's own database (desktop mode) has a server whose password command is tokend's; None when
-    there is no such database here."""
+def set_up(owner: str = "") -> bool | None:
+    """Whether pgAdmin's own database (desktop mode) has a server whose password command is tokend's (any
+    config's: ``owner`` is not in the command); None when there is no such database here."""
     db = Path.home() / ".pgadmin" / "pgadmin4.db"
     if not db.exists():
         return None
@@ -120,6 +120,11 @@ def set_up() -> bool | None:
     except sqlite3.Error:
         return None
     return bool(rows)
+
+
+def places() -> list[Path]:
+    """Folders whose presence shows pgAdmin 4 is installed here."""
+    return [Path.home() / ".pgadmin", Path("/usr/pgadmin4")]
 
 
 def setup(request: Request) -> list[str]:

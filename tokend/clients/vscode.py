@@ -124,6 +124,11 @@ def set_up(owner: str) -> bool:
     return any(_ours(owner, None, c) for c in edits.settings(settings_path(), SHAPE).get(CONNECTIONS, []))
 
 
+def places() -> list[Path]:
+    """Folders whose presence shows VS Code is installed here."""
+    return [settings_path().parent]
+
+
 def setup(request: Request) -> list[str]:
     return install(request.owner, request.targets)
 
