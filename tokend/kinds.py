@@ -139,7 +139,7 @@ class ClientKind:
     module: str  # the tokend.clients module that sets it up
     edits_in_place: bool  # edits the client's own settings file, where the client reads it
     needs_output: bool  # writes only where --output says (a servers.json, a project folder); without it, prints
-    serves: str  # how tokend serves it, for people
+    serves: str  # how tokend serves it, for people (the README's Clients table)
     label: str  # the client's own name, for `tokend clients`' listing
     program: str  # its executable, looked for on PATH (besides the module's ``places()``)
     how: str  # the one command (or step) that sets it up
@@ -153,7 +153,7 @@ CLIENTS: dict[str, ClientKind] = {
             "tokend.clients.vscode",
             True,
             False,
-            "profiles for the target's local proxy, no password",
+            'a "No Password" profile for the target\'s local proxy, as the group',
             "VS Code PostgreSQL",
             "code",
             "tokend clients vscode",
@@ -163,7 +163,7 @@ CLIENTS: dict[str, ClientKind] = {
             "tokend.clients.dbeaver",
             True,
             False,
-            "connections with PostgreSQL pgpass authentication",
+            'connections with "PostgreSQL pgpass" authentication',
             "DBeaver",
             "dbeaver",
             "tokend clients dbeaver",
@@ -173,7 +173,7 @@ CLIENTS: dict[str, ClientKind] = {
             "tokend.clients.datagrip",
             False,
             True,
-            "data sources with pgpass authentication (printed, or added to a project's files)",
+            "data sources with pgpass authentication",
             "DataGrip",
             "datagrip",
             "tokend clients datagrip --output PROJECT_FOLDER",

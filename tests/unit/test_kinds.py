@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import re
 
 import pytest
 
 from tokend import kinds
 from tokend.sinks import Sink
+
+from support.product import REPO
 
 
 @pytest.mark.parametrize("name", list(kinds.SOURCES))
@@ -37,3 +40,15 @@ def test_every_client_names_a_module_with_the_client_functions(name: str) -> Non
 
 def test_people_sign_in_to_exactly_the_person_sources() -> None:
     assert kinds.person_sources() == ("azure-cli", "device-code", "browser")
+
+
+def test_the_readmes_clients_table_says_what_the_client_table_says() -> None:
+    """Each client's row in the README's "## Clients" table: how tokend serves it, and its one command."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Clients\n", 1)[1]
+    table = section[section.index("\n|") :].strip("\n").split("\n\n", 1)[0]
+    rows = [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in table.splitlines()]
+    for row in kinds.CLIENTS.values():
+        (cells,) = [r for r in rows if f"`tokend clients {row.name}" in r[2]]
+        assert cells[1] == row.serves, row.name
+        assert cells[2].replace("`", "") == row.how, row.name
