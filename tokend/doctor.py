@@ -29,6 +29,7 @@ from tokend.errors import ConfigError, DaemonNotRunning, IdentityUnavailable, Lo
 from tokend.findings import Finding, failed
 from tokend.kinds import SINKS
 from tokend.proxy import wire
+from tokend.sinks import pgpass
 from tokend.status import plural
 from tokend.token import Token, display_claims, expiry
 
@@ -224,26 +225,15 @@ def _libpq() -> list[Check]:
         text = subprocess.run([psql, "--version"], capture_output=True, text=True).stdout.strip()
         m = re.search(r"(\d+)(?:\.(\d+))?", text)
         major = int(m[1]) if m else 0
-        out.append(_version_check("psql's libpq", major, text))
+        out.append(pgpass.libpq_finding("psql's libpq", major, text))
     try:
         import psycopg
 
         v = psycopg.pq.version()
-        out.append(_version_check("psycopg's libpq", v // 10000, f"libpq {v // 10000}.{v % 10000 // 100}"))
+        out.append(pgpass.libpq_finding("psycopg's libpq", v // 10000, f"libpq {v // 10000}.{v % 10000 // 100}"))
     except ImportError:
         pass
     return out
-
-
-def _version_check(name: str, major: int, evidence: str) -> Check:
-    if major >= 13:
-        return Check(name, "ok", evidence)
-    return Check(
-        name,
-        "fail",
-        f"{evidence}: libpq before 13 silently truncates pgpass lines over 320 bytes, so a token never works",
-        "install a current PostgreSQL client (13 or newer)",
-    )
 
 
 def _servers(targets: list[Target], login: bool) -> list[Check]:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from tokend.config import Config, Target
 from tokend.errors import SinkError, UsageError
-from tokend.sinks import pgpass
+from tokend.sinks import block, pgpass
 from tokend.sinks.block import BOM
 from tokend.sinks.pgpass import PgpassSink, escape, parse, render_block, splice
 
@@ -381,3 +381,15 @@ def test_diagnose_a_bom_libpq_cannot_read(tmp_path: Path) -> None:
     p.write_bytes(BOM + b"h.example:5432:*:DBA Group:x\n")
     p.chmod(0o600)
     assert findings(p, target())["pgpass encoding"][0] == "fail"
+
+
+@pytest.mark.parametrize(("major", "status"), [(9, "fail"), (12, "fail"), (13, "ok"), (17, "ok")])
+def test_a_libpq_before_13_cannot_read_a_token_line(major: int, status: str) -> None:
+    finding = pgpass.libpq_finding("psql's libpq", major, f"psql (PostgreSQL) {major}.1")
+    assert finding.status == status and (status == "ok") == (finding.fix == "")
+
+
+def test_the_lines_of_an_owners_block_are_known_by_their_markers() -> None:
+    text = render_block([entry()], "o1").decode() + "mine:1:*:u:p\n" + render_block([entry()], "o2").decode()
+    assert block.owned_lines(text, "o1") == {1, 2, 3}
+    assert block.owned_lines(text, "o2") == {5, 6, 7}

@@ -90,6 +90,21 @@ def without(data: bytes, owner: str) -> bytes:
     return b"".join(kept)
 
 
+def owned_lines(text: str, owner: str) -> set[int]:
+    """The numbers (from 1) of the lines inside ``owner``'s block, its marker lines included."""
+    begin, end = (BEGIN + owner.encode()).decode(), (END + owner.encode()).decode()
+    inside, out = False, set()
+    for n, raw in enumerate(text.split("\n"), 1):
+        if raw.startswith(begin):
+            inside = True
+        elif raw.rstrip("\r") == end:
+            inside = False
+            out.add(n)
+        if inside:
+            out.add(n)
+    return out
+
+
 class BlockSink(Sink):
     """A sink whose place is the owner's block in a user's text file (pgpass, pg_service.conf): the file at
     ``[sinks.KIND] path``, else the kind's ``default_path()``. Subclasses say what the block's lines are."""

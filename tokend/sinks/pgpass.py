@@ -41,6 +41,7 @@ DEFAULT_PORT = "5432"  # libpq's DEF_PGPORT_STR
 # libpq's compiled-in DEFAULT_PGSOCKET_DIR: /tmp upstream; Debian and Ubuntu build theirs with /var/run/postgresql.
 DEFAULT_SOCKET_DIR = "/tmp"
 WILDCARD = "*"
+MIN_LIBPQ_MAJOR = 13  # the first libpq that reads pgpass lines of any length
 
 
 def default_path() -> Path:
@@ -229,6 +230,19 @@ def target_for(
     return found[0]
 
 
+def libpq_finding(name: str, major: int, evidence: str) -> Finding:
+    """Whether a libpq of this ``major`` version can use tokend's lines: before 13 it cut pgpass lines at 320
+    bytes without a word (PostgreSQL 13 release notes), and a token is longer."""
+    if major >= MIN_LIBPQ_MAJOR:
+        return Finding(name, "ok", evidence)
+    return Finding(
+        name,
+        "fail",
+        f"{evidence}: libpq before 13 silently truncates pgpass lines over 320 bytes, so a token never works",
+        "install a current PostgreSQL client (13 or newer)",
+    )
+
+
 def ignored_because(st_mode: int) -> str | None:
     """Rule 6: why libpq ignores a pgpass file with this ``st_mode`` (of the file a symlink leads to), or None."""
     if system.WINDOWS:  # pragma: no cover - libpq checks nothing there
@@ -238,21 +252,6 @@ def ignored_because(st_mode: int) -> str | None:
     if st_mode & 0o077:
         return "has group or world access"
     return None
-
-
-def owned_lines(text: str, owner: str) -> set[int]:
-    """The numbers (from 1) of the lines inside ``owner``'s block, its marker lines included."""
-    begin, end = (block.BEGIN + owner.encode()).decode(), (block.END + owner.encode()).decode()
-    inside, out = False, set()
-    for n, raw in enumerate(text.split("\n"), 1):
-        if raw.startswith(begin):
-            inside = True
-        elif raw.rstrip("\r") == end:
-            inside = False
-            out.add(n)
-        if inside:
-            out.add(n)
-    return out
 
 
 class PgpassSink(block.BlockSink):
@@ -279,7 +278,7 @@ class PgpassSink(block.BlockSink):
                     "save the file without a BOM",
                 )
             )
-        ours = owned_lines(text, self.owner)
+        ours = block.owned_lines(text, self.owner)
         lines = read(text)
         if ours and any(ln.number < min(ours) for ln in lines):
             out.append(
