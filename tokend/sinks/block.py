@@ -91,13 +91,15 @@ def without(data: bytes, owner: str) -> bytes:
 
 
 def owned_lines(text: str, owner: str) -> set[int]:
-    """The numbers (from 1) of the lines inside ``owner``'s block, its marker lines included."""
+    """The numbers (from 1) of the lines inside ``owner``'s block, its marker lines included (a BOM before the
+    first line is no part of it; owner "o1" is not owner "o12")."""
     begin, end = (BEGIN + owner.encode()).decode(), (END + owner.encode()).decode()
     inside, out = False, set()
     for n, raw in enumerate(text.split("\n"), 1):
-        if raw.startswith(begin):
+        line = raw.removeprefix("\ufeff").rstrip("\r")
+        if line == begin or line.startswith(begin + " "):
             inside = True
-        elif raw.rstrip("\r") == end:
+        elif line == end:
             inside = False
             out.add(n)
         if inside:
