@@ -143,6 +143,7 @@ class ClientKind:
     label: str  # the client's own name, for `tokend clients`' listing
     program: str  # its executable, looked for on PATH (besides the module's ``places()``)
     how: str  # the one command (or step) that sets it up
+    output: str = ""  # what --output names, for people (clients that need one)
 
 
 CLIENTS: dict[str, ClientKind] = {
@@ -177,6 +178,7 @@ CLIENTS: dict[str, ClientKind] = {
             "DataGrip",
             "datagrip",
             "tokend clients datagrip --output PROJECT_FOLDER",
+            "project folder",
         ),
         ClientKind(
             "pgadmin",
@@ -187,6 +189,7 @@ CLIENTS: dict[str, ClientKind] = {
             "pgAdmin 4",
             "pgadmin4",
             "tokend clients pgadmin --shared-command --output servers.json, then import it",
+            "servers.json file",
         ),
         ClientKind(
             "ads",

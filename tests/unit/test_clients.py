@@ -108,6 +108,7 @@ def test_the_table_names_modules_that_set_up_and_undo() -> None:
         module = clients._module(row)
         assert callable(module.setup) and callable(module.undo), row.name
         assert row.edits_in_place != row.needs_output, row.name  # either the client's own file, or one you name
+        assert bool(row.output) == row.needs_output, row.name
 
 
 @pytest.mark.parametrize("client", ["datagrip", "pgadmin"])

@@ -142,6 +142,5 @@ def remove(client: str, names: list[str], config_path: Path, output: Path | None
         cfg = config.load(config_path)
         names = [cfg.target(n).name for n in names]
     if row.needs_output and output is None:
-        what = "servers.json file" if client == "pgadmin" else "project folder"
-        raise UsageError(f"name the {what} tokend wrote: tokend clients remove {client} --output PATH")
+        raise UsageError(f"name the {row.output} tokend wrote: tokend clients remove {client} --output PATH")
     yield from _module(row).undo(Request(owner, config_path, names=names or None, output=output))
