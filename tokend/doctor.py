@@ -2,8 +2,8 @@
 
 Checks, in order: the config; the daemon; each identity (its token: principal, tenant, expiry; the audience is the
 cloud's ossrdbms resource) — as the running daemon holds it, so doctor needs no secret in your shell — or fetched
-here when no daemon runs; each sink kind a target uses, as the sink explains itself (``Sink.diagnose``: pgpass
-exists, is 0600, has tokend's block first and no line above it that shadows a target; the keychain is usable);
+here when no daemon runs; each sink kind, as the sink explains itself (``Sink.diagnose``: pgpass exists, is 0600,
+has tokend's block first and no line above it that shadows a target; the keychain is usable; …);
 the libpq of psql and of psycopg (13+ reads long pgpass lines; older ones truncate silently); each server (resolves,
 accepts TCP, speaks TLS; at most ``MAX_SERVERS``, checked side by side); optionally a real login per target; the
 login service.
