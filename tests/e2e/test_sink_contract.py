@@ -5,10 +5,15 @@ and how to make its place unusable; the tests are the same for all.
 
 from __future__ import annotations
 
+import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
+import keyring
 import pytest
+from keyring.backends import fail
 
 from tokend.kinds import SINKS
 from tokend.sinks import Sink, keychain
@@ -89,12 +94,10 @@ class TestKeychain(SinkContract):
 
     def make(self, tmp_path: Path) -> Sink:
         if sys.platform.startswith("linux"):
-            from keyring.backends.SecretService import Keyring
+            from keyring.backends.SecretService import Keyring  # Linux only: the Secret Service backend
 
             self.kr = Keyring()
         else:
-            import keyring
-
             self.kr = keyring.get_keyring()
         return keychain.KeychainSink({}, "owner1", kr=self.kr)
 
@@ -115,8 +118,6 @@ class TestKeychain(SinkContract):
         return keychain.read("someone-else", self.kr) == "theirs"
 
     def make_unusable(self, tmp_path: Path) -> Sink:
-        from keyring.backends import fail
-
         return keychain.KeychainSink({}, "owner1", kr=fail.Keyring())
 
 
@@ -129,13 +130,8 @@ class TestPgbouncer(FileSinkContract):
 
     @pytest.fixture(autouse=True)
     def _bouncer(self, tmp_path: Path):
-        import subprocess
-
         if sys.platform == "win32":
             pytest.skip("PgBouncer's RELOAD is a POSIX signal")
-
-        import shutil
-        import signal
 
         exe = tmp_path / "pgbouncer"
         shutil.copy("/bin/sleep", exe)
