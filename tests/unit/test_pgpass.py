@@ -393,3 +393,73 @@ def test_the_lines_of_an_owners_block_are_known_by_their_markers() -> None:
     text = render_block([entry()], "o1").decode() + "mine:1:*:u:p\n" + render_block([entry()], "o2").decode()
     assert block.owned_lines(text, "o1") == {1, 2, 3}
     assert block.owned_lines(text, "o2") == {5, 6, 7}
+
+
+# -- the rules against libpq itself: psycopg's libpq looks the password up when a connection starts (PQpass), before
+# any network I/O; hostaddr keeps it from resolving the host name, which pgpass is still matched against.
+def libpq_password(pgpassfile: Path, host: str, port: str, database: str, user: str, hostaddr: bool = True) -> str:
+    pq = pytest.importorskip("psycopg").pq
+
+    def value(v: str) -> str:
+        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    fields = {"host": host, "hostaddr": "127.0.0.1" if hostaddr else "", "port": port, "dbname": database, "user": user}
+    conninfo = " ".join(f"{k}={value(v)}" for k, v in fields.items() if v) + f" passfile={value(str(pgpassfile))}"
+    conn = pq.PGconn.connect_start(conninfo.encode())
+    try:
+        return (conn.password or b"").decode()
+    finally:
+        conn.finish()
+
+
+def ours(text: str, host: str, port: str, database: str, user: str, socket_dir: str = pgpass.DEFAULT_SOCKET_DIR) -> str:
+    first = pgpass.first_match(pgpass.read(text), *pgpass.connection(host, port, socket_dir), database, user)
+    return first.password if first else ""
+
+
+piece = st.text(alphabet="ab*:\\#", max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(st.lists(piece, min_size=3, max_size=6).map(":".join), max_size=5),
+    crlf=st.booleans(),
+    conn=st.tuples(
+        st.sampled_from(["a", "b", "*", "a:b", "a\\b", "ab", "#a"]),
+        st.sampled_from(["5432", "6432"]),
+        st.sampled_from(["a", "*", "b:", "\\"]),
+        st.sampled_from(["a", "b", "*", "a\\", "a:b"]),
+    ),
+)
+def test_the_rules_pick_the_password_libpq_picks(
+    tmp_path_factory: pytest.TempPathFactory, lines: list[str], crlf: bool, conn: tuple[str, str, str, str]
+) -> None:
+    text = ("\r\n" if crlf else "\n").join(lines) + "\n"
+    path = tmp_path_factory.mktemp("pgpass") / "pgpass"
+    path.write_text(text, newline="")
+    path.chmod(0o600)
+    assert ours(text, *conn) == libpq_password(path, *conn), (text, conn)
+
+
+def test_libpq_ignores_a_file_others_can_read(tmp_path: Path) -> None:
+    path = tmp_path / "pgpass"
+    path.write_text("*:*:*:*:pw\n")
+    path.chmod(0o644)
+    assert pgpass.ignored_because(path.stat().st_mode) is not None
+    assert libpq_password(path, "a", "5432", "d", "u") == ""
+    path.chmod(0o600)
+    assert libpq_password(path, "a", "5432", "d", "u") == "pw"
+
+
+def test_no_host_and_the_default_socket_folder_are_localhost_as_in_libpq(tmp_path: Path) -> None:
+    text = "localhost:5432:*:u:local\n/tmp:5432:*:u:tmp\n/var/run/postgresql:5432:*:u:run\n"
+    path = tmp_path / "pgpass"
+    path.write_text(text)
+    path.chmod(0o600)
+    # the folder this libpq was built with (upstream /tmp; Debian's and psycopg-binary's /var/run/postgresql)
+    built = (
+        "/tmp" if libpq_password(path, "/tmp", "5432", "d", "u", hostaddr=False) == "local" else "/var/run/postgresql"
+    )
+    for host in ("", "/tmp", "/var/run/postgresql", "localhost"):
+        want = libpq_password(path, host, "5432", "d", "u", hostaddr=False)
+        assert ours(text, host, "5432", "d", "u", socket_dir=built) == want, host
