@@ -259,6 +259,17 @@ def test_libpq_compares_the_host_and_port_it_was_given_by_these_rules(
     assert pgpass.connection(host, port) == seen
 
 
+def test_a_connection_by_address_alone_is_matched_by_the_address(tmp_path: Path) -> None:
+    assert pgpass.connection("", 5432, hostaddr="10.0.0.5") == ("10.0.0.5", "5432")
+    assert pgpass.connection("h.example", 5432, hostaddr="10.0.0.5") == ("h.example", "5432")
+    text = "localhost:5432:*:u:local\n127.0.0.1:5432:*:u:address\n"
+    path = tmp_path / "pgpass"
+    path.write_text(text)
+    path.chmod(0o600)
+    first = pgpass.first_match(pgpass.read(text), *pgpass.connection("", 5432, hostaddr="127.0.0.1"), "d", "u")
+    assert first is not None and first.password == libpq_password(path, "", "5432", "d", "u") == "address"
+
+
 def test_the_first_matching_line_wins_and_no_user_or_database_matches_nothing() -> None:
     lines = pgpass.read("# mine\n*:*:*:u:wild\nh:5432:*:u:exact\n\nh:5432:db:*:any-user\n")
     first = pgpass.first_match(lines, "h", "5432", "db", "u")

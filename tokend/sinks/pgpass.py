@@ -15,8 +15,9 @@ and ``passwordFromFile``/``pwdfMatchesString`` in src/interfaces/libpq/fe-connec
 3. The fourth field must be followed by ``:``; the password is what follows, de-escaped, up to the next unescaped
    ``:``. A line with fewer fields never matches.
 4. The first matching line wins; later ones are never read.
-5. Host: no host (or the default Unix socket folder) is matched as ``localhost``; any other socket folder is
-   matched as its path. Port: none is matched as ``5432``. No database or no user name: nothing matches.
+5. Host: a connection given only ``hostaddr`` is matched by that address; no host at all (or the default Unix
+   socket folder) is matched as ``localhost``; any other socket folder is matched as its path. Port: none is matched
+   as ``5432``. No database or no user name: nothing matches.
 6. On Unix the file is ignored (with a warning on stderr) unless it is a plain file without group or world access
    (0600 or less). Windows makes no check.
 """
@@ -159,9 +160,14 @@ def parse(text: str) -> list[tuple[str, str, str, str, str]]:
     return [(ln.host.value, ln.port.value, ln.database.value, ln.user.value, ln.password) for ln in read(text)]
 
 
-def connection(host: str | None, port: str | int | None, socket_dir: str = DEFAULT_SOCKET_DIR) -> tuple[str, str]:
-    """Rule 5: the (host, port) libpq compares with the file for a connection to ``host``:``port``."""
-    if not host or host == socket_dir:
+def connection(
+    host: str | None, port: str | int | None, socket_dir: str = DEFAULT_SOCKET_DIR, hostaddr: str | None = None
+) -> tuple[str, str]:
+    """Rule 5: the (host, port) libpq compares with the file for a connection to ``host``:``port`` (or, with no
+    host, to ``hostaddr``); ``socket_dir``: the Unix socket folder this libpq was built with."""
+    if not host and hostaddr:
+        host = hostaddr
+    elif not host or host == socket_dir:
         host = DEFAULT_HOST
     return host, str(port) if port not in (None, "") else DEFAULT_PORT
 
