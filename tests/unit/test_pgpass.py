@@ -230,6 +230,12 @@ def test_libpq_matches_a_line_by_its_rules(raw: str, conn: tuple[str, str, str |
     assert (line is not None and line.matches(*conn)) is taken
 
 
+@pytest.mark.parametrize("raw", ["h:5432:*:u:pw", "a\\:b:*:\\*:we\\\\ird:pw", "\\*:\\*:\\*:\\*:pw"])
+def test_a_lines_fields_show_as_written(raw: str) -> None:
+    line = pgpass.parse_line(raw)
+    assert line is not None and line.fields() + ":pw" == raw
+
+
 @pytest.mark.parametrize(
     ("raw", "password"),
     [

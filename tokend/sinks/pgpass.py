@@ -83,7 +83,10 @@ class Field:
         return self.wildcard or self.value == wanted
 
     def __str__(self) -> str:
-        return WILDCARD if self.wildcard else escape(self.value)
+        """The field as written: a literal star stays escaped, so it does not read as the wildcard."""
+        if self.wildcard:
+            return WILDCARD
+        return "\\*" if self.value == WILDCARD else escape(self.value)
 
 
 @dataclass(frozen=True)
@@ -184,7 +187,6 @@ class Index:
     every pair (lines without a wildcard in host, port or user are found by those three)."""
 
     def __init__(self, lines: Sequence[Line]) -> None:
-        self.lines = lines
         self._exact: dict[tuple[str, str, str], list[Line]] = {}
         self._wild: list[Line] = []
         for ln in lines:
