@@ -353,9 +353,10 @@ _COMMANDS = {
 def _token(config_path: Path, args: argparse.Namespace, debug: bool, name: str | None = None) -> Any:
     """A valid token and its target (from the daemon, else without it); by name, or by connection details."""
     from tokend import config, identities, logs
+    from tokend.sinks import pgpass
 
     logs.setup(debug, quiet=True)
     name = name or getattr(args, "target", None)
     if getattr(args, "host", None) or (args.command == "token" and getattr(args, "user", None)):
-        name = config.load(config_path).match(args.host, args.port, args.user, args.database).name
+        name = pgpass.target_for(config.load(config_path), args.host, args.port, args.user, args.database).name
     return identities.token_for(config_path, name)

@@ -144,40 +144,6 @@ class Config:
             raise UsageError(f"no target {name!r} in {self.path} (configured: {names})")
         return self.targets[name]
 
-    def match(self, host: str | None, port: str | int | None, user: str | None, database: str | None = None) -> Target:
-        """The target libpq would take the password of for this connection (the pgpass block's rules: exact,
-        case-sensitive fields, a target's database "*" matches any). ``user`` may arrive identifier-quoted, as
-        pgAdmin's %USERNAME% does (``"DBA Group"``). UsageError when none matches, or several that would hand out
-        different tokens."""
-        if not host or not user:
-            raise UsageError("give at least --host and --user (and --port unless it is 5432)")
-        if len(user) >= 2 and user.startswith('"') and user.endswith('"'):
-            user = user[1:-1].replace('""', '"')
-        try:
-            want_port = int(port) if port not in (None, "") else 5432
-        except ValueError:
-            raise UsageError(f"--port must be a number, got {port!r}") from None
-        found = [
-            t
-            for t in self.targets.values()
-            if t.host == host
-            and t.port == want_port
-            and t.user == user
-            and (t.database == "*" or database in (None, "", t.database))
-        ]
-        if not found:
-            raise UsageError(
-                f"no target in {self.path} for {user}@{host}:{want_port}"
-                f"{'/' + database if database else ''}; add a [targets.NAME] table with exactly these "
-                "host, port and user (case-sensitive)"
-            )
-        if len({t.identity for t in found}) > 1:
-            raise UsageError(
-                f"several targets match {user}@{host}:{want_port} with different identities "
-                f"({', '.join(t.name for t in found)}); name one: tokend token TARGET"
-            )
-        return found[0]
-
     def identity_for_sign_in(self, name: str | None, action: str) -> IdentityConfig:
         """The identity `tokend login` / `logout` acts on: the one named, else the only one a person signs in to.
         UsageError with the fix for identities tokend does not sign in itself."""

@@ -2,10 +2,11 @@
 
 Checks, in order: the config; the daemon; each identity (its token: principal, tenant, expiry; the audience is the
 cloud's ossrdbms resource) — as the running daemon holds it, so doctor needs no secret in your shell — or fetched
-here when no daemon runs; pgpass (exists, 0600, tokend's block first, no line above it that shadows a target);
+here when no daemon runs; each sink kind, as the sink explains itself (``Sink.diagnose``: pgpass exists, is 0600,
+has tokend's block first and no line above it that shadows a target; the keychain is usable; …);
 the libpq of psql and of psycopg (13+ reads long pgpass lines; older ones truncate silently); each server (resolves,
 accepts TCP, speaks TLS; at most ``MAX_SERVERS``, checked side by side); optionally a real login per target; the
-keychain; the login service.
+login service.
 """
 
 from __future__ import annotations
@@ -15,33 +16,27 @@ import re
 import shutil
 import socket
 import ssl
-import stat
 import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tokend import ipc, paths
+from tokend import ipc, paths, sinks
 from tokend.config import Config, Target
 from tokend.errors import ConfigError, DaemonNotRunning, IdentityUnavailable, LoginRequired, TokendError
+from tokend.findings import Finding, failed
+from tokend.kinds import SINKS
 from tokend.proxy import wire
-from tokend.sinks import block
-from tokend.sinks.pgpass import parse
+from tokend.sinks import pgpass
 from tokend.status import plural
 from tokend.token import Token, display_claims, expiry
 
 MAX_SERVERS = 50  # servers (host, port) whose network and TLS doctor checks; more are named as not checked
 
 
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str  # "ok" | "warn" | "fail"
-    evidence: str
-    fix: str = ""
+Check = Finding  # doctor's name for a finding
 
 
 def run(config_path: Path, login: bool = False) -> list[Check]:
@@ -66,12 +61,10 @@ def run(config_path: Path, login: bool = False) -> list[Check]:
     daemon_check, status = _daemon(config_path)
     checks.append(daemon_check)
     checks += _identities(cfg, config_path, status)
-    checks += _pgpass(cfg, status)
+    checks += _sinks(cfg, status)
     checks += _libpq()
     checks += _servers(list(cfg.targets.values()), login)
     checks += _proxies(cfg, status, login)
-    if any("keychain" in t.sinks for t in cfg.targets.values()):
-        checks.append(_keychain())
     checks.append(_service(config_path))
     return checks
 
@@ -89,7 +82,7 @@ def command(config_path: Path, login: bool, as_json_output: bool) -> int:
 
 
 def as_json(checks: list[Check]) -> dict[str, Any]:
-    return {"ok": not any(c.status == "fail" for c in checks), "checks": [asdict(c) for c in checks]}
+    return {"ok": not failed(checks), "checks": [c.as_dict() for c in checks]}
 
 
 def render(checks: list[Check], paint: Callable[[str, str], str]) -> str:
@@ -211,125 +204,18 @@ def _fix_from(message: str) -> str:
     return m[1] if m else ""
 
 
-def _pgpass(cfg: Config, status: dict[str, Any] | None) -> list[Check]:
-    from tokend.sinks.pgpass import PgpassSink
-
+def _sinks(cfg: Config, status: dict[str, Any] | None) -> list[Check]:
+    """Every sink kind explains itself (``Sink.diagnose``) for the targets that use it, with what the daemon says
+    of it per target."""
     owner = paths.config_id(cfg.path)
-    path = PgpassSink(cfg.sinks["pgpass"].options, owner).path
-    targets = [t for t in cfg.targets.values() if "pgpass" in t.sinks]
-    if not path.exists():
-        if not targets:
-            return [Check("pgpass", "ok", f"{path} does not exist (no target uses it)")]
-        said = [
-            f"target {t['name']}: {t['sinks']['pgpass']['state']}"
-            + (f" ({t['sinks']['pgpass']['last_error']})" if t["sinks"]["pgpass"]["last_error"] else "")
-            for t in (status or {}).get("targets", [])
-            if "pgpass" in t["sinks"]
-        ]
-        if status is None:
-            return [Check("pgpass", "fail", f"{path} does not exist", "start the daemon; it writes the file")]
-        return [
-            Check(
-                "pgpass",
-                "fail",
-                f"{path} does not exist; the daemon says: {'; '.join(said[:5]) or '-'}",
-                "see `tokend status`: the sink's error names the fix",
-            )
-        ]
-    out = []
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        out.append(
-            Check(
-                "pgpass mode",
-                "fail",
-                f"{path} is {mode:04o}: libpq ignores a pgpass that others can read",
-                f"chmod 600 {path}",
-            )
-        )
-    else:
-        out.append(Check("pgpass mode", "ok", f"{path} is {mode:04o}"))
-    data = path.read_bytes()
-    if data.startswith(block.BOM) and not data[len(block.BOM) :].startswith(b"#"):
-        out.append(
-            Check(
-                "pgpass encoding",
-                "fail",
-                f"{path} starts with a UTF-8 BOM: libpq cannot read line 1",
-                "save the file without a BOM",
-            )
-        )
-    lines, ours = _lines_with_owner(data, owner)
-    first = next((i for i, mine in enumerate(ours) if mine), None)
-    shadowed = []
-    exact: dict[tuple[str, ...], list[int]] = {}
-    wild = []
-    for i, ln in enumerate(lines):
-        if ln is None:
-            continue
-        if "*" in ln[:2] or ln[3] == "*":
-            wild.append(i)
-        else:
-            exact.setdefault((ln[0], ln[1], ln[3]), []).append(i)
-    for t in targets:
-        candidates = [*exact.get((t.host, str(t.port), t.user), []), *wild]
-        match = min((i for i in candidates if _matches(lines[i] or (), t)), default=None)
-        if match is None:
-            shadowed.append(f"target {t.name}: no line matches yet")
-        elif not ours[match]:
-            shadowed.append(
-                f"target {t.name}: line {match + 1} ({':'.join((lines[match] or ())[:4])}) comes first and "
-                "wins over tokend's"
-            )
-    if first is not None and any(ln and not ours[i] for i, ln in enumerate(lines[:first])):
-        out.append(
-            Check(
-                "pgpass order",
-                "warn",
-                f"user lines above tokend's block in {path}",
-                "restart the daemon (it puts its block first) or move those lines below it",
-            )
-        )
-    if shadowed:
-        out.append(
-            Check(
-                "pgpass shadowing",
-                "fail",
-                "; ".join(shadowed),
-                f"delete or move those lines below tokend's block in {path}",
-            )
-        )
-    elif targets:
-        out.append(
-            Check("pgpass shadowing", "ok", f"tokend's line is the first match for {plural(len(targets), 'target')}")
-        )
+    out: list[Check] = []
+    for kind in SINKS:
+        users = [t for t in cfg.targets.values() if kind in t.sinks]
+        reported = None
+        if status is not None:
+            reported = {t["name"]: t["sinks"][kind] for t in status.get("targets", []) if kind in t["sinks"]}
+        out += sinks.build(kind, cfg.sinks[kind].options, owner).diagnose(users, reported)
     return out
-
-
-def _lines_with_owner(data: bytes, owner: str) -> tuple[list[tuple[str, ...] | None], list[bool]]:
-    """Each line parsed as libpq would (None for comments and blanks), and whether it sits in ``owner``'s block."""
-    lines: list[tuple[str, ...] | None] = []
-    ours: list[bool] = []
-    inside = False
-    for raw in data.decode("utf-8", "replace").split("\n"):
-        if raw.startswith((block.BEGIN + owner.encode()).decode()):
-            inside = True
-        elif raw.rstrip("\r") == (block.END + owner.encode()).decode():
-            inside = False
-        parsed = parse(raw)
-        lines.append(parsed[0] if parsed else None)
-        ours.append(inside)
-    return lines, ours
-
-
-def _matches(line: tuple[str, ...], t: Target) -> bool:
-    host, port, db, user = line[:4]
-    return (
-        host in ("*", t.host)
-        and port in ("*", str(t.port))
-        and user in ("*", t.user)
-        and (db == "*" or t.database in ("*", db))
-    )
 
 
 def _libpq() -> list[Check]:
@@ -339,26 +225,15 @@ def _libpq() -> list[Check]:
         text = subprocess.run([psql, "--version"], capture_output=True, text=True).stdout.strip()
         m = re.search(r"(\d+)(?:\.(\d+))?", text)
         major = int(m[1]) if m else 0
-        out.append(_version_check("psql's libpq", major, text))
+        out.append(pgpass.libpq_finding("psql's libpq", major, text))
     try:
         import psycopg
 
         v = psycopg.pq.version()
-        out.append(_version_check("psycopg's libpq", v // 10000, f"libpq {v // 10000}.{v % 10000 // 100}"))
+        out.append(pgpass.libpq_finding("psycopg's libpq", v // 10000, f"libpq {v // 10000}.{v % 10000 // 100}"))
     except ImportError:
         pass
     return out
-
-
-def _version_check(name: str, major: int, evidence: str) -> Check:
-    if major >= 13:
-        return Check(name, "ok", evidence)
-    return Check(
-        name,
-        "fail",
-        f"{evidence}: libpq before 13 silently truncates pgpass lines over 320 bytes, so a token never works",
-        "install a current PostgreSQL client (13 or newer)",
-    )
 
 
 def _servers(targets: list[Target], login: bool) -> list[Check]:
@@ -529,17 +404,6 @@ def _proxies(cfg: Config, status: dict[str, Any] | None, login: bool) -> list[Ch
                     )
                 )
     return out
-
-
-def _keychain() -> Check:
-    from tokend.sinks.keychain import KeychainSink
-
-    sink = KeychainSink({}, "doctor")
-    try:
-        sink.check()
-    except TokendError as e:
-        return Check("keychain", "fail", str(e), "see the evidence")
-    return Check("keychain", "ok", sink.location())
 
 
 def _service(config_path: Path) -> Check:

@@ -1,4 +1,5 @@
-"""The plug-in tables: every identity source and every sink kind, with the config keys each takes.
+"""The plug-in tables: every identity source and every sink kind, with the config keys each takes, and every GUI
+client `tokend clients` sets up.
 
 One table per kind of plug-in, and everything that lists them derives from it: config validation, the registries
 that build them, ``tokend init``'s choices and help, shell completion, and the README's tables (a test compares).
@@ -123,6 +124,82 @@ SINKS: dict[str, SinkKind] = {
             "tokend.sinks.pgbouncer:PgbouncerSink",
             frozenset({"path", "pidfile"}),
             "PgBouncer's logins to the server: an included [databases] file, then RELOAD",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class ClientKind:
+    """One ``tokend clients NAME``: its module's ``setup(request)`` and ``undo(request)`` return lines for people
+    (or the document to print) and never print; ``places()`` lists the folders that show it is installed and
+    ``set_up(owner)`` says whether tokend's entries are there (None: cannot tell)."""
+
+    name: str
+    module: str  # the tokend.clients module that sets it up
+    edits_in_place: bool  # edits the client's own settings file, where the client reads it
+    needs_output: bool  # writes only where --output says (a servers.json, a project folder); without it, prints
+    serves: str  # how tokend serves it, for people (the README's Clients table)
+    label: str  # the client's own name, for `tokend clients`' listing
+    program: str  # its executable, looked for on PATH (besides the module's ``places()``)
+    how: str  # the one command (or step) that sets it up
+    output: str = ""  # what --output names, for people (clients that need one)
+
+
+CLIENTS: dict[str, ClientKind] = {
+    c.name: c
+    for c in (
+        ClientKind(
+            "vscode",
+            "tokend.clients.vscode",
+            True,
+            False,
+            'a "No Password" profile for the target\'s local proxy, as the group',
+            "VS Code PostgreSQL",
+            "code",
+            "tokend clients vscode",
+        ),
+        ClientKind(
+            "dbeaver",
+            "tokend.clients.dbeaver",
+            True,
+            False,
+            'connections with "PostgreSQL pgpass" authentication',
+            "DBeaver",
+            "dbeaver",
+            "tokend clients dbeaver",
+        ),
+        ClientKind(
+            "datagrip",
+            "tokend.clients.datagrip",
+            False,
+            True,
+            "data sources with pgpass authentication",
+            "DataGrip",
+            "datagrip",
+            "tokend clients datagrip --output PROJECT_FOLDER",
+            "project folder",
+        ),
+        ClientKind(
+            "pgadmin",
+            "tokend.clients.pgadmin",
+            False,
+            True,
+            "servers.json whose password command is `tokend token`",
+            "pgAdmin 4",
+            "pgadmin4",
+            "tokend clients pgadmin --shared-command --output servers.json, then import it",
+            "servers.json file",
+        ),
+        ClientKind(
+            "ads",
+            "tokend.clients.ads",
+            True,
+            False,
+            "profiles that take the password from pgpass",
+            "Azure Data Studio (retired)",
+            "azuredatastudio",
+            "tokend clients ads",
         ),
     )
 }

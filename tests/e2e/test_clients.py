@@ -83,7 +83,7 @@ class WindowsLimitedKeyring:
     max_value_chars = keychain.WINDOWS_LIMIT
 
     def __init__(self) -> None:
-        from keyring.backends.SecretService import Keyring
+        from keyring.backends.SecretService import Keyring  # Linux only: the Secret Service backend
 
         self.inner = Keyring()
         self.longest = 0
@@ -195,7 +195,7 @@ class RecordingStore:
 def test_azure_data_studio_profiles(
     em: Tenant, postgres: Postgres, write_config, home: Path, secret_service: str
 ) -> None:
-    import secretstorage
+    import secretstorage  # Linux only (D-Bus): keytar's saved-password form
 
     cfg = write_config(sp_with_sinks(em, postgres, '["pgpass"]'))
     target = Target("db", "127.0.0.1", postgres.port, "appdb", GROUP, "sp", ("pgpass",))
@@ -290,7 +290,7 @@ def test_pgadmin_servers_json_and_password_command(
 def test_drivers_with_their_own_pgpass_readers(
     em: Tenant, postgres: Postgres, write_config, pgpass: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import asyncpg
+    import asyncpg  # the drivers are test tools, imported only by the test that runs them
     import psycopg
     import psycopg2
 

@@ -1,80 +1,29 @@
-"""One contract every sink passes (keyring's testing/backend.py is the model): a subclass per sink kind says how to
-build one, how to read back what it holds, how to plant the user's own content and how to make its place unusable;
-the tests are the same for all.
+"""One contract every sink passes (keyring's testing/backend.py is the model; the suite is in support/contracts.py):
+a subclass per sink kind says how to build one, how to read back what it holds, how to plant the user's own content
+and how to make its place unusable; the tests are the same for all.
 """
 
 from __future__ import annotations
 
-import functools
+import shutil
+import signal
+import subprocess
 import sys
-from abc import ABC, abstractmethod
 from pathlib import Path
 
+import keyring
 import pytest
+from keyring.backends import fail
 
-from tokend.errors import SinkError
 from tokend.kinds import SINKS
 from tokend.sinks import Sink, keychain
 from tokend.sinks.pg_service import PgServiceSink
 from tokend.sinks.pgbouncer import PgbouncerSink
 from tokend.sinks.pgpass import PgpassSink, parse
 
-from support import builders
+from support.contracts import FileSinkContract, SinkContract, entry
 
-entry = functools.partial(builders.entry, database="appdb")  # the PgBouncer sink needs one database
 pytestmark = pytest.mark.portable  # runs on Linux, macOS and Windows (.github/workflows/ci.yml)
-
-
-class SinkContract(ABC):
-    @abstractmethod
-    def make(self, tmp_path: Path) -> Sink: ...
-
-    @abstractmethod
-    def held(self, sink: Sink) -> dict[str, str]:
-        """Target name → what the place holds for it (the token, or a marker where the token never goes)."""
-
-    @abstractmethod
-    def plant_user_content(self, sink: Sink) -> None: ...
-
-    @abstractmethod
-    def user_content_intact(self, sink: Sink) -> bool: ...
-
-    @abstractmethod
-    def make_unusable(self, tmp_path: Path) -> Sink: ...
-
-    def expect(self, value: str) -> str:
-        return value
-
-    def test_sync_adds_replaces_and_removes(self, tmp_path: Path) -> None:
-        sink = self.make(tmp_path)
-        sink.sync([entry("a", "tok-1"), entry("b", "tok-2", "b.example")])
-        assert self.held(sink) == {"a": self.expect("tok-1"), "b": self.expect("tok-2")}
-        sink.sync([entry("a", "tok-3")])
-        assert self.held(sink) == {"a": self.expect("tok-3")}
-        sink.sync([])
-        assert self.held(sink) == {}
-
-    def test_the_users_own_content_is_kept(self, tmp_path: Path) -> None:
-        sink = self.make(tmp_path)
-        self.plant_user_content(sink)
-        for entries in ([entry("a", "tok-1")], [entry("a", "tok-2"), entry("b", "x", "b.example")], []):
-            sink.sync(entries)
-            assert self.user_content_intact(sink)
-
-    def test_an_unusable_place_is_reported_with_a_fix(self, tmp_path: Path) -> None:
-        sink = self.make_unusable(tmp_path)
-        with pytest.raises(SinkError) as e:
-            sink.check()
-            sink.sync([entry("a", "tok-1")])
-        assert any(w in str(e.value) for w in ("set ", "start ", "fix ", "create it")), str(e.value)
-
-
-class FileSinkContract(SinkContract):
-    def test_a_file_named_two_ways_is_one_place(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        """A reload cleans what the old sink wrote unless the new one writes the same place (daemon.apply): a file's
-        place is the file, however the config spells its path."""
-        monkeypatch.chdir(tmp_path.parent)
-        assert self.make(Path(tmp_path.name)).place() == self.make(tmp_path).place()
 
 
 def test_every_sink_kind_has_a_contract_test() -> None:
@@ -145,12 +94,10 @@ class TestKeychain(SinkContract):
 
     def make(self, tmp_path: Path) -> Sink:
         if sys.platform.startswith("linux"):
-            from keyring.backends.SecretService import Keyring
+            from keyring.backends.SecretService import Keyring  # Linux only: the Secret Service backend
 
             self.kr = Keyring()
         else:
-            import keyring
-
             self.kr = keyring.get_keyring()
         return keychain.KeychainSink({}, "owner1", kr=self.kr)
 
@@ -171,8 +118,6 @@ class TestKeychain(SinkContract):
         return keychain.read("someone-else", self.kr) == "theirs"
 
     def make_unusable(self, tmp_path: Path) -> Sink:
-        from keyring.backends import fail
-
         return keychain.KeychainSink({}, "owner1", kr=fail.Keyring())
 
 
@@ -185,13 +130,8 @@ class TestPgbouncer(FileSinkContract):
 
     @pytest.fixture(autouse=True)
     def _bouncer(self, tmp_path: Path):
-        import subprocess
-
         if sys.platform == "win32":
             pytest.skip("PgBouncer's RELOAD is a POSIX signal")
-
-        import shutil
-        import signal
 
         exe = tmp_path / "pgbouncer"
         shutil.copy("/bin/sleep", exe)

@@ -1,14 +1,10 @@
 """`tokend clients`: which PostgreSQL clients are on this machine, whether tokend has set them up, and setting each
 up (or undoing it) with one command.
 
-| client | how tokend serves it | module |
-| VS Code PostgreSQL | profiles for the target's local proxy, no password | vscode |
-| DBeaver | connections with PostgreSQL pgpass authentication | dbeaver |
-| DataGrip | data sources with pgpass authentication (printed, or added to a project's files) | datagrip |
-| pgAdmin 4 | servers.json whose password command is `tokend token` | pgadmin |
-| Azure Data Studio (retired) | profiles that take the password from pgpass | ads |
-Commands that produce a file for another program print it to stdout unless given --output. Reading the config for
-names and hosts only, no identity is built and no secret is needed.
+The clients are the table ``tokend.kinds.CLIENTS``: each row names its module, whose ``setup(Request)`` and
+``undo(Request)`` return lines for people (or the document to print) and never print; this module dispatches
+through the table and knows no client. Commands that produce a file for another program print it to stdout unless
+given --output. Reading the config for names and hosts only, no identity is built and no secret is needed.
 The listing reads each client's settings file to say whether tokend set it up; one it cannot read (malformed, not
 UTF-8, too large, unsafe) is still listed, with "unreadable", and the listing then ends with one line naming each
 such file and exit code 2 (bad input, as for every file tokend is given): the client needs that file fixed, and a
@@ -27,16 +23,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 
-from tokend import paths
+from tokend import config, paths
+from tokend.clients.base import Request
 from tokend.config import Config, Target
 from tokend.errors import TokendError, UsageError
+from tokend.kinds import CLIENTS, ClientKind
 
-CLIENTS = ("vscode", "dbeaver", "datagrip", "pgadmin", "ads")
-EDITED = ("vscode", "dbeaver", "ads")  # their own settings files, edited in place: install(owner, targets), uninstall
+__all__ = ["CLIENTS", "Client", "Request", "detect", "kind", "listing", "remove", "run"]
 
 
-def _module(client: str) -> ModuleType:
-    return importlib.import_module(f"tokend.clients.{client}")
+def _module(row: ClientKind) -> ModuleType:
+    """The client's module, imported when it is used (reading the table imports no client)."""
+    return importlib.import_module(row.module)
 
 
 @dataclass(frozen=True)
@@ -64,12 +62,15 @@ def _first(*candidates: str | Path | None) -> str | None:
     return None
 
 
-def detect(owner: str) -> list[Client]:
-    from tokend.clients import ads, dbeaver, pgadmin, vscode
+def _row(row: ClientKind, owner: str) -> Client:
+    """What the listing says of one client: found where, set up or not (or why its file is unreadable), and how."""
+    module = _module(row)
+    state, problem = _state(functools.partial(module.set_up, owner))
+    return Client(row.label, row.name, _first(shutil.which(row.program), *module.places()), state, row.how, problem)
 
-    home = Path.home()
-    code, dbeaver_state, ads_state = (_state(functools.partial(m.set_up, owner)) for m in (vscode, dbeaver, ads))
-    jetbrains = sorted(paths.app_config_dir("JetBrains").glob("DataGrip*"))
+
+def detect(owner: str) -> list[Client]:
+    """psql, every client of the table, and scripts, in that order."""
     return [
         Client(
             "psql / libpq",
@@ -78,44 +79,7 @@ def detect(owner: str) -> list[Client]:
             None,
             "nothing to do: the pgpass sink (or `tokend exec TARGET -- psql`)",
         ),
-        Client(
-            "VS Code PostgreSQL",
-            "vscode",
-            _first(shutil.which("code"), vscode.settings_path().parent),
-            code[0],
-            "tokend clients vscode",
-            code[1],
-        ),
-        Client(
-            "DBeaver",
-            "dbeaver",
-            _first(shutil.which("dbeaver"), dbeaver.workspace()),
-            dbeaver_state[0],
-            "tokend clients dbeaver",
-            dbeaver_state[1],
-        ),
-        Client(
-            "DataGrip",
-            "datagrip",
-            _first(shutil.which("datagrip"), *jetbrains[-1:]),
-            None,
-            "tokend clients datagrip --output PROJECT_FOLDER",
-        ),
-        Client(
-            "pgAdmin 4",
-            "pgadmin",
-            _first(shutil.which("pgadmin4"), home / ".pgadmin", Path("/usr/pgadmin4")),
-            pgadmin.set_up(),
-            "tokend clients pgadmin --shared-command --output servers.json, then import it",
-        ),
-        Client(
-            "Azure Data Studio (retired)",
-            "ads",
-            _first(shutil.which("azuredatastudio"), ads.user_dir().parent),
-            ads_state[0],
-            "tokend clients ads",
-            ads_state[1],
-        ),
+        *(_row(row, owner) for row in CLIENTS.values()),
         Client("scripts", "", sys.executable, None, "`tokend token TARGET`, `tokend exec TARGET -- CMD`"),
     ]
 
@@ -143,6 +107,13 @@ def _targets(cfg: Config, names: list[str]) -> list[Target]:
     return targets
 
 
+def kind(client: str) -> ClientKind:
+    """The row of ``tokend.kinds.CLIENTS`` for ``client``; UsageError naming the choices."""
+    if client not in CLIENTS:
+        raise UsageError(f"unknown client {client!r}; use one of: {', '.join(CLIENTS)}")
+    return CLIENTS[client]
+
+
 def run(
     client: str | None,
     names: list[str],
@@ -151,55 +122,25 @@ def run(
     shared: bool = False,
     as_json: bool = False,
 ) -> Iterator[str]:
-    """``tokend clients [CLIENT] [TARGET…]``: list the clients here, or set one up; yields lines for people."""
-    from tokend import config
-
+    """``tokend clients [CLIENT] [TARGET…]``: list the clients here, or set one up; yields lines (or the document
+    to print) for the CLI, which prints each."""
     owner = paths.config_id(config_path)
     if client is None:
         yield from listing(owner, as_json)
         return
+    row = kind(client)
     cfg = config.load(config_path)
-    targets = _targets(cfg, names)
-    if client in EDITED:
-        yield from _module(client).install(owner, targets)
-    elif client == "datagrip":
-        from tokend.clients import datagrip
-
-        if output is not None:
-            yield from datagrip.install(output, owner, targets)
-        else:
-            shared_xml, local_xml = datagrip.documents(owner, targets)
-            sys.stdout.write(
-                f"<!-- .idea/dataSources.xml -->\n{shared_xml}\n<!-- .idea/dataSources.local.xml -->\n{local_xml}"
-            )
-    elif client == "pgadmin":
-        from tokend.clients import pgadmin
-        from tokend.service import tokend_executable
-
-        entries = pgadmin.servers(owner, targets, tokend_executable(), config_path, shared)
-        if output is None:
-            sys.stdout.write(pgadmin.update("", entries))
-        else:
-            yield from pgadmin.install(output, entries)
-    else:
-        raise UsageError(f"unknown client {client!r}; use one of: {', '.join(CLIENTS)}")
+    request = Request(owner, config_path, _targets(cfg, names), output=output, shared=shared)
+    yield from _module(row).setup(request)
 
 
 def remove(client: str, names: list[str], config_path: Path, output: Path | None = None) -> Iterator[str]:
     """``tokend clients remove CLIENT [TARGET…]``: undo exactly what ``tokend clients CLIENT`` added."""
+    row = kind(client)
     owner = paths.config_id(config_path)
     if names:
-        from tokend import config
-
         cfg = config.load(config_path)
         names = [cfg.target(n).name for n in names]
-    chosen = names or None
-    if client in EDITED:
-        yield from _module(client).uninstall(owner, chosen)
-    elif client in ("pgadmin", "datagrip"):
-        if output is None:
-            what = "servers.json file" if client == "pgadmin" else "project folder"
-            raise UsageError(f"name the {what} tokend wrote: tokend clients remove {client} --output PATH")
-        yield from _module(client).uninstall(output, owner, chosen)
-    else:
-        raise UsageError(f"unknown client {client!r}; use one of: {', '.join(CLIENTS)}")
+    if row.needs_output and output is None:
+        raise UsageError(f"name the {row.output} tokend wrote: tokend clients remove {client} --output PATH")
+    yield from _module(row).undo(Request(owner, config_path, names=names or None, output=output))

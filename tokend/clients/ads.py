@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from tokend import paths, system
 from tokend.clients import edits, jsonc
+from tokend.clients.base import Request
 from tokend.config import Target
 from tokend.errors import TokendError
 
@@ -88,7 +89,7 @@ class SecretServiceStore:
     name: str = "Secret Service"
 
     def delete(self, credential_id: str) -> bool:
-        import secretstorage
+        import secretstorage  # start-up time (~0.3 s, D-Bus): Linux ADS before 1.48 only
 
         with contextlib.closing(secretstorage.dbus_init()) as conn:
             found = False
@@ -137,8 +138,8 @@ class WindowsCredentialStore:  # pragma: no cover - Windows only
     name: str = "Credential Manager"
 
     def delete(self, credential_id: str) -> bool:
-        from keyring.backends.Windows import WinVaultKeyring
-        from keyring.errors import PasswordDeleteError
+        from keyring.backends.Windows import WinVaultKeyring  # Windows only; keyring loads its backends
+        from keyring.errors import PasswordDeleteError  # (start-up time)
 
         try:
             WinVaultKeyring().delete_password(credential_id, "")
@@ -240,3 +241,16 @@ def set_up(owner: str) -> bool:
     return any(
         isinstance(c, dict) and str(c.get("id", "")).startswith(f"tokend-{owner}-") for c in data.get(CONNECTIONS, [])
     )
+
+
+def places() -> list[Path]:
+    """Folders whose presence shows Azure Data Studio is installed here."""
+    return [user_dir().parent]
+
+
+def setup(request: Request) -> list[str]:
+    return install(request.owner, request.targets)
+
+
+def undo(request: Request) -> list[str]:
+    return uninstall(request.owner, request.names)

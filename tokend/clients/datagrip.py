@@ -18,7 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
+from tokend import paths
 from tokend.clients import edits
+from tokend.clients.base import Request
 from tokend.config import Target
 from tokend.errors import UsageError
 
@@ -117,3 +119,27 @@ def uninstall(folder: Path, owner: str, names: Sequence[str] | None) -> list[str
         )
         for kind in (SHARED, LOCAL)
     ]
+
+
+def places() -> list[Path]:
+    """The newest DataGrip settings folder, whose presence shows DataGrip is installed here."""
+    return sorted(paths.app_config_dir("JetBrains").glob("DataGrip*"))[-1:]
+
+
+def set_up(owner: str) -> bool | None:
+    """None: what tokend adds lives in project folders, which tokend does not search."""
+    return None
+
+
+def setup(request: Request) -> list[str]:
+    """Into the project folder ``request.output``, or (none) both files to print."""
+    if request.output is not None:
+        return install(request.output, request.owner, request.targets)
+    shared_xml, local_xml = documents(request.owner, request.targets)
+    printed = f"<!-- .idea/dataSources.xml -->\n{shared_xml}\n<!-- .idea/dataSources.local.xml -->\n{local_xml}"
+    return [printed.removesuffix("\n")]
+
+
+def undo(request: Request) -> list[str]:
+    assert request.output is not None  # needs_output: the dispatcher asks for it
+    return uninstall(request.output, request.owner, request.names)

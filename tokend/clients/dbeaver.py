@@ -15,6 +15,7 @@ from typing import Any
 
 from tokend import paths, system
 from tokend.clients import edits, jsonc
+from tokend.clients.base import Request
 from tokend.config import Target
 from tokend.errors import UsageError
 
@@ -106,3 +107,16 @@ def set_up(owner: str) -> bool:
     return any(
         str(k).startswith(f"tokend-{owner}-") for k in edits.settings(data_sources(), SHAPE).get("connections", {})
     )
+
+
+def places() -> list[Path]:
+    """Folders whose presence shows DBeaver is installed here."""
+    return [workspace()]
+
+
+def setup(request: Request) -> list[str]:
+    return install(request.owner, request.targets)
+
+
+def undo(request: Request) -> list[str]:
+    return uninstall(request.owner, request.names)

@@ -16,12 +16,14 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from tokend import paths, system
+from tokend.clients import jsonc
 from tokend.errors import SinkError, TokendError, UsageError
 from tokend.sinks import atomic, lock_dir
 
@@ -69,8 +71,6 @@ def read_text(path: Path) -> str | None:
 def settings(path: Path, shape: Mapping[str, type]) -> dict[str, Any]:
     """A JSONC settings file's top-level object, checked against ``shape`` (``jsonc.settings``); empty when there is
     no file. UsageError (or SinkError) naming the file when it cannot be read."""
-    from tokend.clients import jsonc
-
     try:
         return jsonc.settings(read_text(path) or "", shape)
     except ValueError as e:
@@ -133,6 +133,7 @@ def change(path: Path, edit: Edit, program: str | None = None) -> bool:
         backup = backup_of(path)
         if atomic.read(backup, 0) is None:  # something unsafe there (another user's link, say): SinkError
             atomic.write(backup, original)
+            _carry_mode(path, backup)
     written: list[bytes] = []
 
     def transform(old: bytes | None) -> bytes:
@@ -143,6 +144,16 @@ def change(path: Path, edit: Edit, program: str | None = None) -> bool:
     records[str(path)] = (CREATED if created else "") + _digest(written[-1])
     _save(records)
     return changed
+
+
+def _carry_mode(source: Path, dest: Path, mode: int | None = None) -> None:
+    """Give ``dest`` the permission bits of ``source`` (or of ``mode``), so the user's file comes back with its own
+    mode: the writer makes every file 0600, the backup keeps the original's. Never write access for others (a
+    backup others could change would be restored), so read access is all that carries over."""
+    if system.WINDOWS:  # pragma: no cover - no POSIX modes there
+        return
+    bits = stat.S_IMODE(os.stat(source).st_mode if mode is None else mode) & 0o644
+    os.chmod(dest, bits | 0o600)
 
 
 def _original(backup: Path) -> tuple[bytes | None, str]:
@@ -173,7 +184,9 @@ def undo(path: Path, remove: Edit, everything: bool = True, program: str | None 
         os.unlink(path)
         done = f"{path}: removed (tokend created it, and it holds only what tokend wrote)"
     elif everything and unchanged and original is not None:
+        mode = os.stat(backup).st_mode
         atomic.rewrite(path, lambda _old: original, lock_dir())
+        _carry_mode(backup, path, mode)
         done = f"{path}: restored as it was before tokend changed it"
     else:
 

@@ -192,57 +192,80 @@ def edit_members(
     missing ``key`` is created with just ``add``."""
     settings(text, {})  # a settings object, well-formed: the byte positions below are then sound
     sig = _significant(_tokens(text))
-    span = _key_value(sig, key) if sig else None
-    if span is None:
+    found = _container(sig, key) if sig else None
+    if found is None:
         if not add:
             return text
-        is_object = add[0][0] is not None
-        value: Any = dict(add) if is_object else [v for _, v in add]
+        value: Any = dict(add) if add[0][0] is not None else [v for _, v in add]
         return set_key(text, key, value, indent)
+    open_i, close_i, is_object = found
+    if add and (add[0][0] is not None) != is_object:
+        raise JsoncError(f"{json.dumps(key)} holds {'an object {…}' if is_object else 'a list […]'}, not the other")
+    text = _cut(text, _separated(_members(text, sig, open_i, close_i, is_object), drop))
+    if not add:
+        return text
+    sig = _significant(_tokens(text))
+    found = _container(sig, key)
+    assert found is not None
+    return _append(text, sig, found, add, indent)
+
+
+def _container(sig: list[Token], key: str) -> tuple[int, int, bool] | None:
+    """(index of the opening bracket, of the closing one, whether it is an object) of top-level ``key``'s value;
+    None when there is no such key; JsoncError when it holds neither a list nor an object."""
+    span = _key_value(sig, key)
+    if span is None:
+        return None
     open_i = next(i for i, t in enumerate(sig) if t[0] == span[0])
     if sig[open_i][2] not in "[{":
         raise JsoncError(f"{json.dumps(key)} holds neither a list […] nor an object {{…}}")
-    is_object = sig[open_i][2] == "{"
-    if add and (add[0][0] is not None) != is_object:
-        raise JsoncError(f"{json.dumps(key)} holds {'an object {…}' if is_object else 'a list […]'}, not the other")
-    close_i = _close_of(sig, open_i)
-    members = _members(text, sig, open_i, close_i, is_object)
-    removed = [(s, e) for (k, v, s, e) in members if drop(k, v)]
-    kept = [(s, e) for (k, v, s, e) in members if not drop(k, v)]
-    # cut each dropped member with the separator before it (or after it, for the first one)
-    out, pos = [], 0
+    return open_i, _close_of(sig, open_i), sig[open_i][2] == "{"
+
+
+def _separated(
+    members: list[tuple[str | None, Any, int, int]], drop: Callable[[str | None, Any], bool]
+) -> list[tuple[int, int]]:
+    """The byte spans to cut: each dropped member with the separator before it (after it, for the first one)."""
+    verdicts = [(s, e, drop(k, v)) for (k, v, s, e) in members]
+    kept = [(s, e) for s, e, dropped in verdicts if not dropped]
     cuts = []
-    for s, e in removed:
-        before = max((ke for ks, ke in kept if ke <= s), default=None)
-        after = min((ks for ks, ke in kept if ks >= e), default=None)
+    for s, e, dropped in verdicts:
+        if not dropped:
+            continue
+        before = max((ke for _ks, ke in kept if ke <= s), default=None)
+        after = min((ks for ks, _ke in kept if ks >= e), default=None)
         if before is not None:
             cuts.append((before, e))  # from the end of the kept member before it: drops ", member"
         elif after is not None:
             cuts.append((s, after))  # first of the list: drops "member, " up to the next kept one
         else:
             cuts.append((s, e))
-    cuts = _merge(cuts)
+    return _merge(cuts)
+
+
+def _cut(text: str, cuts: list[tuple[int, int]]) -> str:
+    """``text`` without the (sorted, disjoint) byte spans ``cuts``."""
+    out, pos = [], 0
     for s, e in cuts:
         out.append(text[pos:s])
         pos = e
     out.append(text[pos:])
-    text = "".join(out)
-    if not add:
-        return text
-    sig = _significant(_tokens(text))
-    span = _key_value(sig, key)
-    assert span is not None
-    open_i = next(i for i, t in enumerate(sig) if t[0] == span[0])
-    close_i = _close_of(sig, open_i)
+    return "".join(out)
+
+
+def _append(
+    text: str, sig: list[Token], found: tuple[int, int, bool], add: Sequence[tuple[str | None, Any]], indent: str
+) -> str:
+    """``add`` as the last members of the container ``found`` (``_container``'s answer), one a line."""
+    _open_i, close_i, is_object = found
     inner = indent * 2
     rendered = [(f"{json.dumps(k)}: " if is_object else "") + _render(v, inner) for k, v in add]
+    body = "".join(f"\n{inner}{r}" + ("," if i < len(rendered) - 1 else "") for i, r in enumerate(rendered))
     last = sig[close_i - 1]
     if last[2] in "[{":  # empty container
-        body = "".join(f"\n{inner}{r}" + ("," if i < len(rendered) - 1 else "") for i, r in enumerate(rendered))
         return text[: last[1]] + body + "\n" + indent + text[sig[close_i][0] :]
     comma = "" if last[2] == "," else ","
-    body = comma + "".join(f"\n{inner}{r}" + ("," if i < len(rendered) - 1 else "") for i, r in enumerate(rendered))
-    return text[: last[1]] + body + text[last[1] :]
+    return text[: last[1]] + comma + body + text[last[1] :]
 
 
 def _members(

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import json
 import shlex
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tokend import system
 from tokend.clients import edits, jsonc
+from tokend.clients.base import Request
 from tokend.config import Target
+from tokend.service import tokend_executable
 
 EXPIRATION = 180  # seconds
 GROUP = "tokend"
@@ -105,11 +108,9 @@ def uninstall(output: Path, owner: str, names: Sequence[str] | None) -> list[str
     ]
 
 
-def set_up() -> bool | None:
-    """Whether pgAdmin's own database (desktop mode) has a server whose password command is tokend's; None when
-    there is no such database here."""
-    import sqlite3
-
+def set_up(owner: str = "") -> bool | None:
+    """Whether pgAdmin's own database (desktop mode) has a server whose password command is tokend's (any
+    config's: ``owner`` is not in the command); None when there is no such database here."""
     db = Path.home() / ".pgadmin" / "pgadmin4.db"
     if not db.exists():
         return None
@@ -119,3 +120,21 @@ def set_up() -> bool | None:
     except sqlite3.Error:
         return None
     return bool(rows)
+
+
+def places() -> list[Path]:
+    """Folders whose presence shows pgAdmin 4 is installed here."""
+    return [Path.home() / ".pgadmin", Path("/usr/pgadmin4")]
+
+
+def setup(request: Request) -> list[str]:
+    """Into ``request.output``, or (none) the new servers.json to print."""
+    entries = servers(request.owner, request.targets, tokend_executable(), request.config_path, request.shared)
+    if request.output is None:
+        return [update("", entries).removesuffix("\n")]
+    return install(request.output, entries)
+
+
+def undo(request: Request) -> list[str]:
+    assert request.output is not None  # needs_output: the dispatcher asks for it
+    return uninstall(request.output, request.owner, request.names)

@@ -17,6 +17,7 @@ from typing import Any
 
 from tokend import paths
 from tokend.clients import edits, jsonc
+from tokend.clients.base import Request
 from tokend.config import Target
 from tokend.errors import UsageError
 
@@ -121,3 +122,16 @@ def uninstall(owner: str, names: Sequence[str] | None) -> list[str]:
 def set_up(owner: str) -> bool:
     """Whether this config's profiles are there; UsageError or SinkError naming the file when it cannot be read."""
     return any(_ours(owner, None, c) for c in edits.settings(settings_path(), SHAPE).get(CONNECTIONS, []))
+
+
+def places() -> list[Path]:
+    """Folders whose presence shows VS Code is installed here."""
+    return [settings_path().parent]
+
+
+def setup(request: Request) -> list[str]:
+    return install(request.owner, request.targets)
+
+
+def undo(request: Request) -> list[str]:
+    return uninstall(request.owner, request.names)

@@ -3,6 +3,8 @@
 A sink is told the whole set of (target, token) entries it should hold and makes its place hold exactly those:
 new tokens replace old ones, entries of removed targets or expired tokens disappear. Sinks never fetch tokens and
 never know about each other. ``check()`` test-writes when the sink is built, so a bad path fails at start.
+``diagnose()`` is the sink explaining itself to ``tokend doctor`` (keyring's viability that explains itself):
+findings with the evidence and the fix, so doctor holds no knowledge of any sink.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from tokend import paths
 from tokend.config import Target
+from tokend.errors import TokendError
+from tokend.findings import Finding
 from tokend.kinds import SINKS
 from tokend.token import Token
 
@@ -55,6 +60,18 @@ class Sink(ABC):
     def sync(self, entries: Sequence[Entry]) -> None:
         """Make the place hold exactly ``entries`` (and every byte that is not ours, unchanged)."""
 
+    def diagnose(self, targets: Sequence[Target], reported: Mapping[str, Mapping[str, Any]] | None) -> list[Finding]:
+        """What ``tokend doctor`` says about this sink for the ``targets`` that use it. ``reported``: what the
+        running daemon says of this sink per target name (status JSON's ``{"state", "last_error", …}``), or None
+        when no daemon answers. Default: nothing when no target uses it, else whether ``check()`` passes."""
+        if not targets:
+            return []
+        try:
+            self.check()
+        except TokendError as e:
+            return [Finding(self.kind, "fail", str(e), "see the evidence")]
+        return [Finding(self.kind, "ok", self.location())]
+
 
 def build(kind: str, options: Mapping[str, Any], owner: str) -> Sink:
     """The sink of ``kind`` (a name in ``tokend.kinds.SINKS``) for this config's ``owner`` id."""
@@ -65,6 +82,4 @@ def build(kind: str, options: Mapping[str, Any], owner: str) -> Sink:
 
 def lock_dir() -> Path:
     """tokend's private folder for writers' lock files (shared by every config of this user)."""
-    from tokend import paths
-
     return paths.private_dir(paths.runtime_dir() / "locks")

@@ -25,8 +25,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from tokend import system
+from tokend import paths, system
 from tokend.errors import SinkError
+from tokend.sinks import lock_dir
 
 Transform = Callable[[bytes | None], bytes | None]
 _TMP_SUFFIX = ".tokend.tmp"
@@ -174,11 +175,7 @@ def write(path: Path, data: bytes) -> bool:
     or in a folder others can swap it in taken over; a 0600 temporary file with an unpredictable name, fsynced and
     renamed). Missing folders are made 0700. True when the file changed."""
     if not os.path.isdir(path.parent):
-        from tokend.paths import private_dir
-
-        private_dir(path.parent)
-    from tokend.sinks import lock_dir
-
+        paths.private_dir(path.parent)
     return rewrite(path, lambda _old: data, lock_dir())
 
 

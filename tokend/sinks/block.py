@@ -90,6 +90,23 @@ def without(data: bytes, owner: str) -> bytes:
     return b"".join(kept)
 
 
+def owned_lines(text: str, owner: str) -> set[int]:
+    """The numbers (from 1) of the lines inside ``owner``'s block, its marker lines included (a BOM before the
+    first line is no part of it; owner "o1" is not owner "o12")."""
+    begin, end = (BEGIN + owner.encode()).decode(), (END + owner.encode()).decode()
+    inside, out = False, set()
+    for n, raw in enumerate(text.split("\n"), 1):
+        line = raw.removeprefix("\ufeff").rstrip("\r")
+        if line == begin or line.startswith(begin + " "):
+            inside = True
+        elif line == end:
+            inside = False
+            out.add(n)
+        if inside:
+            out.add(n)
+    return out
+
+
 class BlockSink(Sink):
     """A sink whose place is the owner's block in a user's text file (pgpass, pg_service.conf): the file at
     ``[sinks.KIND] path``, else the kind's ``default_path()``. Subclasses say what the block's lines are."""

@@ -34,7 +34,7 @@ WINDOWS_LIMIT = 1280  # characters: 2560 bytes of UTF-16 (jaraco/keyring#355)
 
 
 def backend() -> KeyringBackend:
-    import keyring
+    import keyring  # start-up time: keyring loads its backends (~0.3-0.6 s); only keychain users pay it
 
     return keyring.get_keyring()
 
@@ -87,7 +87,7 @@ def read_token(name: str) -> Token | None:
 
 
 def remove(kr: KeyringBackend, name: str, chunks: int) -> None:
-    from keyring.errors import PasswordDeleteError
+    from keyring.errors import PasswordDeleteError  # start-up time: importing keyring loads its backends
 
     for key in [name, *(f"{name}#{i}" for i in range(1, chunks + 1))]:
         with contextlib.suppress(PasswordDeleteError):
@@ -117,7 +117,7 @@ class KeychainSink(Sink):
         return f"keychain ({type(kr).__module__.rsplit('.', 1)[-1]}.{type(kr).__name__}), service {SERVICE}"
 
     def check(self) -> None:
-        from keyring.backends import fail
+        from keyring.backends import fail  # start-up time: importing keyring loads its backends
 
         kr = self.kr
         if isinstance(kr, fail.Keyring) or getattr(kr, "priority", 1) <= 0:

@@ -1,0 +1,116 @@
+"""Sinks in-process: built through the table, explaining themselves (``diagnose``), and the pure parts of the
+pg_service and PgBouncer sinks (their lines, PgBouncer's pidfile and signal rules)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from keyring.backends import fail
+
+from tokend.errors import SinkError
+from tokend.kinds import SINKS
+from tokend.sinks import build, pg_service, pgbouncer
+from tokend.sinks.keychain import KeychainSink
+
+from support.builders import entry, target
+
+
+@pytest.mark.parametrize("kind", list(SINKS))
+def test_every_kind_builds_through_the_table_and_has_nothing_to_say_unused(kind: str, tmp_path: Path) -> None:
+    sink = build(kind, {}, "owner1")
+    assert sink.kind == kind and sink.owner == "owner1"
+    if kind != "pgpass":  # pgpass always says whether the file is there
+        assert sink.diagnose([], None) == []
+
+
+def test_a_usable_place_is_ok_with_where_it_is(tmp_path: Path) -> None:
+    sink = build("pg_service", {"path": str(tmp_path / "pg_service.conf")}, "o")
+    (finding,) = sink.diagnose([target()], None)
+    assert (finding.name, finding.status, finding.evidence) == ("pg_service", "ok", str(tmp_path / "pg_service.conf"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "says"),
+    [
+        ("pg_service", {"path": "/nonexistent-folder/pg_service.conf"}, "does not exist"),
+        ("pgbouncer", {"path": "/tmp/tokend.ini"}, "set path (the include file"),
+    ],
+)
+def test_an_unusable_place_fails_with_the_reason(kind: str, options: dict[str, str], says: str) -> None:
+    (finding,) = build(kind, options, "o").diagnose([target()], None)
+    assert finding.status == "fail" and says in finding.evidence and finding.fix
+
+
+def test_no_keychain_is_diagnosed_with_what_to_start() -> None:
+    (finding,) = KeychainSink({}, "o", kr=fail.Keyring()).diagnose([target()], None)
+    assert finding.name == "keychain" and finding.status == "fail" and "Secret Service" in finding.evidence
+
+
+def test_a_service_section_names_one_database_and_no_token() -> None:
+    lines = pg_service.section(entry(value="tok-secret", database="*"))
+    assert lines == ["[db]", "host=h.example", "port=5432", "dbname=postgres", "user=DBA Group", "sslmode=require"]
+    assert "tok-secret" not in "".join(lines)
+
+
+def test_the_service_file_follows_pgservicefile(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PGSERVICEFILE", str(tmp_path / "services"))
+    assert pg_service.default_path() == tmp_path / "services"
+
+
+@pytest.mark.parametrize(
+    ("user", "quoted"),
+    [("alice", "alice"), ("a.b@c.example", "a.b@c.example"), ("DBA Group", "'DBA Group'"), ("o'k\\", "'o\\'k\\\\'")],
+)
+def test_pgbouncer_lines_quote_what_needs_it(user: str, quoted: str) -> None:
+    line = pgbouncer.line_for(entry(value="tok", database="appdb", user=user))
+    assert line == f"db = host=h.example port=5432 dbname=appdb user={quoted} password=tok"
+
+
+def test_pgbouncer_refuses_any_database_and_tokens_it_would_cut() -> None:
+    with pytest.raises(SinkError, match="PgBouncer needs one database"):
+        pgbouncer.line_for(entry(database="*"))
+    with pytest.raises(SinkError, match="cuts passwords at 2047"):
+        pgbouncer.line_for(entry(value="x" * 2048, database="appdb"))
+    assert pgbouncer.line_for(entry(value="x" * 2047, database="appdb")).endswith("x" * 2047)
+
+
+@pytest.mark.parametrize(
+    ("content", "pid", "says"),
+    [
+        (b"4242\n", 4242, ""),
+        (b"  77", 77, ""),
+        (b"-1\n", None, "not PgBouncer's pid"),
+        (b"0\n", None, "not PgBouncer's pid"),
+        (b"1\n", None, "not PgBouncer's pid"),
+        (b"abc\n", None, "not PgBouncer's pid"),
+        (b"99999999999\n", None, "not PgBouncer's pid"),
+        (None, None, "no PgBouncer pidfile"),
+    ],
+)
+def test_the_pidfile_names_a_pid_above_one_or_is_refused(
+    tmp_path: Path, content: bytes | None, pid: int | None, says: str
+) -> None:
+    pidfile = tmp_path / "pgbouncer.pid"
+    if content is not None:
+        pidfile.write_bytes(content)
+    if pid is not None:
+        assert pgbouncer.pidfile_pid(pidfile) == pid
+    else:
+        with pytest.raises(SinkError, match=says):
+            pgbouncer.pidfile_pid(pidfile)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="PgBouncer's RELOAD is a POSIX signal")
+def test_only_a_running_pgbouncer_of_ones_own_is_hung_up(tmp_path: Path) -> None:
+    sleeper = subprocess.Popen(["sleep", "30"])  # a process of ours, but not PgBouncer
+    try:
+        with pytest.raises(SinkError, match="not PgBouncer"):
+            pgbouncer.hang_up(sleeper.pid, tmp_path / "pid")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with pytest.raises(SinkError, match="is not running"):
+        pgbouncer.hang_up(sleeper.pid, tmp_path / "pid")  # reaped: no such process
