@@ -323,39 +323,67 @@ def as_dict(found: Sequence[Finding]) -> list[dict[str, Any]]:
     return [asdict(f) for f in found]
 
 
-def command(args: Any, config_path: Path, token_for: Callable[[str], str]) -> int:
-    """``tokend admin add-group|list|check`` (``args``: the parsed command line); prints, returns the exit code."""
-    import json
-    import sys
+ACTIONS = ("add-group", "list", "check")
 
-    from tokend import config, status
 
-    target = config.load(config_path).target(args.target)
-    database = args.database or (target.database if target.database != "*" else "postgres")
-    if args.action != "list":
-        _names(args.group, database, args.schema)  # before anything is printed or a connection made
-    if args.action == "add-group":
-        sql = add_group_sql(
-            args.group, database, args.schema, args.read_write, args.object_id, args.type, args.allow_public
-        )
-        if not args.apply:
-            sys.stdout.write(sql)
-            return 0
+@dataclass(frozen=True)
+class Request:
+    """``tokend admin ACTION``: log in as ``target`` (an Entra administrator) to ``database`` (None: the target's,
+    or ``postgres`` for a target of any database). ``group``/``schemas``: add-group and check; the rest add-group."""
+
+    action: str  # one of ACTIONS
+    config: Path
+    target: str
+    database: str | None = None
+    group: str = ""
+    schemas: tuple[str, ...] = ()
+    read_write: bool = False
+    object_id: str | None = None
+    kind: str = "group"  # one of KINDS, with object_id
+    allow_public: bool = False
+    apply: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an admin action found or did, for the CLI to show: ``sql`` (add-group, not applied), ``applied``
+    (add-group --apply: the statements' tags), ``principals`` (list) or ``findings`` (check; ``ok`` when all
+    passed)."""
+
+    sql: str = ""
+    applied: tuple[str, ...] | None = None
+    principals: tuple[Principal, ...] | None = None
+    findings: tuple[Finding, ...] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(f.ok for f in self.findings or ())
+
+
+def command(request: Request, token_for: Callable[[str], str]) -> Outcome:
+    """``tokend admin add-group|list|check``; ``token_for(target name)`` gives the administrator's token."""
+    from tokend import config
+
+    r = request
+    target = config.load(r.config).target(r.target)
+    database = r.database or (target.database if target.database != "*" else "postgres")
+    if r.action != "list":
+        _names(r.group, database, r.schemas)  # before anything is shown or a connection made
+    if r.action == "add-group":
+        sql = add_group_sql(r.group, database, list(r.schemas), r.read_write, r.object_id, r.kind, r.allow_public)
+        if not r.apply:
+            return Outcome(sql=sql)
     with connect(target, token_for(target.name), database) as conn:
-        if args.action == "add-group":
-            print(f"applied in one transaction: {', '.join(apply(conn, sql))}")
-            return 0
-        if args.action == "list":
-            print(render_principals(principals(conn), args.json))
-            return 0
+        if r.action == "add-group":
+            return Outcome(applied=tuple(apply(conn, sql)))
+        if r.action == "list":
+            return Outcome(principals=tuple(principals(conn)))
         fix = shlex.join(
             [
-                *("tokend", "admin", "add-group", checked("the group", args.group)),
+                *("tokend", "admin", "add-group", checked("the group", r.group)),
                 *("--target", target.name, "--database", checked("--database", database)),
-                *(a for sc in args.schema for a in ("--schema", checked("--schema", sc))),
+                *(a for sc in r.schemas for a in ("--schema", checked("--schema", sc))),
                 "--apply",
             ]
         )
-        found = check(conn, args.group, database, args.schema, fix)
-        print(json.dumps(as_dict(found), indent=2) if args.json else render_findings(found, status.painter()))
-        return 0 if all(f.ok for f in found) else 1
+        return Outcome(findings=tuple(check(conn, r.group, database, list(r.schemas), fix)))

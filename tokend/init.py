@@ -191,20 +191,30 @@ def _append(text: str, table: str, body: dict[str, object]) -> str:
     return text + sep + "\n".join(lines) + "\n"
 
 
-def run(
-    config_path: Path,
-    answers: Answers,
-    interactive: bool,
-    check: bool,
-    service: bool | None,
-    say: Callable[[str], None],
-) -> int:
-    """``tokend init``: complete the answers (asking when ``interactive``), append to the config, prove the
-    identity with a token, optionally log in (``check``) and install the login service. Returns the exit code."""
+@dataclass(frozen=True)
+class Request:
+    """``tokend init``: the config to add to, the answers given as flags, ``interactive`` (a terminal is attached:
+    ask for the rest), ``check`` (also log in), ``service`` (install the login service; None: ask when
+    interactive)."""
+
+    config: Path
+    answers: Answers
+    interactive: bool = False
+    check: bool = False
+    service: bool | None = None
+
+
+def run(request: Request, say: Callable[[str], None], ask_line: Callable[[str], str] = input) -> int:
+    """``tokend init``: complete the answers (asking through ``ask_line`` when interactive), append to the config,
+    prove the identity with a token, optionally log in (``check``) and install the login service. ``say`` shows
+    each step. Returns the exit code."""
     from tokend import identities
 
+    config_path, answers, interactive = request.config, request.answers, request.interactive
+    check, service = request.check, request.service
+
     def ask(question: str, default: str) -> str:
-        answer = input(f"{question}{f' [{default}]' if default else ''}: ")
+        answer = ask_line(f"{question}{f' [{default}]' if default else ''}: ")
         return answer or default
 
     from tokend.sinks import atomic
