@@ -34,6 +34,7 @@ class Daemon(Protocol):
 
 
 Connect = Callable[[Path], Daemon]  # config path -> a client of that config's daemon
+Fetch = Callable[[IdentityConfig], Token]  # one token acquired here and now (identities.fetch_once)
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,13 @@ class SignIn:
     identity: str | None = None
 
 
-def token_for(config_path: Path, name: str | None, connect: Connect, clock: Clock = SYSTEM) -> TokenAnswer:
+def token_for(
+    config_path: Path,
+    name: str | None,
+    connect: Connect,
+    clock: Clock = SYSTEM,
+    fetch: Fetch = identities.fetch_once,
+) -> TokenAnswer:
     """A valid token for target ``name`` (None: the only target) and the target: the running daemon's, else
     ``token_without_daemon``."""
     try:
@@ -53,11 +60,13 @@ def token_for(config_path: Path, name: str | None, connect: Connect, clock: Cloc
         pass
     cfg = config.load(config_path)
     target = cfg.target(name)
-    token = token_without_daemon(cfg, target, clock)
+    token = token_without_daemon(cfg, target, clock, fetch)
     return TokenAnswer(token.value, token.expires_on, target.as_dict())
 
 
-def token_without_daemon(cfg: Config, target: Target, clock: Clock = SYSTEM) -> Token:
+def token_without_daemon(
+    cfg: Config, target: Target, clock: Clock = SYSTEM, fetch: Fetch = identities.fetch_once
+) -> Token:
     """A valid token for ``target`` when no daemon answers: the one the daemon last left in the keychain (when the
     target keeps one there and it has over ``KEYCHAIN_MIN_LIFE`` seconds left), else one acquired here and now."""
     if "keychain" in target.sinks:
@@ -66,7 +75,7 @@ def token_without_daemon(cfg: Config, target: Target, clock: Clock = SYSTEM) -> 
         kept = keychain.read_token(target.name)
         if kept is not None and kept.expires_on - clock.now() >= KEYCHAIN_MIN_LIFE:
             return kept
-    return identities.fetch_once(cfg.identities[target.identity])
+    return fetch(cfg.identities[target.identity])
 
 
 def identity_for_sign_in(cfg: Config, name: str | None, action: str) -> IdentityConfig:
