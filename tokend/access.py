@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from tokend import config, identities
+from tokend import config
 from tokend.clock import SYSTEM, Clock
 from tokend.config import Config, IdentityConfig, Target
 from tokend.errors import DaemonNotRunning, UsageError
@@ -50,10 +50,10 @@ def token_for(
     name: str | None,
     connect: Connect,
     clock: Clock = SYSTEM,
-    fetch: Fetch = identities.fetch_once,
+    fetch: Fetch | None = None,
 ) -> TokenAnswer:
     """A valid token for target ``name`` (None: the only target) and the target: the running daemon's, else
-    ``token_without_daemon``."""
+    ``token_without_daemon`` (``fetch``: how a token is acquired here; default ``identities.fetch_once``)."""
     try:
         return connect(config_path).token(name)
     except DaemonNotRunning:
@@ -64,9 +64,7 @@ def token_for(
     return TokenAnswer(token.value, token.expires_on, target.as_dict())
 
 
-def token_without_daemon(
-    cfg: Config, target: Target, clock: Clock = SYSTEM, fetch: Fetch = identities.fetch_once
-) -> Token:
+def token_without_daemon(cfg: Config, target: Target, clock: Clock = SYSTEM, fetch: Fetch | None = None) -> Token:
     """A valid token for ``target`` when no daemon answers: the one the daemon last left in the keychain (when the
     target keeps one there and it has over ``KEYCHAIN_MIN_LIFE`` seconds left), else one acquired here and now."""
     if "keychain" in target.sinks:
@@ -75,6 +73,10 @@ def token_without_daemon(
         kept = keychain.read_token(target.name)
         if kept is not None and kept.expires_on - clock.now() >= KEYCHAIN_MIN_LIFE:
             return kept
+    if fetch is None:
+        from tokend import identities  # azure-identity (~300 ms): only a token acquired here needs it
+
+        fetch = identities.fetch_once
     return fetch(cfg.identities[target.identity])
 
 

@@ -18,6 +18,7 @@ tag a name could hold); and the command lines ``check`` suggests are quoted for 
 
 from __future__ import annotations
 
+import json
 import shlex
 import unicodedata
 import uuid
@@ -26,9 +27,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tokend import config
 from tokend.config import Target
 from tokend.errors import TokendError, UsageError
 from tokend.pgwire import Connection, ServerError, ident, literal
+from tokend.status import table
 
 KINDS = ("group", "service", "user")  # objectType of pgaadauth_create_principal_with_oid
 READ = "SELECT"
@@ -292,11 +295,7 @@ def connect(target: Target, token: str, database: str | None) -> Connection:
 
 def render_principals(found: Sequence[Principal], as_json: bool) -> str:
     if as_json:
-        import json
-
         return json.dumps([asdict(p) for p in found], indent=2)
-    from tokend.status import table
-
     rows = [
         [
             p.role,
@@ -362,8 +361,6 @@ class Outcome:
 
 def command(request: Request, token_for: Callable[[str], str]) -> Outcome:
     """``tokend admin add-group|list|check``; ``token_for(target name)`` gives the administrator's token."""
-    from tokend import config
-
     r = request
     target = config.load(r.config).target(r.target)
     database = r.database or (target.database if target.database != "*" else "postgres")

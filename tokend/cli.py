@@ -56,7 +56,7 @@ class Context(NamedTuple):
     @classmethod
     def real(cls, **overrides: Any) -> Context:
         """This process's streams, environment, daemon client and clock (``overrides`` replace any of them)."""
-        import time
+        import time  # these three: only once a command runs, not on the hand-off path
 
         from tokend import system
         from tokend.clock import SYSTEM  # dataclasses (~10 ms): not on `tokend token`'s hand-off path
@@ -237,7 +237,7 @@ WATCH_INTERVAL = 2.0  # seconds between two redraws of `tokend status --watch`
 def _status(r: StatusRequest, inv: Invocation) -> int:
     import json  # only the commands that show JSON need it
 
-    from tokend import status
+    from tokend import status  # only `tokend status` renders the table
 
     ctx = inv.ctx
     while True:
@@ -261,7 +261,7 @@ def _ask(inv: Invocation, call: Callable[[Client], Any]) -> Any:
         return call(inv.ctx.ipc_client(inv.config))
     except DaemonNotRunning as e:
         if not inv.config.exists():
-            from tokend import config
+            from tokend import config  # only this error path reads the config
 
             config.load(inv.config)  # raises the ConfigError naming the missing file
         raise TokendError(f"{e}; start it with `tokend run --config {inv.config}`") from None

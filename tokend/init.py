@@ -19,9 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokend import config as config_mod
+from tokend import identities
+from tokend import service as service_mod
 from tokend.clouds import CLOUDS
+from tokend.doctor import psql_login
 from tokend.errors import IdentityUnavailable, TokendError, UsageError
 from tokend.kinds import SOURCES
+from tokend.sinks import atomic
 
 Ask = Callable[[str, str], str]
 
@@ -208,16 +212,12 @@ def run(request: Request, say: Callable[[str], None], ask_line: Callable[[str], 
     """``tokend init``: complete the answers (asking through ``ask_line`` when interactive), append to the config,
     prove the identity with a token, optionally log in (``check``) and install the login service. ``say`` shows
     each step. Returns the exit code."""
-    from tokend import identities
-
     config_path, answers, interactive = request.config, request.answers, request.interactive
     check, service = request.check, request.service
 
     def ask(question: str, default: str) -> str:
         answer = ask_line(f"{question}{f' [{default}]' if default else ''}: ")
         return answer or default
-
-    from tokend.sinks import atomic
 
     data = atomic.read(config_path) or b""  # only a file that is safely yours: it becomes your daemon's config
     existing = config_mod.decode(data, config_path) if data.strip(b"\xef\xbb\xbf \t\r\n") else None
@@ -229,7 +229,7 @@ def run(request: Request, say: Callable[[str], None], ask_line: Callable[[str], 
     cfg = config_mod.load(config_path)
     ic = cfg.identities[identity]
     if ic.source in ("device-code", "browser"):
-        from tokend.identities import interactive as person
+        from tokend.identities import interactive as person  # azure-identity's interactive flows: only here
 
         if not person.record_path(ic).exists():
             if not interactive:
@@ -250,8 +250,6 @@ def run(request: Request, say: Callable[[str], None], ask_line: Callable[[str], 
     if service or (
         service is None and interactive and ask("Install the login service now? (y/n)", "y").lower().startswith("y")
     ):
-        from tokend import service as service_mod
-
         try:
             say(service_mod.install(config_path))
         except TokendError as e:
@@ -260,8 +258,6 @@ def run(request: Request, say: Callable[[str], None], ask_line: Callable[[str], 
 
 
 def _check_login(t: config_mod.Target, token: str) -> str:
-    from tokend.doctor import psql_login
-
     result = psql_login(t, password=token)
     if result is None:
         return "check skipped: psql not found"

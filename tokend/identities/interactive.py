@@ -66,7 +66,7 @@ def encrypted_cache_problem() -> str | None:
     if not system.LINUX:
         return None  # DPAPI (Windows) and the Keychain (macOS) are always there
     try:
-        import msal_extensions
+        import msal_extensions  # azure-identity's optional dependency: only the probe needs it
 
         msal_extensions.LibsecretPersistence(
             str(cache_folder() / ".probe"), "tokend.probe", {"MsalClientID": "tokend.probe"}, label="probe"
