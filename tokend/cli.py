@@ -767,11 +767,12 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
     stop = ctx.catch_stop() if argv[:1] == ["run"] else None  # before the heavy imports: a stop now is a clean stop
     debug = "--debug" in (argv[: argv.index("--")] if "--" in argv else argv)  # until the parser has said
     try:
-        command, request, inv = parse(argv, ctx, stop)
+        try:
+            command, request, inv = parse(argv, ctx, stop)
+        except SystemExit as e:  # argparse: --help, --version (0) and usage errors (2, its message written)
+            return e.code if isinstance(e.code, int) else EXIT_USAGE
         debug = inv.debug
         return int(command.run(request, inv))
-    except SystemExit as e:  # argparse: --help, --version (0) and usage errors (2, its message already written)
-        return e.code if isinstance(e.code, int) else EXIT_USAGE
     except TokendError as e:
         _traceback(ctx, debug)
         ctx.err(f"tokend: {e}")

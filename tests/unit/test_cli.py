@@ -5,6 +5,7 @@ typed request each command gets, argv -> the exit code and the one-line error, a
 from __future__ import annotations
 
 import io
+import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -450,3 +451,13 @@ def test_mistakes_name_file_key_and_fix(tmp_path: Path, text: str, key: str, fix
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tokend: ") and fix in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_doctor_shows_its_checks_as_json_or_for_people_and_exits_1_when_one_failed(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.toml")
+    r = tokend("doctor", "--json", "--config", missing)
+    report = json.loads(r.stdout)
+    assert r.code == 1 and report["ok"] is False and r.stderr == ""
+    assert [(c["name"], c["status"]) for c in report["checks"]][:1] == [("config", "fail")]
+    r = tokend("doctor", "--config", missing)
+    assert r.code == 1 and r.stdout.startswith("✗ config ") and "no such file" in r.stdout.splitlines()[0]
