@@ -126,3 +126,30 @@ def test_the_daemon_is_told_of_a_sign_in_when_one_runs(cfg: Path) -> None:
     assert up.calls == [("sign-in-changed", "dc")]
     told = access.tell_daemon(ic, lambda path: Daemon(running=False))
     assert told.startswith("no daemon is running for this config; start it with `tokend run`")
+
+
+BELOW_IDENTITIES = {
+    *("config", "token", "errors", "clouds", "clock"),
+    *("kinds", "paths", "system", "redact", "sinks.atomic"),
+}
+
+
+def test_identities_import_nothing_above_them() -> None:
+    """Asking the daemon is this module's job: ``identities/`` (function-level imports counted) reaches only the
+    modules below it — no ipc, no access, no sinks but the one safe writer."""
+    import ast
+
+    import tokend.identities
+
+    found: dict[str, set[str]] = {}
+    for path in Path(tokend.identities.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tokend"):
+                names = [node.module] if node.module != "tokend" else [f"tokend.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.startswith("tokend")]
+            for name in names:
+                found.setdefault(name.removeprefix("tokend."), set()).add(path.name)
+    above = {m: files for m, files in found.items() if m not in BELOW_IDENTITIES and not m.startswith("identities")}
+    assert above == {}
