@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 import unicodedata
 import uuid
 from collections.abc import Callable, Sequence
@@ -35,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tokend import config, status
+from tokend import config
 from tokend.config import Target
 from tokend.errors import TokendError, UsageError
 from tokend.pgwire import Connection, ServerError, ident, literal
@@ -524,45 +523,83 @@ def as_dict(found: Sequence[Finding]) -> list[dict[str, Any]]:
     return [asdict(f) for f in found]
 
 
-def command(args: Any, config_path: Path, token_for: Callable[[str], str]) -> int:
-    """``tokend admin add-group|list|check|sync`` (``args``: the parsed command line); prints, returns the exit
-    code."""
-    target = config.load(config_path).target(args.target)
-    database = args.database or (target.database if target.database != "*" else "postgres")
-    if args.action not in ("list", "sync"):
-        _names(args.group, database, args.schema)  # before anything is printed or a connection made
-    members_only = args.action == "add-group" and getattr(args, "members_only", False)
-    if args.action == "add-group":
+ACTIONS = ("add-group", "list", "check", "sync")
+
+
+@dataclass(frozen=True)
+class Request:
+    """``tokend admin ACTION``: log in as ``target`` (an Entra administrator) to ``database`` (None: the target's,
+    or ``postgres`` for a target of any database). ``group``/``schemas``: add-group and check; the rest add-group."""
+
+    action: str  # one of ACTIONS
+    config: Path
+    target: str
+    database: str | None = None
+    group: str = ""
+    schemas: tuple[str, ...] = ()
+    read_write: bool = False
+    object_id: str | None = None
+    kind: str = "group"  # one of KINDS, with object_id
+    allow_public: bool = False
+    apply: bool = False
+    members_only: bool = False  # add-group with group sync on: the group role NOLOGIN, members log in as themselves
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an admin action found or did, for the CLI to show: ``sql`` (add-group, not applied), ``applied``
+    (add-group --apply: the statements' tags), ``principals`` (list), ``synced`` (sync: what it did, as text) or
+    ``findings`` (check; ``ok`` when all passed)."""
+
+    sql: str = ""
+    synced: str | None = None
+    applied: tuple[str, ...] | None = None
+    principals: tuple[Principal, ...] | None = None
+    findings: tuple[Finding, ...] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(f.ok for f in self.findings or ())
+
+
+def command(request: Request, token_for: Callable[[str], str]) -> Outcome:
+    """``tokend admin add-group|list|check|sync``; ``token_for(target name)`` gives the administrator's token."""
+    r = request
+    target = config.load(r.config).target(r.target)
+    database = r.database or (target.database if target.database != "*" else "postgres")
+    if r.action not in ("list", "sync"):
+        _names(r.group, database, r.schemas)  # before anything is shown or a connection made
+    members_only = r.action == "add-group" and r.members_only
+    if r.action == "add-group":
         sql = add_group_sql(
-            *(args.group, database, args.schema, args.read_write, args.object_id, args.type, args.allow_public),
+            r.group,
+            database,
+            list(r.schemas),
+            r.read_write,
+            r.object_id,
+            r.kind,
+            r.allow_public,
             members_only=members_only,
         )
-        if not args.apply and not members_only:
-            sys.stdout.write(sql)
-            return 0
+        if not r.apply and not members_only:
+            return Outcome(sql=sql)
     with connect(target, token_for(target.name), database) as conn:
-        if args.action == "add-group":
+        if r.action == "add-group":
             if members_only:
-                require_group_sync(conn, args.group)  # the server decides, so even the dry run asks it
-                if not args.apply:
-                    sys.stdout.write(sql)
-                    return 0
-            print(f"applied in one transaction: {', '.join(apply(conn, sql))}")
-            return 0
-        if args.action == "list":
-            print(render_principals(principals(conn), args.json))
-            return 0
-        if args.action == "sync":
-            print(render_synced(sync(conn), target.host))
-            return 0
+                require_group_sync(conn, r.group)  # the server decides, so even the dry run asks it
+                if not r.apply:
+                    return Outcome(sql=sql)
+            return Outcome(applied=tuple(apply(conn, sql)))
+        if r.action == "list":
+            return Outcome(principals=tuple(principals(conn)))
+        if r.action == "sync":
+            return Outcome(synced=render_synced(sync(conn), target.host))
         fix = shlex.join(
             [
-                *("tokend", "admin", "add-group", checked("the group", args.group)),
+                *("tokend", "admin", "add-group", checked("the group", r.group)),
                 *("--target", target.name, "--database", checked("--database", database)),
-                *(a for sc in args.schema for a in ("--schema", checked("--schema", sc))),
+                *(a for sc in r.schemas for a in ("--schema", checked("--schema", sc))),
                 "--apply",
             ]
         )
-        found = check(conn, args.group, database, args.schema, fix)
-        print(json.dumps(as_dict(found), indent=2) if args.json else render_findings(found, status.painter()))
-        return 0 if all(f.ok for f in found) else 1
+        return Outcome(findings=tuple(check(conn, r.group, database, list(r.schemas), fix)))

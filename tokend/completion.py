@@ -1,10 +1,15 @@
-"""Shell completion scripts for bash, zsh, fish and PowerShell, generated from the argument parser itself, so they
-never drift from the commands. Target names complete too (``tokend completion targets`` lists them)."""
+"""Shell completion scripts for bash, zsh, fish and PowerShell, generated from the argument parser that
+``tokend.cli`` builds from its command table, so they never drift from the commands. Target names complete too
+(``tokend completion targets`` lists them)."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from tokend import config
+from tokend.errors import TokendError
 
 
 def _commands(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
@@ -22,10 +27,7 @@ def _commands(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
     return out
 
 
-TARGET_COMMANDS = ("token", "exec", "clients")
-
-
-def bash(parser: argparse.ArgumentParser) -> str:
+def bash(parser: argparse.ArgumentParser, targets: Sequence[str]) -> str:
     cmds = _commands(parser)
     cases = "\n".join(f'        {name}) opts="{" ".join(opts)}" ;;' for name, opts in cmds.items())
     return f"""# tokend completion for bash: source <(tokend completion bash)
@@ -39,7 +41,7 @@ _tokend() {{
 {cases}
     esac
     case "$cmd" in
-        {"|".join(TARGET_COMMANDS)}) opts="$opts $(tokend completion targets 2>/dev/null)" ;;
+        {"|".join(targets)}) opts="$opts $(tokend completion targets 2>/dev/null)" ;;
     esac
     if [ "${{COMP_WORDS[COMP_CWORD-1]}}" = "--config" ] || [ "${{COMP_WORDS[COMP_CWORD-1]}}" = "--output" ]; then
         COMPREPLY=($(compgen -f -- "$cur"))
@@ -51,14 +53,14 @@ complete -F _tokend tokend
 """
 
 
-def zsh(parser: argparse.ArgumentParser) -> str:
+def zsh(parser: argparse.ArgumentParser, targets: Sequence[str]) -> str:
     return (
         "# tokend completion for zsh: source <(tokend completion zsh)\n"
-        "autoload -U +X bashcompinit && bashcompinit\n" + bash(parser).split("\n", 1)[1]
+        "autoload -U +X bashcompinit && bashcompinit\n" + bash(parser, targets).split("\n", 1)[1]
     )
 
 
-def fish(parser: argparse.ArgumentParser) -> str:
+def fish(parser: argparse.ArgumentParser, targets: Sequence[str]) -> str:
     cmds = _commands(parser)
     lines = [
         "# tokend completion for fish: tokend completion fish | source",
@@ -73,13 +75,13 @@ def fish(parser: argparse.ArgumentParser) -> str:
             else:
                 lines.append(f"complete -c tokend -n '__fish_seen_subcommand_from {name}' -a {o}")
     lines.append(
-        f"complete -c tokend -n '__fish_seen_subcommand_from {' '.join(TARGET_COMMANDS)}' "
+        f"complete -c tokend -n '__fish_seen_subcommand_from {' '.join(targets)}' "
         "-a '(tokend completion targets 2>/dev/null)'"
     )
     return "\n".join(lines) + "\n"
 
 
-def powershell(parser: argparse.ArgumentParser) -> str:
+def powershell(parser: argparse.ArgumentParser, targets: Sequence[str]) -> str:
     cmds = _commands(parser)
     table = "\n".join(f"    '{n}' = @({', '.join(repr(o) for o in opts)})" for n, opts in cmds.items())
     return f"""# tokend completion for PowerShell: tokend completion powershell | Out-String | Invoke-Expression
@@ -93,7 +95,7 @@ Register-ArgumentCompleter -Native -CommandName tokend -ScriptBlock {{
         $candidates = $tokendOptions.Keys
     }} else {{
         $candidates = $tokendOptions[$words[1]]
-        if ('{"', '".join(TARGET_COMMANDS)}' -split ', ' -contains $words[1]) {{
+        if ('{"', '".join(targets)}' -split ', ' -contains $words[1]) {{
             $candidates += @(tokend completion targets 2>$null)
         }}
     }}
@@ -104,17 +106,20 @@ Register-ArgumentCompleter -Native -CommandName tokend -ScriptBlock {{
 """
 
 
-SHELLS = {"bash": bash, "zsh": zsh, "fish": fish, "powershell": powershell}
+SHELLS: dict[str, Callable[[argparse.ArgumentParser, Sequence[str]], str]] = {
+    "bash": bash,
+    "zsh": zsh,
+    "fish": fish,
+    "powershell": powershell,
+}
 
 
-def script(shell: str, parser: argparse.ArgumentParser, config_path: Path) -> str:
-    """The completion script for ``shell``, or for ``targets`` the configured target names (read from the config's
-    names only: it works without any identity's secret; no config, or a broken one, offers nothing)."""
+def script(shell: str, parser: argparse.ArgumentParser, targets: Sequence[str], config_path: Path) -> str:
+    """The completion script for ``shell`` (``targets``: the commands whose arguments are target names), or for
+    ``targets`` the configured target names (read from the config's names only: it works without any identity's
+    secret; no config, or a broken one, offers nothing)."""
     if shell != "targets":
-        return SHELLS[shell](parser)
-    from tokend import config
-    from tokend.errors import TokendError
-
+        return SHELLS[shell](parser, targets)
     try:
         return "".join(f"{name}\n" for name in config.load(config_path).targets)
     except TokendError:

@@ -19,7 +19,7 @@ from typing import Any
 
 from tokend.clouds import CLOUDS, Cloud
 from tokend.errors import ConfigError, UsageError
-from tokend.kinds import COMMON_IDENTITY_KEYS, SINKS, SOURCES, person_sources
+from tokend.kinds import COMMON_IDENTITY_KEYS, SINKS, SOURCES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -143,28 +143,6 @@ class Config:
         if name not in self.targets:
             raise UsageError(f"no target {name!r} in {self.path} (configured: {names})")
         return self.targets[name]
-
-    def identity_for_sign_in(self, name: str | None, action: str) -> IdentityConfig:
-        """The identity `tokend login` / `logout` acts on: the one named, else the only one a person signs in to.
-        UsageError with the fix for identities tokend does not sign in itself."""
-        people = person_sources()
-        if name is not None:
-            if name not in self.identities:
-                raise UsageError(f"no identity {name!r} in {self.path} (configured: {', '.join(self.identities)})")
-            ic = self.identities[name]
-        else:
-            candidates = [i for i in self.identities.values() if i.source in people]
-            if len(candidates) != 1:
-                names = ", ".join(i.name for i in candidates) or "none"
-                raise UsageError(f"name the identity to {action} ({', '.join(people)} ones: {names})")
-            ic = candidates[0]
-        if ic.source == "azure-cli":
-            raise UsageError(
-                f"identity {ic.name} follows the Azure CLI: run `az {action}`; tokend notices within seconds"
-            )
-        if ic.source not in people:
-            raise UsageError(f"identity {ic.name} ({ic.source}) signs in without a person; nothing to {action}")
-        return ic
 
 
 def load(path: Path) -> Config:

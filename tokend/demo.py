@@ -89,7 +89,7 @@ def _environment(folder: Path, em: Emulator, secret: str) -> dict[str, str]:
     bundle = folder / "ca-bundle.pem"
     system = os.environ.get("REQUESTS_CA_BUNDLE")
     if not system:
-        import certifi
+        import certifi  # only when REQUESTS_CA_BUNDLE names no bundle
 
         system = certifi.where()
     bundle.write_bytes(Path(system).read_bytes() + b"\n" + em.certs.ca_cert.read_bytes())

@@ -20,6 +20,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,16 +70,17 @@ def run(config_path: Path, login: bool = False) -> list[Check]:
     return checks
 
 
-def command(config_path: Path, login: bool, as_json_output: bool) -> int:
-    """``tokend doctor``: prints the checks; 1 when any failed."""
-    import json
+@dataclass(frozen=True)
+class Request:
+    """``tokend doctor``: the config to check; ``login``: also log in to each target (through pgpass, the proxy)."""
 
-    from tokend.status import painter
+    config: Path
+    login: bool = False
 
-    checks = run(config_path, login=login)
-    report = as_json(checks)
-    print(json.dumps(report, indent=2) if as_json_output else render(checks, painter()))
-    return 0 if report["ok"] else 1
+
+def command(request: Request) -> list[Check]:
+    """``tokend doctor``: every check, in order (the CLI shows them and exits 1 when any failed)."""
+    return run(request.config, login=request.login)
 
 
 def as_json(checks: list[Check]) -> dict[str, Any]:

@@ -100,7 +100,7 @@ def token(args: list[str]) -> int | None:
 
 def _ask(path: str, target: str | None) -> str | None:
     """The token the daemon at ``path`` hands out for ``target``, or None."""
-    import _json
+    import _json  # the C modules, imported only once the arguments are known to be the hand-off's
     import _socket
 
     request = '{"op": "token", "target": %s}\n' % ("null" if target is None else _json.encode_basestring_ascii(target))

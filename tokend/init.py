@@ -19,9 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokend import config as config_mod
+from tokend import identities
+from tokend import service as service_mod
 from tokend.clouds import CLOUDS
+from tokend.doctor import psql_login
 from tokend.errors import IdentityUnavailable, TokendError, UsageError
 from tokend.kinds import SOURCES
+from tokend.sinks import atomic
 
 Ask = Callable[[str, str], str]
 
@@ -191,23 +195,29 @@ def _append(text: str, table: str, body: dict[str, object]) -> str:
     return text + sep + "\n".join(lines) + "\n"
 
 
-def run(
-    config_path: Path,
-    answers: Answers,
-    interactive: bool,
-    check: bool,
-    service: bool | None,
-    say: Callable[[str], None],
-) -> int:
-    """``tokend init``: complete the answers (asking when ``interactive``), append to the config, prove the
-    identity with a token, optionally log in (``check``) and install the login service. Returns the exit code."""
-    from tokend import identities
+@dataclass(frozen=True)
+class Request:
+    """``tokend init``: the config to add to, the answers given as flags, ``interactive`` (a terminal is attached:
+    ask for the rest), ``check`` (also log in), ``service`` (install the login service; None: ask when
+    interactive)."""
+
+    config: Path
+    answers: Answers
+    interactive: bool = False
+    check: bool = False
+    service: bool | None = None
+
+
+def run(request: Request, say: Callable[[str], None], ask_line: Callable[[str], str] = input) -> int:
+    """``tokend init``: complete the answers (asking through ``ask_line`` when interactive), append to the config,
+    prove the identity with a token, optionally log in (``check``) and install the login service. ``say`` shows
+    each step. Returns the exit code."""
+    config_path, answers, interactive = request.config, request.answers, request.interactive
+    check, service = request.check, request.service
 
     def ask(question: str, default: str) -> str:
-        answer = input(f"{question}{f' [{default}]' if default else ''}: ")
+        answer = ask_line(f"{question}{f' [{default}]' if default else ''}: ")
         return answer or default
-
-    from tokend.sinks import atomic
 
     data = atomic.read(config_path) or b""  # only a file that is safely yours: it becomes your daemon's config
     existing = config_mod.decode(data, config_path) if data.strip(b"\xef\xbb\xbf \t\r\n") else None
@@ -219,7 +229,7 @@ def run(
     cfg = config_mod.load(config_path)
     ic = cfg.identities[identity]
     if ic.source in ("device-code", "browser"):
-        from tokend.identities import interactive as person
+        from tokend.identities import interactive as person  # azure-identity's interactive flows: only here
 
         if not person.record_path(ic).exists():
             if not interactive:
@@ -240,8 +250,6 @@ def run(
     if service or (
         service is None and interactive and ask("Install the login service now? (y/n)", "y").lower().startswith("y")
     ):
-        from tokend import service as service_mod
-
         try:
             say(service_mod.install(config_path))
         except TokendError as e:
@@ -250,8 +258,6 @@ def run(
 
 
 def _check_login(t: config_mod.Target, token: str) -> str:
-    from tokend.doctor import psql_login
-
     result = psql_login(t, password=token)
     if result is None:
         return "check skipped: psql not found"

@@ -184,27 +184,27 @@ def status(config: Path) -> tuple[bool, str]:
     return r.returncode == 0, (r.stdout or r.stderr).strip()
 
 
-def show_logs(config: Path, follow: bool) -> int:
-    """``tokend service logs``: the journal's lines for the service, else the tail of the daemon's log file."""
+@dataclass(frozen=True)
+class Logs:
+    """What ``tokend service logs`` shows: ``text`` (the log file's tail), or ``follow``: a command that writes the
+    lines itself (journalctl, tail -F) and whose exit code is the command's."""
+
+    text: str = ""
+    follow: tuple[str, ...] = ()
+
+
+def logs(config: Path, follow: bool) -> Logs:
+    """``tokend service logs``: the journal's lines for the service, else the tail (200 lines) of the daemon's log
+    file."""
     if system.LINUX and _user_systemd():
-        cmd = [
-            "journalctl",
-            "--user",
-            "-u",
-            service_name(config.absolute()),
-            "-n",
-            "200",
-            "--no-pager",
-            *(["-f"] if follow else []),
-        ]
-        return subprocess.call(cmd)
+        name = service_name(config.absolute())
+        return Logs(follow=("journalctl", "--user", "-u", name, "-n", "200", "--no-pager", *(["-f"] if follow else [])))
     shown = paths.log_file(config)
     if not shown.exists():
         raise TokendError(f"no log file yet at {shown}")
     if follow and not system.WINDOWS:
-        return subprocess.call(["tail", "-n", "200", "-F", str(shown)])
-    sys.stdout.write("".join(shown.read_text(errors="replace").splitlines(keepends=True)[-200:]))
-    return 0
+        return Logs(follow=("tail", "-n", "200", "-F", str(shown)))
+    return Logs(text="".join(shown.read_text(errors="replace").splitlines(keepends=True)[-200:]))
 
 
 def _stop_daemon(config: Path, timeout: float = 15.0) -> None:
@@ -273,18 +273,38 @@ def _write(r: Rendered, encoding: str = "utf-8") -> None:
     write_private(r.path, r.text, encoding)
 
 
-def command(action: str, config: Path, purge_too: bool = False, follow: bool = False) -> int:
-    """``tokend service ACTION``; prints what was done, returns the exit code."""
-    if action == "install":
-        print(install(config))
-    elif action == "uninstall":
-        print(uninstall(config))
-        for line in purge(config) if purge_too else []:
-            print(line)
-    elif action == "status":
-        running, text = status(config)
-        print(text)
-        return 0 if running else 1
-    else:
-        return show_logs(config, follow)
-    return 0
+ACTIONS = ("install", "uninstall", "status", "logs")
+
+
+@dataclass(frozen=True)
+class Request:
+    """``tokend service ACTION``: ``purge`` (uninstall: also remove everything this config made), ``follow`` (logs:
+    keep following)."""
+
+    action: str  # one of ACTIONS
+    config: Path
+    purge: bool = False
+    follow: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a service action did, for the CLI to show: ``lines`` for people, ``ok`` (status: the service runs),
+    ``logs`` for ``logs``."""
+
+    lines: tuple[str, ...] = ()
+    ok: bool = True
+    logs: Logs | None = None
+
+
+def command(request: Request) -> Outcome:
+    """``tokend service ACTION``: does it and says what was done (nothing printed here)."""
+    if request.action == "install":
+        return Outcome((install(request.config),))
+    if request.action == "uninstall":
+        done = [uninstall(request.config)]
+        return Outcome(tuple(done + (purge(request.config) if request.purge else [])))
+    if request.action == "status":
+        running, text = status(request.config)
+        return Outcome((text,), ok=running)
+    return Outcome(logs=logs(request.config, request.follow))

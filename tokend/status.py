@@ -1,12 +1,13 @@
 """``tokend status`` for people: the daemon's status (the JSON contract) as a compact table, problems indented
-under the line they concern with their fix. Pure: takes the status dict and ``now``; tested on plain dicts.
+under the line they concern with their fix. Pure: takes the status dict and ``now``; tested on plain dicts. The CLI
+asks the daemon, prints, and follows it for ``--watch``.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 Paint = Callable[[str, str], str]
@@ -22,10 +23,12 @@ COLOURS = {
 }
 
 
-def painter(stream: Any = None) -> Paint:
-    """Colour only on a terminal (and never with NO_COLOR)."""
+def painter(stream: Any = None, environ: Mapping[str, str] | None = None) -> Paint:
+    """Colour only on a terminal (and never with NO_COLOR): ``stream`` (default stdout) and ``environ`` (default
+    the process's) are the ones the output goes to and the command runs in."""
     stream = stream or sys.stdout
-    on = stream.isatty() and not os.environ.get("NO_COLOR")
+    environ = os.environ if environ is None else environ
+    on = stream.isatty() and not environ.get("NO_COLOR")
     return lambda text, code: f"\033[{code}m{text}\033[0m" if on else text
 
 
@@ -115,22 +118,3 @@ def _with_notes(lines: list[str], notes: dict[int, list[str]]) -> list[str]:
         out.append(line)
         out += notes.get(i, [])
     return out
-
-
-def show(fetch: Callable[[], dict[str, Any]], as_json: bool, watch: bool) -> int:
-    """``tokend status``: print the daemon's status once, or (``watch``) every two seconds until Ctrl-C."""
-    import json
-    import time
-
-    while True:
-        state = fetch()
-        if as_json:
-            print(json.dumps(state, indent=2), flush=True)
-        else:
-            clear = "\033[H\033[2J" if watch and sys.stdout.isatty() else ""
-            print(clear + render(state, time.time(), painter()), flush=True)
-        if not watch:
-            return 0
-        time.sleep(2)
-        if not sys.stdout.isatty():
-            print()

@@ -1,4 +1,5 @@
-"""Config mistakes through the installed product: one clear line (file, key, fix) and exit 2 for every mistake."""
+"""Config mistakes through the installed product: one clear line (file, key, fix) and exit 2 for every mistake.
+The table of mistakes runs in-process (tests/unit/test_cli.py); here, the cases that need a real process."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from tokend.config import load
-from tokend.errors import ConfigError
 
 from support.product import tokend
 
@@ -47,66 +47,23 @@ margin = "10m"
 """
 
 
-@pytest.mark.parametrize(
-    ("text", "key", "fix"),
-    [
-        ('[identities.me]\nsource = "azure-cli"\ncolour = "red"\n', "identities.me.colour", "unknown key"),
-        (
-            '[identities.me]\nsource = "azure-cli"\n[targets.t]\nhost = "h"\nuser = "u"\nport = "x"\n',
-            "targets.t.port",
-            "whole number",
-        ),
-        (
-            '[identities.me]\nsource = "azure-cli"\n[targets.t]\nhost = "h"\nuser = "u"\nidentity = "nope"\n',
-            "targets.t.identity",
-            "add [identities.nope]",
-        ),
-        ('[refresh]\nmargin = "ten minutes"\n', "refresh.margin", "bad duration"),
-        # non-finite and absurd: the daemon took nan and never refreshed again
-        *(
-            (f"[refresh]\nmargin = {bad}\n", "refresh.margin", 'write seconds or "90s", "10m", "1h", from 10s to 24h')
-            for bad in ("nan", "inf", "-inf", '"999999999999h"', "1" + "0" * 400, f'"{"9" * 400}s"', "0", '"2s"', "1e9")
-        ),
-        ('[identities.me]\nsource = "kerberos"\n', "identities.me.source", "use one of"),
-        (
-            '[identities.a]\nsource = "service-principal"\ntenant_id = "t"\nclient_id = "c"\n',
-            "identities.a",
-            "exactly one of client_secret_env",
-        ),
-        (
-            f'{ME}[targets.t]\nhost = "127.0.0.1:5432"\nuser = "u"\n',
-            "targets.t.host",
-            "write host = '127.0.0.1' and port = 5432",
-        ),
-        (f'{ME}[targets.t]\nhost = "[::1]:6432"\nuser = "u"\n', "targets.t.host", "write host = '::1' and port = 6432"),
-        (f'{ME}[targets.t]\nhost = "postgres://h.example/db"\nuser = "u"\n', "targets.t.host", "is a URL"),
-        (f'{ME}[targets.t]\nhost = ""\nuser = "u"\n', "targets.t.host", "non-empty string"),
-        (f'{ME}[targets.t]\nhost = "a.example,b.example"\nuser = "u"\n', "targets.t.host", "not one server name"),
-        (f'{ME}[targets.t]\nhost = "h"\nuser = "*"\n', "targets.t.user", "not the wildcard"),
-        (f'{ME}[targets.t]\nhost = "h"\nuser = "u"\ndatabase = ""\n', "targets.t.database", "non-empty string"),
-        (f"{ME}[sinks.pgpass]\npath = 5\n", "sinks.pgpass.path", "non-empty string"),
-        ("x = " + "[" * 100_000 + "]" * 100_000 + "\n", "", "nested too deeply"),
-        ('[identities.me]\nsource = "azure-cli"\ncloud = "mars"\n', "identities.me.cloud", "use one of"),
-        ('[targets.t]\nhost = "h"\n', "targets.t.user", "missing"),
-        (
-            '[identities.me]\nsource = "azure-cli"\n[targets.t]\nhost = "h"\nuser = "u"\nsinks = ["carrier-pigeon"]\n',
-            "targets.t.sinks",
-            "unknown sink",
-        ),
-        ("[identities.me\n", "", "not valid TOML"),
-    ],
-)
-def test_mistakes_name_file_key_and_fix(tmp_path: Path, text: str, key: str, fix: str) -> None:
+def test_a_config_mistake_through_the_installed_product(tmp_path: Path) -> None:
+    """The smoke test of the mistake table (tests/unit/test_cli.py runs all of it in-process through cli.main):
+    the installed launcher, a real process, the same one line and exit 2."""
     path = tmp_path / "config.toml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as e:
-        load(path)
-    assert str(path) in str(e.value) and key in str(e.value) and fix in str(e.value)
+    path.write_text('[identities.me]\nsource = "azure-cli"\ncolour = "red"\n')
     r = tokend("run", "--once", "--config", str(path))
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tokend: ") and fix in lines[0], r.stderr
+    assert len(lines) == 1 and lines[0].startswith("tokend: ") and "unknown key" in lines[0], r.stderr
+    assert str(path) in lines[0] and "identities.me.colour" in lines[0]
     assert "Traceback" not in r.stderr
+
+
+def test_debug_keeps_the_exit_code(tmp_path: Path) -> None:
+    """Issue 22: with --debug a config error exited 1 (Python's, for the re-raised exception), not 2."""
+    r = tokend("run", "--once", "--debug", "--config", str(tmp_path / "nope.toml"))
+    assert r.returncode == 2 and "Traceback" in r.stderr and "no such file" in r.stderr.strip().splitlines()[-1]
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

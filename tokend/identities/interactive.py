@@ -66,7 +66,7 @@ def encrypted_cache_problem() -> str | None:
     if not system.LINUX:
         return None  # DPAPI (Windows) and the Keychain (macOS) are always there
     try:
-        import msal_extensions
+        import msal_extensions  # azure-identity's optional dependency: only the probe needs it
 
         msal_extensions.LibsecretPersistence(
             str(cache_folder() / ".probe"), "tokend.probe", {"MsalClientID": "tokend.probe"}, label="probe"
@@ -170,32 +170,3 @@ def logout(config: IdentityConfig) -> list[str]:
             location.unlink()
             done.append(f"cleared the cache {name}")
     return done
-
-
-def tell_daemon(config: IdentityConfig) -> str:
-    """Let the running daemon pick a sign-in (or sign-out) up at once; what happened, for people."""
-    from tokend import ipc
-    from tokend.errors import DaemonNotRunning
-
-    try:
-        ipc.Client(config.config_path).sign_in_changed(config.name)
-    except DaemonNotRunning:
-        return "no daemon is running for this config; start it with `tokend run` or `tokend service install`"
-    return "the running daemon has picked it up"
-
-
-def sign_in(config_path: Path, name: str | None, say: Callable[[str], None]) -> str:
-    """``tokend login [IDENTITY]``: the sign-in flow for the identity, then the daemon told. Returns the summary."""
-    from tokend import config
-
-    ic = config.load(config_path).identity_for_sign_in(name, "login")
-    record = login(ic, say)
-    return f"signed in as {record.username} (tenant {record.tenant_id}) for identity {ic.name}; {tell_daemon(ic)}"
-
-
-def sign_out(config_path: Path, name: str | None) -> list[str]:
-    """``tokend logout [IDENTITY]``: the record and cache entries forgotten, the daemon told."""
-    from tokend import config
-
-    ic = config.load(config_path).identity_for_sign_in(name, "logout")
-    return [*logout(ic), f"signed out of identity {ic.name}; {tell_daemon(ic)}"]
