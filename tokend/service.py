@@ -51,15 +51,23 @@ def _template(name: str) -> str:
     return (importlib.resources.files("tokend.service_templates") / name).read_text(encoding="utf-8")
 
 
-def _systemd_quote(value: str) -> str:
+def _systemd_quote(value: str, executable: bool = False) -> str:
+    """One literal word of an Exec line (systemd.service, "Command lines"): ``%%`` stops specifier expansion, and
+    ``$$`` variable expansion in arguments (the executable is never expanded, so there ``$`` stays as it is);
+    whitespace or a quote makes it a double-quoted word, inside which a backslash and a double quote are escaped
+    with a backslash (C escapes). An unescaped quote made systemd refuse the whole unit ("Unbalanced quoting")."""
     value = value.replace("%", "%%")
-    return f'"{value}"' if any(c in value for c in ' "\\\t') else value
+    if not executable:
+        value = value.replace("$", "$$")
+    if not any(c in value for c in " \"'\\\t"):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def render_systemd(tokend: Path, config: Path) -> Rendered:
     name = service_name(config)
     text = _template("tokend.service").format(
-        tokend=_systemd_quote(str(tokend)), config=_systemd_quote(str(config.absolute())), label=name
+        tokend=_systemd_quote(str(tokend), executable=True), config=_systemd_quote(str(config.absolute())), label=name
     )
     home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     return Rendered(home / "systemd" / "user" / f"{name}.service", text)

@@ -1,0 +1,166 @@
+"""The hand-off's own decisions, in-process: which arguments it takes (anything else goes to the full command),
+and what it makes of the daemon's answer on the real socket path. (Where the socket is, and the launcher's imports
+and output against a running daemon: tests/e2e/test_handoff.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tokend import handoff, paths
+
+TOKEN = "eyJ0eXAiOiJKV1QifQ.eyJvaWQiOiIxIn0.c2ln"
+
+
+class FakeDaemon:
+    """A listener on the daemon's own socket path for a config that answers each request with ``reply`` bytes and
+    records the requests it got. It stands in for the daemon's IPC server, which tests/unit/test_daemon.py and the
+    e2e tests run for real; here only the hand-off's reading of an answer is under test."""
+
+    def __init__(self, path: Path, reply: bytes) -> None:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.requests: list[dict[str, object]] = []
+        self.reply = reply
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.bind(str(path))
+        self.sock.listen(4)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.requests.append(json.loads(data))
+                conn.sendall(self.reply)
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    return tmp_path / "config.toml"
+
+
+@pytest.fixture
+def daemon(config: Path) -> Iterator[Callable[[bytes], FakeDaemon]]:
+    started: list[FakeDaemon] = []
+
+    def start(reply: bytes) -> FakeDaemon:
+        d = FakeDaemon(paths.socket_path(config), reply)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.close()
+
+
+class Out:
+    """What the hand-off wrote to stdout so far."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self.capsys, self.text = capsys, ""
+
+    def getvalue(self) -> str:
+        self.text += self.capsys.readouterr().out
+        return self.text
+
+
+@pytest.fixture
+def stdout(capsys: pytest.CaptureFixture[str]) -> Out:
+    return Out(capsys)
+
+
+def ok(token: str) -> bytes:
+    return (json.dumps({"ok": True, "result": {"token": token, "expires_on": 2e9, "target": {}}}) + "\n").encode()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--host", "h.example"],  # the libpq-matching form: the full command's
+        ["prod", "extra"],  # two targets
+        ["--debug"],
+        ["-h"],
+        ["prod", "--json"],
+    ],
+)
+def test_anything_but_a_target_and_config_goes_to_the_full_command(
+    args: list[str], config: Path, daemon, stdout: Out
+) -> None:
+    d = daemon(ok(TOKEN))
+    assert handoff.token([*args, "--config", str(config)]) is None
+    assert d.requests == [] and stdout.getvalue() == ""
+
+
+@pytest.mark.parametrize("form", ["separate", "equals"])
+@pytest.mark.parametrize("target", [None, "prod", 'we"ird \\ target ✓'])
+def test_a_target_and_a_config_are_asked_of_the_daemon(
+    config: Path, daemon, stdout: Out, form: str, target: str | None
+) -> None:
+    d = daemon(ok(TOKEN))
+    cfg = ["--config", str(config)] if form == "separate" else [f"--config={config}"]
+    assert handoff.token([*([target] if target else []), *cfg]) == 0
+    assert stdout.getvalue() == TOKEN + "\n"
+    assert d.requests == [{"op": "token", "target": target}]
+
+
+def test_the_default_config_is_found_through_tokend_config(
+    config: Path, daemon, stdout: Out, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOKEND_CONFIG", str(config))
+    daemon(ok(TOKEN))
+    assert handoff.token([]) == 0 and stdout.getvalue() == TOKEN + "\n"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b'{"ok": false, "error": "no target named prod", "exit_code": 2}\n',  # the full command words the error
+        b"not json\n",
+        b'{"ok": true}\n',
+        b'{"ok": true, "result": []}\n',
+        b"",  # closed without an answer
+    ],
+)
+def test_an_answer_that_is_not_a_token_goes_to_the_full_command(
+    reply: bytes, config: Path, daemon, stdout: Out
+) -> None:
+    daemon(reply)
+    assert handoff.token(["prod", "--config", str(config)]) is None
+    assert stdout.getvalue() == ""
+
+
+def test_no_daemon_goes_to_the_full_command(config: Path, stdout: Out) -> None:
+    assert not paths.socket_path(config).exists()
+    assert handoff.token(["--config", str(config)]) is None and stdout.getvalue() == ""
+
+
+def test_a_runtime_folder_that_is_not_private_is_not_trusted(config: Path, daemon, stdout: Out) -> None:
+    daemon(ok(TOKEN))
+    runtime = Path(os.environ["XDG_RUNTIME_DIR"])
+    runtime.chmod(0o755)
+    try:
+        assert handoff.token(["--config", str(config)]) is None
+    finally:
+        runtime.chmod(0o700)
+    assert stdout.getvalue() == ""
