@@ -34,7 +34,7 @@ from tokend import config as config_mod
 from tokend import identities, ipc, paths, sinks, system
 from tokend.clock import SYSTEM, Clock
 from tokend.config import Config, IdentityConfig
-from tokend.errors import EXIT_FAILURE, EXIT_OK, ConfigError, SinkUnavailable, TokendError, UsageError
+from tokend.errors import EXIT_FAILURE, EXIT_OK, ConfigError, SinkUnavailable, TokendError
 from tokend.kinds import SINKS
 from tokend.refresh import Policy
 from tokend.refresher import Refresher, TokenSource
@@ -287,23 +287,8 @@ class Daemon:
 
     # -- IPC ------------------------------------------------------------------------------------------------------
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Answer one IPC request (``ipc.OPS``)."""
-        op = request.get("op")
-        if op == ipc.STATUS:
-            return self.status()
-        if op == ipc.TOKEN:
-            answer = self.token_for(_name(request, "target"))
-            return {"token": answer.token, "expires_on": answer.expires_on, "target": answer.target}
-        if op == ipc.SIGN_IN_CHANGED:
-            self.sign_in_changed(identity=_name(request, "identity"))
-            return {"refreshing": True}
-        if op == ipc.RELOAD:
-            self.reload("tokend reload")
-            return {"reloaded": True}
-        if op == ipc.STOP:
-            self.stop("tokend stop")
-            return {"stopping": True}
-        raise UsageError(f"unknown request {op!r}; operations: {', '.join(ipc.OPS)}")
+        """Answer one IPC request (``ipc.OPS``), through the server's table of operations."""
+        return ipc.dispatch(self, request)
 
     # -- running ------------------------------------------------------------------------------------------------
     def stop(self, reason: str) -> None:
@@ -408,13 +393,6 @@ class Daemon:
     def _reload_quietly(self, why: str) -> None:
         with suppress(TokendError):  # logged, and shown in status
             self.reload(why)
-
-
-def _name(request: dict[str, Any], key: str) -> str | None:
-    value = request.get(key)
-    if value is not None and not isinstance(value, str):
-        raise UsageError(f"bad request: {key} must be a name or null")
-    return value
 
 
 def azure_cli_dir() -> Path:

@@ -314,7 +314,7 @@ def test_ipc_round_trips_over_the_asyncio_server(served) -> None:
         stream = where.connect(5)
         try:
             stream.sendall(raw)
-            answer = json.loads(ipc._read_answer(stream))
+            answer = json.loads(ipc.read_answer(stream))
         finally:
             stream.close()
         assert answer["ok"] is False and why in answer["error"] and answer["exit_code"] == 2
