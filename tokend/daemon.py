@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from tokend import config as config_mod
 from tokend import identities, ipc, paths, sinks, system
+from tokend import status as status_mod
 from tokend.clock import SYSTEM, Clock
 from tokend.config import Config, IdentityConfig
 from tokend.errors import EXIT_FAILURE, EXIT_OK, ConfigError, SinkUnavailable, TokendError
@@ -40,6 +41,7 @@ from tokend.refresh import Policy
 from tokend.refresher import Refresher, TokenSource
 from tokend.sinks import Entry, Sink
 from tokend.sinkworker import SinkWorker
+from tokend.snapshot import IdentityView, ProxyView, SinkView, Snapshot, TargetView
 
 if TYPE_CHECKING:
     from tokend.ioloop import IOLoop
@@ -113,40 +115,52 @@ class Daemon:
             )
         return ipc.TokenAnswer(token.value, token.expires_on, target.as_dict())
 
-    def status(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
+        """Everything status, IPC and the metrics report, taken at one moment (the maps copied under the lock)."""
         now = self.clock.now()
         with self._lock:
-            cfg, refreshers, workers = self.config, dict(self.refreshers), dict(self.workers)
+            cfg, refreshers, workers, proxy = self.config, dict(self.refreshers), dict(self.workers), self.proxy
+            config_error, reloads = self.config_error, dict(self.reloads)
+        tokens = {name: r.valid_token() for name, r in refreshers.items()}
         ids = []
         for name, r in refreshers.items():
-            token = r.valid_token()
+            token = tokens[name]
             ids.append(
-                {
-                    "name": name,
-                    "source": r.identity.config.source,
-                    "state": r.state,
-                    "principal": token.principal if token else None,
-                    # the true end of its life (Token.remaining), whatever the wall clock did since it arrived
-                    "expires_on": int(now + token.remaining(self.clock)) if token else None,
-                    "refresh_at": int(now + max(0.0, r.due_in())),
-                    "last_error": r.last_error,
-                    "cache": r.identity.cache,
-                }
+                IdentityView(
+                    name=name,
+                    source=r.identity.config.source,
+                    state=r.state,
+                    principal=token.principal if token else None,
+                    remaining=token.remaining(self.clock) if token else None,
+                    due_in=r.due_in(),
+                    last_error=r.last_error,
+                    cache=r.identity.cache,
+                    requests=dict(r.requests),
+                )
             )
         targets = []
         for t in cfg.targets.values():
-            token = refreshers[t.identity].valid_token()
-            per_sink = {kind: workers[kind].status_of(t.name, token) for kind in t.sinks}
-            proxy = self.proxy.status(t.name) if self.proxy is not None else None
-            targets.append({**t.as_dict(), "sinks": per_sink, "proxy": proxy})
-        return {
-            "config": str(cfg.path),
-            "config_error": self.config_error,
-            "pid": os.getpid(),
-            "started_at": int(self.started_at),
-            "identities": ids,
-            "targets": targets,
-        }
+            token = tokens[t.identity]
+            sinks_of = {kind: SinkView(**workers[kind].status_of(t.name, token)) for kind in t.sinks}
+            targets.append(
+                TargetView(t.name, t.as_dict(), sinks_of, _proxy_view(proxy.status(t.name)) if proxy else None)
+            )
+        return Snapshot(
+            now=now,
+            config=str(cfg.path),
+            config_error=config_error,
+            pid=os.getpid(),
+            started_at=self.started_at,
+            identities=tuple(ids),
+            targets=tuple(targets),
+            sink_writes={kind: dict(w.writes) for kind, w in workers.items()},
+            reloads=reloads,
+            proxy_running=proxy is not None,
+        )
+
+    def status(self) -> dict[str, Any]:
+        """The status JSON (DESIGN.md's contract)."""
+        return status_mod.as_json(self.snapshot())
 
     # -- config changes -----------------------------------------------------------------------------------------
     def reload(self, why: str) -> None:
@@ -258,7 +272,7 @@ class Daemon:
             from tokend import observe
 
             try:
-                self.observer = observe.start(self, self.io, config.observe)
+                self.observer = observe.start(self.snapshot, self.io, config.observe)
             except OSError as e:
                 log.error("cannot serve health and metrics on %s: %s", config.observe, e.strerror or e)
 
@@ -393,6 +407,18 @@ class Daemon:
     def _reload_quietly(self, why: str) -> None:
         with suppress(TokendError):  # logged, and shown in status
             self.reload(why)
+
+
+def _proxy_view(status: dict[str, Any] | None) -> ProxyView | None:
+    if status is None:
+        return None
+    return ProxyView(
+        listen=tuple((a["host"], a["port"]) for a in status["listen"]),
+        open=status["open"],
+        total=status["total"],
+        last_error=status["last_error"],
+        certificate=status.get("certificate"),
+    )
 
 
 def azure_cli_dir() -> Path:

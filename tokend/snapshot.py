@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
-
-_EMPTY: Mapping[str, int] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -25,7 +22,7 @@ class IdentityView:
     due_in: float  # seconds until the next token request (negative: overdue)
     last_error: str | None
     cache: str | None  # the sign-in cache's kind ("unencrypted" is shown as a warning), if it has one
-    requests: Mapping[str, int] = _EMPTY  # token requests by answer: new, same, failed, …
+    requests: Mapping[str, int] = field(default_factory=dict)  # token requests by answer: new, same, failed, …
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,7 @@ class Snapshot:
     identities: tuple[IdentityView, ...]
     targets: tuple[TargetView, ...]
     sink_writes: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # by kind, by result (ok, failed)
-    reloads: Mapping[str, int] = _EMPTY  # config changes: accepted, refused
+    reloads: Mapping[str, int] = field(default_factory=dict)  # config changes: accepted, refused
     proxy_running: bool = False  # the proxy has started (its metrics are served from then on)
 
     def problems(self) -> list[str]:
