@@ -207,13 +207,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
-    from tokend import config, daemon, logs, paths
+    from tokend import config, logs, paths, runtime
 
     fmt = args.log_format or os.environ.get(logs.FORMAT_ENV) or "text"
     if fmt not in logs.FORMATS:
         raise UsageError(f"${logs.FORMAT_ENV} is {fmt!r}; use one of: {', '.join(logs.FORMATS)}")
     logs.setup(debug, quiet=args.once, log_file=None if args.once else paths.log_file(config_path), fmt=fmt)
-    return daemon.start(config.load(config_path), once=args.once, stop=args.stop)
+    return runtime.start(config.load(config_path), once=args.once, stop=args.stop)
 
 
 def cmd_status(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
