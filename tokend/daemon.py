@@ -154,7 +154,7 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         """The status JSON (DESIGN.md's contract)."""
-        return status_mod.as_json(self.snapshot())
+        return status_mod.to_json(self.snapshot())
 
     # -- config changes -----------------------------------------------------------------------------------------
     def reload(self, why: str) -> None:

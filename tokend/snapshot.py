@@ -1,5 +1,5 @@
 """A frozen picture of the running daemon, taken under its lock in one go (``Daemon.snapshot()``), for everything
-that reports on it: the status JSON (``status.as_json``), IPC's ``status`` and the health and metrics endpoint.
+that reports on it: the status JSON (``status.to_json``), IPC's ``status`` and the health and metrics endpoint.
 
 Readers never reach into the daemon: they get a ``Snapshot`` of plain values, so they cannot race its threads or
 hold its lock, and they can be tested against a hand-made one. Times are Unix epoch seconds; durations seconds.

@@ -1,12 +1,14 @@
 """``tokend status``: the status JSON (the contract in DESIGN.md) rendered from a daemon's ``Snapshot``
-(``as_json``), and for people that JSON as a compact table, problems indented under the line they concern with their
+(``to_json``), and for people that JSON as a compact table, problems indented under the line they concern with their
 fix (``render``). Pure: takes a Snapshot, or the status dict and ``now``; tested on hand-made ones.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,7 +27,7 @@ COLOURS = {
 }
 
 
-def as_json(snap: Snapshot) -> dict[str, Any]:
+def to_json(snap: Snapshot) -> dict[str, Any]:
     """The status JSON of ``snap``: times as whole Unix epoch seconds, an identity's ``expires_on`` from the true
     remaining life of its token (``Token.remaining``), whatever the wall clock did since it arrived."""
     return {
@@ -168,9 +170,6 @@ def _with_notes(lines: list[str], notes: dict[int, list[str]]) -> list[str]:
 
 def show(fetch: Callable[[], dict[str, Any]], as_json: bool, watch: bool) -> int:
     """``tokend status``: print the daemon's status once, or (``watch``) every two seconds until Ctrl-C."""
-    import json
-    import time
-
     while True:
         state = fetch()
         if as_json:

@@ -124,7 +124,7 @@ def test_the_status_json_is_rendered_from_a_snapshot_with_the_contracts_keys() -
             ),
         ),
     )
-    assert status.as_json(snap) == {
+    assert status.to_json(snap) == {
         "config": "/c.toml",
         "config_error": None,
         "pid": 7,

@@ -10,6 +10,8 @@ everything above them is the same code, so the Unix socket exercises it on every
 
 from __future__ import annotations
 
+import sys
+
 from tokend.ipc.client import Client, ask, endpoint
 from tokend.ipc.protocol import (
     BACKLOG,
@@ -29,7 +31,9 @@ from tokend.ipc.protocol import (
     read_answer,
 )
 from tokend.ipc.server import Server, dispatch, handler_for
-from tokend.ipc.unix import UnixEndpoint
+
+if sys.platform != "win32":  # Windows' endpoint is ipc.winpipe.PipeEndpoint (through ``endpoint``)
+    from tokend.ipc.unix import UnixEndpoint
 
 __all__ = [
     "BACKLOG",

@@ -11,17 +11,19 @@ from typing import Any
 from tokend import paths
 from tokend.errors import DaemonNotRunning, TokendError
 from tokend.ipc.protocol import RELOAD, SIGN_IN_CHANGED, STATUS, STOP, TOKEN, Endpoint, TokenAnswer, read_answer
-from tokend.ipc.unix import UnixEndpoint
+
+if sys.platform == "win32":  # each OS's endpoint, where it exists
+    from tokend.ipc.winpipe import PipeEndpoint
+else:
+    from tokend.ipc.unix import UnixEndpoint
 
 
 def endpoint(config_path: Path) -> Endpoint:
     """The endpoint of the daemon for ``config_path`` on this OS."""
     if sys.platform == "win32":  # pragma: no cover - exercised by the Windows CI job
-        # only here: the module exists for Windows alone (asyncio.windows_utils, ctypes.WinDLL)
-        from tokend.ipc.winpipe import PipeEndpoint
-
         return PipeEndpoint(paths.pipe_name(config_path))
-    return UnixEndpoint(paths.socket_path(config_path))
+    else:
+        return UnixEndpoint(paths.socket_path(config_path))
 
 
 class Client:

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from typing import Any, Protocol
@@ -155,7 +156,7 @@ class Server:
 
     def _peer_is_me(self, writer: asyncio.StreamWriter) -> bool:
         """On a Unix socket, the peer must be proven to be this user; a pipe's ACL already admits only the user."""
-        if not self.endpoint.checks_peer:
+        if sys.platform == "win32" or not self.endpoint.checks_peer:
             return True
         sock = writer.get_extra_info("socket")
         me = os.getuid()

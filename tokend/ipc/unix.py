@@ -5,18 +5,24 @@ cannot be read.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import errno
-import logging
-import os
-import socket
-import time
-from pathlib import Path
+import sys
 
-from tokend import paths
-from tokend.errors import DaemonNotRunning, TokendError, UsageError
-from tokend.ipc.protocol import BACKLOG, BUSY_RETRY, MAX_REQUEST, OnClient, Stream
+# Not on Windows (no AF_UNIX there in CPython): ``ipc.client`` imports ``winpipe`` instead, and mypy checks the rest
+# only for the platforms that have it.
+assert sys.platform != "win32"
+
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import errno  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from tokend import paths  # noqa: E402
+from tokend.errors import DaemonNotRunning, TokendError, UsageError  # noqa: E402
+from tokend.ipc.protocol import BACKLOG, BUSY_RETRY, MAX_REQUEST, OnClient, Stream  # noqa: E402
 
 log = logging.getLogger("tokend.ipc")
 MAX_PATH = 104  # bytes in a Unix socket's path (macOS' limit; Linux allows 108)
