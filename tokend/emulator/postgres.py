@@ -12,6 +12,7 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable
@@ -53,6 +54,8 @@ class Postgres:
         tls = ca.make(self.folder / "tls")
         self.ca_cert = tls.ca_cert
         if self.user:
+            if sys.platform == "win32":
+                raise OSError("running PostgreSQL as another user needs POSIX (pwd, chown)")
             import pwd  # POSIX only: the emulator itself runs everywhere
 
             entry = pwd.getpwnam(self.user)
