@@ -47,7 +47,7 @@ def test_a_json_line_has_time_level_logger_and_message() -> None:
     }
 
 
-def test_the_first_line_of_a_key_is_logged_and_repeats_are_counted_into_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_first_line_of_a_key_is_logged_and_repeats_are_counted_into_one() -> None:
     log, caught = logger("aggregated")
     quiet = logs.Aggregated(log, interval=0.2)
     for _ in range(50):
