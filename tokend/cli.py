@@ -58,7 +58,7 @@ class Context(NamedTuple):
         """This process's streams, environment, daemon client and clock (``overrides`` replace any of them)."""
         import time  # these three: only once a command runs, not on the hand-off path
 
-        from tokend import system
+        from tokend import system  # (see above)
         from tokend.clock import SYSTEM  # dataclasses (~10 ms): not on `tokend token`'s hand-off path
 
         ctx = cls(
@@ -216,14 +216,14 @@ def _run_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentParser) 
 
 
 def _run(r: RunRequest, inv: Invocation) -> int:
-    from tokend import config, daemon, logs, paths  # the daemon's whole world: only `run` needs it
+    from tokend import config, logs, paths, runtime  # the daemon's whole world: only `run` needs it
 
     fmt = r.log_format or inv.ctx.environ.get(logs.FORMAT_ENV) or "text"
     if fmt not in logs.FORMATS:
         raise UsageError(f"${logs.FORMAT_ENV} is {fmt!r}; use one of: {', '.join(logs.FORMATS)}")
     log_file = None if r.once else paths.log_file(r.config)
     inv.ctx.setup_logs(inv.debug, quiet=r.once, log_file=log_file, fmt=fmt)
-    return daemon.start(config.load(r.config), once=r.once, stop=inv.stop)
+    return runtime.start(config.load(r.config), once=r.once, stop=inv.stop)
 
 
 def _status_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:

@@ -1,17 +1,16 @@
-"""The daemon: owns the refreshers, the sink workers, the watchers, the IPC endpoint, signals and the one shutdown
-path.
+"""The daemon's state and queries: the refreshers (one per identity in use), the sink workers (one per sink kind),
+the running config, and what status, IPC and the metrics see of them (``snapshot``).
 
 ``Daemon`` is built from a config and the builders it uses for identities and sinks (``build_identity``,
-``build_sink``: tests pass fakes and drive ``apply``, ``status`` and ``handle`` in-process). ``run`` wires it to
-the world.
+``build_sink``: tests pass fakes and drive ``apply``, ``status`` and ``handle`` in-process). It starts no service of
+its own: ``tokend.runtime`` owns the loop, the IPC server, the watchers, the proxy, the health endpoint, signals and
+the instance lock, and tells the daemon when to start its refreshers and workers.
 
-Start-up: take the per-config instance lock, build sinks (each test-writes, so a bad path fails now), start one
-refresher per identity in use, wait for each first answer (so a restart does not briefly drop still-valid
-entries), then start the sink workers, answer on IPC, and tell a service manager we are ready. A stop requested at
-any point before that (a signal during start-up) ends it there, writing nothing.
 A changed config (file watcher, SIGHUP or ``tokend reload``) is parsed and checked on the side, then swapped in,
-one reload at a time; identities whose settings did not change keep their refresher and token. Every reason to
-stop (signal, IPC stop) ends in ``run``'s return value.
+one reload at a time: ``reload_mod.plan`` says what changes, ``apply`` builds and checks the new sinks (a bad one
+refuses it all), takes the lock and carries the plan out; identities whose settings did not change keep their
+refresher and token. The services that follow the config (the proxy's listeners, the health endpoint) are told
+after the swap through the followers the runtime registered.
 """
 
 from __future__ import annotations
@@ -19,43 +18,39 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import signal
-import socket
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any, Protocol
 
 from tokend import config as config_mod
-from tokend import identities, ipc, paths, sinks, system
+from tokend import identities, ipc, notify, paths, sinks
+from tokend import reload as reload_mod
+from tokend import status as status_mod
 from tokend.clock import SYSTEM, Clock
-from tokend.config import Config, IdentityConfig
-from tokend.errors import EXIT_FAILURE, EXIT_OK, ConfigError, SinkUnavailable, TokendError, UsageError
-from tokend.kinds import SINKS
+from tokend.config import Config, IdentityConfig, Listen
+from tokend.errors import EXIT_FAILURE, EXIT_OK, ConfigError, SinkUnavailable, TokendError
 from tokend.refresh import Policy
 from tokend.refresher import Refresher, TokenSource
 from tokend.sinks import Entry, Sink
-from tokend.sinkworker import SinkWorker
-
-if TYPE_CHECKING:
-    from tokend.ioloop import IOLoop
-    from tokend.observe import Observer
-    from tokend.proxy import Proxy
+from tokend.sinkworker import SinkWorker, Watches
+from tokend.snapshot import IdentityView, ProxyView, SinkView, Snapshot, TargetView
 
 log = logging.getLogger("tokend.daemon")
-FIRST_ATTEMPT_WAIT = 60.0  # seconds to wait for every identity's first answer before the first write
 EMPTY_CONFIG_WAIT = 1.0  # seconds an empty config file gets to be written (an editor saving in place) on a reload
 
 IdentityBuilder = Callable[[IdentityConfig, Clock], TokenSource]
 SinkBuilder = Callable[[str, Any, str], Sink]
+Follower = Callable[[reload_mod.Plan, Config], None]  # told of each accepted config change, after the swap
 
 
-class AlreadyRunning(TokendError):
-    pass
+class ProxyState(Protocol):
+    """What the daemon reads of the proxy for its snapshot."""
+
+    def status(self, target: str) -> dict[str, Any] | None: ...
 
 
 class Daemon:
@@ -77,15 +72,16 @@ class Daemon:
         self.config_error: str | None = None
         self.refreshers: dict[str, Refresher] = {}
         self.workers: dict[str, SinkWorker] = {}
-        self.on_workers_changed: Callable[[dict[str, SinkWorker], list[SinkWorker]], None] | None = None
-        self.proxy: Proxy | None = None  # the local proxy's listeners, once running
-        self.io: IOLoop | None = None  # the daemon's loop, once running
-        self.observer: Observer | None = None  # the health and metrics endpoint, when configured
+        self.proxy: ProxyState | None = None  # the local proxy's listeners, once the runtime started them
+        self.observing: Listen | None = None  # where the health endpoint serves, as the runtime set it
+        self.stop_reason = "stopped"
+        self._followers: list[Follower] = []
         self._lock = threading.RLock()
         self._reload_lock = threading.Lock()  # one reload at a time, whoever asked
-        self._running = False
+        self._refreshing = False  # refreshers started (a reload's new ones start at once)
+        self._writing = False  # sink workers started (likewise)
+        self._watches: Watches | None = None
         self._stop = stop or threading.Event()
-        self._stop_reason = "stopped"
         self.reloads: Counter[str] = Counter()  # accepted, refused
         self.apply(config)
 
@@ -113,40 +109,52 @@ class Daemon:
             )
         return ipc.TokenAnswer(token.value, token.expires_on, target.as_dict())
 
-    def status(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
+        """Everything status, IPC and the metrics report, taken at one moment (the maps copied under the lock)."""
         now = self.clock.now()
         with self._lock:
-            cfg, refreshers, workers = self.config, dict(self.refreshers), dict(self.workers)
+            cfg, refreshers, workers, proxy = self.config, dict(self.refreshers), dict(self.workers), self.proxy
+            config_error, reloads = self.config_error, dict(self.reloads)
+        tokens = {name: r.valid_token() for name, r in refreshers.items()}
         ids = []
         for name, r in refreshers.items():
-            token = r.valid_token()
+            token = tokens[name]
             ids.append(
-                {
-                    "name": name,
-                    "source": r.identity.config.source,
-                    "state": r.state,
-                    "principal": token.principal if token else None,
-                    # the true end of its life (Token.remaining), whatever the wall clock did since it arrived
-                    "expires_on": int(now + token.remaining(self.clock)) if token else None,
-                    "refresh_at": int(now + max(0.0, r.due_in())),
-                    "last_error": r.last_error,
-                    "cache": r.identity.cache,
-                }
+                IdentityView(
+                    name=name,
+                    source=r.identity.config.source,
+                    state=r.state,
+                    principal=token.principal if token else None,
+                    remaining=token.remaining(self.clock) if token else None,
+                    due_in=r.due_in(),
+                    last_error=r.last_error,
+                    cache=r.identity.cache,
+                    requests=dict(r.requests),
+                )
             )
         targets = []
         for t in cfg.targets.values():
-            token = refreshers[t.identity].valid_token()
-            per_sink = {kind: workers[kind].status_of(t.name, token) for kind in t.sinks}
-            proxy = self.proxy.status(t.name) if self.proxy is not None else None
-            targets.append({**t.as_dict(), "sinks": per_sink, "proxy": proxy})
-        return {
-            "config": str(cfg.path),
-            "config_error": self.config_error,
-            "pid": os.getpid(),
-            "started_at": int(self.started_at),
-            "identities": ids,
-            "targets": targets,
-        }
+            token = tokens[t.identity]
+            sinks_of = {kind: SinkView(**workers[kind].status_of(t.name, token)) for kind in t.sinks}
+            targets.append(
+                TargetView(t.name, t.as_dict(), sinks_of, _proxy_view(proxy.status(t.name)) if proxy else None)
+            )
+        return Snapshot(
+            now=now,
+            config=str(cfg.path),
+            config_error=config_error,
+            pid=os.getpid(),
+            started_at=self.started_at,
+            identities=tuple(ids),
+            targets=tuple(targets),
+            sink_writes={kind: dict(w.writes) for kind, w in workers.items()},
+            reloads=reloads,
+            proxy_running=proxy is not None,
+        )
+
+    def status(self) -> dict[str, Any]:
+        """The status JSON (DESIGN.md's contract)."""
+        return status_mod.to_json(self.snapshot())
 
     # -- config changes -----------------------------------------------------------------------------------------
     def reload(self, why: str) -> None:
@@ -184,83 +192,94 @@ class Daemon:
                 )
         return config_mod.decode(data, path)
 
+    def running(self) -> reload_mod.Running:
+        """What runs now, as the reload plan sees it."""
+        with self._lock:
+            return reload_mod.Running(
+                identities={n: r.identity.config for n, r in self.refreshers.items()},
+                sinks={k: w.sink.options for k, w in self.workers.items()},
+                config=self.config if self.workers else None,
+                observe=self.observing,
+            )
+
     def apply(self, new: Config) -> None:
         """Make the running parts match ``new``. Sinks are built and checked first, so a bad one refuses it all."""
-        # Every kind runs, used or not, so what an earlier config wrote there is cleaned up; only used ones are
-        # checked (and a failed check of a used one refuses the config).
-        used_kinds = {k for t in new.targets.values() for k in t.sinks}
-        built = {}
-        for kind in SINKS:
-            old = self.workers.get(kind)
-            if old is None or old.sink.options != new.sinks[kind].options:
-                sink = self.build_sink(kind, new.sinks[kind].options, self.owner)
-                try:
-                    if kind in used_kinds:
-                        sink.check()
-                except SinkUnavailable as e:  # not usable now (no keychain yet): report and retry, not fatal
-                    log.warning("sink %s: %s", kind, e)
-                built[kind] = sink
-        used = {t.identity for t in new.targets.values()}
-        self.policy = Policy(margin=new.refresh_margin)
+        plan = reload_mod.plan(self.running(), new)
+        built = self._build_sinks(new, plan)
+        policy = Policy(margin=new.refresh_margin)
         with self._lock:
-            for r in self.refreshers.values():
-                r.policy = self.policy
-            for w in self.workers.values():
-                w.policy = self.policy
-            retired_workers = [w for k, w in self.workers.items() if k in built]  # replaced by a new place
-            retired = [r for n, r in self.refreshers.items() if n not in used or new.identities[n] != r.identity.config]
-            for r in retired:
-                del self.refreshers[r.identity.name]
-            for name in sorted(used - set(self.refreshers)):
-                r = Refresher(
-                    self.build_identity(new.identities[name], self.clock),
-                    self.policy,
-                    self.clock,
-                    self._tokens_changed,
-                    self._login_required,
-                )
-                self.refreshers[name] = r
-                if self._running:
-                    r.start()
-            for kind, sink in built.items():
-                w = SinkWorker(sink, functools.partial(self.entries, kind), self.policy, self.clock)
-                self.workers[kind] = w
-                if self._running:
-                    w.start()
+            self.policy = policy
+            retired = self._swap_identities(new, plan, policy)
+            retired_workers = self._swap_sinks(plan, built, policy)
             self.config = new
-            places = {w.sink.place() for w in self.workers.values()}
+            places = {k: w.sink.place() for k, w in self.workers.items()}
         for r in retired:
             r.stop()
-        for w in retired_workers:
+        self._clean(plan, retired_workers, places)
+        for follow in list(self._followers):
+            follow(plan, new)
+        self._tokens_changed()
+
+    def _build_sinks(self, new: Config, plan: reload_mod.Plan) -> dict[str, Sink]:
+        """The sinks ``plan`` rebuilds, each checked when used (a failed check raises: the config is refused)."""
+        built = {}
+        for kind in plan.rebuild:
+            sink = self.build_sink(kind, new.sinks[kind].options, self.owner)
+            try:
+                if kind in plan.check:
+                    sink.check()
+            except SinkUnavailable as e:  # not usable now (no keychain yet): report and retry, not fatal
+                log.warning("sink %s: %s", kind, e)
+            built[kind] = sink
+        return built
+
+    def _swap_identities(self, new: Config, plan: reload_mod.Plan, policy: Policy) -> list[Refresher]:
+        """Under the lock: retire and start refreshers as planned; the kept ones take the new policy."""
+        retired = [self.refreshers.pop(n) for n in plan.retire]
+        for r in self.refreshers.values():
+            r.policy = policy
+        for name in plan.start:
+            r = Refresher(
+                self.build_identity(new.identities[name], self.clock),
+                policy,
+                self.clock,
+                self._tokens_changed,
+                self._login_required,
+            )
+            self.refreshers[name] = r
+            if self._refreshing:
+                r.start()
+        return retired
+
+    def _swap_sinks(self, plan: reload_mod.Plan, built: dict[str, Sink], policy: Policy) -> dict[str, SinkWorker]:
+        """Under the lock: a worker for each rebuilt sink; returns the workers they replace, by kind."""
+        retired = {k: self.workers[k] for k in built if k in self.workers}
+        for w in self.workers.values():
+            w.policy = policy
+        for kind, sink in built.items():
+            w = SinkWorker(sink, functools.partial(self.entries, kind), policy, self.clock)
+            self.workers[kind] = w
+            if self._writing:
+                w.start(self._watches)
+        return retired
+
+    def _clean(self, plan: reload_mod.Plan, retired: dict[str, SinkWorker], places: dict[str, str]) -> None:
+        """Stop the replaced workers (a write in progress finishes), then empty the places nobody writes now."""
+        for w in retired.values():
             w.stop()
-        for w in retired_workers:
+        for w in retired.values():
             w.join(5.0)
-            if w.sink.place() in places:
-                continue  # the new sink writes the same place: cleaning it would undo the new sink's write
+        for kind in plan.clean({k: w.sink.place() for k, w in retired.items()}, places):
+            w = retired[kind]
             try:
                 w.sink.sync([])  # what we wrote at the old place goes
             except TokendError as e:
                 log.warning("could not clean %s: %s", w.sink.location(), e)
-        if self.on_workers_changed is not None and built:
-            self.on_workers_changed({k: self.workers[k] for k in built}, retired_workers)
-        if self.proxy is not None:
-            self.proxy.apply(new)
-        if self.io is not None and (self.observer is None or self.observer.where != new.observe):
-            self._observe(new)
-        self._tokens_changed()
 
-    def _observe(self, config: Config) -> None:
-        """(Re)start the health and metrics endpoint where ``config`` says (or stop it)."""
-        if self.observer is not None:
-            self.observer.close()
-            self.observer = None
-        if config.observe is not None and self.io is not None:
-            from tokend import observe
-
-            try:
-                self.observer = observe.start(self, self.io, config.observe)
-            except OSError as e:
-                log.error("cannot serve health and metrics on %s: %s", config.observe, e.strerror or e)
+    def follow(self, follower: Follower) -> Callable[[], None]:
+        """Call ``follower(plan, config)`` after every accepted config change; returns what stops it."""
+        self._followers.append(follower)
+        return lambda: self._followers.remove(follower)
 
     def _tokens_changed(self) -> None:
         for w in list(self.workers.values()):
@@ -268,8 +287,6 @@ class Daemon:
 
     def _login_required(self, identity: str, reason: str) -> None:
         """Once per episode: tell the person, on the desktop, what to run."""
-        from tokend import notify
-
         threading.Thread(
             target=notify.notify, args=(f"tokend: sign-in needed for {identity}", reason), name="notify", daemon=True
         ).start()
@@ -287,28 +304,67 @@ class Daemon:
 
     # -- IPC ------------------------------------------------------------------------------------------------------
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Answer one IPC request (``ipc.OPS``)."""
-        op = request.get("op")
-        if op == ipc.STATUS:
-            return self.status()
-        if op == ipc.TOKEN:
-            answer = self.token_for(_name(request, "target"))
-            return {"token": answer.token, "expires_on": answer.expires_on, "target": answer.target}
-        if op == ipc.SIGN_IN_CHANGED:
-            self.sign_in_changed(identity=_name(request, "identity"))
-            return {"refreshing": True}
-        if op == ipc.RELOAD:
-            self.reload("tokend reload")
-            return {"reloaded": True}
-        if op == ipc.STOP:
-            self.stop("tokend stop")
-            return {"stopping": True}
-        raise UsageError(f"unknown request {op!r}; operations: {', '.join(ipc.OPS)}")
+        """Answer one IPC request (``ipc.OPS``), through the server's table of operations."""
+        return ipc.dispatch(self, request)
 
-    # -- running ------------------------------------------------------------------------------------------------
+    # -- running: the runtime calls these -------------------------------------------------------------------------
     def stop(self, reason: str) -> None:
-        self._stop_reason = reason
+        """Ask the daemon to stop (a signal, ``tokend stop``): ``wait`` returns and the runtime unwinds."""
+        self.stop_reason = reason
         self._stop.set()
+
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until a stop is asked (True) or ``timeout`` seconds passed (False); no periodic wake-up while idle."""
+        return self._stop.wait(timeout)
+
+    @property
+    def refreshing(self) -> bool:
+        return self._refreshing
+
+    def start_refreshers(self) -> None:
+        """Every refresher starts asking for tokens; those a reload adds start at once from now on."""
+        with self._lock:
+            self._refreshing = True
+            for r in self.refreshers.values():
+                r.start()
+
+    def wait_first_answers(self, seconds: float) -> None:
+        """Until every identity has had its first answer, a stop is asked, or ``seconds`` passed (boot clock), so a
+        restart does not briefly drop still-valid entries."""
+        deadline = self.clock.boot() + seconds
+        for r in list(self.refreshers.values()):
+            while not r.first_done.wait(0.2) and not self._stop.is_set() and self.clock.boot() < deadline:
+                pass
+
+    def start_workers(self, watches: Watches | None) -> None:
+        """Every sink worker starts writing (and, with ``watches``, follows its files); so do those a reload adds."""
+        with self._lock:
+            self._writing, self._watches = True, watches
+            for w in self.workers.values():
+                w.start(watches)
+
+    def stop_workers(self) -> None:
+        """Stop writing; a write in progress finishes (5 s at most each): a file is never left half-done."""
+        with self._lock:
+            self._writing = False
+            workers = list(self.workers.values())
+        for w in workers:
+            w.stop()
+        for w in workers:
+            w.join(5.0)
+
+    def stop_refreshers(self) -> None:
+        """Stop asking for tokens; a request in flight is abandoned after 0.5 s (its thread is a daemon thread)."""
+        with self._lock:
+            self._refreshing = False
+            refreshers = list(self.refreshers.values())
+        for r in refreshers:
+            r.stop()
+        for r in refreshers:
+            r.join(0.5)
 
     def run_once(self) -> int:
         """Fetch every identity once, write every sink once. 0 when all of it worked, else 1 with the reasons."""
@@ -324,175 +380,19 @@ class Daemon:
             print(f"tokend: {line}", file=sys.stderr)
         return EXIT_FAILURE if failed else EXIT_OK
 
-    def run(self) -> int:
-        """Run until a signal or an IPC stop. Returns the exit code."""
-        from tokend.ioloop import IOLoop
-        from tokend.limits import raise_file_limit
-        from tokend.proxy import Proxy
-        from tokend.watch import Watcher
-
-        raise_file_limit()  # before any descriptor is handed out: the proxy's budget is what is left of it
-        io = IOLoop().start()
-        server = ipc.Server(ipc.endpoint(self.config.path), self.handle, io.executor)
-        watcher = Watcher(io)
-        sink_watches: dict[str, Any] = {}
-
-        def watch_sinks(new: dict[str, SinkWorker], retired: list[SinkWorker]) -> None:
-            for w in retired:
-                if w.sink.kind in sink_watches:
-                    watcher.unwatch(sink_watches.pop(w.sink.kind))
-            for kind, w in new.items():
-                if w.sink.watched():  # someone replacing the file (a dotfile manager): write our block again
-                    sink_watches[kind] = watcher.watch(w.sink.watched(), w.poke)
-
-        try:
-            with _signals(self):
-                io.run(server.start())  # answers status from the start; refuses a bad endpoint before any write
-                self.io = io
-                self._observe(self.config)  # health answers from the start too: a probe sees "not ready", not refused
-                with self._lock:
-                    self._running = True
-                    for r in self.refreshers.values():
-                        r.start()
-                deadline = self.clock.boot() + FIRST_ATTEMPT_WAIT
-                for r in list(self.refreshers.values()):
-                    while not r.first_done.wait(0.2) and not self._stop.is_set() and self.clock.boot() < deadline:
-                        pass
-                if not self._stop.is_set():
-                    proxy_io = IOLoop(selector=True).start() if system.WINDOWS else io
-                    self.proxy = Proxy(proxy_io, self.config.path, lambda name: self.token_for(name).token)
-                    self.proxy.apply(self.config)
-                    with self._lock:
-                        for w in self.workers.values():
-                            w.start()
-                        watch_sinks(dict(self.workers), [])
-                        self.on_workers_changed = watch_sinks
-                    watcher.watch([self.config.path], lambda: self._reload_quietly("config file changed"))
-                    if any(i.source == "azure-cli" for i in self.config.identities.values()):
-                        # az login / logout / account set rewrite the CLI's profile
-                        watcher.watch(
-                            [azure_cli_dir() / "azureProfile.json"], lambda: self.sign_in_changed(source="azure-cli")
-                        )
-                    watcher.start()
-                    log.info(
-                        "tokend running: %d identities, %d targets, config %s",
-                        len(self.refreshers),
-                        len(self.config.targets),
-                        self.config.path,
-                    )
-                    _notify_service_manager(b"READY=1")
-                self._stop.wait()  # signal handlers and IPC set it; no periodic wake-up while idle
-        finally:
-            if self._running:
-                _notify_service_manager(b"STOPPING=1")
-                log.info("tokend stopping (%s)", self._stop_reason)
-            watcher.stop()
-            server.close()
-            if self.observer is not None:
-                self.observer.close()
-            if self.proxy is not None:
-                self.proxy.close()
-            with self._lock:
-                refreshers, workers = list(self.refreshers.values()), list(self.workers.values())
-            for r in refreshers:
-                r.stop()
-            for w in workers:
-                w.stop()
-            for w in workers:
-                w.join(5.0)  # a write in progress finishes: the file is never left half-done
-            for r in refreshers:
-                r.join(0.5)  # a token request in flight is abandoned (its thread is a daemon thread)
-            io.stop()
-        return EXIT_OK
-
-    def _reload_quietly(self, why: str) -> None:
-        with suppress(TokendError):  # logged, and shown in status
+    def reload_quietly(self, why: str) -> None:
+        """``reload`` for the watchers and SIGHUP: a refusal is logged and shown in status, not raised."""
+        with suppress(TokendError):
             self.reload(why)
 
 
-def _name(request: dict[str, Any], key: str) -> str | None:
-    value = request.get(key)
-    if value is not None and not isinstance(value, str):
-        raise UsageError(f"bad request: {key} must be a name or null")
-    return value
-
-
-def azure_cli_dir() -> Path:
-    """The Azure CLI's config folder: AZURE_CONFIG_DIR, else ~/.azure."""
-    return Path(os.environ.get("AZURE_CONFIG_DIR") or Path.home() / ".azure").expanduser()
-
-
-@contextmanager
-def instance_lock(config_path: Path) -> Iterator[None]:
-    """Hold the one-daemon-per-config lock; the lock file is removed on a clean exit. The OS releases the lock when
-    a daemon dies, even by kill -9 (a later daemon then reuses the file)."""
-    path = paths.lock_path(config_path)
-    paths.private_dir(path.parent)
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        if not system.try_lock(fd):
-            other = os.pread(fd, 32, 0).decode(errors="replace").strip() if hasattr(os, "pread") else ""
-            os.close(fd)
-            raise AlreadyRunning(
-                f"another tokend (pid {other or '?'}) is already running for {config_path}; "
-                "stop it with `tokend stop` or use another --config"
-            )
-        try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)  # the daemon before us removed the file between our open and our lock: take the new one
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        with suppress(FileNotFoundError):
-            os.unlink(path)  # still locked while we unlink: nobody can have taken it
-        os.close(fd)
-
-
-@contextmanager
-def _signals(daemon: Daemon) -> Iterator[None]:
-    handlers: dict[int, Callable[[int, Any], None]] = {
-        signal.SIGTERM: lambda signum, _f: daemon.stop(signal.Signals(signum).name),
-        signal.SIGINT: lambda signum, _f: daemon.stop(signal.Signals(signum).name),
-    }
-    if hasattr(signal, "SIGBREAK"):  # Windows: Ctrl-Break, and what a console close sends
-        handlers[signal.SIGBREAK] = lambda signum, _f: daemon.stop("SIGBREAK")
-    if hasattr(signal, "SIGHUP"):
-        handlers[signal.SIGHUP] = lambda _s, _f: threading.Thread(
-            target=daemon._reload_quietly, args=("SIGHUP",), daemon=True
-        ).start()
-    previous = {sig: signal.signal(sig, h) for sig, h in handlers.items()}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _notify_service_manager(message: bytes) -> None:
-    """sd_notify: tell systemd (Type=notify) that we are ready or stopping. A no-op elsewhere."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address or not hasattr(socket, "AF_UNIX"):
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.sendto(message, address)
-    except OSError as e:
-        log.warning("could not notify the service manager: %s", e)
-
-
-def start(config: Config, once: bool = False, stop: threading.Event | None = None) -> int:
-    """``tokend run``: one daemon for this config, or one pass with ``once``. ``stop``: set by the signal handlers
-    the command installed before its imports, so a signal during start-up ends it cleanly too."""
-    with instance_lock(config.path):
-        if stop is not None and stop.is_set():
-            return EXIT_OK
-        daemon = Daemon(config, stop=stop)
-        return daemon.run_once() if once else daemon.run()
+def _proxy_view(status: dict[str, Any] | None) -> ProxyView | None:
+    if status is None:
+        return None
+    return ProxyView(
+        listen=tuple((a["host"], a["port"]) for a in status["listen"]),
+        open=status["open"],
+        total=status["total"],
+        last_error=status["last_error"],
+        certificate=status.get("certificate"),
+    )

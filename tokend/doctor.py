@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tokend import ipc, paths, sinks
+from tokend import config, identities, ipc, paths, service, sinks
 from tokend.config import Config, Target
 from tokend.errors import ConfigError, DaemonNotRunning, IdentityUnavailable, LoginRequired, TokendError
 from tokend.findings import Finding, failed
@@ -41,7 +41,6 @@ Check = Finding  # doctor's name for a finding
 
 
 def run(config_path: Path, login: bool = False) -> list[Check]:
-    from tokend import config
 
     checks: list[Check] = []
     try:
@@ -120,7 +119,6 @@ def _daemon(config_path: Path) -> tuple[Check, dict[str, Any] | None]:
 
 
 def _identities(cfg: Config, config_path: Path, status: dict[str, Any] | None) -> list[Check]:
-    from tokend import identities
 
     held = {i["name"]: i for i in (status or {}).get("identities", [])}
     out = []
@@ -229,7 +227,7 @@ def _libpq() -> list[Check]:
         major = int(m[1]) if m else 0
         out.append(pgpass.libpq_finding("psql's libpq", major, text))
     try:
-        import psycopg
+        import psycopg  # optional: doctor reports its libpq only where psycopg is installed
 
         v = psycopg.pq.version()
         out.append(pgpass.libpq_finding("psycopg's libpq", v // 10000, f"libpq {v // 10000}.{v % 10000 // 100}"))
@@ -409,7 +407,6 @@ def _proxies(cfg: Config, status: dict[str, Any] | None, login: bool) -> list[Ch
 
 
 def _service(config_path: Path) -> Check:
-    from tokend import service
 
     try:
         running, text = service.status(config_path)

@@ -100,6 +100,8 @@ def token(args: list[str]) -> int | None:
 
 def _ask(path: str, target: str | None) -> str | None:
     """The token the daemon at ``path`` hands out for ``target``, or None."""
+    if sys.platform == "win32":  # the hand-off answers over a Unix socket; on Windows the full CLI does
+        return None
     import _json  # the C modules, imported only once the arguments are known to be the hand-off's
     import _socket
 
@@ -120,7 +122,7 @@ def _ask(path: str, target: str | None) -> str | None:
     finally:
         sock.close()
     try:
-        reply, _ = _json.make_scanner(_Context())(data.decode(), 0)  # type: ignore[arg-type]
+        reply, _ = _json.make_scanner(_Context())(data.decode(), 0)  # type: ignore[arg-type,unused-ignore]  # (unreachable on win32)
         return str(reply["result"]["token"]) if reply.get("ok") else None
     except (ValueError, KeyError, TypeError, AttributeError, StopIteration):
         return None

@@ -12,6 +12,7 @@ callback that raised) is logged as one line per kind of event through ``logs.Agg
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -79,8 +80,6 @@ class IOLoop:
 
 def run_on(loop: asyncio.AbstractEventLoop | None, fn: Callable[[], Any]) -> None:
     """Run ``fn`` on ``loop`` and wait for it, whichever thread calls (asyncio objects are not thread-safe)."""
-    import concurrent.futures
-
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:

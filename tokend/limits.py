@@ -19,9 +19,13 @@ bounded; the daemon's own work keeps a reserve nobody else can take. This module
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+
+if sys.platform != "win32":  # Windows has no descriptor limit to lift
+    import resource
 
 IPC_CONNECTIONS = 256  # IPC connections at once (only the user can connect; a runaway script is the worry)
 HEALTH_CONNECTIONS = 128  # health and metrics connections at once (any local user can connect)
@@ -57,30 +61,28 @@ def shares(soft_limit: int) -> Shares:
 def raise_file_limit() -> int:
     """Lift the soft RLIMIT_NOFILE to the hard limit (two descriptors per proxied connection: the usual soft 1024
     would stop at a few hundred). Returns the soft limit now in force."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows: no such limit
+    if sys.platform == "win32":  # pragma: no cover - Windows: no such limit
         return NO_LIMIT
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    # macOS reports an unlimited hard limit but refuses more than OPEN_MAX (10240) for the soft one
-    for wanted in (hard, 1 << 20, 10240) if hard == resource.RLIM_INFINITY else (hard,):
-        if wanted <= soft:
-            break
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-            break
-        except (ValueError, OSError):
-            continue
-    return int(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    else:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        # macOS reports an unlimited hard limit but refuses more than OPEN_MAX (10240) for the soft one
+        for wanted in (hard, 1 << 20, 10240) if hard == resource.RLIM_INFINITY else (hard,):
+            if wanted <= soft:
+                break
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+                break
+            except (ValueError, OSError):
+                continue
+        return int(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
 def file_limit() -> int:
     """The soft RLIMIT_NOFILE in force."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows
+    if sys.platform == "win32":  # pragma: no cover - Windows: no such limit
         return NO_LIMIT
-    return int(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    else:
+        return int(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
 class Budget:

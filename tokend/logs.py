@@ -15,6 +15,8 @@ count of what was held back.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
 import logging
 import logging.handlers
 import os
@@ -37,9 +39,6 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (UTC, ISO 8601), level, logger, message (already scrubbed of tokens)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        import datetime as dt
-        import json
-
         when = dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds")
         out = {"time": when, "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
         if record.exc_text:

@@ -5,8 +5,9 @@ probes and Prometheus.
 - ``/readyz``: 200 when every identity in use holds a valid token, every sink holds what it should and every proxy
   listener listens; else 503 with the reasons, one per line, in config names and fixed words (readiness): any
   local user can read them, so the detail (hosts, ports, Entra's errors) stays in ``tokend status``.
-- ``/metrics``: Prometheus text format, through prometheus-client's exposition, from a collector that reads the
-  daemon's state at scrape time.
+- ``/metrics``: Prometheus text format, through prometheus-client's exposition, from a collector that takes a
+  ``Snapshot`` at scrape time.
+The endpoint knows the daemon only as a ``Callable[[], Snapshot]``: it never imports it or holds its lock.
 Labels are config names (identity, target, sink kind) and fixed words; no token, secret, user name or host
 appears in any response. Served on the daemon's loop; each request is one GET, answered and closed.
 
@@ -22,18 +23,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from tokend import __version__, limits
 from tokend.config import Listen
-from tokend.ioloop import run_on
+from tokend.ioloop import IOLoop, run_on
 from tokend.logs import Aggregated
-
-if TYPE_CHECKING:
-    from tokend.daemon import Daemon
+from tokend.snapshot import Snapshot
 
 log = logging.getLogger("tokend.observe")
 MAX_REQUEST = 8192  # bytes of request head
@@ -41,30 +39,18 @@ REQUEST_TIMEOUT = 5.0  # seconds for the request head to arrive
 WRITE_TIMEOUT = 10.0  # seconds for the client to take the answer
 
 
-def problems(daemon: Daemon) -> list[str]:
-    """Why the daemon is not ready (empty: ready), in config names and fixed words: identity states and sink states
-    are words of tokend's own; a proxy's error (which names hosts and ports) is only "not listening"."""
-    status = daemon.status()
-    out = [f"identity {i['name']}: {i['state']}" for i in status["identities"] if i["expires_on"] is None]
-    for t in status["targets"]:
-        out += [f"target {t['name']} sink {k}: {v['state']}" for k, v in t["sinks"].items() if v["state"] != "ok"]
-        if t["proxy"] and t["proxy"]["last_error"]:
-            out.append(f"target {t['name']} proxy: not listening")
-    return out
+Snapshots = Callable[[], Snapshot]
 
 
 class _Collector:
-    def __init__(self, daemon: Daemon, clock: Callable[[], float]) -> None:
-        self.daemon, self.clock = daemon, clock
+    def __init__(self, snapshots: Snapshots) -> None:
+        self.snapshots = snapshots
 
     def collect(self) -> Iterator[Metric]:
-        d = self.daemon
+        snap = self.snapshots()
         info = GaugeMetricFamily("tokend_build_info", "tokend's version", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
-        with d._lock:
-            refreshers, workers = dict(d.refreshers), dict(d.workers)
-            targets = list(d.config.targets.values())
         left = GaugeMetricFamily(
             "tokend_token_expiry_seconds",
             "Seconds until the identity's token expires (0 without a valid token)",
@@ -75,49 +61,47 @@ class _Collector:
             "Token requests by identity and answer (new, same, failed, unavailable, login-required)",
             labels=["identity", "result"],
         )
-        for name, r in refreshers.items():
-            token = r.valid_token()
-            left.add_metric([name], max(0.0, token.remaining(d.clock)) if token else 0.0)
-            for result, n in sorted(r.requests.items()):
-                requests.add_metric([name, result], n)
+        for i in snap.identities:
+            left.add_metric([i.name], max(0.0, i.remaining) if i.remaining is not None else 0.0)
+            for result, n in sorted(i.requests.items()):
+                requests.add_metric([i.name, result], n)
         yield left
         yield requests
         writes = CounterMetricFamily(
             "tokend_sink_writes", "Sink writes by sink kind and result", labels=["sink", "result"]
         )
-        for kind, w in workers.items():
-            for result, n in sorted(w.writes.items()):
+        for kind, by_result in snap.sink_writes.items():
+            for result, n in sorted(by_result.items()):
                 writes.add_metric([kind, result], n)
         yield writes
         reloads = CounterMetricFamily("tokend_config_reloads", "Config changes accepted or refused", labels=["result"])
         for result in ("accepted", "refused"):
-            reloads.add_metric([result], d.reloads[result])
+            reloads.add_metric([result], snap.reloads.get(result, 0))
         yield reloads
-        if d.proxy is not None:
+        if snap.proxy_running:
             open_ = GaugeMetricFamily("tokend_proxy_connections_open", "Open proxy connections", labels=["target"])
             total = CounterMetricFamily("tokend_proxy_connections", "Proxy connections accepted", labels=["target"])
-            for t in targets:
-                s = d.proxy.status(t.name)
-                if s is not None:
-                    open_.add_metric([t.name], s["open"])
-                    total.add_metric([t.name], s["total"])
+            for t in snap.targets:
+                if t.proxy is not None:
+                    open_.add_metric([t.name], t.proxy.open)
+                    total.add_metric([t.name], t.proxy.total)
             yield open_
             yield total
         ready = GaugeMetricFamily(
             "tokend_ready", "1 when every identity holds a valid token and every sink and listener is in order"
         )
-        ready.add_metric([], 0.0 if problems(d) else 1.0)
+        ready.add_metric([], 0.0 if snap.problems() else 1.0)
         yield ready
 
 
 class Observer:
     """The HTTP endpoint, on the daemon's loop."""
 
-    def __init__(self, daemon: Daemon, where: Listen) -> None:
-        self.daemon = daemon
+    def __init__(self, snapshots: Snapshots, where: Listen) -> None:
+        self.snapshots = snapshots
         self.where = where
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(daemon, daemon.clock.now))
+        self.registry.register(_Collector(snapshots))
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending = limits.Pending(limits.shares(limits.file_limit()).health)
@@ -170,7 +154,7 @@ class Observer:
         if path == "/healthz":
             return "200 OK", text, b"ok\n"
         if path == "/readyz":
-            why = problems(self.daemon)
+            why = self.snapshots().problems()
             if why:
                 return "503 Service Unavailable", text, ("\n".join(why) + "\n").encode()
             return "200 OK", text, b"ready\n"
@@ -179,7 +163,8 @@ class Observer:
         return "404 Not Found", text, b"/healthz, /readyz or /metrics\n"
 
 
-def start(daemon: Daemon, io: Any, where: Listen) -> Observer:
-    o = Observer(daemon, where)
+def start(snapshots: Snapshots, io: IOLoop, where: Listen) -> Observer:
+    """An observer serving on ``io``'s loop at ``where``; OSError when the address cannot be had."""
+    o = Observer(snapshots, where)
     io.run(o.start())
     return o

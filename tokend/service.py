@@ -13,12 +13,17 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 
-from tokend import paths, system
-from tokend.errors import ConfigError, TokendError
+from tokend import config as config_mod
+from tokend import ipc, paths, sinks, system
+from tokend.errors import ConfigError, DaemonNotRunning, TokendError
+from tokend.identities import interactive
+from tokend.kinds import SINKS
+from tokend.sinks.atomic import write_private
 
 LABEL = "org.tokend.tokend"
 
@@ -218,10 +223,6 @@ def logs(config: Path, follow: bool) -> Logs:
 def _stop_daemon(config: Path, timeout: float = 15.0) -> None:
     """A daemon still running for this config (started by hand) is asked to stop first, or it would write again
     what purge removes."""
-    import time
-
-    from tokend import ipc
-    from tokend.errors import DaemonNotRunning
 
     try:
         ipc.Client(config).stop()
@@ -236,11 +237,6 @@ def purge(config: Path) -> list[str]:
     """Remove everything this config made: its entries in every sink (pgpass and pg_service blocks, keychain
     entries), its sign-ins (records and sign-in caches), state, log files, socket and lock. Never the installation,
     never another config's files, never a line or entry of the user's. Returns what was done."""
-    import shutil
-
-    from tokend import config as config_mod
-    from tokend import sinks
-    from tokend.kinds import SINKS
 
     _stop_daemon(config)
     owner = paths.config_id(config)
@@ -259,8 +255,6 @@ def purge(config: Path) -> list[str]:
         except TokendError as e:
             done.append(f"could not clean {sink.location()}: {e}")
     if people:
-        from tokend.identities import interactive
-
         for ic in people:
             done += interactive.logout(ic)
     for folder in (paths.config_state_dir(config), paths.config_data_dir(config), paths.proxy_dir(config)):
@@ -276,7 +270,6 @@ def purge(config: Path) -> list[str]:
 
 
 def _write(r: Rendered, encoding: str = "utf-8") -> None:
-    from tokend.sinks.atomic import write_private
 
     write_private(r.path, r.text, encoding)
 

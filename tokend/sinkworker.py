@@ -3,6 +3,10 @@
 Every sync writes the newest entries, so a retry never writes a stale token; a failing sink backs off and retries
 without holding up the others, and logs its reason once per change of reason. What it last wrote is kept per
 target, so status tells each target's truth (a target added by a reload is "pending", not "failed 19 s ago").
+
+A worker follows its own place: started with a ``Watches`` (the daemon's file watcher), it watches the files its sink
+names (``Sink.watched``: a pgpass a dotfile manager replaces) and writes again when someone else changed them; it
+stops watching when it stops. So a sink moved by a reload is watched at its new place without anyone above wiring it.
 """
 
 from __future__ import annotations
@@ -10,9 +14,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from tokend.clock import Clock
 from tokend.errors import TokendError
@@ -29,6 +34,14 @@ class Written:
     at: float  # wall clock
 
 
+class Watches(Protocol):
+    """Calls back when files change (``watch.Watcher``)."""
+
+    def watch(self, files: Iterable[Path], callback: Callable[[], None]) -> Any: ...
+
+    def unwatch(self, w: Any) -> None: ...
+
+
 class SinkWorker:
     def __init__(self, sink: Sink, entries: Callable[[], Sequence[Entry]], policy: Policy, clock: Clock) -> None:
         self.sink = sink
@@ -42,15 +55,24 @@ class SinkWorker:
         self._dirty = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"sink-{sink.kind}", daemon=True)
+        self._watches: Watches | None = None
+        self._watch: Any = None
 
-    def start(self) -> None:
+    def start(self, watches: Watches | None = None) -> None:
+        """Start writing; with ``watches``, also write again whenever someone else changes the sink's files."""
         self._thread.start()
+        files = self.sink.watched()
+        if watches is not None and files:
+            self._watches, self._watch = watches, watches.watch(files, self.poke)
 
     def poke(self) -> None:
         """The tokens changed, or the place was changed by someone else: write soon."""
         self._dirty.set()
 
     def stop(self) -> None:
+        if self._watches is not None:
+            self._watches.unwatch(self._watch)
+            self._watches = None
         self._stopping = True
         self._dirty.set()
 

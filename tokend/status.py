@@ -1,6 +1,7 @@
-"""``tokend status`` for people: the daemon's status (the JSON contract) as a compact table, problems indented
-under the line they concern with their fix. Pure: takes the status dict and ``now``; tested on plain dicts. The CLI
-asks the daemon, prints, and follows it for ``--watch``.
+"""``tokend status``: the status JSON (the contract in DESIGN.md) rendered from a daemon's ``Snapshot``
+(``to_json``), and for people that JSON as a compact table, problems indented under the line they concern with their
+fix (``render``). Pure: takes a Snapshot, or the status dict and ``now``; tested on hand-made ones. The CLI asks the
+daemon, prints, and follows it for ``--watch``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from tokend.snapshot import IdentityView, ProxyView, SinkView, Snapshot, TargetView
 
 Paint = Callable[[str, str], str]
 COLOURS = {
@@ -21,6 +24,52 @@ COLOURS = {
     "failed": "31",
     "unavailable": "31",
 }
+
+
+def to_json(snap: Snapshot) -> dict[str, Any]:
+    """The status JSON of ``snap``: times as whole Unix epoch seconds, an identity's ``expires_on`` from the true
+    remaining life of its token (``Token.remaining``), whatever the wall clock did since it arrived."""
+    return {
+        "config": snap.config,
+        "config_error": snap.config_error,
+        "pid": snap.pid,
+        "started_at": int(snap.started_at),
+        "identities": [_identity(i, snap.now) for i in snap.identities],
+        "targets": [_target(t) for t in snap.targets],
+    }
+
+
+def _identity(i: IdentityView, now: float) -> dict[str, Any]:
+    return {
+        "name": i.name,
+        "source": i.source,
+        "state": i.state,
+        "principal": i.principal,
+        "expires_on": int(now + i.remaining) if i.remaining is not None else None,
+        "refresh_at": int(now + max(0.0, i.due_in)),
+        "last_error": i.last_error,
+        "cache": i.cache,
+    }
+
+
+def _target(t: TargetView) -> dict[str, Any]:
+    return {**t.public, "sinks": {k: _sink(v) for k, v in t.sinks.items()}, "proxy": _proxy(t.proxy)}
+
+
+def _sink(s: SinkView) -> dict[str, Any]:
+    return {"state": s.state, "location": s.location, "last_write": s.last_write, "last_error": s.last_error}
+
+
+def _proxy(p: ProxyView | None) -> dict[str, Any] | None:
+    if p is None:
+        return None
+    return {
+        "listen": [{"host": host, "port": port} for host, port in p.listen],
+        "open": p.open,
+        "total": p.total,
+        "last_error": p.last_error,
+        "certificate": p.certificate,
+    }
 
 
 def painter(stream: Any = None, environ: Mapping[str, str] | None = None) -> Paint:

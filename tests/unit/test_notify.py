@@ -4,6 +4,7 @@ tool, or a broken one, is a log line and False, not an error."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,46 @@ def test_on_macos_osascript_gets_one_script_with_quoted_texts(tmp_path: Path, mo
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     cmd = notify._command('sign "in"', "run `tokend login`")
     assert cmd == ["osascript", "-e", 'display notification "run `tokend login`" with title "sign \\"in\\""']
+
+
+pytestmark = pytest.mark.portable
+
+
+def only(tool: str | None) -> Callable[[str], str | None]:
+    """A ``shutil.which`` that finds ``tool`` alone."""
+    return lambda name: f"/usr/bin/{name}" if name == tool else None
+
+
+def test_linux_uses_notify_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(system, "MACOS", False)
+    monkeypatch.setattr(system, "WINDOWS", False)
+    monkeypatch.setattr(notify.shutil, "which", only("notify-send"))
+    assert notify._command("tokend: sign-in needed for me", "run tokend login") == [
+        "notify-send",
+        "--app-name=tokend",
+        "--urgency=critical",
+        "tokend: sign-in needed for me",
+        "run tokend login",
+    ]
+
+
+def test_macos_quotes_for_applescript(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(system, "MACOS", True)
+    monkeypatch.setattr(notify.shutil, "which", only("osascript"))
+    cmd = notify._command('say "hi"', "back\\slash")
+    assert cmd == ["osascript", "-e", 'display notification "back\\\\slash" with title "say \\"hi\\""']
+
+
+def test_windows_quotes_for_powershell(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(system, "MACOS", False)
+    monkeypatch.setattr(system, "WINDOWS", True)
+    monkeypatch.setattr(notify.shutil, "which", only("powershell"))
+    cmd = notify._command("it's", "x")
+    assert cmd is not None and cmd[0] == "powershell" and "'it''s'" in cmd[-1]
+
+
+def test_no_tool_is_no_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(system, "MACOS", False)
+    monkeypatch.setattr(system, "WINDOWS", False)
+    monkeypatch.setattr(notify.shutil, "which", only(None))
+    assert notify.notify("t", "m") is False

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tokend import status
+from tokend.snapshot import IdentityView, ProxyView, SinkView, Snapshot, TargetView
 
 pytestmark = pytest.mark.portable
 
@@ -104,3 +105,58 @@ def test_times_read_naturally() -> None:
     assert "expires in" in status.until(NOW + 3 * 3600, NOW)
     assert status.ago(NOW - 30, NOW).endswith("ago")
     assert status.plural(1, "target") == "1 target" and status.plural(2, "identity", "identities") == "2 identities"
+
+
+def test_the_status_json_is_rendered_from_a_snapshot_with_the_contracts_keys() -> None:
+    snap = Snapshot(
+        now=NOW,
+        config="/c.toml",
+        config_error=None,
+        pid=7,
+        started_at=NOW - 10.5,
+        identities=(IdentityView("me", "azure-cli", "ok", "alice@contoso.com", 600.4, -3.0, None, "unencrypted"),),
+        targets=(
+            TargetView(
+                "prod",
+                {"name": "prod", "host": "h", "port": 5432, "database": "*", "user": "U", "identity": "me"},
+                {"pgpass": SinkView("ok", "/p", int(NOW), None)},
+                ProxyView((("127.0.0.1", 6432),), 1, 2, None, None),
+            ),
+        ),
+    )
+    assert status.to_json(snap) == {
+        "config": "/c.toml",
+        "config_error": None,
+        "pid": 7,
+        "started_at": int(NOW - 10.5),
+        "identities": [
+            {
+                "name": "me",
+                "source": "azure-cli",
+                "state": "ok",
+                "principal": "alice@contoso.com",
+                "expires_on": int(NOW + 600.4),
+                "refresh_at": int(NOW),  # overdue: now
+                "last_error": None,
+                "cache": "unencrypted",
+            }
+        ],
+        "targets": [
+            {
+                "name": "prod",
+                "host": "h",
+                "port": 5432,
+                "database": "*",
+                "user": "U",
+                "identity": "me",
+                "sinks": {"pgpass": {"state": "ok", "location": "/p", "last_write": int(NOW), "last_error": None}},
+                "proxy": {
+                    "listen": [{"host": "127.0.0.1", "port": 6432}],
+                    "open": 1,
+                    "total": 2,
+                    "last_error": None,
+                    "certificate": None,
+                },
+            }
+        ],
+    }

@@ -25,9 +25,6 @@ from tokend.emulator import ca, pgaadauth
 from tokend.emulator.directory import Directory
 from tokend.emulator.ldapcheck import hba_options
 
-if sys.platform != "win32":  # POSIX only (running as root); the emulator itself runs everywhere
-    import pwd
-
 ADMIN = "tokend_admin"
 
 
@@ -65,6 +62,10 @@ class Postgres:
         tls = ca.make(self.folder / "tls")
         self.ca_cert = tls.ca_cert
         if self.user:
+            if sys.platform == "win32":
+                raise OSError("running PostgreSQL as another user needs POSIX (pwd, chown)")
+            import pwd  # POSIX only (running as root): the emulator itself runs everywhere
+
             entry = pwd.getpwnam(self.user)
             os.chmod(self.folder, 0o755)
             for p in (self.folder, self.sockdir, tls.cert.parent, tls.cert, tls.key):

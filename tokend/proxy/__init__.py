@@ -34,6 +34,7 @@ import logging
 import os
 import socket
 import ssl
+import sys
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,6 +237,8 @@ class Proxy:
             path = self.folder / f".s.PGSQL.{a.port}"
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()  # stale: we hold the config's instance lock
+            if sys.platform == "win32":  # no AF_UNIX in Windows' CPython: the listener reports it and retries
+                raise OSError("Unix sockets are not available on Windows")
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             old = os.umask(0o177)
             try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import sys
 
 from tokend import system
 
@@ -63,6 +64,8 @@ def _diag_uid(family: int, peer: tuple[str, int], ours: tuple[str, int]) -> int 
 
 def _diag_lookup(family: int, peer: tuple[str, int], ours: tuple[str, int]) -> tuple[bool, int | None]:
     """(the kernel knows such a socket, the uid of the process holding it — None for an orphan)."""
+    if sys.platform != "linux":  # netlink's sock_diag is Linux's alone: the lookup fails, and the caller refuses
+        raise OSError("no sock_diag on this OS")
 
     def address(a: str) -> bytes:
         return socket.inet_pton(family, a).ljust(16, b"\0")

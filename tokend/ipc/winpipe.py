@@ -3,19 +3,28 @@
 The pipe is created with an explicit DACL of two entries — the current user's SID and SYSTEM, full access — and
 nobody else (a pipe's default DACL lets Everyone read), and with FILE_FLAG_FIRST_PIPE_INSTANCE, so a process of
 another user cannot have created the name first and be listening in the daemon's place. It is served by asyncio's
-proactor loop with the same protocol handler as the Unix socket (``ipc.Server``); this module is only the thin
-layer that makes and opens the pipe (a twin of ``ipc.UnixEndpoint``, which runs the same handler in every test).
+proactor loop with the same protocol handler as the Unix socket (``ipc.server.Server``); this module is only the
+thin layer that makes and opens the pipe (a twin of ``ipc.unix.UnixEndpoint``, which runs the same handler in every
+test). Of the package it imports only ``protocol``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ctypes
-import time
-from collections.abc import Callable
-from typing import Any
+import sys
 
-from tokend.errors import DaemonNotRunning, TokendError
+# Windows only (``ipc.client.endpoint`` imports it there alone): mypy checks the rest against Windows' stubs when
+# run with --platform win32 and skips it elsewhere.
+assert sys.platform == "win32"
+
+import asyncio  # noqa: E402
+import ctypes  # noqa: E402
+import time  # noqa: E402
+from asyncio import windows_utils  # noqa: E402
+from ctypes import wintypes  # noqa: E402
+from typing import Any  # noqa: E402
+
+from tokend.errors import DaemonNotRunning, TokendError  # noqa: E402
+from tokend.ipc.protocol import BUSY_RETRY, MAX_REQUEST, OnClient  # noqa: E402
 
 PIPE_ACCESS_DUPLEX = 0x00000003
 FILE_FLAG_OVERLAPPED = 0x40000000
@@ -23,8 +32,7 @@ FILE_FLAG_FIRST_PIPE_INSTANCE = 0x00080000
 PIPE_TYPE_BYTE, PIPE_READMODE_BYTE, PIPE_WAIT, PIPE_REJECT_REMOTE_CLIENTS = 0x0, 0x0, 0x0, 0x00000008
 PIPE_UNLIMITED_INSTANCES = 255
 ERROR_PIPE_BUSY = 231
-BUFSIZE = 65536
-BUSY_RETRY = 2.0  # seconds a client waits for a free pipe instance
+BUFSIZE = 65536  # bytes of each pipe instance's in and out buffers
 
 
 class _SecurityAttributes(ctypes.Structure):
@@ -45,8 +53,6 @@ def _last_error() -> OSError:
 
 def _user_sid() -> str:  # pragma: no cover - Windows only
     """The current user's SID as a string (S-1-5-21-…)."""
-    from ctypes import wintypes
-
     advapi32 = _dll("advapi32")
     kernel32 = _dll("kernel32")
     token = wintypes.HANDLE()
@@ -99,6 +105,8 @@ class _PipeStream:
 
 
 class PipeEndpoint:  # pragma: no cover - Windows only
+    checks_peer = False  # the pipe's DACL admits only this user and SYSTEM
+
     def __init__(self, name: str) -> None:
         self.name = name
 
@@ -117,11 +125,7 @@ class PipeEndpoint:  # pragma: no cover - Windows only
                     raise TokendError(f"cannot reach the tokend daemon at {self.name}: {e.strerror or e}") from None
                 time.sleep(0.01)
 
-    async def listen(self, on_client: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]) -> Any:
-        from asyncio import windows_utils
-
-        from tokend.ipc import MAX_REQUEST
-
+    async def listen(self, on_client: OnClient) -> Any:
         loop: Any = asyncio.get_running_loop()  # a ProactorEventLoop (asyncio's default on Windows)
         kernel32 = _dll("kernel32")
         kernel32.CreateNamedPipeW.restype = ctypes.c_void_p
