@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("tokend.daemon")
 FIRST_ATTEMPT_WAIT = 60.0  # seconds to wait for every identity's first answer before the first write
 EMPTY_CONFIG_WAIT = 1.0  # seconds an empty config file gets to be written (an editor saving in place) on a reload
+# seconds an IPC token request waits for a successor that is due (Refresher.fresh_token); under the client's 10 s
+TOKEN_FRESH_WAIT = 5.0
 
 IdentityBuilder = Callable[[IdentityConfig, Clock], TokenSource]
 SinkBuilder = Callable[[str, Any, str], Sink]
@@ -101,11 +103,14 @@ class Daemon:
                     out.append(Entry(target, token))
             return out
 
-    def token_for(self, name: str | None) -> ipc.TokenAnswer:
+    def token_for(self, name: str | None, wait: float = 0.0) -> ipc.TokenAnswer:
+        """The token for target ``name``. ``wait`` (seconds, off the event loop only): how long to wait for the
+        successor of a token inside its refresh lead (``Refresher.fresh_token``), so a client that caches the
+        answer (pgAdmin) is not handed a token about to expire while a fresher one is due."""
         with self._lock:
             target = self.config.target(name)
             r = self.refreshers[target.identity]
-        token = r.valid_token()
+        token = r.fresh_token(wait) if wait > 0 else r.valid_token()
         if token is None:
             raise TokendError(
                 f"no valid token for target {target.name!r} yet (identity {target.identity}: "
@@ -292,7 +297,7 @@ class Daemon:
         if op == ipc.STATUS:
             return self.status()
         if op == ipc.TOKEN:
-            answer = self.token_for(_name(request, "target"))
+            answer = self.token_for(_name(request, "target"), wait=TOKEN_FRESH_WAIT)
             return {"token": answer.token, "expires_on": answer.expires_on, "target": answer.target}
         if op == ipc.SIGN_IN_CHANGED:
             self.sign_in_changed(identity=_name(request, "identity"))

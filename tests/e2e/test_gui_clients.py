@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from support.product import tokend
 from support.tenant import Tenant
 from support.waits import wait_for
 
+# VS Code user settings with a profile of the PostgreSQL extension's own (microsoft/vscode-pgsql): "pgsql.connections"
+# holds profiles whose "id" is a UUID the extension makes (one that is not may be dropped at start), "server"/"port"/
+# "database"/"user" what it connects to, "authenticationType" "None" and "password" "" for no password (1.7.0+)
 VSCODE_SETTINGS = """// my VS Code settings
 {
   "editor.fontSize":   14,   // big
@@ -40,6 +44,10 @@ VSCODE_SETTINGS = """// my VS Code settings
 }
 """
 
+# DBeaver's workspace data-sources.json (DataSourceSerializerModern): "connections" by id, each with "folder" (a key of
+# "folders"), "save-password" (DataSourceDescriptor.isSavePassword; the pgpass page, PostgreAuthPgPassConfigurator
+# .saveSettings, always sets it true) and "configuration" whose "auth-model" picks the authentication
+# ("postgres_pgpass": AuthModelPgPass reads the password from PGPASSFILE or ~/.pgpass at every connect)
 DBEAVER_SOURCES = """{
 \t"folders": {
 \t\t"Prod": {}
@@ -163,6 +171,9 @@ def test_vscode_profiles_go_through_the_proxy(
     monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))
     p = ours[0]
     assert p["authenticationType"] == "None" and p["password"] == "" and p["user"] == GROUP
+    assert uuid.UUID(p["id"]).version == 5 and p["groupId"] == data["pgsql.serverGroups"][0]["id"]
+    ok("clients", "vscode", "--config", str(cfg))
+    assert [c["id"] for c in jsonc.loads(settings.read_text())["pgsql.connections"]] == ["mine-1", p["id"]]  # stable
     with psycopg.connect(
         host=p["server"], port=int(p["port"]), dbname=p["database"], user=p["user"], sslmode=p["sslmode"]
     ) as c:
@@ -204,6 +215,7 @@ def test_dbeaver_connections_use_pgpass(
     (ours,) = [c for k, c in data["connections"].items() if k.startswith("tokend-")]
     conf = ours["configuration"]
     assert conf["auth-model"] == "postgres_pgpass" and ours["folder"] == "tokend"
+    assert ours["save-password"] is True  # false: DBeaver asks for credentials on every connect
     # DBeaver's meaning: host/port/database/user from the configuration, the password from pgpass, sslMode
     with psycopg.connect(
         host=conf["host"],
@@ -448,3 +460,21 @@ def test_jsonc_reads_any_text_or_says_what_is_wrong(text: str) -> None:
             attempt()
         except jsonc.JsoncError as e:
             assert str(e) and "\n" not in str(e)
+
+
+def test_vscode_profiles_tokend_wrote_before_uuid_ids_are_replaced_and_removed() -> None:
+    """Profiles from before UUID ids ("tokend-OWNER-NAME") are tokend's too: an update replaces them, remove takes
+    them; another config's profiles and the person's stay."""
+    from tokend.clients import vscode
+    from tokend.config import Listen, Target
+
+    t = Target("db", "h.example", 5432, "*", GROUP, "sp", ("pgpass",), (Listen(False, "127.0.0.1", PROXY_PORT),))
+    old = {"id": "tokend-abc-db", "profileName": "db (tokend)", "server": "127.0.0.1"}
+    theirs = {"id": vscode.profile_id("other", "db"), "groupId": vscode.GROUP_ID, "profileName": "db (tokend)"}
+    text = json.dumps({"pgsql.connections": [{"id": "mine-1"}, old, theirs]}, indent=2)
+    updated = jsonc.loads(vscode.update(text, "abc", [t]))["pgsql.connections"]
+    assert [c["id"] for c in updated] == ["mine-1", theirs["id"], vscode.profile_id("abc", "db")]
+    assert vscode.profile_id("abc", "db") == vscode.profile_id("abc", "db") != vscode.profile_id("abc", "db2")
+    left = jsonc.loads(vscode.remove(vscode.update(text, "abc", [t]), "abc"))
+    assert [c["id"] for c in left["pgsql.connections"]] == ["mine-1", theirs["id"]]
+    assert [g["id"] for g in left["pgsql.serverGroups"]] == [vscode.GROUP_ID]  # another config's profile needs it
