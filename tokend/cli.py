@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
         ("--database", "the database (default: any)"),
     ):
         tok.add_argument(flag, help=f"pick the target libpq would match: {help_}")
+    tok.add_argument(
+        "--from-pgadmin",
+        action="store_true",
+        help="pick the target from PGADMIN_PASSEXEC_HOST/_PORT/_USERNAME/_DATABASE (pgAdmin's server-mode command)",
+    )
     ex = cmd("exec", "run a command with PG* variables set for a target")
     ex.add_argument("target", help="target name")
     ex.epilog = "usage: tokend exec TARGET [--config PATH] -- CMD [ARGS...]"
@@ -125,6 +130,11 @@ def _parser() -> argparse.ArgumentParser:
         "--shared-command",
         action="store_true",
         help="pgadmin 8.14+: one password command for every server (%%HOSTNAME%% %%PORT%% %%USERNAME%%)",
+    )
+    cl.add_argument(
+        "--server-mode",
+        action="store_true",
+        help="pgadmin in server mode: a SERVER_PASSEXEC_COMMANDS entry for config_local.py and servers naming it",
     )
     cl.add_argument("--json", action="store_true", help="the list of clients, machine-readable")
     adm = cmd("admin", "an Entra administrator's tasks on a server: add a group, list principals, check a login")
@@ -273,7 +283,9 @@ def cmd_clients(args: argparse.Namespace, config_path: Path, debug: bool) -> int
             raise UsageError(f"name the client: tokend clients remove {'|'.join(clients.CLIENTS)} [TARGET...]")
         lines = clients.remove(args.targets[0], args.targets[1:], config_path, args.output)
     else:
-        lines = clients.run(args.client, args.targets, config_path, args.output, args.shared_command, args.json)
+        lines = clients.run(
+            args.client, args.targets, config_path, args.output, args.shared_command, args.json, args.server_mode
+        )
     for line in lines:
         print(line)
     return 0
@@ -354,6 +366,10 @@ def _token(config_path: Path, args: argparse.Namespace, debug: bool, name: str |
 
     logs.setup(debug, quiet=True)
     name = name or getattr(args, "target", None)
-    if getattr(args, "host", None) or (args.command == "token" and getattr(args, "user", None)):
+    if getattr(args, "from_pgadmin", False):
+        from tokend.clients import pgadmin
+
+        name = pgadmin.passexec_target(config.load(config_path)).name
+    elif getattr(args, "host", None) or (args.command == "token" and getattr(args, "user", None)):
         name = config.load(config_path).match(args.host, args.port, args.user, args.database).name
     return identities.token_for(config_path, name)

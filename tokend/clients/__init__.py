@@ -150,6 +150,7 @@ def run(
     output: Path | None,
     shared: bool = False,
     as_json: bool = False,
+    server_mode: bool = False,
 ) -> Iterator[str]:
     """``tokend clients [CLIENT] [TARGET…]``: list the clients here, or set one up; yields lines for people."""
     from tokend import config
@@ -176,9 +177,13 @@ def run(
         from tokend.clients import pgadmin
         from tokend.service import tokend_executable
 
-        entries = pgadmin.servers(owner, targets, tokend_executable(), config_path, shared)
+        entries = pgadmin.servers(
+            owner, targets, tokend_executable(), config_path, shared, cfg.refresh_margin, server_mode
+        )
+        if server_mode:  # the config_local.py lines first, then servers.json (as for datagrip: two documents)
+            sys.stdout.write(pgadmin.config_local(tokend_executable(), config_path))
         if output is None:
-            sys.stdout.write(pgadmin.update("", entries))
+            sys.stdout.write(("# servers.json\n" if server_mode else "") + pgadmin.update("", entries))
         else:
             yield from pgadmin.install(output, entries)
     else:
