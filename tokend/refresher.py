@@ -98,16 +98,17 @@ class Refresher:
         return token if token is not None and token.valid(self.clock) else None
 
     def fresh_token(self, wait: float) -> Token | None:
-        """The valid token, but not one about to be replaced: when the held token is inside its refresh lead and the
-        next attempt is due within ``wait`` seconds, wait (up to ``wait``) for that attempt and answer with what is
-        held then. A client that keeps the answer for a while (pgAdmin's PasswordExecExpiration) then gets the
-        successor instead of the last seconds of its predecessor. Never waits while in error or when the
-        credential cannot give a new token yet (the next attempt is further away than ``wait``). Blocks: never
-        call it on the daemon's event loop."""
+        """The valid token, but not one about to be replaced: when the held token is inside its refresh lead (so the
+        attempt for its successor is due or running), wait up to ``wait`` seconds for that attempt and answer with
+        what is held then. A client that keeps the answer for a while (pgAdmin's PasswordExecExpiration) then gets the
+        successor instead of the last seconds of its predecessor. Waits only for the attempt the token's own life
+        schedules: not while in error (retries back off) nor after a "same token" answer (the credential cannot
+        give a new one yet: with a margin over 5 minutes that lasts minutes). Blocks: never call it on the
+        daemon's event loop."""
         token = self.valid_token()
-        if token is None or self.error_kind or token.remaining(self.clock) >= self.policy.lead(token):
+        if token is None or self.error_kind or not self._by_life:
             return token
-        if self.due_in() > wait:
+        if token.remaining(self.clock) >= self.policy.lead(token):
             return token
         with self._attempted:
             seen = self._attempts

@@ -54,11 +54,21 @@ def tok(value: str, hands: Hands, lifetime: float) -> Token:
     return Token(value, hands.wall + lifetime, hands.wall, received=hands.up)
 
 
+def at_once(r: Refresher) -> Token | None:
+    """fresh_token allowed an hour of waiting; it must answer without waiting (within 10 s) or the test fails."""
+    got: list[Token | None] = []
+    asker = threading.Thread(target=lambda: got.append(r.fresh_token(3600.0)), daemon=True)
+    asker.start()
+    asker.join(10.0)
+    assert got, "fresh_token waited for an attempt it should not wait for"
+    return got[0]
+
+
 def test_a_token_outside_its_lead_is_answered_at_once() -> None:
     hands = Hands()
     r = Refresher(Scripted(iter([tok("a", hands, 600)])), Policy(margin=90), hands.clock(), lambda: None)
     r.step()
-    assert r.fresh_token(5.0) is r.token  # 600 s left, lead 90 s: nothing is due
+    assert at_once(r) is r.token  # 600 s left, lead 90 s: nothing is due
 
 
 def test_inside_its_lead_the_answer_waits_for_the_due_attempt_and_is_the_successor() -> None:
@@ -79,14 +89,24 @@ def test_inside_its_lead_the_answer_waits_for_the_due_attempt_and_is_the_success
     assert got == [second]
 
 
-def test_no_wait_while_the_refresh_is_failing_or_not_due_soon() -> None:
+def test_no_wait_while_the_refresh_is_failing() -> None:
     hands = Hands()
     first = tok("a", hands, 600)
     r = Refresher(Scripted(iter([first, TokenFailed("network down")])), Policy(margin=90), hands.clock(), lambda: None)
     r.step()
     hands.move(540)
     r.step()  # failed: the old token is all there is, and waiting would not bring another
-    assert r.error_kind == "failed" and r.fresh_token(5.0) is first
-    r.error_kind = None
-    r._by_life, r._retry_at = False, hands.up + 30  # the next attempt is 30 s away: more than the wait
-    assert r.fresh_token(5.0) is first
+    assert r.error_kind == "failed" and at_once(r) is first
+
+
+def test_no_wait_after_a_same_token_answer() -> None:
+    """margin 10 m: the credential hands back its cached token until 5 minutes are left, and the refresher asks
+    again every few seconds; `tokend token` must not wait for those attempts."""
+    hands = Hands()
+    first = tok("a", hands, 3600)
+    r = Refresher(Scripted(iter([first, first])), Policy(margin=600), hands.clock(), lambda: None)
+    r.step()
+    hands.move(3600 - 500)
+    r.step()  # same token: next attempt in 5-20 s
+    hands.move(r.due_in() - 1)  # that attempt 1 s away, well inside the wait
+    assert at_once(r) is first
