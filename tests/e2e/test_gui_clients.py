@@ -19,7 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokend.clients import jsonc
+from tokend.clients import edits, jsonc, vscode
+from tokend.config import Listen, Target
 from tokend.emulator.postgres import Postgres
 
 from support.builders import GROUP, sp_config
@@ -359,8 +360,6 @@ def test_pgadmin_shared_password_command(em: Tenant, postgres: Postgres, write_c
 
 
 def test_a_file_tokend_made_goes_with_remove_unless_the_person_wrote_into_it(tmp_path: Path) -> None:
-    from tokend.clients import edits
-
     def add(text: str) -> str:
         return text + "tokend\n"
 
@@ -476,9 +475,6 @@ def test_jsonc_reads_any_text_or_says_what_is_wrong(text: str) -> None:
 def test_vscode_profiles_tokend_wrote_before_uuid_ids_are_replaced_and_removed() -> None:
     """Profiles from before UUID ids ("tokend-OWNER-NAME") are tokend's too: an update replaces them, remove takes
     them; another config's profiles and the person's stay."""
-    from tokend.clients import vscode
-    from tokend.config import Listen, Target
-
     t = Target("db", "h.example", 5432, "*", GROUP, "sp", ("pgpass",), (Listen(False, "127.0.0.1", PROXY_PORT),))
     old = {"id": "tokend-abc-db", "profileName": "db (tokend)", "server": "127.0.0.1"}
     theirs = {"id": vscode.profile_id("other", "db"), "groupId": vscode.GROUP_ID, "profileName": "db (tokend)"}
