@@ -19,7 +19,6 @@ import os
 import re
 import secrets
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -239,17 +238,15 @@ class PgAdmin:
                 "POST", f"/sqleditor/query_tool/start/{trans}", {"sql": sql, "explain_plan": None}
             )
             assert status == 200 and started.get("success", 1), started
-            deadline = time.monotonic() + timeout
-            while True:
+
+            def result() -> tuple[list[list[Any]]] | None:
                 status, polled = self.call("GET", f"/sqleditor/poll/{trans}")
                 data = polled.get("data") or {}
                 if data.get("status") == "Success":
-                    return [list(r.values()) if isinstance(r, dict) else list(r) for r in data.get("result") or []]
-                assert (
-                    status == 200
-                    and data.get("status") in ("Busy", None, "NotConnected")
-                    and (time.monotonic() < deadline)
-                ), polled
-                time.sleep(0.2)
+                    return ([list(r.values()) if isinstance(r, dict) else list(r) for r in data.get("result") or []],)
+                assert status == 200 and data.get("status") in ("Busy", None, "NotConnected"), polled
+                return None
+
+            return wait_for(result, timeout, 0.2, "the query tool's result")[0]
         finally:
             self.call("DELETE", f"/sqleditor/close/{trans}")
