@@ -2,7 +2,8 @@
 pgAdmin's own `setup.py load-servers`, connected through pgAdmin's REST API as its browser UI does, and a query in
 its query tool that must return the group as current_user. Per-target and --shared-command commands both; across a
 token rotation with `margin = "90s"`, pgAdmin never sends an expired token (PasswordExecExpiration follows the
-margin) and logs in with the new one. Server mode's named commands where the installed pgAdmin has them."""
+margin) and logs in with the new one. Server mode: 9.x's ENABLE_SERVER_PASS_EXEC_CMD with the real pgAdmin; the
+named commands (SERVER_PASSEXEC_COMMANDS) as pgAdmin runs them, and with the real one where it has them."""
 
 from __future__ import annotations
 
@@ -188,6 +189,29 @@ def test_pgadmin_server_mode_named_command(em: Tenant, postgres: Postgres, write
     assert nobody.returncode == 2 and "no target" in nobody.stderr and len(nobody.stderr.strip().splitlines()) == 1
     missing = subprocess.run(argv, env={"PATH": env["PATH"], "HOME": env["HOME"]}, capture_output=True, text=True)
     assert missing.returncode == 2 and "PGADMIN_PASSEXEC_HOST" in missing.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.soak
+def test_pgadmin_9_server_mode_with_enable_server_pass_exec_cmd(
+    em: Tenant, postgres: Postgres, write_config, daemon, tmp_path: Path
+) -> None:
+    """pgAdmin 9.x in server mode (a team pgAdmin) runs the desktop servers.json's commands once its
+    config_local.py says ENABLE_SERVER_PASS_EXEC_CMD = True: a user logged in through its login form connects to
+    both forms' servers as the group."""
+    cfg = write_config(two_targets(em, postgres))
+    daemon(cfg).wait_ready()
+    pga = PgAdmin(tmp_path / "pgadmin", server_mode=True)
+    try:
+        pga.start()
+        load(pga, cfg, tmp_path)
+        for name in ("db", "db2"):
+            server = pga.server(name)
+            status, answer = pga.connect(server)
+            assert status == 200 and answer.get("success") == 1, (answer, pga.log()[-2000:])
+            assert pga.query(server, "appdb", "select current_user") == [[GROUP]]
+    finally:
+        pga.stop()
 
 
 @pytest.mark.skipif(

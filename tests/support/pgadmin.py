@@ -6,6 +6,8 @@ whose password pgAdmin takes from the command's cached answer). Endpoints and fl
 ``web/pgadmin/browser/server_groups/servers/__init__.py`` (connect, nodes) and ``web/pgadmin/tools/sqleditor/
 __init__.py``; the CSRF header and token from ``web/pgadmin/browser/templates/browser/js/utils.js``.
 
+Server mode (``server_mode=True``) logs in through pgAdmin's login form as the first administrator, which
+pgAdmin makes from PGADMIN_SETUP_EMAIL/PASSWORD; ENABLE_SERVER_PASS_EXEC_CMD lets 9.x run the password commands.
 Desktop mode needs no login: ``PGADMIN_INT_KEY`` (given at start, asked once as ``?key=``) opens a session for the
 desktop user pgadmin4@pgadmin.org. Everything pgAdmin keeps (its SQLite database, sessions, storage, log) lives in
 the test's own folder, set by a ``config_local.py`` there (on PYTHONPATH). pgAdmin runs its password commands with
@@ -20,6 +22,7 @@ import re
 import secrets
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from http.cookiejar import CookieJar
@@ -35,6 +38,7 @@ from support.waits import wait_for
 VENV = REPO / ".venv-clients"
 PYTHON = VENV / "bin" / "python"
 DESKTOP_USER = "pgadmin4@pgadmin.org"
+ADMIN, ADMIN_PASSWORD = "admin@example.com", "Server-mode-0nly"  # server mode's first user (a test pgAdmin's)
 
 
 def home() -> Path:
@@ -84,19 +88,22 @@ class Server:
 class PgAdmin:
     """pgAdmin 4 in desktop mode on a loopback port of its own, its data in ``folder``."""
 
-    def __init__(self, folder: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, folder: Path, env: dict[str, str] | None = None, server_mode: bool = False) -> None:
         self.web = home()
         self.folder = folder
         self.data = folder / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.log_file = self.data / "pgadmin4.log"
         self.key = secrets.token_hex(16)
+        self.server_mode = server_mode
+        self.user = ADMIN if server_mode else DESKTOP_USER
         self.port = free_port()
         conf = folder / "conf"
         conf.mkdir(exist_ok=True)
         (conf / "config_local.py").write_text(
-            "SERVER_MODE = False\n"
-            "MASTER_PASSWORD_REQUIRED = False\n"
+            # server mode: pgAdmin 9.x runs free-text password commands only with ENABLE_SERVER_PASS_EXEC_CMD
+            ("SERVER_MODE = True\nENABLE_SERVER_PASS_EXEC_CMD = True\n" if server_mode else "SERVER_MODE = False\n")
+            + "MASTER_PASSWORD_REQUIRED = False\n"
             "USE_OS_SECRET_STORAGE = False\n"
             "UPGRADE_CHECK_ENABLED = False\n"
             "FILE_LOG_LEVEL = 20\n"
@@ -111,10 +118,13 @@ class PgAdmin:
         self.env = {
             **(env if env is not None else os.environ),
             "PYTHONPATH": str(conf),
-            "PGADMIN_SERVER_MODE": "OFF",
+            "PGADMIN_SERVER_MODE": "ON" if server_mode else "OFF",
             "PGADMIN_INT_PORT": str(self.port),
-            "PGADMIN_INT_KEY": self.key,
         }
+        if server_mode:  # the first administrator, made with pgAdmin's database
+            self.env |= {"PGADMIN_SETUP_EMAIL": ADMIN, "PGADMIN_SETUP_PASSWORD": ADMIN_PASSWORD}
+        else:
+            self.env["PGADMIN_INT_KEY"] = self.key
         self.proc: subprocess.Popen[bytes] | None = None
         self._out = open(folder / "pgadmin-stdout.log", "wb")  # noqa: SIM115 - closed in stop()
         self._opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
@@ -125,7 +135,7 @@ class PgAdmin:
         """``setup.py load-servers FILE`` as an administrator runs it, into the database of the running pgAdmin
         (``start`` first: pgAdmin makes it); the output ("Added N Server Group(s) and M Server(s).")."""
         r = subprocess.run(
-            [str(PYTHON), str(self.web / "setup.py"), "load-servers", str(servers_json), "--user", DESKTOP_USER],
+            [str(PYTHON), str(self.web / "setup.py"), "load-servers", str(servers_json), "--user", self.user],
             capture_output=True,
             text=True,
             env=self.env,
@@ -144,15 +154,29 @@ class PgAdmin:
             stderr=subprocess.STDOUT,
         )
 
+        ping = "/misc/ping" if self.server_mode else f"/misc/ping?key={self.key}"  # desktop: nothing without it
+
         def up() -> bool:
             assert self.proc is not None and self.proc.poll() is None, f"pgAdmin exited:\n{self.output()}"
             try:
-                return self._raw("GET", f"/misc/ping?key={self.key}")[1] == b"PING"
+                return self._raw("GET", ping)[1] == b"PING"
             except OSError:
                 return False
 
         wait_for(up, timeout, 0.5, "pgAdmin answering /misc/ping")
-        self._raw("GET", f"/?key={self.key}")  # the desktop session's cookie
+        if self.server_mode:  # pgAdmin's login form, as its login page posts it
+            login_page = json.loads(self._raw("GET", "/login")[1])
+            form = {"email": ADMIN, "password": ADMIN_PASSWORD, "csrf_token": login_page["response"]["csrf_token"]}
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{self.port}/authenticate/login",
+                data=urllib.parse.urlencode(form).encode(),
+                method="POST",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            with self._opener.open(req, timeout=60) as resp:
+                assert resp.status == 200, resp.status
+        else:
+            self._raw("GET", f"/?key={self.key}")  # the desktop session's cookie
         utils = self._raw("GET", "/browser/js/utils.js")[1].decode()
         token = re.search(r"pgAdmin\['csrf_token'\] = '([^']+)'", utils)
         assert token, "no CSRF token in /browser/js/utils.js"
