@@ -40,6 +40,24 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 python=${PYTHON:-python3}
+# The real GUI/terminal clients the client tests drive, pgAdmin 4 (its whole web app, ~620 MB) and pgcli, from PyPI in
+# a virtualenv of their own (pgAdmin pins its own Flask and psycopg): installed in the background while the rest is
+# built and the unit tests run, and waited for before the end-to-end tests.
+clients_pid=""
+if [ ! -x .venv-clients/bin/pgcli ] || ! ls .venv-clients/lib/python*/site-packages/pgadmin4/pgAdmin4.py \
+  >/dev/null 2>&1; then
+  echo "installing pgAdmin 4 and pgcli from PyPI into .venv-clients (in the background)"
+  ( $python -m venv .venv-clients \
+    && .venv-clients/bin/python -m pip install -q "pgadmin4>=9.18,<10" "pgcli>=4.7,<5" ) \
+    > .test-install-clients.log 2>&1 &
+  clients_pid=$!
+fi
+wait_clients() {
+  if [ -n "$clients_pid" ]; then
+    wait "$clients_pid" || { tail -20 .test-install-clients.log; echo "installing .venv-clients failed"; exit 1; }
+    clients_pid=""
+  fi
+}
 # Tests run what users install: a wheel built from this checkout, never an editable install.
 #   .venv          the test tools, and tokend from that wheel (in-process tests import the installed copy)
 #   .venv-product  a fresh venv holding nothing but the wheel and its dependencies: the `tokend` that the
@@ -104,7 +122,7 @@ echo "GitHub workflow schema:"
 .venv/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/ci.yml
 # Given a selection (-m, -k, or test paths), run exactly that (with .venv/bin/pytest: the installed copy).
 for arg in "$@"; do
-  case $arg in -m|-k|tests*|*.py*) exec .venv/bin/pytest "$@" ;; esac
+  case $arg in -m|-k|tests*|*.py*) wait_clients; exec .venv/bin/pytest "$@" ;; esac
 done
 # Unit tests first: in-process, against the checkout itself (`python -m pytest` puts it first on sys.path), no wheel
 # and no servers; a failure here stops the run in seconds.
@@ -113,6 +131,7 @@ echo "unit tests:"
 # End-to-end tests: .venv/bin/pytest, not `python -m pytest`, which would import the checkout instead of the installed
 # copy. Every `soak` test (minutes of waiting on token rotations, each with its own emulator and PostgreSQL) runs in a
 # pytest process of its own, side by side with the rest.
+wait_clients
 rm -rf .soak-logs && mkdir -p .soak-logs
 mapfile -t soaks < <(.venv/bin/pytest --collect-only -q -m soak tests/e2e "$@" 2>/dev/null | grep '::')
 pids=()

@@ -157,9 +157,10 @@ class TokenRequest(NamedTuple):
     config: Path
     target: str | None = None
     host: str | None = None
-    port: str | None = None  # as given: config.match says what is wrong with it
+    port: str | None = None  # as given: pgpass.target_for says what is wrong with it
     user: str | None = None
     database: str | None = None
+    from_pgadmin: bool = False  # the connection details from PGADMIN_PASSEXEC_* (pgAdmin's server-mode command)
 
 
 class ExecRequest(NamedTuple):
@@ -181,6 +182,7 @@ class ClientsRequest(NamedTuple):
     output: Path | None = None
     shared_command: bool = False
     json: bool = False
+    server_mode: bool = False  # pgadmin: the SERVER_PASSEXEC_COMMANDS entry and servers naming it
 
 
 class DemoRequest(NamedTuple):
@@ -276,10 +278,15 @@ def _token_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentParser
         ("--database", "the database (default: any)"),
     ):
         p.add_argument(flag, help=f"pick the target libpq would match: {help_}")
+    p.add_argument(
+        "--from-pgadmin",
+        action="store_true",
+        help="pick the target from PGADMIN_PASSEXEC_HOST/_PORT/_USERNAME/_DATABASE (pgAdmin's server-mode command)",
+    )
 
 
 def _token_request(a: argparse.Namespace, inv: Invocation) -> TokenRequest:
-    return TokenRequest(inv.config, a.target, a.host, a.port, a.user, a.database)
+    return TokenRequest(inv.config, a.target, a.host, a.port, a.user, a.database, a.from_pgadmin)
 
 
 def _token(r: TokenRequest, inv: Invocation) -> int:
@@ -294,7 +301,11 @@ def _token_answer(r: TokenRequest, inv: Invocation) -> TokenAnswer:
 
     inv.ctx.setup_logs(inv.debug, quiet=True)
     name = r.target
-    if r.host or r.user:
+    if r.from_pgadmin:
+        from tokend.clients import pgadmin  # only pgAdmin's server-mode command needs it
+
+        name = pgadmin.passexec_target(config.load(r.config), inv.ctx.environ).name
+    elif r.host or r.user:
         name = pgpass.target_for(config.load(r.config), r.host, r.port, r.user, r.database).name
     return access.token_for(r.config, name, inv.ctx.ipc_client, inv.ctx.clock)
 
@@ -364,11 +375,16 @@ def _clients_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentPars
         action="store_true",
         help="pgadmin 8.14+: one password command for every server (%%HOSTNAME%% %%PORT%% %%USERNAME%%)",
     )
+    p.add_argument(
+        "--server-mode",
+        action="store_true",
+        help="pgadmin in server mode: a SERVER_PASSEXEC_COMMANDS entry for config_local.py and servers naming it",
+    )
     p.add_argument("--json", action="store_true", help="the list of clients, machine-readable")
 
 
 def _clients_request(a: argparse.Namespace, inv: Invocation) -> ClientsRequest:
-    return ClientsRequest(inv.config, a.client, tuple(a.targets), a.output, a.shared_command, a.json)
+    return ClientsRequest(inv.config, a.client, tuple(a.targets), a.output, a.shared_command, a.json, a.server_mode)
 
 
 def _clients(r: ClientsRequest, inv: Invocation) -> int:
@@ -379,7 +395,7 @@ def _clients(r: ClientsRequest, inv: Invocation) -> int:
             raise UsageError(f"name the client: tokend clients remove {'|'.join(clients.CLIENTS)} [TARGET...]")
         lines = clients.remove(r.targets[0], list(r.targets[1:]), r.config, r.output)
     else:
-        lines = clients.run(r.client, list(r.targets), r.config, r.output, r.shared_command, r.json)
+        lines = clients.run(r.client, list(r.targets), r.config, r.output, r.shared_command, r.json, r.server_mode)
     for line in lines:
         inv.ctx.out(line)
     return 0

@@ -97,11 +97,14 @@ class Daemon:
                     out.append(Entry(target, token))
             return out
 
-    def token_for(self, name: str | None) -> ipc.TokenAnswer:
+    def token_for(self, name: str | None, wait: float = 0.0) -> ipc.TokenAnswer:
+        """The token for target ``name``. ``wait`` (seconds, off the event loop only): how long to wait for the
+        successor of a token inside its refresh lead (``Refresher.fresh_token``), so a client that caches the
+        answer (pgAdmin) is not handed a token about to expire while a fresher one is due."""
         with self._lock:
             target = self.config.target(name)
             r = self.refreshers[target.identity]
-        token = r.valid_token()
+        token = r.fresh_token(wait) if wait > 0 else r.valid_token()
         if token is None:
             raise TokendError(
                 f"no valid token for target {target.name!r} yet (identity {target.identity}: "

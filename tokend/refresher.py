@@ -62,6 +62,8 @@ class Refresher:
         self._spent: str | None = None  # the last token judged expired: never taken back from a stale cache
         self.requests: Counter[str] = Counter()  # answers by kind: new, same, failed, unavailable, login-required
         self._wake = threading.Event()
+        self._attempted = threading.Condition()  # notified after every attempt, whatever its outcome
+        self._attempts = 0
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"refresh-{identity.name}", daemon=True)
 
@@ -95,6 +97,24 @@ class Refresher:
         token = self.token
         return token if token is not None and token.valid(self.clock) else None
 
+    def fresh_token(self, wait: float) -> Token | None:
+        """The valid token, but not one about to be replaced: when the held token is inside its refresh lead (so the
+        attempt for its successor is due or running), wait up to ``wait`` seconds for that attempt and answer with
+        what is held then. A client that keeps the answer for a while (pgAdmin's PasswordExecExpiration) then gets the
+        successor instead of the last seconds of its predecessor. Waits only for the attempt the token's own life
+        schedules: not while in error (retries back off) nor after a "same token" answer (the credential cannot
+        give a new one yet: with a margin over 5 minutes that lasts minutes). Blocks: never call it on the
+        daemon's event loop."""
+        token = self.valid_token()
+        if token is None or self.error_kind or not self._by_life:
+            return token
+        if token.remaining(self.clock) >= self.policy.lead(token):
+            return token
+        with self._attempted:
+            seen = self._attempts
+            self._attempted.wait_for(lambda: self._attempts != seen, timeout=wait)
+        return self.valid_token()
+
     @property
     def state(self) -> str:
         if self.error_kind == "login-required":
@@ -113,6 +133,14 @@ class Refresher:
     # -- the loop ----------------------------------------------------------------------------------------------
     def step(self) -> None:
         """One attempt: fetch, then decide when the next one is due. Public so --once and tests drive it directly."""
+        try:
+            self._attempt()
+        finally:
+            with self._attempted:
+                self._attempts += 1
+                self._attempted.notify_all()
+
+    def _attempt(self) -> None:
         try:
             token = self.identity.fetch()
             held = self.token

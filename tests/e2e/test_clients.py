@@ -166,6 +166,10 @@ def test_pg_service_section_logs_in_and_keeps_user_sections(
     assert r.stdout.strip() == f"{GROUP}|appdb"
 
 
+# Azure Data Studio's settings.json (microsoft/azuredatastudio src/sql/platform/connection/common/
+# connectionConfig.ts reads and writes "datasource.connections": profiles with "options" — host, user, … as the
+# provider's connection options, from microsoft/azuredatastudio-postgresql package.json contributes.connectionProvider
+# — "providerName" "PGSQL", "id", "groupId" of "datasource.connectionGroups", and "savePassword")
 ADS_SETTINGS = """// Azure Data Studio user settings
 {
     "workbench.colorTheme": "Default Dark Azure Data Studio", // my theme
@@ -247,8 +251,8 @@ def test_azure_data_studio_profiles(
     assert stand_in.deleted == [cred_id]
 
 
-# What pgAdmin's `setup.py load-servers` reads (pgadmin/setup.py, load_servers): these per server, and one of
-# Host, HostAddr or Service.
+# What pgAdmin's `setup.py load-servers` reads (pgadmin-org/pgadmin4 web/setup.py load_servers, which calls
+# web/pgadmin/utils/__init__.py load_database_servers): these per server, and one of Host, HostAddr or Service.
 PGADMIN_REQUIRED = {"Name": str, "Group": str, "Port": int, "Username": str, "MaintenanceDB": str}
 
 

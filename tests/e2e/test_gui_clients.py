@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -25,6 +26,11 @@ from support.product import tokend
 from support.tenant import Tenant
 from support.waits import wait_for
 
+# VS Code user settings with a hand-added profile of the PostgreSQL extension's. Its source is not public: the field
+# meanings come from the profiles it writes and microsoft/vscode-pgsql CHANGELOG.md ("pgsql.connections" profiles
+# whose "id" is a UUID it makes, one that is not may be dropped at start; "server"/"port"/"database"/"user" what it
+# connects to; "authenticationType" "None" with "password" "" is "No Password", 1.7.0+; "groupId" an entry of
+# "pgsql.serverGroups")
 VSCODE_SETTINGS = """// my VS Code settings
 {
   "editor.fontSize":   14,   // big
@@ -38,6 +44,13 @@ VSCODE_SETTINGS = """// my VS Code settings
 }
 """
 
+# DBeaver's workspace data-sources.json, as dbeaver/dbeaver plugins/org.jkiss.dbeaver.registry/.../registry/
+# DataSourceSerializerModern.java reads and writes it (keys in RegistryConstants.java): "connections" by id, each
+# with "folder" (a key of "folders"), "save-password" (ATTR_SAVE_PASSWORD; the pgpass page,
+# plugins/org.jkiss.dbeaver.ext.postgresql.ui/.../PostgreAuthPgPassConfigurator.java saveSettings, always sets it
+# true) and "configuration" whose "auth-model" picks the authentication ("postgres_pgpass":
+# plugins/org.jkiss.dbeaver.ext.postgresql/.../model/AuthModelPgPass.java reads the password from PGPASSFILE, else
+# ~/.pgpass under Java's user.home, at every connect)
 DBEAVER_SOURCES = """{
 \t"folders": {
 \t\t"Prod": {}
@@ -55,7 +68,11 @@ DBEAVER_SOURCES = """{
 }
 """
 
-# a DataGrip project of one's own (DataGrip 2024.3's format): a data source with its introspection settings
+# a DataGrip project of one's own (DataGrip 2024.3's format): a data source with its introspection settings. DataGrip's
+# source is not public: the field meanings come from the files it writes and JetBrains' DataGrip documentation
+# ("Data sources and drivers": dataSources.xml is shared, with the JDBC URL's host, port, database and sslmode;
+# dataSources.local.xml is per user, with the user name and the authentication, "pgpass" for PostgreSQL; the two
+# are tied by the data source's uuid)
 DATAGRIP_SHARED = """<?xml version="1.0" encoding="UTF-8"?>
 <project version="4">
   <component name="DataSourceManagerImpl" format="xml" multifile-model="true">
@@ -92,7 +109,9 @@ driver-version="42.7.3" dbms="POSTGRES" exact-version="16.4" exact-driver-versio
 </project>
 """
 
-# what pgAdmin's Tools → Import/Export Servers writes (json.dump, indent 4)
+# what pgAdmin's Tools → Import/Export Servers writes (pgadmin-org/pgadmin4 web/pgadmin/utils/__init__.py,
+# dump_database_servers: json.dump, indent 4; "Servers" by key, each with Name, Group, Host, Port, MaintenanceDB,
+# Username; load_database_servers reads the same fields back, PasswordExecCommand/PasswordExecExpiration included)
 PGADMIN_EXPORT = """{
     "Servers": {
         "1": {
@@ -161,6 +180,9 @@ def test_vscode_profiles_go_through_the_proxy(
     monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))
     p = ours[0]
     assert p["authenticationType"] == "None" and p["password"] == "" and p["user"] == GROUP
+    assert uuid.UUID(p["id"]).version == 5 and p["groupId"] == data["pgsql.serverGroups"][0]["id"]
+    ok("clients", "vscode", "--config", str(cfg))
+    assert [c["id"] for c in jsonc.loads(settings.read_text())["pgsql.connections"]] == ["mine-1", p["id"]]  # stable
     with psycopg.connect(
         host=p["server"], port=int(p["port"]), dbname=p["database"], user=p["user"], sslmode=p["sslmode"]
     ) as c:
@@ -202,6 +224,7 @@ def test_dbeaver_connections_use_pgpass(
     (ours,) = [c for k, c in data["connections"].items() if k.startswith("tokend-")]
     conf = ours["configuration"]
     assert conf["auth-model"] == "postgres_pgpass" and ours["folder"] == "tokend"
+    assert ours["save-password"] is True  # false: DBeaver asks for credentials on every connect
     # DBeaver's meaning: host/port/database/user from the configuration, the password from pgpass, sslMode
     with psycopg.connect(
         host=conf["host"],

@@ -24,7 +24,7 @@ def test_vscode_needs_a_loopback_tcp_listener() -> None:
         vscode.profile("o", target())
     profile = vscode.profile("o", with_listen(target(), Listen(False, "127.0.0.1", 6543)))
     assert (profile["server"], profile["port"], profile["user"]) == ("127.0.0.1", "6543", GROUP)
-    assert profile["id"] == vscode.profile_id("o", target()) and profile["password"] == ""
+    assert profile["id"] == vscode.profile_id("o", target().name) and profile["password"] == ""
 
 
 def test_pgpass_clients_need_the_pgpass_sink() -> None:
@@ -42,7 +42,7 @@ def test_pgadmin_keys_never_hold_an_underscore_and_commands_name_the_config(tmp_
     assert "--host %HOSTNAME% --port %PORT% --user %USERNAME%" in shared
     servers = pgadmin.servers("o", [target("a"), target("b")], Path("/bin/tokend"), cfg, shared=True)
     assert list(servers) == ["tokend-o-a", "tokend-o-b"]
-    assert all(s["PasswordExecExpiration"] == pgadmin.EXPIRATION for s in servers.values())
+    assert all(s["PasswordExecExpiration"] == pgadmin.expiration(240.0) for s in servers.values())
     text = pgadmin.update("", servers)
     assert json.loads(text) == {"Servers": servers}
     assert pgadmin.remove(text, "o", ["a"]).count("tokend-o-") == 1

@@ -29,7 +29,7 @@ class FakeDaemon:
         self.calls.append(("status", None))
         return {"identities": [], "targets": [{"name": "a"}]}
 
-    def token_for(self, name: str | None) -> ipc.TokenAnswer:
+    def token_for(self, name: str | None, wait: float = 0.0) -> ipc.TokenAnswer:
         self.calls.append(("token", name))
         if name != "a":
             raise UsageError(f"no target {name!r}")

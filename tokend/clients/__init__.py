@@ -121,6 +121,7 @@ def run(
     output: Path | None,
     shared: bool = False,
     as_json: bool = False,
+    server_mode: bool = False,
 ) -> Iterator[str]:
     """``tokend clients [CLIENT] [TARGET…]``: list the clients here, or set one up; yields lines (or the document
     to print) for the CLI, which prints each."""
@@ -130,7 +131,15 @@ def run(
         return
     row = kind(client)
     cfg = config.load(config_path)
-    request = Request(owner, config_path, _targets(cfg, names), output=output, shared=shared)
+    request = Request(
+        owner,
+        config_path,
+        _targets(cfg, names),
+        output=output,
+        shared=shared,
+        server_mode=server_mode,
+        margin=cfg.refresh_margin,
+    )
     yield from _module(row).setup(request)
 
 

@@ -18,3 +18,5 @@ class Request:
     names: Sequence[str] | None = None  # undo: the targets to take out; None: every one of this config's
     output: Path | None = None  # the file or folder named by --output, if any
     shared: bool = False  # pgAdmin 8.14+: one password command for every server
+    server_mode: bool = False  # pgAdmin in server mode: the named command (SERVER_PASSEXEC_COMMANDS)
+    margin: float = 240.0  # the config's refresh margin (seconds): how long pgAdmin may reuse a token follows it

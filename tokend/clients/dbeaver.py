@@ -3,8 +3,12 @@
 The workspace's ``data-sources.json`` (project "General") gets one connection per target in the folder "tokend":
 host, port, database and user exactly as the pgpass block writes them (DBeaver's own pgpass parser matches them,
 case-insensitively), authentication "PostgreSQL pgpass" (``postgres_pgpass``), SSL mode require. DBeaver reads
-pgpass at every connect, so each new connection gets the current token. Existing connections and folders stay as
-they were; DBeaver's credentials file is never touched. DBeaver keeps its own copy while it runs: close it first.
+pgpass at every connect, so each new connection gets the current token. ``"save-password": true``, as DBeaver's own
+pgpass page saves it (``PostgreAuthPgPassConfigurator.saveSettings`` calls ``setSavePassword(true)``): with false,
+DBeaver opens its credentials dialog on every connect; nothing secret is stored either way, since the password is
+read from pgpass (``AuthModelPgPass.loadPasswordFromPgPass``) and DBeaver's credentials file gets none.
+Existing connections and folders stay as they were; DBeaver's credentials file is never touched. DBeaver keeps its
+own copy while it runs: close it first.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ def connection(t: Target) -> dict[str, Any]:
         "driver": "postgres-jdbc",
         "name": f"{t.name} (tokend)",
         "folder": FOLDER,
-        "save-password": False,
+        "save-password": True,  # what DBeaver's pgpass page saves; false: a dialog on every connect
         "configuration": {
             "host": t.host,
             "port": str(t.port),

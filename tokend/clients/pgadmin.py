@@ -1,14 +1,28 @@
-"""pgAdmin 4: a servers.json for Tools → Import/Export Servers, one server per target, whose password comes from
-``PasswordExecCommand``.
+"""pgAdmin 4: a servers.json for Tools → Import/Export Servers (or ``setup.py load-servers``), one server per target,
+whose password comes from ``PasswordExecCommand``.
 
-Per target (every pgAdmin): the absolute ``tokend token TARGET --config …`` command. Shared (pgAdmin 8.14+, whose
-command takes the placeholders %HOSTNAME%, %PORT% and %USERNAME%): one command for every server,
+Desktop mode, per target (every pgAdmin): the absolute ``tokend token TARGET --config …`` command. Shared (pgAdmin
+8.14+, whose command takes the placeholders %HOSTNAME%, %PORT% and %USERNAME%): one command for every server,
 ``tokend token --host %HOSTNAME% --port %PORT% --user %USERNAME% --config …``, which picks the target libpq would
-match. pgAdmin runs it through a shell after replacing %USERNAME% with the identifier-quoted name (``"DBA Group"``,
-quotes included), so the placeholders go in unquoted: pgAdmin's quotes keep a name with spaces in one argument
-(names with ``$`` or backquotes would be expanded by the shell: use the per-target form for those).
-``PasswordExecExpiration`` (seconds pgAdmin reuses the command's answer) is kept below the shortest life a token
-handed out by tokend has left: tokend replaces tokens 4 minutes before they expire, so 180 s.
+match. pgAdmin runs it through ``/bin/sh -c`` (60 s timeout, with pgAdmin's own environment) after replacing
+%USERNAME% with the identifier-quoted name (``"DBA Group"``, quotes included), so the placeholders go in unquoted:
+pgAdmin's quotes keep a name with spaces in one argument. The shell still expands ``$`` and backquotes inside them:
+for names with those, use the per-target form (pgadmin4 ``web/pgadmin/utils/passexec.py``, ``PasswordExec.get``).
+A command that fails shows "Command … returned non-zero exit status N" in pgAdmin; its stderr (tokend's one-line
+reason) goes only to pgAdmin's LOG_FILE.
+
+Server mode (a team pgAdmin): 9.x runs a free-text command there only with ``ENABLE_SERVER_PASS_EXEC_CMD = True`` in
+config_local.py (then import the desktop form). pgAdmin's development branch (migration ``server_passexec_name``,
+2026-10-06) runs no free text in server mode at all: the administrator names the allowed commands in
+``SERVER_PASSEXEC_COMMANDS = {"name": ["/abs/cmd", "arg", …]}``, servers.json gives the name as PasswordExecCommand,
+and pgAdmin runs the list without a shell with ``PGADMIN_PASSEXEC_HOST``, ``_PORT``, ``_USERNAME``, ``_DATABASE``
+(the maintenance database), ``_PGADMIN_USER`` and ``_AUTH_SOURCE`` set (``ServerPasswordExec``). ``--server-mode``
+writes that form: one entry ``tokend token --from-pgadmin --config …``, which matches the target from those
+variables like ``--host/--port/--user``.
+
+``PasswordExecExpiration`` (seconds pgAdmin reuses the command's answer, per session and server; unset: forever, 0:
+every connection) follows the refresh margin, well below it (``expiration``): ``tokend token`` never answers with
+a token inside its refresh lead while its successor is due, so what pgAdmin reuses has at least the lead left.
 With ``--output FILE`` the servers go into that file: made, or added to an existing one (an export of your own
 servers, say) with every other byte kept, under keys tokend knows again (``clients remove pgadmin --output FILE``
 takes out exactly those). pgAdmin keeps imported servers in its own database; tokend does not edit it.
@@ -17,21 +31,38 @@ takes out exactly those). pgAdmin keeps imported servers in its own database; to
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tokend import system
 from tokend.clients import edits, jsonc
 from tokend.clients.base import Request
-from tokend.config import Target
+from tokend.config import Config, Target
+from tokend.errors import UsageError
 from tokend.service import tokend_executable
+from tokend.sinks import pgpass
 
-EXPIRATION = 180  # seconds
+MAX_EXPIRATION = 180  # seconds: under the 5 minutes before expiry at which the credentials first give a new token
 GROUP = "tokend"
 SHAPE = {"Servers": dict}
+COMMAND_NAME = "tokend"  # the SERVER_PASSEXEC_COMMANDS entry (server mode)
+PASSEXEC_ENV = (
+    "PGADMIN_PASSEXEC_HOST",
+    "PGADMIN_PASSEXEC_PORT",
+    "PGADMIN_PASSEXEC_USERNAME",
+    "PGADMIN_PASSEXEC_DATABASE",
+)
+
+
+def expiration(margin: float) -> int:
+    """PasswordExecExpiration for a refresh ``margin`` (seconds): a third of it, at most MAX_EXPIRATION. What pgAdmin
+    reuses then always has two thirds of the margin left (a token with lifetime under twice the margin is
+    refreshed at half its life instead: keep such a margin at most three quarters of the lifetime)."""
+    return max(1, min(MAX_EXPIRATION, int(margin // 3)))
 
 
 def _quote(arg: object) -> str:
@@ -57,7 +88,34 @@ def key(owner: str, name: str) -> str:
     return f"tokend-{owner}-{name.replace('_', '~')}"
 
 
-def servers(owner: str, targets: Sequence[Target], tokend: Path, config: Path, shared: bool) -> dict[str, Any]:
+def server_command(tokend: Path, config: Path) -> list[str]:
+    """The SERVER_PASSEXEC_COMMANDS list (server mode): absolute paths, no shell, the target from pgAdmin's
+    PGADMIN_PASSEXEC_* variables."""
+    return [str(tokend.absolute()), "token", "--from-pgadmin", "--config", str(config.absolute())]
+
+
+def config_local(tokend: Path, config: Path) -> str:
+    """The lines to paste into pgAdmin's config_local.py on the pgAdmin server (server mode)."""
+    entry = json.dumps({COMMAND_NAME: server_command(tokend, config)}, indent=4)
+    return (
+        "# tokend's password command for pgAdmin 4 in server mode: paste into pgAdmin's config_local.py (into the\n"
+        "# SERVER_PASSEXEC_COMMANDS there, if it has one). pgAdmin 9.x has no named commands: set\n"
+        "# ENABLE_SERVER_PASS_EXEC_CMD = True there and import `tokend clients pgadmin` without --server-mode.\n"
+        f"SERVER_PASSEXEC_COMMANDS = {entry}\n"
+    )
+
+
+def servers(
+    owner: str,
+    targets: Sequence[Target],
+    tokend: Path,
+    config: Path,
+    shared: bool,
+    margin: float = 240.0,
+    server_mode: bool = False,
+) -> dict[str, Any]:
+    """The servers.json entries for ``targets``: desktop mode's command (per target, or ``shared``), or the server
+    mode command's name; PasswordExecExpiration from the refresh ``margin`` (seconds)."""
     return {
         key(owner, t.name): {
             "Name": t.name,
@@ -68,11 +126,24 @@ def servers(owner: str, targets: Sequence[Target], tokend: Path, config: Path, s
             "Username": t.user,
             "SSLMode": "require",
             "ConnectionParameters": {"sslmode": "require", "connect_timeout": 10},
-            "PasswordExecCommand": command(tokend, config, None if shared else t),
-            "PasswordExecExpiration": EXPIRATION,
+            "PasswordExecCommand": COMMAND_NAME if server_mode else command(tokend, config, None if shared else t),
+            "PasswordExecExpiration": expiration(margin),
         }
         for t in targets
     }
+
+
+def passexec_target(cfg: Config, environ: Mapping[str, str] = os.environ) -> Target:
+    """The target for the server pgAdmin runs its named command for (``tokend token --from-pgadmin``): from
+    PGADMIN_PASSEXEC_HOST, _PORT, _USERNAME and _DATABASE, matched like ``--host/--port/--user/--database``."""
+    missing = [name for name in PASSEXEC_ENV[:3] if not environ.get(name)]
+    if missing:
+        raise UsageError(
+            f"--from-pgadmin: {', '.join(missing)} not set; pgAdmin sets them when it runs a command named in "
+            "SERVER_PASSEXEC_COMMANDS (server mode); elsewhere use --host/--port/--user or a target name"
+        )
+    host, port, user, database = (environ.get(name) for name in PASSEXEC_ENV)
+    return pgpass.target_for(cfg, host, port, user, database or None)
 
 
 def update(text: str, entries: dict[str, Any]) -> str:
@@ -128,11 +199,14 @@ def places() -> list[Path]:
 
 
 def setup(request: Request) -> list[str]:
-    """Into ``request.output``, or (none) the new servers.json to print."""
-    entries = servers(request.owner, request.targets, tokend_executable(), request.config_path, request.shared)
-    if request.output is None:
-        return [update("", entries).removesuffix("\n")]
-    return install(request.output, entries)
+    """Into ``request.output``, or (none) the new servers.json to print; in server mode the config_local.py lines
+    come first (two documents, as for DataGrip)."""
+    r, tokend = request, tokend_executable()
+    entries = servers(r.owner, r.targets, tokend, r.config_path, r.shared, r.margin, r.server_mode)
+    head = [config_local(tokend, r.config_path).removesuffix("\n")] if r.server_mode else []
+    if r.output is None:
+        return [*head, (("# servers.json\n" if r.server_mode else "") + update("", entries)).removesuffix("\n")]
+    return [*head, *install(r.output, entries)]
 
 
 def undo(request: Request) -> list[str]:

@@ -1,16 +1,20 @@
 """VS Code's PostgreSQL extension (ms-ossdata.vscode-pgsql, Azure Data Studio's successor): connection profiles for
 the targets' local proxy.
 
-A blank password does not reach pgpass in this extension (its issues #275, #89) and a pasted token breaks when its
-connection pool opens a new connection after expiry, so the route is the proxy: a profile for the target's
-loopback listener with no password (authentication "None", "No Password" since 1.7.0) and the target's user. Each
-new connection the extension opens gets the daemon's current token from the proxy.
+The extension can log in as an Entra group itself since its 1.5.0 (its issue #30; the "no valid oid claim" error for
+group tokens, #183, fixed in 1.13.0), but a blank password does not reach pgpass in it (#275, #89) and a pasted token
+breaks when its connection pool opens a new connection after expiry. So the route is the proxy, whose value here is a
+fresh token for every pooled connection: a profile for the target's loopback listener with no password
+(authentication "None", "No Password" since 1.7.0) and the target's user.
 Profiles live in the user settings (``pgsql.connections``, in the group ``pgsql.serverGroups`` "tokend"); the
-rest of the file — other profiles, comments, spacing — is kept byte for byte (``jsonc.edit_members``).
+rest of the file — other profiles, comments, spacing — is kept byte for byte (``jsonc.edit_members``). Profile ids
+are UUIDs, as the extension makes them (one that is not may be dropped when it starts): a UUID 5 of the config and
+the target's name, so the same target always gets the same id and an update finds its profile again.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,8 @@ from tokend.errors import UsageError
 
 CONNECTIONS, GROUPS = "pgsql.connections", "pgsql.serverGroups"
 GROUP_ID = "7f0b6a8e-7c1d-4f55-9c6e-70c3e5d0cafe"  # tokend's server group (fixed, so updates find it)
+IDS = uuid.UUID(GROUP_ID)  # the namespace of the profiles' UUID 5 ids
+SUFFIX = " (tokend)"  # after the target's name in profileName
 SHAPE = {CONNECTIONS: list, GROUPS: list}  # what the extension keeps there
 
 
@@ -31,8 +37,14 @@ def settings_path() -> Path:
     return paths.app_config_dir("Code") / "User" / "settings.json"
 
 
-def profile_id(owner: str, t: Target) -> str:
-    return f"tokend-{owner}-{t.name}"
+def profile_id(owner: str, name: str) -> str:
+    """The profile's id: the same UUID for the same config and target name, every time."""
+    return str(uuid.uuid5(IDS, f"{owner}/{name}"))
+
+
+def _legacy_id(owner: str, name: str) -> str:
+    """The id tokend wrote before it wrote UUIDs: still recognised, so an update replaces it and remove takes it."""
+    return f"tokend-{owner}-{name}"
 
 
 def profile(owner: str, t: Target) -> dict[str, Any]:
@@ -44,9 +56,9 @@ def profile(owner: str, t: Target) -> dict[str, Any]:
             f'needs: add listen = ["127.0.0.1:6432"] (a free port) under [targets.{t.name}]'
         )
     return {
-        "id": profile_id(owner, t),
+        "id": profile_id(owner, t.name),
         "groupId": GROUP_ID,
-        "profileName": f"{t.name} (tokend)",
+        "profileName": f"{t.name}{SUFFIX}",
         "server": tcp.host,
         "port": str(tcp.port),
         "database": t.database if t.database != "*" else "postgres",
@@ -59,14 +71,26 @@ def profile(owner: str, t: Target) -> dict[str, Any]:
     }
 
 
+def _target_name(owner: str, value: Any) -> str | None:
+    """The target a profile of this config's was written for, or None when it is not one of this config's (the
+    person's own, another config's)."""
+    if not isinstance(value, dict):
+        return None
+    pid = str(value.get("id", ""))
+    if pid.startswith(f"tokend-{owner}-"):
+        return pid.removeprefix(f"tokend-{owner}-")
+    name = str(value.get("profileName", "")).removesuffix(SUFFIX)
+    return name if value.get("groupId") == GROUP_ID and pid == profile_id(owner, name) else None
+
+
 def _ours(owner: str, _key: str | None, value: Any) -> bool:
-    return isinstance(value, dict) and str(value.get("id", "")).startswith(f"tokend-{owner}-")
+    return _target_name(owner, value) is not None
 
 
 def update(text: str, owner: str, targets: Sequence[Target]) -> str:
     profiles = [profile(owner, t) for t in targets]
     data = jsonc.settings(text, SHAPE)
-    mine = {p["id"] for p in profiles}
+    mine = {p["id"] for p in profiles} | {_legacy_id(owner, t.name) for t in targets}
     text = jsonc.edit_members(
         text, CONNECTIONS, lambda _k, v: isinstance(v, dict) and v.get("id") in mine, [(None, p) for p in profiles]
     )
@@ -95,11 +119,15 @@ def remove(text: str, owner: str, names: Sequence[str] | None = None) -> str:
     once no tokend profile is left."""
 
     def drop(_k: str | None, v: Any) -> bool:
-        return _ours(owner, _k, v) and (names is None or v.get("id") in {f"tokend-{owner}-{n}" for n in names})
+        name = _target_name(owner, v)
+        return name is not None and (names is None or name in names)
 
     text = jsonc.edit_members(text, CONNECTIONS, drop, [])
     left = jsonc.settings(text, SHAPE).get(CONNECTIONS, [])
-    if not any(isinstance(c, dict) and str(c.get("id", "")).startswith("tokend-") for c in left):
+    if not any(
+        isinstance(c, dict) and (c.get("groupId") == GROUP_ID or str(c.get("id", "")).startswith("tokend-"))
+        for c in left
+    ):
         text = jsonc.edit_members(text, GROUPS, lambda _k, v: isinstance(v, dict) and v.get("id") == GROUP_ID, [])
     return text
 

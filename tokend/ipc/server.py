@@ -40,6 +40,9 @@ from tokend.logs import Aggregated
 
 log = logging.getLogger("tokend.ipc")
 WRITE_TIMEOUT = REQUEST_TIMEOUT * 3  # seconds for a client to take its answer
+# seconds a token request waits for a successor that is due (Refresher.fresh_token): pgAdmin caches the answer, so a
+# token about to expire is not handed out while a fresher one is moments away; under the client's 10 s
+TOKEN_FRESH_WAIT = 5.0
 
 
 class Answers(Protocol):
@@ -47,7 +50,7 @@ class Answers(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
-    def token_for(self, name: str | None) -> TokenAnswer: ...
+    def token_for(self, name: str | None, wait: float = 0.0) -> TokenAnswer: ...
 
     def sign_in_changed(self, source: str | None = None, identity: str | None = None) -> None: ...
 
@@ -60,7 +63,7 @@ Op = Callable[[Answers, dict[str, Any]], dict[str, Any]]
 
 
 def _token(d: Answers, request: dict[str, Any]) -> dict[str, Any]:
-    answer = d.token_for(_name(request, "target"))
+    answer = d.token_for(_name(request, "target"), wait=TOKEN_FRESH_WAIT)
     return {"token": answer.token, "expires_on": answer.expires_on, "target": answer.target}
 
 
