@@ -204,13 +204,9 @@ class Blocking:
     def run(self, gen: Gen[T], timeout: float) -> T:
         """Drive ``gen`` to its end within ``timeout`` seconds; its result."""
         deadline = time.monotonic() + timeout
-        reply, thrown = b"", None
         try:
+            step = next(gen)
             while True:
-                try:
-                    step = gen.send(reply) if thrown is None else gen.throw(thrown)
-                except StopIteration as e:
-                    return e.value
                 reply, thrown = b"", None
                 if isinstance(step, Need):
                     reply = self._read(step.n, deadline)
@@ -222,6 +218,9 @@ class Blocking:
                         self._start_tls(deadline)
                     except ssl.SSLError as e:
                         thrown = e
+                step = gen.send(reply) if thrown is None else gen.throw(thrown)
+        except StopIteration as e:
+            return e.value
         except TimeoutError:
             raise LoginError(f"{self.host}:{self.port} did not answer within {timeout:g} s", "08006") from None
         finally:
@@ -276,13 +275,9 @@ async def run_async(
 ) -> T:
     """Drive ``gen`` over ``stream`` on the running loop: TLS with ``tls`` to ``host``; ``passed`` gets each
     ``Pass`` (none: dropped). No deadline of its own: the caller's (the proxy's login timer cancels the task)."""
-    reply, thrown = b"", None
     try:
+        step = next(gen)
         while True:
-            try:
-                step = gen.send(reply) if thrown is None else gen.throw(thrown)
-            except StopIteration as e:
-                return e.value
             reply, thrown = b"", None
             if isinstance(step, Need):
                 reply = await stream.readexactly(step.n)
@@ -297,6 +292,9 @@ async def run_async(
                     thrown = e
             elif passed is not None:
                 await passed(step.message)
+            step = gen.send(reply) if thrown is None else gen.throw(thrown)
+    except StopIteration as e:
+        return e.value
     finally:
         gen.close()
 
