@@ -58,6 +58,8 @@ CANCELS_PER_LISTENER = 16  # cancel requests being forwarded to the server at on
 RETRY = 10.0  # seconds between attempts to open a listener that failed (a port in use)
 ACCEPT_PAUSE = 0.5  # seconds to wait after a failed accept (out of descriptors, …) before the next one
 BACKLOG = 1024  # connections the kernel queues for one listener
+# absent from Windows' Python: a unix: listener there fails to open (OSError), shown as the listener's error
+AF_UNIX: int = getattr(socket, "AF_UNIX", -1)
 
 
 @dataclass
@@ -220,7 +222,7 @@ class Proxy:
             path = self.folder / f".s.PGSQL.{a.port}"
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()  # stale: we hold the config's instance lock
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock = socket.socket(AF_UNIX, socket.SOCK_STREAM)
             old = os.umask(0o177)
             try:
                 sock.bind(str(path))
