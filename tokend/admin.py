@@ -11,9 +11,10 @@ refused unless ``--allow-public`` says so too.
 
 What is printed is meant for psql, so no name can end its quotes or reach psql as a meta-command: names are refused
 with a control character (NUL, CR, LF, …: no Entra display name holds one, and a line break is where psql starts
-reading a new command); string literals mean the same whatever standard_conforming_strings says (``pgwire.literal``);
-there is no dollar quoting (the principal is made by a ``SELECT … WHERE NOT EXISTS``, not a ``DO`` block whose closing
-tag a name could hold); and the command lines ``check`` suggests are quoted for the shell (``shlex.quote``).
+reading a new command); string literals mean the same whatever standard_conforming_strings says
+(``pg.connection.literal``); there is no dollar quoting (the principal is made by a ``SELECT … WHERE NOT EXISTS``,
+not a ``DO`` block whose closing tag a name could hold); and the command lines ``check`` suggests are quoted for the
+shell (``shlex.quote``).
 
 Group sync (Azure, 2026): with the server parameter ``pgaadauth.enable_group_sync`` ON the server makes a role for
 every member of each group principal (a user's UPN, a service principal's or managed identity's display name) every
@@ -37,7 +38,7 @@ from typing import Any
 from tokend import config
 from tokend.config import Target
 from tokend.errors import TokendError, UsageError
-from tokend.pgwire import Connection, ServerError, ident, literal
+from tokend.pg.connection import Connection, ServerError, ident, literal
 from tokend.status import table
 
 KINDS = ("group", "service", "user")  # objectType of pgaadauth_create_principal_with_oid

@@ -29,7 +29,8 @@ from tokend.config import Config, Target
 from tokend.errors import ConfigError, DaemonNotRunning, IdentityUnavailable, LoginRequired, TokendError
 from tokend.findings import Finding, failed
 from tokend.kinds import SINKS
-from tokend.proxy import wire
+from tokend.pg import login, wire
+from tokend.pg import tls as pgtls
 from tokend.sinks import pgpass
 from tokend.status import plural
 from tokend.token import Token, display_claims, expiry
@@ -272,6 +273,8 @@ def _servers(targets: list[Target], login: bool) -> list[Check]:
 
 
 def _network(t: Target, timeout: float = 5.0) -> list[Check]:
+    """Resolves, accepts TCP, speaks TLS (the one login's first part, ``sslmode=require``: doctor asks whether the
+    server encrypts, the login checks say whether it verifies); ``timeout`` seconds for each of the three."""
     name = f"target {t.name}"
     try:
         infos = socket.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM)
@@ -286,14 +289,14 @@ def _network(t: Target, timeout: float = 5.0) -> list[Check]:
         ]
     address = infos[0][4][0]
     try:
-        sock = socket.create_connection((t.host, t.port), timeout=timeout)
-    except OSError as e:
+        sock = login.connect(t.host, t.port, timeout)
+    except login.Unreachable as e:
         return [
             Check(f"{name} host", "ok", f"{t.host} is {address}"),
             Check(
                 f"{name} port",
                 "fail",
-                f"{t.host}:{t.port} does not accept TCP ({e.strerror or e})",
+                f"{t.host}:{t.port} does not accept TCP ({e.reason})",
                 "check the port, the server's firewall rules and that it is running",
             ),
         ]
@@ -301,33 +304,21 @@ def _network(t: Target, timeout: float = 5.0) -> list[Check]:
         Check(f"{name} host", "ok", f"{t.host} is {address}"),
         Check(f"{name} port", "ok", f"{t.host}:{t.port} accepts TCP"),
     ]
-    with sock:
-        sock.settimeout(timeout)
-        try:
-            sock.sendall(wire.ssl_request())
-            answer = sock.recv(1)
-        except OSError as e:
-            return [
-                *checks,
-                Check(f"{name} tls", "fail", f"no answer to the TLS request ({e})", "is this a PostgreSQL server?"),
-            ]
-        if answer != b"S":
-            return [
-                *checks,
-                Check(
-                    f"{name} tls",
-                    "fail",
-                    "the server does not offer TLS; Azure requires it",
-                    "enable ssl on the server",
-                ),
-            ]
-        ctx = ssl.create_default_context()
-        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-        try:
-            with ctx.wrap_socket(sock, server_hostname=t.host) as tls:
-                version = tls.version()
-        except (ssl.SSLError, OSError) as e:
-            return [*checks, Check(f"{name} tls", "fail", f"TLS handshake failed ({e})", "check the server's TLS")]
+    server = login.Blocking(sock, t.host, t.port, pgtls.context("require"))
+    try:
+        server.run(login.request_tls(t.host, t.port), timeout)
+        version = server.sock.version() if isinstance(server.sock, ssl.SSLSocket) else None
+    except login.NoTLS as e:
+        return [*checks, Check(f"{name} tls", "fail", e.reason, "enable ssl on the server")]
+    except login.TLSFailed as e:
+        return [*checks, Check(f"{name} tls", "fail", f"TLS handshake failed ({e.reason})", "check the server's TLS")]
+    except (login.LoginError, OSError, wire.ProtocolError) as e:
+        return [
+            *checks,
+            Check(f"{name} tls", "fail", f"no answer to the TLS request ({e})", "is this a PostgreSQL server?"),
+        ]
+    finally:
+        server.close()
     return [*checks, Check(f"{name} tls", "ok", f"{version} (sslmode=require)")]
 
 

@@ -44,7 +44,9 @@ from tokend import limits, paths, system
 from tokend.config import Config, Listen, Target
 from tokend.ioloop import IOLoop
 from tokend.logs import Aggregated
-from tokend.proxy import peer, tls, wire
+from tokend.pg import tls as pgtls
+from tokend.pg import wire
+from tokend.proxy import peer, tls
 from tokend.proxy.conn import relay, resolve
 from tokend.proxy.session import Listening, TokenFor, start
 
@@ -57,6 +59,8 @@ CANCELS_PER_LISTENER = 16  # cancel requests being forwarded to the server at on
 RETRY = 10.0  # seconds between attempts to open a listener that failed (a port in use)
 ACCEPT_PAUSE = 0.5  # seconds to wait after a failed accept (out of descriptors, …) before the next one
 BACKLOG = 1024  # connections the kernel queues for one listener
+# absent from Windows' Python: a unix: listener there fails to open (OSError), shown as the listener's error
+AF_UNIX: int = getattr(socket, "AF_UNIX", -1)
 
 
 @dataclass
@@ -118,7 +122,7 @@ class Proxy:
         self.token_for = token_for
         self.listeners: dict[tuple[str, Listen], Listener] = {}
         self._local_tls: ssl.SSLContext | None = None
-        self._upstream: dict[Hashable, ssl.SSLContext | str] = {}  # by CA file: a context, or why there is none
+        self._upstream = pgtls.Contexts(lambda why: log.warning("proxy: %s", why))  # one per CA file in use
         self.certificate: Path | None = None
         self.shares = limits.shares(limits.file_limit())
         self.budget = limits.Budget(self.shares.proxy)
@@ -152,7 +156,7 @@ class Proxy:
         wanted = {(t.name, a): t for t in (config.targets.values() if config else []) for a in t.listen}
         for key in [k for k in self.listeners if k not in wanted]:
             self._stop(self.listeners.pop(key))
-        self._contexts({t.sslrootcert for t in wanted.values()})
+        self._upstream.keep({t.sslrootcert for t in wanted.values()})
         for key, target in wanted.items():
             ls = self.listeners.get(key)
             if ls is None:
@@ -165,26 +169,8 @@ class Proxy:
                 if ls.task is None and ls.retry is None:  # refused by a rule the new settings may lift
                     self._open(ls)
 
-    def _contexts(self, cafiles: set[Path | None]) -> None:
-        """One upstream TLS context per CA file in use (the system's roots: None), made when a config brings it and
-        again when the file changed: building one reads the whole CA store (about 0.85 MB and 18 ms for the
-        system's), far too much to do per connection. Contexts no target uses any more go."""
-        wanted = {_signature(ca) for ca in cafiles}
-        for key in [k for k in self._upstream if k not in wanted]:
-            del self._upstream[key]
-
-    def _upstream_for(self, ca: Path | None) -> ssl.SSLContext | str:
-        key = _signature(ca)
-        if key not in self._upstream:
-            try:
-                self._upstream[key] = tls.upstream_context(ca)
-            except (OSError, ssl.SSLError, ValueError) as e:
-                self._upstream[key] = f"cannot load the CA file {ca}: {getattr(e, 'strerror', None) or e}"
-                log.warning("proxy: %s", self._upstream[key])
-        return self._upstream[key]
-
     def _listening(self, ls: Listener) -> Listening:
-        upstream = self._upstream_for(ls.target.sslrootcert)
+        upstream = self._upstream.get(ls.target.sslrootcert)  # built once per CA file, never per connection
         return Listening(
             ls.target,
             None if ls.address.unix else self._local_tls,
@@ -239,7 +225,7 @@ class Proxy:
                 path.unlink()  # stale: we hold the config's instance lock
             if sys.platform == "win32":  # no AF_UNIX in Windows' CPython: the listener reports it and retries
                 raise OSError("Unix sockets are not available on Windows")
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock = socket.socket(AF_UNIX, socket.SOCK_STREAM)
             old = os.umask(0o177)
             try:
                 sock.bind(str(path))
@@ -411,14 +397,3 @@ def _turn_away(sock: socket.socket, message: str, code: str, hint: str) -> None:
         sock.send(wire.error(message, code, hint))
     with contextlib.suppress(OSError):
         sock.close()
-
-
-def _signature(ca: Path | None) -> Hashable:
-    """What identifies a CA file's content for the context cache: its path, size and modification time."""
-    if ca is None:
-        return None
-    try:
-        st = os.stat(ca)
-    except OSError:
-        return (str(ca), None)
-    return (str(ca), st.st_size, st.st_mtime_ns)

@@ -82,7 +82,7 @@ class Conn:
             view = view[sent:]
 
     async def start_tls(self, ctx: ssl.SSLContext, server_side: bool, server_hostname: str | None = None) -> None:
-        """TLS over this socket (after an SSLRequest was answered with 'S'). Bytes received before the handshake
+        """TLS over this socket (after a TLS request was answered with 'S'). Bytes received before the handshake
         would be a protocol violation (and the injection of CVE-2021-23222): refused."""
         if self.buf:
             raise ConnectionError("unencrypted bytes after the TLS request")
@@ -118,6 +118,7 @@ class _Leg:
         self.closed = False  # no more reading or relaying; it may still be flushing
         self.shut = False  # its socket is closed
         self.reading = False
+        self.read_waits = False  # a TLS read waits for the socket to be writable (see readable)
         self.deadline: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
@@ -140,7 +141,12 @@ class _Leg:
                     return
         except (ssl.SSLWantReadError, *_WAIT_ERRORS):
             return
-        except ssl.SSLWantWriteError:  # a TLS renegotiation wants to write first: retry when writable
+        except ssl.SSLWantWriteError:
+            # OpenSSL must write before it reads on (a TLS 1.2 renegotiation, a TLS 1.3 key update) and the send
+            # buffer is full: `writable` reads again once the socket takes bytes
+            self.read_waits = True
+            if not self.out:
+                self.loop.add_writer(self.sock.fileno(), self.writable)
             return
         except OSError:
             self.close()
@@ -167,16 +173,21 @@ class _Leg:
         self.out += data
 
     def writable(self) -> None:
-        try:
-            sent = self.sock.send(self.out)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, *_WAIT_ERRORS):
-            return
-        except OSError:
-            self.close()
-            return
-        del self.out[:sent]
+        if self.out:
+            try:
+                sent = self.sock.send(self.out)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, *_WAIT_ERRORS):
+                return
+            except OSError:
+                self.close()
+                return
+            del self.out[:sent]
         if not self.out:
             self.loop.remove_writer(self.sock.fileno())
+            if self.read_waits:
+                self.read_waits = False
+                if self.reading:
+                    self.readable()
             peer = self.peer
             if peer is not None and not peer.closed and not peer.reading:
                 peer.start()

@@ -27,6 +27,7 @@ import sys
 from tokend import system
 
 NETLINK_SOCK_DIAG = 4
+AF_NETLINK: int = getattr(socket, "AF_NETLINK", -1)  # Linux only; elsewhere the lookup is never reached
 SOCK_DIAG_BY_FAMILY = 20
 NLM_F_REQUEST = 1
 NO_COOKIE = 0xFFFFFFFF
@@ -79,7 +80,7 @@ def _diag_lookup(family: int, peer: tuple[str, int], ours: tuple[str, int]) -> t
         + address(ours[0])
         + struct.pack("=III", 0, NO_COOKIE, NO_COOKIE)
     )
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as s:
+    with socket.socket(AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as s:
         s.settimeout(1.0)
         s.send(struct.pack("=IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, 1, 0) + req)
         answer = s.recv(8192)

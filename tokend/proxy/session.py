@@ -3,14 +3,16 @@ the token, then a byte relay.
 
 Who connected was already checked by the listener, at accept (``tokend.proxy``): a session only ever sees the
 user's own clients.
-Client leg: SSLRequest is answered 'S' (TCP, with the local certificate) or 'N' (the Unix socket), GSSENCRequest
+Client leg: a TLS request is answered 'S' (TCP, with the local certificate) or 'N' (the Unix socket), a GSS one
 'N'; a CancelRequest is forwarded to the target's server (inside TLS; at most ``Listening.cancels`` at once) and the
 connection closed; the StartupMessage's user must be the target's user — or the OS login name, which libpq sends
 when none is given. Refusals (wrong user, no token, the server's own refusal) come back as a proper ErrorResponse
-after the StartupMessage, since libpq hides one sent in reply to SSLRequest.
-Server leg: TCP, SSLRequest, TLS verified (verify-full), the StartupMessage with the target's user, the token as the
-answer to the cleartext-password request; any other authentication request is refused with the reason.
-The client never sees an authentication request: it gets the server's AuthenticationOk and what follows.
+after the StartupMessage, since libpq hides one sent in reply to its TLS request.
+Server leg: the one login (``tokend.pg.login``, driven on this loop): TCP, TLS requested and verified (verify-full,
+the listener's shared context), the StartupMessage with the client's protocol version and parameters and the
+target's user, the token as the answer to the cleartext-password request; any other authentication request is
+refused with the reason. The client never sees an authentication request: it gets what the server sent before it
+(notices, NegotiateProtocolVersion), then the server's AuthenticationOk and what follows, relayed.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from tokend.config import Target
 from tokend.errors import TokendError
 from tokend.limits import Budget
 from tokend.logs import Aggregated
-from tokend.proxy import wire
+from tokend.pg import login, wire
 from tokend.proxy.conn import Conn
 
 log = logging.getLogger("tokend.proxy")
@@ -50,7 +52,7 @@ class Listening:
     """What a session needs to know about the listener it came in on."""
 
     target: Target
-    tls: ssl.SSLContext | None  # for SSLRequests on TCP; None on the Unix socket (plain)
+    tls: ssl.SSLContext | None  # for clients' TLS requests on TCP; None on the Unix socket (plain)
     upstream: ssl.SSLContext | None  # the target's, shared by its sessions; None: upstream_error says why
     where: str  # "127.0.0.1:6432" / the socket path, for log lines
     upstream_error: str  # why there is no upstream context
@@ -85,7 +87,8 @@ async def start(
         if isinstance(first, Cancel):
             await _cancel(client, first, on)
             return None
-        params = _params_for(first, on.target)
+        t = on.target
+        params = _params_for(first, t)
         try:
             token = token_for(on.target.name)
         except TokendError as e:
@@ -94,9 +97,8 @@ async def start(
                 "08004",
                 "see `tokend status` and `tokend doctor`",
             ) from None
-        server = await _connect(loop, on)
-        await server.write(wire.Startup(first.version, params).encode())
-        await _authenticate(client, server, token, on.target)
+        server = await _open(loop, on)
+        await _login(client, server, on, login.login(params, token, t.host, t.port, first.version, wait_ready=False))
         await client.write(wire.auth_ok())
         return client, server
     except Refused as e:
@@ -145,12 +147,11 @@ async def _client_start(client: Conn, on: Listening) -> wire.Startup | Cancel:
     raise wire.ProtocolError("too many requests before the start-up message")
 
 
-def _params_for(startup: wire.Startup, target: Target) -> dict[str, str]:
+def _params_for(first: wire.Startup, target: Target) -> dict[str, str]:
     """The client's parameters with the target's user; the OS login name (libpq's default) counts as no user."""
-    params = dict(startup.params)
+    params = dict(first.params)
     asked = params.get("user", "")
-    login = _login_name()
-    if asked not in ("", target.user, login):
+    if asked not in ("", target.user, _login_name()):
         raise Refused(
             f'tokend\'s proxy for target {target.name} logs in as "{target.user}" only, not "{asked}"',
             "28000",
@@ -179,87 +180,32 @@ def _login_name() -> str:
         return ""
 
 
-async def _connect(loop: asyncio.AbstractEventLoop, on: Listening) -> Conn:
-    t = on.target
+async def _open(loop: asyncio.AbstractEventLoop, on: Listening) -> Conn:
+    """A TCP connection to the target's server, on this loop."""
     if on.upstream is None:
         raise Refused(on.upstream_error, "08001", "fix the target's sslrootcert")
-    try:  # an address needs no resolver: no hop to a thread
-        infos = socket.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
-    except OSError:
-        try:
-            infos = await asyncio.wait_for(loop.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM), CONNECT_TIMEOUT)
-        except (OSError, asyncio.TimeoutError) as e:
-            raise Refused(
-                f"cannot resolve {t.host}: {e}", "08001", "check the target's host and your DNS / VPN"
-            ) from None
-    last: Exception | None = None
-    for family, kind, proto, _, address in infos:
-        sock = socket.socket(family, kind, proto)
-        sock.setblocking(False)
-        try:
-            await asyncio.wait_for(loop.sock_connect(sock, address), CONNECT_TIMEOUT)
-        except (OSError, asyncio.TimeoutError) as e:
-            sock.close()
-            last = e
-            continue
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        server = Conn(loop, sock)
-        await server.write(wire.ssl_request())
-        if await server.readexactly(1) != b"S":
-            await server.close()
-            raise Refused(
-                f"{t.host}:{t.port} does not offer TLS; Azure requires it",
-                "08001",
-                "is this the right server and port?",
-            )
-        try:
-            await server.start_tls(on.upstream, server_side=False, server_hostname=t.host)
-        except ssl.SSLError as e:
-            await server.close()
-            raise Refused(
-                f"TLS to {t.host}:{t.port} failed: {e.reason or e}",
-                "08001",
-                "set the target's sslrootcert to the CA that signed the server's certificate",
-            ) from None
-        return server
-    raise Refused(
-        f"cannot reach {t.host}:{t.port}: {last}",
-        "08001",
-        "check the port, the server's firewall rules and that it is running",
-    )
+    try:
+        return Conn(loop, await login.open_async(loop, on.target.host, on.target.port, CONNECT_TIMEOUT))
+    except login.LoginError as e:
+        raise Refused(str(e), e.code, e.hint) from None
 
 
-async def _authenticate(client: Conn, server: Conn, token: str, target: Target) -> None:
-    """Answer the server's authentication with the token, passing on what the client must see, until
-    AuthenticationOk."""
-    while True:
-        kind = await server.readexactly(1)
-        (length,) = struct.unpack("!i", await server.readexactly(4))
-        if not 4 <= length <= wire.MAX_SERVER_MESSAGE:
-            raise wire.ProtocolError(f"a server message of {length} bytes")
-        body = await server.readexactly(length - 4)
-        if kind == b"R":
-            (code,) = struct.unpack("!i", body[:4])
-            if code == wire.AUTH_OK:
-                return
-            if code == wire.AUTH_CLEARTEXT:
-                await server.write(wire.password(token))
-                continue
-            raise Refused(
-                f"{target.host} asked for {wire.AUTH_NAMES.get(code, f'authentication {code}')}; tokend's "
-                "proxy answers only password requests, as Azure's Entra logins use",
-                "28000",
-                "is the target's user an Entra principal on this server?",
-            )
-        if kind == b"E":
-            fields = wire.error_fields(body)
-            hint = f'tokend logged in as "{target.user}" with identity {target.identity}\'s token; see `tokend status`'
-            raise Refused(
-                fields.get("M", "the server refused the login"),
-                fields.get("C", "28000"),
-                "; ".join(h for h in (fields.get("H"), hint) if h),
-            )
-        await client.write(kind + struct.pack("!i", length) + body)  # NegotiateProtocolVersion, notices
+async def _login(client: Conn | None, server: Conn, on: Listening, steps: login.Gen[object]) -> None:
+    """Run the login's ``steps`` over ``server``: what the server sends before AuthenticationOk goes to ``client``;
+    a failure is a refusal the client is told of, the server's own with its hint and tokend's."""
+    t = on.target
+    assert on.upstream is not None  # _open refuses without one
+    try:
+        await login.run_async(server, steps, on.upstream, t.host, client.write if client else None)
+    except wire.ServerError as e:
+        hint = f'tokend logged in as "{t.user}" with identity {t.identity}\'s token; see `tokend status`'
+        raise Refused(
+            e.fields.get("M", "the server refused the login"),
+            e.code or "28000",
+            "; ".join(h for h in (e.fields.get("H"), hint) if h),
+        ) from None
+    except login.LoginError as e:
+        raise Refused(str(e), e.code, e.hint) from None
 
 
 async def _cancel(client: Conn, cancel: Cancel, on: Listening) -> None:
@@ -281,16 +227,28 @@ async def _cancel(client: Conn, cancel: Cancel, on: Listening) -> None:
 
 
 async def _forward(loop: asyncio.AbstractEventLoop, cancel: Cancel, on: Listening) -> None:
+    """The cancel request inside TLS, as libpq sends one (the server's part of the login, up to TLS)."""
+    opened: list[Conn] = []
+
+    async def reach() -> Conn:
+        server = await _open(loop, on)
+        opened.append(server)
+        await _login(None, server, on, login.request_tls(on.target.host, on.target.port))
+        return server
+
     try:
-        server = await asyncio.wait_for(_connect(loop, on), CONNECT_TIMEOUT * 2)
-    except (Refused, OSError, asyncio.TimeoutError) as e:
-        on.quiet.info(("cancel failed", on.where), "proxy %s: could not forward a cancel request: %s", on.where, e)
-        return
-    try:
+        try:
+            server = await asyncio.wait_for(reach(), CONNECT_TIMEOUT * 2)
+        except (Refused, OSError, wire.ProtocolError, asyncio.IncompleteReadError, asyncio.TimeoutError) as e:
+            on.quiet.info(("cancel failed", on.where), "proxy %s: could not forward a cancel request: %s", on.where, e)
+            for c in opened:
+                await c.close()
+            return
         with contextlib.suppress(OSError):
             await server.write(cancel.message)
         await server.close()
     except BaseException:
-        with contextlib.suppress(OSError):
-            server.sock.close()
+        for c in opened:
+            with contextlib.suppress(OSError):
+                c.sock.close()
         raise

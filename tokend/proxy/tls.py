@@ -1,10 +1,7 @@
-"""TLS for the proxy's two legs.
-
-Server leg: always TLS, verified like libpq's ``sslmode=verify-full`` — the system's trusted roots (or the
-target's ``sslrootcert`` file) and the host name.
-Client leg (loopback TCP only): a self-signed certificate of this user's, made on first use and kept in the
-config's state folder (key 0600), so clients that insist on ``sslmode=require`` work unchanged; its path is shown
-in ``tokend status`` for clients that want to verify it (``sslrootcert``, ``sslmode=verify-full``).
+"""TLS for the proxy's client leg (loopback TCP only): a self-signed certificate of this user's, made on first use
+and kept in the config's state folder (key 0600), so clients that insist on ``sslmode=require`` work unchanged; its
+path is shown in ``tokend status`` for clients that want to verify it (``sslrootcert``, ``sslmode=verify-full``).
+The server leg's TLS is the one login's (``tokend.pg.tls``: verify-full, one context per CA file).
 """
 
 from __future__ import annotations
@@ -14,6 +11,11 @@ import ipaddress
 import ssl
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from tokend import paths
 from tokend.sinks.atomic import write_private
 
@@ -21,22 +23,11 @@ NAMES = ("localhost", "127.0.0.1", "::1")
 VALID_DAYS = 825  # the longest a TLS server certificate may live for most clients
 
 
-def upstream_context(sslrootcert: Path | None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(sslrootcert) if sslrootcert else None)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
-
-
 def local_certificate(folder: Path) -> tuple[Path, Path]:
     """(certificate, key) for the proxy's loopback listeners, made once in ``folder`` (renewed when near its end)."""
     cert, key = folder / "proxy-cert.pem", folder / "proxy-key.pem"
     if cert.exists() and key.exists() and _days_left(cert) > 30:
         return cert, key
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
     paths.private_dir(folder)
     now = dt.datetime.now(dt.timezone.utc)
     k = ec.generate_private_key(ec.SECP256R1())
@@ -79,8 +70,6 @@ def local_context(folder: Path) -> tuple[ssl.SSLContext, Path]:
 
 
 def _days_left(cert: Path) -> float:
-    from cryptography import x509
-
     try:
         end = x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after_utc
     except (ValueError, OSError):
