@@ -46,6 +46,7 @@ def _load() -> dict[str, str]:
 
 
 CREATED = "created:"
+MODE = ":mode"  # a record key's suffix: the file's permission bits before tokend first changed it (restored by undo)
 
 
 def _save(records: dict[str, str]) -> None:
@@ -132,8 +133,8 @@ def change(path: Path, edit: Edit, program: str | None = None) -> bool:
         created = False
         backup = backup_of(path)
         if atomic.read(backup, 0) is None:  # something unsafe there (another user's link, say): SinkError
-            atomic.write(backup, original)
-            _carry_mode(path, backup)
+            atomic.write(backup, original)  # 0600 like every file tokend writes; the original's mode is recorded
+            records[str(path) + MODE] = oct(stat.S_IMODE(os.stat(path).st_mode))
     written: list[bytes] = []
 
     def transform(old: bytes | None) -> bytes:
@@ -146,14 +147,17 @@ def change(path: Path, edit: Edit, program: str | None = None) -> bool:
     return changed
 
 
-def _carry_mode(source: Path, dest: Path, mode: int | None = None) -> None:
-    """Give ``dest`` the permission bits of ``source`` (or of ``mode``), so the user's file comes back with its own
-    mode: the writer makes every file 0600, the backup keeps the original's. Never write access for others (a
-    backup others could change would be restored), so read access is all that carries over."""
-    if system.WINDOWS:  # pragma: no cover - no POSIX modes there
+def _give_back_mode(path: Path, recorded: str | None) -> None:
+    """Give the restored ``path`` the permission bits it had before tokend changed it (``recorded``, from the
+    records; the writer makes every file, the backup included, 0600). Never write access for others (a file others
+    could change would be trusted again), so read access is all that comes back."""
+    if system.WINDOWS or recorded is None:  # no POSIX modes there; a record from before modes were kept
         return
-    bits = stat.S_IMODE(os.stat(source).st_mode if mode is None else mode) & 0o644
-    os.chmod(dest, bits | 0o600)
+    try:
+        bits = int(recorded, 8) & 0o644
+    except ValueError:
+        return
+    os.chmod(path, bits | 0o600)
 
 
 def _original(backup: Path) -> tuple[bytes | None, str]:
@@ -184,9 +188,8 @@ def undo(path: Path, remove: Edit, everything: bool = True, program: str | None 
         os.unlink(path)
         done = f"{path}: removed (tokend created it, and it holds only what tokend wrote)"
     elif everything and unchanged and original is not None:
-        mode = os.stat(backup).st_mode
         atomic.rewrite(path, lambda _old: original, lock_dir())
-        _carry_mode(backup, path, mode)
+        _give_back_mode(path, records.get(str(path) + MODE))
         done = f"{path}: restored as it was before tokend changed it"
     else:
 
@@ -202,6 +205,7 @@ def undo(path: Path, remove: Edit, everything: bool = True, program: str | None 
         if original is not None:
             os.unlink(backup)
         records.pop(str(path), None)
+        records.pop(str(path) + MODE, None)
     else:
         records[str(path)] = (CREATED if written.startswith(CREATED) and unchanged else "") + _digest(stored[-1])
     _save(records)
