@@ -104,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     cmd("demo", "watch tokend work against a local Entra emulator").add_argument(
         "--duration", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)"
     )
+    sec = cmd("secret", "keep a service principal's client secret in the OS keychain (read from stdin, never argv)")
+    sec.add_argument("action", choices=["set", "remove"], help="set: read it from the terminal or stdin")
+    sec.add_argument("identity", help="the [identities.NAME] it is for")
+    em = cmd("emulator", "run the local Entra emulator (and its PostgreSQL) on its own, for demos and trials")
+    em.add_argument("emulator_args", nargs=argparse.REMAINDER, help="its options: tokend emulator --help")
     cmd("completion", "print a shell completion script").add_argument(
         "shell",
         choices=["bash", "zsh", "fish", "powershell", "targets"],
@@ -172,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["token"] and (answered := handoff.token(argv[1:])) is not None:
         return answered
+    if argv[:1] == ["emulator"]:  # its own options (argparse cannot pass "--postgres" through a REMAINDER)
+        from tokend.emulator import cli as emulator_cli
+
+        return emulator_cli.main(argv[1:])
     if argv[:1] == ["run"]:
         from tokend import system
 
@@ -209,13 +218,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
-    from tokend import config, daemon, logs, paths
+    from tokend import config, daemon, envfile, logs, paths
 
+    env = envfile.apply(config_path)  # the daemon's environment file, before the config and identities are read
     fmt = args.log_format or os.environ.get(logs.FORMAT_ENV) or "text"
     if fmt not in logs.FORMATS:
         raise UsageError(f"${logs.FORMAT_ENV} is {fmt!r}; use one of: {', '.join(logs.FORMATS)}")
     logs.setup(debug, quiet=args.once, log_file=None if args.once else paths.log_file(config_path), fmt=fmt)
-    return daemon.start(config.load(config_path), once=args.once, stop=args.stop)
+    return daemon.start(config.load(config_path), once=args.once, stop=args.stop, env=env)
 
 
 def cmd_status(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
@@ -331,6 +341,20 @@ def cmd_service(args: argparse.Namespace, config_path: Path, debug: bool) -> int
     return service.command(args.action, config_path, getattr(args, "purge", False), getattr(args, "follow", False))
 
 
+def cmd_secret(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
+    from tokend import client_secrets
+
+    act = client_secrets.set_secret if args.action == "set" else client_secrets.remove_secret
+    print(act(config_path, args.identity))
+    return 0
+
+
+def cmd_emulator(args: argparse.Namespace, config_path: Path, debug: bool) -> int:
+    from tokend.emulator import cli as emulator_cli
+
+    return emulator_cli.main(args.emulator_args)
+
+
 _COMMANDS = {
     "run": cmd_run,
     "status": cmd_status,
@@ -347,6 +371,8 @@ _COMMANDS = {
     "demo": cmd_demo,
     "completion": cmd_completion,
     "admin": cmd_admin,
+    "secret": cmd_secret,
+    "emulator": cmd_emulator,
 }
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tokend import config as config_mod
-from tokend import identities, ipc, paths, sinks, system
+from tokend import envfile, identities, ipc, paths, sinks, system
 from tokend.clock import SYSTEM, Clock
 from tokend.config import Config, IdentityConfig
 from tokend.errors import EXIT_FAILURE, EXIT_OK, ConfigError, SinkUnavailable, TokendError, UsageError
@@ -87,6 +87,7 @@ class Daemon:
         self._stop = stop or threading.Event()
         self._stop_reason = "stopped"
         self.reloads: Counter[str] = Counter()  # accepted, refused
+        self.env: envfile.Applied | None = None  # what the environment file set (start: `tokend run`)
         self.apply(config)
 
     # -- what the sinks and IPC see -------------------------------------------------------------------------------
@@ -153,6 +154,7 @@ class Daemon:
         """Read the config again and swap it in; a bad one is refused and the running config keeps serving."""
         with self._reload_lock:
             try:
+                self.env = envfile.apply(self.config.path, previous=self.env)  # before identities are built
                 new = self._load_written()
                 if new == self.config:
                     self.config_error = None
@@ -488,11 +490,14 @@ def _notify_service_manager(message: bytes) -> None:
         log.warning("could not notify the service manager: %s", e)
 
 
-def start(config: Config, once: bool = False, stop: threading.Event | None = None) -> int:
+def start(
+    config: Config, once: bool = False, stop: threading.Event | None = None, env: envfile.Applied | None = None
+) -> int:
     """``tokend run``: one daemon for this config, or one pass with ``once``. ``stop``: set by the signal handlers
     the command installed before its imports, so a signal during start-up ends it cleanly too."""
     with instance_lock(config.path):
         if stop is not None and stop.is_set():
             return EXIT_OK
         daemon = Daemon(config, stop=stop)
+        daemon.env = env  # what `tokend run` read from the environment file, so a reload can take it back
         return daemon.run_once() if once else daemon.run()
