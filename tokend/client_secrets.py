@@ -7,9 +7,10 @@ A mounted secret file is accepted as the platforms really make it:
 - Kubernetes (a ``secret`` volume): ``/mnt/s/KEY`` → ``..data/KEY`` → ``..2024_…/KEY``, symlinks and files owned by
   root, mode 0644 (the volume's ``defaultMode``), in root-owned folders. Rotation swaps ``..data`` atomically.
 - Docker (``/run/secrets/NAME``): root-owned 0444 (swarm), or a bind mount of the user's own file (compose).
-So: every link on the way and the file belong to the user or root; a file of the user's must be private (no group
-or other bits: the same rule as the environment file); a root-owned one may be world-readable (the platform made it,
-inside the container's own mount) but never writable by group or others; no folder on the way may be writable by
+So: every link on the way and the file belong to the user or root; a file of the user's (not root) must be private
+(no group or other bits: the same rule as the environment file); a root-owned one may be world-readable (the
+platform made it, inside the container's own mount; a daemon running as root reads it too) but never writable by
+group or others; no folder on the way may be writable by
 others unless sticky. The file is read at each token request, so a rotated mount is picked up without a restart.
 """
 
@@ -134,16 +135,16 @@ def _check_file(path: Path, st: os.stat_result) -> None:
     if system.WINDOWS:
         return
     mode = stat.S_IMODE(st.st_mode)
-    if st.st_uid == os.getuid():
-        if mode & 0o077:
-            raise IdentityUnavailable(
-                f"client_secret_file {path}: mode {mode:04o} lets other users read the secret; fix: chmod 600 {path}"
-            )
-    elif st.st_uid == 0:
+    if st.st_uid == 0:  # the platform's mount (also a daemon running as root in a container)
         if mode & 0o022:
             raise IdentityUnavailable(
                 f"client_secret_file {path}: root's file is writable by others (mode {mode:04o}); "
                 "mount it read-only (Kubernetes: defaultMode 0440 or 0400)"
+            )
+    elif st.st_uid == os.getuid():
+        if mode & 0o077:
+            raise IdentityUnavailable(
+                f"client_secret_file {path}: mode {mode:04o} lets other users read the secret; fix: chmod 600 {path}"
             )
     else:
         raise IdentityUnavailable(
