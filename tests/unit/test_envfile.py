@@ -16,7 +16,7 @@ WHERE = Path("/cfg/tokend.env")
 
 def test_the_systemd_subset_is_read() -> None:
     text = (
-        "# comment\n; also a comment\n\nA=1\n  B = two words  \nC='single $X \\n'\nD=\"dq \\\"q\\\" \\\\ \\n\"\n"
+        '# comment\n; also a comment\n\nA=1\n  B = two words  \nC=\'single $X \\n\'\nD="dq \\"q\\" \\\\ \\n"\n'
         "E=\nA=again\nURL=https://proxy.example:3128/?a=b\n"
     )
     assert envfile.parse(text, WHERE) == {
