@@ -89,8 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     made = args.folder is None
     folder = Path(tempfile.mkdtemp(prefix="tokend-emulator-")) if made else args.folder
     folder.mkdir(parents=True, exist_ok=True)
-    if made and args.postgres and Postgres.runs_as_other_user():
-        folder.chmod(0o711)  # root runs PostgreSQL as `postgres`, which must pass through to its own folder
     em: Emulator | None = None
     pg: Postgres | None = None
     try:
@@ -108,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         cas = [em.certs.ca_cert]
         if args.postgres and not done.is_set():
-            pg = Postgres(em.ldap.port, folder=folder / "postgres").start()
+            # its own temp folder (which root's `postgres` user can enter), removed by stop()
+            pg = Postgres(em.ldap.port).start()
             pg.add_roles(
                 [*d.users, *(a.name for a in d.apps.values()), *(m.name for m in d.identities.values()), *d.groups]
             )

@@ -59,11 +59,6 @@ class Postgres:
         self._directory: Directory | None = None
         self._publishing = threading.Lock()
 
-    @staticmethod
-    def runs_as_other_user() -> bool:
-        """Whether the server runs as the ``postgres`` user (we are root, which initdb refuses to be)."""
-        return hasattr(os, "geteuid") and os.geteuid() == 0
-
     def start(self) -> Postgres:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.sockdir.mkdir(exist_ok=True)
