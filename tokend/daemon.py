@@ -369,7 +369,10 @@ class Daemon:
                             w.start()
                         watch_sinks(dict(self.workers), [])
                         self.on_workers_changed = watch_sinks
-                    watcher.watch([self.config.path], lambda: self._reload_quietly("config file changed"))
+                    watcher.watch(  # the environment file too: a changed secret or proxy is read at once
+                        [self.config.path, envfile.path_for(self.config.path)],
+                        lambda: self._reload_quietly("config or environment file changed"),
+                    )
                     if any(i.source == "azure-cli" for i in self.config.identities.values()):
                         # az login / logout / account set rewrite the CLI's profile
                         watcher.watch(

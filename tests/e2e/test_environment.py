@@ -128,3 +128,24 @@ def test_ca_bundle_replaces_requests_ca_bundle(
     d = daemon(cfg, env=env)
     d.wait_ready()
     wait_for(lambda: psql(postgres.port).stdout.strip() == GROUP, what="psql logged in")
+
+
+def test_an_environment_file_written_while_the_daemon_runs_is_read_without_a_restart(
+    em: Tenant, postgres: Postgres, pgpass: Path, tmp_path: Path, daemon
+) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(sp_with(em, postgres.port, f'client_secret_env = "{SECRET_ENV}"\n'))
+    d = daemon(cfg, env=bare_env())
+
+    def told() -> str | None:
+        s = d.status()
+        return s["identities"][0]["last_error"] if s else None
+
+    error = wait_for(told, what="the missing secret reported")
+    assert SECRET_ENV in error and str(tmp_path / "tokend.env") in error
+    fd = os.open(tmp_path / "tokend.env", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, f"{SECRET_ENV}={SECRET}\n".encode())
+    os.close(fd)
+    d.wait_ready(timeout=120)  # the next retry of the same daemon finds it
+    wait_for(lambda: psql(postgres.port).stdout.strip() == GROUP, what="psql logged in")
+    assert d.proc.poll() is None and SECRET not in d.log()
