@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["token"] and (answered := handoff.token(argv[1:])) is not None:
         return answered
-    if argv[:1] == ["emulator"]:  # its own options (argparse cannot pass "--postgres" through a REMAINDER)
+    if argv[:1] == ["emulator"]:  # its own parser (argparse cannot pass "--postgres" through a REMAINDER); imported
+        # here, as every command module is, for start-up time
         from tokend.emulator import cli as emulator_cli
 
         return emulator_cli.main(argv[1:])
