@@ -3,7 +3,8 @@
 #   sh install/install.sh            from a checkout (installs that checkout)
 #   TOKEND_SOURCE=tokend sh install.sh   from PyPI, or any pip requirement / path / URL
 # Steps: tokend in a venv of its own in the user's data folder (~/.local/share/tokend/venv), on PATH as ~/.local/bin/tokend;
-# a starter config if none exists; the daemon started; `tokend status` printed.
+# a starter config and an empty environment file (tokend.env, 0600) if none exist — never touched again; the daemon
+# (re)started, reading both; `tokend status` printed.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -44,6 +45,21 @@ source = "azure-cli"          # run `az login` once; tokend follows that sign-in
 # identity = "me"
 TOML
   say "wrote a starter config at $config; add a [targets.*] table to it"
+fi
+
+# The daemon's environment file beside the config (secret variables, HTTPS_PROXY, …): made once, empty and 0600;
+# never rewritten, so a second install keeps what the user put there. Every way of starting the daemon reads it.
+envfile="$(dirname "$config")/tokend.env"
+if [ ! -e "$envfile" ]; then
+  (umask 077 && cat > "$envfile" <<'ENV'
+# tokend's daemon environment: KEY=value lines (systemd's EnvironmentFile syntax), read at start and on reload.
+# Keep this file mode 0600. E.g.:
+# APP_SECRET=…                        for client_secret_env = "APP_SECRET"
+# HTTPS_PROXY=http://proxy.example:3128
+# NO_PROXY=localhost,127.0.0.1
+ENV
+  )
+  say "wrote an empty environment file at $envfile (mode 0600) for the daemon's secrets and proxy settings"
 fi
 
 # Start it at login (and now); where there is no service manager, start it in the background instead.

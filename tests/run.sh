@@ -2,11 +2,16 @@
 # Runs tokend's whole test suite on a fresh Debian/Ubuntu machine: installs what the tests need (Debian's
 # PostgreSQL server and client, a virtualenv with tokend and its test tools, the Azure CLI from PyPI in a
 # virtualenv of its own), then runs ruff and pytest. Extra arguments go to pytest (e.g. -m "not slow").
+# What needs root is said on screen before anything is installed: Debian packages through apt-get (as root, or with
+# sudo), and the second local user some tests add (tokend-other), which is removed at the end when this run added it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 log="$root/.test-install.log"
 : > "$log"
+say() { printf 'tests/run.sh: %s\n' "$*"; }
+other_user=tokend-other  # tests/support/users.py OTHER_USER
+if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; else sudo="none"; fi
 
 need_apt=()
 command -v psql >/dev/null || need_apt+=(postgresql-client)
@@ -32,12 +37,29 @@ command -v pgbouncer >/dev/null || need_apt+=(pgbouncer)
 [ -e /usr/lib/x86_64-linux-gnu/girepository-1.0/Secret-1.typelib ] || ls /usr/lib/*/girepository-1.0/Secret-1.typelib \
   >/dev/null 2>&1 || need_apt+=(gir1.2-secret-1)
 if [ ${#need_apt[@]} -gt 0 ]; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "installing Debian packages: ${need_apt[*]}"
-  $sudo apt-get update >>"$log" 2>&1
+  if [ "$sudo" = none ]; then
+    say "missing Debian packages: ${need_apt[*]}; installing them needs root or sudo, and neither is available here:"
+    say "run as root, or have an administrator run: apt-get install ${need_apt[*]}"
+    exit 1
+  fi
+  how="as root"; [ -z "$sudo" ] || how="with sudo (it may ask for your password)"
+  say "installing Debian packages through apt-get $how: ${need_apt[*]}"
+  $sudo apt-get update >>"$log" 2>&1 || { tail -20 "$log"; exit 1; }
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${need_apt[@]}" >>"$log" 2>&1 \
     || { tail -20 "$log"; exit 1; }
 fi
+
+# The tests that attack tokend as another local user add one (tokend-other, with useradd: root only); remove it at
+# the end when this run added it.
+if ! getent passwd "$other_user" >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    say "some tests add the local user $other_user (useradd); it is removed when the run ends"
+    trap 'getent passwd "$other_user" >/dev/null 2>&1 && userdel "$other_user" >/dev/null 2>&1 || true' EXIT
+  else
+    say "note: the tests that act as a second local user ($other_user) need root: skipped here (CI runs as root)"
+  fi
+fi
+say "also installs, inside this checkout only: .venv and .venv-product (pip), .node (npm: pg), .venv-az (azure-cli)"
 
 python=${PYTHON:-python3}
 # The real GUI/terminal clients the client tests drive, pgAdmin 4 (its whole web app, ~620 MB) and pgcli, from PyPI in
@@ -122,7 +144,7 @@ echo "GitHub workflow schema:"
 .venv/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/ci.yml
 # Given a selection (-m, -k, or test paths), run exactly that (with .venv/bin/pytest: the installed copy).
 for arg in "$@"; do
-  case $arg in -m|-k|tests*|*.py*) wait_clients; exec .venv/bin/pytest "$@" ;; esac
+  case $arg in -m|-k|tests*|*.py*) wait_clients; .venv/bin/pytest "$@"; exit ;; esac  # not exec: the EXIT trap cleans up
 done
 # Unit tests first: in-process, against the checkout itself (`python -m pytest` puts it first on sys.path), no wheel
 # and no servers; a failure here stops the run in seconds.

@@ -185,6 +185,12 @@ class ClientsRequest(NamedTuple):
     server_mode: bool = False  # pgadmin: the SERVER_PASSEXEC_COMMANDS entry and servers naming it
 
 
+class SecretRequest(NamedTuple):
+    config: Path
+    action: str  # set | remove
+    identity: str
+
+
 class DemoRequest(NamedTuple):
     duration: float | None = None  # seconds; None: until Ctrl-C
 
@@ -218,14 +224,15 @@ def _run_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentParser) 
 
 
 def _run(r: RunRequest, inv: Invocation) -> int:
-    from tokend import config, logs, paths, runtime  # the daemon's whole world: only `run` needs it
+    from tokend import config, envfile, logs, paths, runtime  # the daemon's whole world: only `run` needs it
 
+    env = envfile.apply(r.config)  # the daemon's environment file, before the config and identities are read
     fmt = r.log_format or inv.ctx.environ.get(logs.FORMAT_ENV) or "text"
     if fmt not in logs.FORMATS:
         raise UsageError(f"${logs.FORMAT_ENV} is {fmt!r}; use one of: {', '.join(logs.FORMATS)}")
     log_file = None if r.once else paths.log_file(r.config)
     inv.ctx.setup_logs(inv.debug, quiet=r.once, log_file=log_file, fmt=fmt)
-    return runtime.start(config.load(r.config), once=r.once, stop=inv.stop)
+    return runtime.start(config.load(r.config), once=r.once, stop=inv.stop, env=env)
 
 
 def _status_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
@@ -475,6 +482,37 @@ def _demo(r: DemoRequest, inv: Invocation) -> int:
     return demo.run(r.duration, say=inv.ctx.out)
 
 
+def _secret_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["set", "remove"], help="set: read it from the terminal or stdin")
+    p.add_argument("identity", help="the [identities.NAME] it is for")
+
+
+def _secret(r: SecretRequest, inv: Invocation) -> int:
+    from tokend import client_secrets  # the keychain: only `tokend secret` needs it
+
+    if r.action == "set":
+        inv.ctx.out(client_secrets.set_secret(r.config, r.identity, inv.ctx.stdin))
+    else:
+        inv.ctx.out(client_secrets.remove_secret(r.config, r.identity))
+    return 0
+
+
+def _emulator_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    p.add_argument("emulator_args", nargs="...", help="its options: tokend emulator --help")  # argparse.REMAINDER
+
+
+def _emulator(r: tuple[str, ...], inv: Invocation) -> int:
+    import contextlib  # these two: only `tokend emulator` needs them
+
+    from tokend.emulator import cli as emulator_cli  # (see above)
+
+    with contextlib.redirect_stdout(inv.ctx.stdout), contextlib.redirect_stderr(inv.ctx.stderr):
+        try:
+            return emulator_cli.main(list(r))
+        except SystemExit as e:  # its own parser: --help (0), a usage error (2, its message written)
+            return e.code if isinstance(e.code, int) else EXIT_USAGE
+
+
 SHELLS = ("bash", "zsh", "fish", "powershell")
 
 
@@ -674,6 +712,20 @@ COMMANDS: tuple[Command, ...] = (
         _demo,
     ),
     Command(
+        "secret",
+        "keep a service principal's client secret in the OS keychain (read from stdin, never argv)",
+        _secret_arguments,
+        lambda a, inv: SecretRequest(inv.config, a.action, a.identity),
+        _secret,
+    ),
+    Command(
+        "emulator",
+        "run the local Entra emulator (and its PostgreSQL) on its own, for demos and trials",  # its HELP
+        _emulator_arguments,
+        lambda a, inv: tuple(a.emulator_args),
+        _emulator,
+    ),
+    Command(
         "completion",
         "print a shell completion script",
         _completion_arguments,
@@ -789,6 +841,8 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
     stop = ctx.catch_stop() if argv[:1] == ["run"] else None  # before the heavy imports: a stop now is a clean stop
     debug = "--debug" in (argv[: argv.index("--")] if "--" in argv else argv)  # until the parser has said
     try:
+        if argv[:1] == ["emulator"]:  # its own parser: argparse cannot pass "--postgres" through a REMAINDER
+            return _emulator(tuple(argv[1:]), Invocation(ctx, Path()))
         try:
             command, request, inv = parse(argv, ctx, stop)
         except SystemExit as e:  # argparse: --help, --version (0) and usage errors (2, its message written)

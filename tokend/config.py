@@ -1,7 +1,7 @@
 """config.toml → frozen, validated dataclasses. Every error names the file, the key and the fix.
 
 The shape is the contract in DESIGN.md. Secrets never sit in the config: a client secret is named by the
-environment variable that holds it, a certificate by its path.
+environment variable or the file that holds it (or kept in the OS keychain), a certificate by its path.
 """
 
 from __future__ import annotations
@@ -62,7 +62,10 @@ class IdentityConfig:
     client_id: str | None = None
     authority_override: str | None = None
     client_secret_env: str | None = None
+    client_secret_file: Path | None = None  # a mounted secret (Kubernetes, Docker), read at each token request
+    client_secret_keychain: bool = False  # client_secret = "keychain": `tokend secret set NAME` put it there
     certificate_path: Path | None = None
+    ca_bundle: Path | None = None  # the CA file (PEM) Entra's TLS is verified with, instead of the system's
     token_file: Path | None = None
     allow_unencrypted_cache: bool = False
 
@@ -246,13 +249,41 @@ def _identity(name: str, body: dict[str, Any], path: Path) -> IdentityConfig:
         raise ConfigError(path, f"{where}.authority", "must be https (Entra and MSAL accept no plain http)")
     resource = _str(body, "resource", path, where) or cloud.resource
     secret_env = _str(body, "client_secret_env", path, where)
-    cert = _str(body, "certificate_path", path, where)
-    # Whether the secret's variable is set is the identity's business, not the config's: commands that only read
-    # names and hosts (status, doctor, clients, completion) work in a shell that does not hold the secret, and the
-    # daemon shows an unset variable as that identity's problem.
-    if source == "service-principal" and bool(secret_env) == bool(cert):
+    secret_file = _str(body, "client_secret_file", path, where)
+    in_keychain = _str(body, "client_secret", path, where)
+    if in_keychain is not None and in_keychain != "keychain":
         raise ConfigError(
-            path, where, "set exactly one of client_secret_env (an environment variable's name) or certificate_path"
+            path,
+            f"{where}.client_secret",
+            'the only value is "keychain" (put the secret there with `tokend secret set '
+            f"{name}`); a secret itself never goes in the config: use client_secret_env or client_secret_file",
+        )
+    cert = _str(body, "certificate_path", path, where)
+    # Whether the secret's variable, file or keychain entry is there is the identity's business, not the config's:
+    # commands that only read names and hosts (status, doctor, clients, completion) work in a shell that does not
+    # hold the secret, and the daemon shows a missing secret as that identity's problem.
+    given = [
+        k
+        for k, v in (
+            ("client_secret_env", secret_env),
+            ("client_secret_file", secret_file),
+            ("client_secret", in_keychain),
+            ("certificate_path", cert),
+        )
+        if v
+    ]
+    if source == "service-principal" and len(given) != 1:
+        raise ConfigError(
+            path,
+            where,
+            "set exactly one of client_secret_env (an environment variable's name), client_secret_file (a mounted "
+            'secret\'s path), client_secret = "keychain" or certificate_path'
+            + (f" (this table sets {', '.join(given)})" if given else ""),
+        )
+    ca_bundle = _str(body, "ca_bundle", path, where)
+    if ca_bundle and not Path(ca_bundle).expanduser().is_file():
+        raise ConfigError(
+            path, f"{where}.ca_bundle", f"no file at {ca_bundle}; give the path of the CA certificates (PEM) to trust"
         )
     token_file = _str(body, "token_file", path, where)
     unencrypted = body.get("allow_unencrypted_cache", False)
@@ -268,7 +299,10 @@ def _identity(name: str, body: dict[str, Any], path: Path) -> IdentityConfig:
         client_id=_str(body, "client_id", path, where),
         authority_override=authority,
         client_secret_env=secret_env,
+        client_secret_file=Path(secret_file).expanduser() if secret_file else None,
+        client_secret_keychain=in_keychain is not None,
         certificate_path=Path(cert).expanduser() if cert else None,
+        ca_bundle=Path(ca_bundle).expanduser().absolute() if ca_bundle else None,
         token_file=Path(token_file).expanduser() if token_file else None,
         allow_unencrypted_cache=unencrypted,
     )

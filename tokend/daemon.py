@@ -27,7 +27,7 @@ from contextlib import suppress
 from typing import Any, Protocol
 
 from tokend import config as config_mod
-from tokend import identities, ipc, notify, paths, sinks
+from tokend import envfile, identities, ipc, notify, paths, sinks
 from tokend import reload as reload_mod
 from tokend import status as status_mod
 from tokend.clock import SYSTEM, Clock
@@ -83,6 +83,7 @@ class Daemon:
         self._watches: Watches | None = None
         self._stop = stop or threading.Event()
         self.reloads: Counter[str] = Counter()  # accepted, refused
+        self.env: envfile.Applied | None = None  # what the environment file set (start: `tokend run`)
         self.apply(config)
 
     # -- what the sinks and IPC see -------------------------------------------------------------------------------
@@ -164,6 +165,7 @@ class Daemon:
         """Read the config again and swap it in; a bad one is refused and the running config keeps serving."""
         with self._reload_lock:
             try:
+                self.env = envfile.apply(self.config.path, previous=self.env)  # before identities are built
                 new = self._load_written()
                 if new == self.config:
                     self.config_error = None

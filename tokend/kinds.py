@@ -39,7 +39,7 @@ SOURCES: dict[str, SourceKind] = {
         SourceKind(
             "device-code",
             "tokend.identities.interactive",
-            frozenset({"allow_unencrypted_cache"}),
+            frozenset({"allow_unencrypted_cache", "ca_bundle"}),
             frozenset(),
             True,
             "a one-time `tokend login` with a code shown in your terminal",
@@ -47,7 +47,7 @@ SOURCES: dict[str, SourceKind] = {
         SourceKind(
             "browser",
             "tokend.identities.interactive",
-            frozenset({"allow_unencrypted_cache"}),
+            frozenset({"allow_unencrypted_cache", "ca_bundle"}),
             frozenset(),
             True,
             "a one-time `tokend login` in your browser",
@@ -55,15 +55,15 @@ SOURCES: dict[str, SourceKind] = {
         SourceKind(
             "service-principal",
             "tokend.identities.service_principal",
-            frozenset({"client_secret_env", "certificate_path"}),
+            frozenset({"client_secret_env", "client_secret_file", "client_secret", "certificate_path", "ca_bundle"}),
             frozenset({"tenant_id", "client_id"}),
             False,
-            "an app registration's secret (named by an environment variable) or certificate",
+            "an app registration's secret (an environment variable, a mounted file or the keychain) or certificate",
         ),
         SourceKind(
             "managed-identity",
             "tokend.identities.managed_identity",
-            frozenset(),
+            frozenset({"ca_bundle"}),
             frozenset(),
             False,
             "the Azure host's identity; `client_id` for a user-assigned one",
@@ -71,7 +71,7 @@ SOURCES: dict[str, SourceKind] = {
         SourceKind(
             "workload-identity",
             "tokend.identities.workload_identity",
-            frozenset({"token_file"}),
+            frozenset({"token_file", "ca_bundle"}),
             frozenset(),
             False,
             "a federated token file (Kubernetes workload identity, CI OIDC)",
@@ -79,7 +79,7 @@ SOURCES: dict[str, SourceKind] = {
         SourceKind(
             "default",
             "tokend.identities.default",
-            frozenset(),
+            frozenset({"ca_bundle"}),
             frozenset(),
             False,
             "azure-identity's DefaultAzureCredential, never interactive",

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from tokend import ipc, observe, paths, system
+from tokend import envfile, ipc, observe, paths, system
 from tokend.config import Config, Listen
 from tokend.daemon import Daemon
 from tokend.errors import EXIT_OK, TokendError
@@ -170,7 +170,10 @@ def _serve(daemon: Daemon, stack: ExitStack, io: Loop, make_proxy: MakeProxy, ma
     watcher = make_watcher(io)
     daemon.start_workers(watcher)
     stack.callback(daemon.stop_workers)
-    watcher.watch([daemon.config.path], lambda: daemon.reload_quietly("config file changed"))
+    watcher.watch(  # the environment file too: a changed secret or proxy is read at once
+        [daemon.config.path, envfile.path_for(daemon.config.path)],
+        lambda: daemon.reload_quietly("config or environment file changed"),
+    )
     if any(i.source == "azure-cli" for i in daemon.config.identities.values()):
         # az login / logout / account set rewrite the CLI's profile
         watcher.watch([azure_cli_dir() / "azureProfile.json"], lambda: daemon.sign_in_changed(source="azure-cli"))
@@ -220,13 +223,17 @@ class _Health:
             current.close()
 
 
-def start(config: Config, once: bool = False, stop: threading.Event | None = None) -> int:
+def start(
+    config: Config, once: bool = False, stop: threading.Event | None = None, env: envfile.Applied | None = None
+) -> int:
     """``tokend run``: one daemon for this config, or one pass with ``once``. ``stop``: set by the signal handlers
-    the command installed before its imports, so a signal during start-up ends it cleanly too."""
+    the command installed before its imports, so a signal during start-up ends it cleanly too. ``env``: what `tokend
+    run` read from the environment file, so a reload can take it back."""
     with instance_lock(config.path):
         if stop is not None and stop.is_set():
             return EXIT_OK
         daemon = Daemon(config, stop=stop)
+        daemon.env = env
         return daemon.run_once() if once else run(daemon)
 
 

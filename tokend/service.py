@@ -19,7 +19,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 
 from tokend import config as config_mod
-from tokend import ipc, paths, sinks, system
+from tokend import envfile, ipc, paths, sinks, system
 from tokend.errors import ConfigError, DaemonNotRunning, TokendError
 from tokend.identities import interactive
 from tokend.kinds import SINKS
@@ -72,10 +72,18 @@ def _systemd_quote(value: str, executable: bool = False) -> str:
 def render_systemd(tokend: Path, config: Path) -> Rendered:
     name = service_name(config)
     text = _template("tokend.service").format(
-        tokend=_systemd_quote(str(tokend), executable=True), config=_systemd_quote(str(config.absolute())), label=name
+        tokend=_systemd_quote(str(tokend), executable=True),
+        config=_systemd_quote(str(config.absolute())),
+        label=name,
+        envfile=str(envfile.path_for(config)).replace("%", "%%"),  # one path, taken whole: only % is special
     )
     home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     return Rendered(home / "systemd" / "user" / f"{name}.service", text)
+
+
+def _xml_comment(text: str) -> str:
+    """``text`` safe inside an XML comment (which may not hold "--")."""
+    return xml_escape(text).replace("--", "-&#45;")
 
 
 def render_launchd(tokend: Path, config: Path) -> Rendered:
@@ -87,6 +95,7 @@ def render_launchd(tokend: Path, config: Path) -> Rendered:
         config=xml_escape(str(config.absolute())),
         label=label,
         log_dir=xml_escape(str(log_dir)),
+        envfile=_xml_comment(str(envfile.path_for(config))),
     )
     return Rendered(Path.home() / "Library" / "LaunchAgents" / f"{label}.plist", text)
 
@@ -104,6 +113,7 @@ def render_task(tokend: Path, config: Path, user: str | None = None) -> Rendered
         arguments=xml_escape(arguments),
         label=xml_escape(name),
         user=xml_escape(f"{domain}\\{user}" if domain else user),
+        envfile=_xml_comment(str(envfile.path_for(config))),
     )
     folder = paths.data_dir()
     return Rendered(folder / f"{name}-task.xml", text)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import ssl
 import subprocess
 import time
@@ -20,7 +22,7 @@ from tokend.emulator.directory import TokenRejected
 from tokend.emulator.postgres import Postgres
 
 from support.builders import GROUP, RESOURCE, SECRET
-from support.product import PRODUCT_PYTHON
+from support.product import PRODUCT_PYTHON, TOKEND
 from support.tenant import Tenant
 from support.waits import wait_for
 
@@ -279,3 +281,46 @@ def test_standalone_emulator_with_postgres_syncs_groups(tmp_path, monkeypatch) -
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
+
+
+def test_tokend_emulator_prints_every_ca_and_leaves_nothing_after_ctrl_c(tmp_path) -> None:
+    """`tokend emulator --postgres` from the installed product: Entra's CA gets a token, the printed PostgreSQL CA
+    passes psql's verify-full, and after SIGINT its temp folder (CAs, server.key) and the cluster are gone."""
+    cfg = tmp_path / "emulator.toml"
+    cfg.write_text('[[apps]]\nname = "ci-app"\nsecret = "abc"\n[[groups]]\nname = "Readers"\nmembers = ["ci-app"]\n')
+    proc = subprocess.Popen([TOKEND, "emulator", "--config", str(cfg), "--postgres"], stdout=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(proc.stdout.readline())
+        folder = Path(info["ca_bundle"]).parent
+        assert folder.is_dir() and Path(info["ca"]).is_relative_to(folder)
+        pg = info["postgres"]
+        assert Path(pg["sslrootcert"]).is_file()
+        bundle = Path(info["ca_bundle"]).read_bytes()
+        assert Path(info["ca"]).read_bytes() in bundle and Path(pg["sslrootcert"]).read_bytes() in bundle
+        cred = ClientSecretCredential(
+            info["tenant_id"],
+            info["apps"]["ci-app"],
+            "abc",
+            authority=info["url"],
+            disable_instance_discovery=True,
+            connection_verify=info["ca"],
+        )
+        token = cred.get_token_info(f"{RESOURCE}/.default").token
+        conninfo = (
+            f"host=localhost port={pg['port']} dbname={pg['database']} user=Readers "
+            f"sslmode=verify-full sslrootcert={pg['sslrootcert']}"
+        )
+        r = subprocess.run(
+            ["psql", conninfo, "-w", "-Atc", "select current_user"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "PGPASSWORD": token},
+        )
+        assert r.returncode == 0 and r.stdout.strip() == "Readers", r.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    assert not folder.exists()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", pg["port"]), timeout=2).close()  # the cluster is stopped too

@@ -169,3 +169,89 @@ def test_install_then_every_command_then_purge_one_config(em: Tenant, postgres: 
         if other is not None:
             other.terminate()
             other.wait(10)
+
+
+@pytest.mark.soak
+@pytest.mark.slow
+def test_install_twice_keeps_the_environment_file_config_and_logins(
+    em: Tenant, postgres: Postgres, tmp_path: Path
+) -> None:
+    """A running daemon that has its secret from the environment file and trusts Entra through ``ca_bundle``; a
+    second install.sh, run from an environment with neither the secret nor REQUESTS_CA_BUNDLE, keeps the file, the
+    config and the secret, and the restarted daemon reads them: psql still logs in."""
+    home = tmp_path / "fresh"
+    home.mkdir()
+    (tmp_path / "run").mkdir(mode=0o700)
+    env = {
+        "HOME": str(home),
+        "PATH": f"{home}/.local/bin:/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+    }
+    for var in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "PIP_CONFIG_FILE", "PIP_FIND_LINKS"):
+        if var in os.environ:
+            env[var] = os.environ[var]
+    exe = str(home / ".local" / "bin" / "tokend")
+    pgpass = home / ".pgpass"
+
+    def install() -> str:
+        r = subprocess.run(
+            ["sh", str(REPO / "install" / "install.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=tmp_path,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+
+    def logs_in() -> bool:
+        r = subprocess.run(
+            [
+                "psql",
+                f"host=127.0.0.1 port={postgres.port} dbname=appdb user='{GROUP}' sslmode=require",
+                "-w",
+                "-Atc",
+                "select current_user",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**env, "PGPASSFILE": str(pgpass)},
+        )
+        return r.stdout.strip() == GROUP
+
+    try:
+        first = install()
+        config = home / ".config" / "tokend" / "config.toml"
+        envfile = config.parent / "tokend.env"
+        assert "wrote an empty environment file" in first
+        assert stat.S_IMODE(envfile.stat().st_mode) == 0o600
+        envfile.write_text(envfile.read_text() + f"TOKEND_TEST_SECRET={SECRET}\n")
+        config.write_text(
+            f'[identities.sp]\nsource = "service-principal"\ntenant_id = "{em.tenant_id}"\n'
+            f'client_id = "{em.app.client_id}"\nclient_secret_env = "TOKEND_TEST_SECRET"\nauthority = "{em.url}"\n'
+            f'ca_bundle = "{em.emulator.certs.ca_cert}"\n\n'
+            f'[targets.db]\nhost = "127.0.0.1"\nport = {postgres.port}\ndatabase = "appdb"\nuser = "{GROUP}"\n'
+        )
+        wait_for(logs_in, timeout=60, what="psql logging in through the first install's daemon")
+        kept = (config.read_bytes(), envfile.read_bytes())
+
+        second = install()
+        assert "wrote a starter config" not in second and "wrote an empty environment file" not in second
+        assert (config.read_bytes(), envfile.read_bytes()) == kept
+        assert stat.S_IMODE(envfile.stat().st_mode) == 0o600
+
+        def identities_ok() -> bool:
+            r = subprocess.run([exe, "status", "--json"], env=env, capture_output=True, text=True)
+            return r.returncode == 0 and all(i["state"] == "ok" for i in json.loads(r.stdout)["identities"])
+
+        wait_for(
+            identities_ok,
+            timeout=60,
+            what="the reinstalled daemon's identity ok (the secret from the file, Entra trusted by ca_bundle)",
+        )
+        wait_for(logs_in, timeout=60, what="psql still logging in after the second install")
+    finally:
+        subprocess.run([exe, "stop"], env=env, capture_output=True)

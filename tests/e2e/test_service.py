@@ -39,6 +39,7 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert unit.name not in check.stderr, check.stderr  # no warnings about our unit either
     assert f'ExecStart={TOKEND} run --config "{config}"' in r.text
     assert "Type=notify" in r.text and "Restart=on-failure" in r.text
+    assert f"EnvironmentFile=-{config.parent / 'tokend.env'}\n" in r.text  # optional: `-`
     # and a broken unit is caught by the same check (so the check means something)
     bad = tmp_path / "bad.service"
     bad.write_text(r.text.replace(f"ExecStart={TOKEND}", "ExecStart=tokend-relative"))
@@ -58,6 +59,7 @@ def test_launchd_plist_has_what_launchd_needs(home: Path, tmp_path: Path) -> Non
     assert plist["RunAtLoad"] is True and plist["KeepAlive"] == {"SuccessfulExit": False}
     assert plist["StandardErrorPath"].startswith(str(home)) and plist["EnvironmentVariables"]["TOKEND_LOG_STDERR"]
     assert r.path.parent == home / "Library" / "LaunchAgents" and r.path.name == f"{plist['Label']}.plist"
+    assert f"{tmp_path / 'a&amp;b' / 'tokend.env'}, read by `tokend run`" in r.text  # its environment's one place
 
 
 def test_windows_task_xml_has_logon_trigger_and_restart(tmp_path: Path) -> None:
@@ -74,6 +76,7 @@ def test_windows_task_xml_has_logon_trigger_and_restart(tmp_path: Path) -> None:
     assert settings.find("t:ExecutionTimeLimit", NS).text == "PT0S"
     exec_ = root.find("t:Actions/t:Exec", NS)
     assert "-m tokend run --config" in exec_.find("t:Arguments", NS).text
+    assert f"{tmp_path / 'tokend.env'}, read by `tokend run`" in r.text  # its environment's one place
 
 
 def test_install_without_user_systemd_says_what_to_do(home: Path, write_config) -> None:

@@ -131,6 +131,7 @@ def test_the_daemon_is_told_of_a_sign_in_when_one_runs(cfg: Path) -> None:
 BELOW_IDENTITIES = {
     *("config", "token", "errors", "clouds", "clock"),
     *("kinds", "paths", "system", "redact", "sinks.atomic"),
+    *("client_secrets", "envfile"),  # where a service principal's secret comes from: config, files, the keychain
 }
 
 

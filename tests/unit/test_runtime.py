@@ -185,7 +185,7 @@ def test_services_start_in_order_and_close_in_reverse(services: Services, runnin
         "health 127.0.0.1:9464",  # before the first token attempt: a probe sees "not ready", never "refused"
         "first fetch me",
         "proxy apply",
-        "watch config.toml",
+        "watch config.toml,tokend.env",  # the environment file beside it: a changed secret is read at once
         "watch azureProfile.json",  # an azure-cli identity: az login/logout are followed
         "watcher start",
     ]

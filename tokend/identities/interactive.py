@@ -27,7 +27,7 @@ from tokend import paths, system
 from tokend.clouds import scope_for
 from tokend.config import IdentityConfig
 from tokend.errors import LoginRequired, TokendError
-from tokend.identities._authority import TRANSPORT, authority_kwargs
+from tokend.identities._authority import authority_kwargs, transport_kwargs
 from tokend.identities.base import one_line
 from tokend.sinks.atomic import write_private
 
@@ -91,7 +91,7 @@ def _common(config: IdentityConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "client_id": config.client_id or DEFAULT_CLIENT_ID,
         "cache_persistence_options": _options(config),
-        **TRANSPORT,
+        **transport_kwargs(config),
     }
     if config.tenant_id:
         kwargs["tenant_id"] = config.tenant_id

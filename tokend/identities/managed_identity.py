@@ -10,10 +10,10 @@ from typing import Any
 from azure.identity import ManagedIdentityCredential
 
 from tokend.config import IdentityConfig
-from tokend.identities._authority import TRANSPORT
+from tokend.identities._authority import transport_kwargs
 
 
 def credential(config: IdentityConfig) -> Any:
     if config.client_id:
-        return ManagedIdentityCredential(client_id=config.client_id, **TRANSPORT)
-    return ManagedIdentityCredential(**TRANSPORT)
+        return ManagedIdentityCredential(client_id=config.client_id, **transport_kwargs(config))
+    return ManagedIdentityCredential(**transport_kwargs(config))

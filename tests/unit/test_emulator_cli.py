@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tokend.config import tomllib
-from tokend.emulator.__main__ import directory_from
+from tokend.emulator.cli import directory_from
 from tokend.emulator.directory import RESOURCES, TokenRejected
 
 CONFIG = """
