@@ -214,3 +214,27 @@ def test_interactive_asks_for_a_custom_authority_and_the_port(
     assert term.seen.count("Server name") == 2
     c = load(cfg)
     assert c.identities["app"].authority_override == em.url and c.targets["db-127-0-0-1"].port == postgres.port
+
+
+def test_device_code_where_no_secret_service_answers_says_so_in_one_line(em: Tenant, tmp_path: Path) -> None:
+    """A headless machine (no D-Bus session here): the unencrypted cache is the way, named in one line — not a
+    config that can never sign in, nor libsecret's many lines."""
+    cfg = tmp_path / "config.toml"
+    args = ("init", "--server", "db.example", "--user", em.alice.upn, "--identity", "device-code")
+    r = tokend(*args, "--tenant", em.tenant_id, "--authority", em.url, "--no-service", "--config", str(cfg))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "--allow-unencrypted-cache" in lines[0], r.stderr
+    assert "Secret Service" in lines[0] and not cfg.exists()
+    r = tokend(
+        *args,
+        "--tenant",
+        em.tenant_id,
+        "--authority",
+        em.url,
+        "--allow-unencrypted-cache",
+        "--no-service",
+        "--config",
+        str(cfg),
+    )
+    assert r.returncode == 0 and "tokend login me" in r.stdout, r.stderr
+    assert load(cfg).identities["me"].allow_unencrypted_cache
