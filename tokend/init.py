@@ -376,7 +376,7 @@ def _table_span(text: str, table: str) -> tuple[int, int]:
 
 
 def _key_line(text: str, start: int, end: int, key: str) -> re.Match[str] | None:
-    return re.compile(rf"^\s*{re.escape(key)}\s*=[^\n]*\n?", re.M).search(text, start, end)
+    return re.compile(rf"^[ \t]*{re.escape(key)}[ \t]*=[^\n]*\n?", re.M).search(text, start, end)
 
 
 def _set_key(text: str, table: str, key: str, value: object) -> str:

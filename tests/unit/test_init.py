@@ -7,11 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from tokend import config
 from tokend.errors import UsageError
 from tokend.identities import interactive
-from tokend.init import Answers, Ask, add_to_config, fill, parse_authority, split_server, target_name
+from tokend.init import Answers, Ask, _set_key, add_to_config, fill, parse_authority, split_server, target_name
 
 SP = (
     '# mine\n[identities.app]\nsource = "service-principal"\ntenant_id = "t1"\nclient_id = "c1"\n'
@@ -148,3 +149,19 @@ def test_without_a_secret_service_the_unencrypted_cache_is_offered_in_one_line()
     a = fill(Answers(server="db.example", user="u", identity="device-code", port=5432), ask, None)
     assert a.extra["allow_unencrypted_cache"] is True and "No Secret Service answers here" in asked[-1]
     assert all("\n" not in q for q in asked)
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ('[identities.app]\nsource = "x"\n\n[targets.t]\n', '[identities.app]\nsource = "x"\nk = "v"\n\n[targets.t]\n'),
+        ('[identities.app]\nsource = "x"', '[identities.app]\nsource = "x"\nk = "v"\n'),  # no final newline
+        ("[identities.app]\n[targets.t]\n", '[identities.app]\nk = "v"\n[targets.t]\n'),  # no keys yet
+        ('[identities."my.app"]\nk = "old"  \n', '[identities."my.app"]\nk = "v"\n'),  # a quoted name, replaced
+        ("[identities.app]\n\nk = 1\n", '[identities.app]\n\nk = "v"\n'),  # the blank line above stays
+    ],
+)
+def test_a_key_is_set_in_its_table_and_nothing_else_moves(text: str, want: str) -> None:
+    table = "identities.my.app" if "my.app" in text else "identities.app"
+    assert _set_key(text, table, "k", "v") == want
+    assert tomllib.loads(want)
