@@ -111,3 +111,29 @@ def test_signed_in_as_another_account_than_the_targets_user(em: Tenant, write_co
     c = checks(cfg)["target mine user"]
     assert c["status"] == "fail" and em.alice.upn in c["evidence"] and bob in c["evidence"], c
     assert f"sign in as {bob} again" in c["fix"], c
+
+
+def test_admin_as_a_group_the_identity_is_not_in_asks_about_membership(
+    em: Tenant, postgres: Postgres, write_config
+) -> None:
+    group = "Outsider Admins"
+    em.emulator.directory.add_group(group, em.alice.oid)
+    postgres.sql(f'CREATE ROLE "{group}" LOGIN')
+    try:
+        targets = (
+            f'[targets.adm]\nhost = "127.0.0.1"\nport = {postgres.port}\nuser = "{group}"\nidentity = "sp"\n'
+            f'sslrootcert = "{postgres.ca_cert}"\n'
+        )
+        r = tokend(
+            "admin",
+            "list",
+            "--target",
+            "adm",
+            "--config",
+            str(write_config(sp_config(em, postgres.port, targets=targets))),
+        )
+    finally:
+        postgres.sql(f'DROP ROLE IF EXISTS "{group}"')
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert f"is this identity a member of the group '{group}'?" in lines[0], r.stderr
