@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tokend import config
+from tokend import advice, config
 from tokend.config import Target
 from tokend.errors import TokendError, UsageError
 from tokend.pg.connection import Connection, ServerError, ident, literal
@@ -151,6 +151,11 @@ def explain(e: ServerError, target: Target) -> TokendError:
             "Authentication → Microsoft Entra admins); a member of an admin group cannot create "
             f"principals: use an individual administrator for target {target.name}"
         )
+    if e.code == "28P01" or advice.classify_login_error(str(e)) is not None:
+        fix = advice.for_login_error(
+            str(e) if e.code != "28P01" else "password authentication failed", target.name, target.host, target.user
+        )
+        return TokendError(f"{target.host} refused the login as {target.user!r}: {e}; fix: {fix}")
     return TokendError(f"{target.host}: {e} (SQLSTATE {e.code})")
 
 
@@ -485,10 +490,17 @@ def check(conn: Connection, group: str, database: str, schemas: Sequence[str], f
 
 
 def connect(target: Target, token: str, database: str | None) -> Connection:
+    """The administrator's connection; a failure to reach or trust the server carries the fix every part of tokend
+    gives for it (``advice``)."""
     try:
         return Connection(target, token, database)
     except ServerError as e:
         raise explain(e, target) from None
+    except TokendError as e:
+        if advice.classify_login_error(str(e)) is None:
+            raise
+        fix = advice.for_login_error(str(e), target.name, target.host, target.user)
+        raise TokendError(f"{e}; fix: {fix}") from None
 
 
 def render_principals(found: Sequence[Principal], as_json: bool) -> str:

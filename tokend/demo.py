@@ -9,6 +9,7 @@ touched (its own HOME, pgpass, runtime folder). Ctrl-C, or the end of ``--durati
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from tokend.emulator.postgres import Postgres, server_bindir
 from tokend.emulator.server import Emulator
+from tokend.errors import UsageError
 from tokend.service import tokend_executable
 from tokend.status import plural
 
@@ -27,6 +29,9 @@ GROUP = "DBA Group"
 
 
 def run(duration: float | None, say: Callable[[str], None] = print, interval: float = 2.0) -> int:
+    """Run the demo for ``duration`` seconds (None: until Ctrl-C); exit code 0 when every login worked."""
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        raise UsageError(f"--duration must be a positive number of seconds, got {duration:g}")
     folder = Path(tempfile.mkdtemp(prefix="tokend-demo-"))
     say(f"tokend demo in {folder} (Ctrl-C to stop; everything here is removed at the end)")
     em = pg = daemon = None

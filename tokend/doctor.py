@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tokend import config, identities, ipc, paths, service, sinks
+from tokend import advice, config, identities, ipc, paths, service, sinks
 from tokend.config import Config, Target
 from tokend.errors import ConfigError, DaemonNotRunning, IdentityUnavailable, LoginRequired, TokendError
 from tokend.findings import Finding, failed
@@ -109,8 +109,7 @@ def _daemon(config_path: Path) -> tuple[Check, dict[str, Any] | None]:
             "daemon",
             "fail",
             f"no daemon answers at {where}",
-            f"start it: `tokend service install --config {config_path}` (at login) or "
-            f"`tokend run --config {config_path}`",
+            advice.fix(advice.Failure.NO_DAEMON, config=str(config_path)),
         ), None
     except TokendError as e:
         return Check(
@@ -148,7 +147,7 @@ def _identities(cfg: Config, config_path: Path, status: dict[str, Any] | None) -
                     f"identity {name}",
                     "fail",
                     f"no token: {e}",
-                    "check the network and the identity's settings (tenant, client id, secret variable)",
+                    advice.for_token_error(str(e), name),
                 )
             )
             continue
@@ -161,6 +160,7 @@ def _identities(cfg: Config, config_path: Path, status: dict[str, Any] | None) -
                 f"{token.principal} in tenant {c.get('tid', '?')}, token expires in {left / 60:.0f} m ({ic.source})",
             )
         )
+        out += _accounts(token.principal, users)
         aud = c.get("aud", "").rstrip("/")
         if aud == ic.cloud.resource:
             out.append(Check(f"identity {name} audience", "ok", aud))
@@ -174,6 +174,21 @@ def _identities(cfg: Config, config_path: Path, status: dict[str, Any] | None) -
                 )
             )
     return out
+
+
+def _accounts(principal: str, users: list[Target]) -> list[Check]:
+    """A target whose ``user`` is a person (a UPN) other than the one the identity is signed in as: the server
+    will refuse the token, however fresh (an `az login` as another account)."""
+    return [
+        Check(
+            f"target {t.name} user",
+            "fail",
+            f"the identity {t.identity} is signed in as {principal}, the target logs in as {t.user}",
+            advice.fix(advice.Failure.OTHER_ACCOUNT, target=t.name, user=t.user, principal=principal),
+        )
+        for t in users
+        if advice.other_account(principal, t.user)
+    ]
 
 
 def _unavailable_fix(source: str, reason: str) -> str:
@@ -351,12 +366,7 @@ def _login(t: Target) -> Check:
     ok, text = result
     if ok:
         return Check(f"target {t.name} login", "ok", f"logged in through pgpass as {text}")
-    return Check(
-        f"target {t.name} login",
-        "fail",
-        text,
-        "check the role exists on the server (pgaadauth_create_principal) and you are in the group",
-    )
+    return Check(f"target {t.name} login", "fail", text, advice.for_login_error(text, t.name, t.host, t.user))
 
 
 def _proxies(cfg: Config, status: dict[str, Any] | None, login: bool) -> list[Check]:
@@ -373,7 +383,7 @@ def _proxies(cfg: Config, status: dict[str, Any] | None, login: bool) -> list[Ch
                     name,
                     "fail",
                     "no listener: the daemon is not running this config",
-                    f"start the daemon: tokend run --config {cfg.path}",
+                    advice.fix(advice.Failure.NO_DAEMON, config=str(cfg.path)),
                 )
             )
             continue
@@ -390,9 +400,7 @@ def _proxies(cfg: Config, status: dict[str, Any] | None, login: bool) -> list[Ch
                 out.append(Check(f"{name} login", "ok", f"logged in through the proxy as {result[1]}"))
             else:
                 out.append(
-                    Check(
-                        f"{name} login", "fail", result[1], "see the reason; `tokend status` shows the identity's state"
-                    )
+                    Check(f"{name} login", "fail", result[1], advice.for_login_error(result[1], t.name, t.host, t.user))
                 )
     return out
 

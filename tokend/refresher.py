@@ -22,6 +22,11 @@ from tokend.token import Token
 
 log = logging.getLogger("tokend.refresh")
 
+# A sign-in that needs a person (revoked, expired, MFA) is not helped by asking every minute: after the first retry
+# the wait doubles from the policy's cap up to this, and only the episode's first failure is a WARNING. `tokend
+# login`, `az login` and the like wake the refresher at once (sign_in_changed), so nobody waits this long.
+LOGIN_RETRY_MAX = 30 * 60.0  # seconds
+
 
 class TokenSource(Protocol):
     """What a refresher needs from an identity; ``identities.Identity`` is the real one."""
@@ -59,6 +64,7 @@ class Refresher:
         self._by_life = False  # the next attempt is due `lead` before the token's end, not at _retry_at
         self._retry_at = 0.0  # boot clock: when to try again after a same-token answer or a failure
         self._failures = 0
+        self._login_failures = 0  # login-required answers in a row: the episode's length
         self._spent: str | None = None  # the last token judged expired: never taken back from a stale cache
         self.requests: Counter[str] = Counter()  # answers by kind: new, same, failed, unavailable, login-required
         self._wake = threading.Event()
@@ -175,7 +181,7 @@ class Refresher:
             return
         finally:
             self.first_done.set()
-        self._failures = 0
+        self._failures = self._login_failures = 0
         self.error_kind = self.last_error = None
         self.requests["same" if self.token is not None and token.value == self.token.value else "new"] += 1
         if self.token is not None and token.value == self.token.value:
@@ -216,9 +222,18 @@ class Refresher:
         held = self.valid_token()
         remaining = held.remaining(self.clock) if held is not None else None
         delay = self.policy.backoff(self._failures, remaining, urgent=not isinstance(e, LoginRequired))
+        self._login_failures = self._login_failures + 1 if self.error_kind == "login-required" else 0
+        if self._login_failures >= 2:
+            delay = max(delay, min(LOGIN_RETRY_MAX, self.policy.cap * 2 ** (self._login_failures - 2)))
         self._by_life, self._retry_at = False, self.clock.boot() + delay
-        log.warning(
-            "identity %s: %s (%s; next try in %.0f s)", self.identity.name, self.last_error, self.error_kind, delay
+        level = logging.INFO if self._login_failures >= 2 and was == "login-required" else logging.WARNING
+        log.log(
+            level,
+            "identity %s: %s (%s; next try in %.0f s)",
+            self.identity.name,
+            self.last_error,
+            self.error_kind,
+            delay,
         )
 
     def _run(self) -> None:

@@ -260,10 +260,12 @@ def purge(config: Path) -> list[str]:
     for kind, options in places.items():
         sink = sinks.build(kind, options, owner)
         try:
-            sink.sync([])
-            done.append(f"removed this config's entries from {sink.location()}")
+            said = sink.purge()  # None: nothing of this config's was there, so nothing is reported
         except TokendError as e:
             done.append(f"could not clean {sink.location()}: {e}")
+            continue
+        if said:
+            done.append(said)
     if people:
         for ic in people:
             done += interactive.logout(ic)

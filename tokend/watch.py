@@ -1,8 +1,8 @@
 """Watch files for changes made by others (watchdog), and call back once per burst of changes.
 
 Editors save by writing a new file and renaming it over the old one, so the folder is watched, not the file, and
-creations, moves onto the name, deletions and writes all count — reads do not (a folder someone merely reads, as
-libfaketime, `az` and shells do all the time, never wakes the daemon or floods the kernel's event queue).
+creations, moves onto the name, deletions, writes and mode changes all count — reads do not (a folder someone merely
+reads, as libfaketime, `az` and shells do all the time, never wakes the daemon or floods the kernel's event queue).
 One watchdog observer serves every watch; bursts are debounced on the daemon's loop: a callback runs (on the loop's
 thread pool) once its files have been quiet for ``debounce`` seconds.
 """
@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from watchdog.events import (
+    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -30,6 +31,7 @@ from tokend.ioloop import IOLoop
 
 log = logging.getLogger("tokend.watch")
 _CHANGES: list[type[FileSystemEvent]] = [
+    FileAttribEvent,  # a chmod: a pgpass made 0644 is ignored by libpq, and its sink must say so
     FileCreatedEvent,
     FileModifiedEvent,
     FileMovedEvent,

@@ -158,6 +158,8 @@ def test_check_finds_each_reason_a_login_fails(em: Tenant, postgres: Postgres, s
     postgres.sql("SELECT pgaadauth_create_principal('audit group', false, false)", db)
     code, found = check("Audit Group")
     assert code == 1 and "case differs" in found[0]["what"]
+    # the fix is the role the server has, never creating the wrongly cased one (issue 22)
+    assert 'user = "audit group"' in found[0]["fix"] and "add-group" not in found[0]["fix"], found[0]
     postgres.sql("SELECT pgaadauth_create_principal('Nologin Group', false, false)", db)
     postgres.sql('ALTER ROLE "Nologin Group" NOLOGIN')
     code, found = check("Nologin Group", "reports")

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -326,3 +327,23 @@ def test_clients_lists_what_is_here() -> None:
     r = tokend("clients")
     assert r.returncode == 0
     assert "psql / libpq" in r.stdout and "found: " in r.stdout and "Azure Data Studio" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("client", "label"), [("vscode", "VS Code"), ("dbeaver", "DBeaver"), ("ads", "Azure Data Studio")]
+)
+def test_a_client_that_is_not_installed_is_not_set_up_nor_then_found(
+    em: Tenant, postgres: Postgres, write_config, home: Path, client: str, label: str
+) -> None:
+    """Found means its program is on PATH or its own settings folder exists; tokend never makes that folder."""
+    program = {"vscode": "code", "dbeaver": "dbeaver", "ads": "azuredatastudio"}[client]
+    if shutil.which(program):
+        pytest.skip(f"{program} is installed here")
+    cfg = write_config(sp_config(em, postgres.port))
+    before = sorted(p.relative_to(home) for p in home.rglob("*"))
+    r = tokend("clients", client, "--config", str(cfg))
+    assert r.returncode == 2 and "is not installed here" in r.stderr and f"`{program}`" in r.stderr, r.stderr
+    assert sorted(p.relative_to(home) for p in home.rglob("*")) == before  # not a file, not a folder
+    listed = json.loads(tokend("clients", "--json", "--config", str(cfg)).stdout)
+    row = next(c for c in listed if c["key"] == client)
+    assert label in row["name"] and row["found"] is None and row["set_up"] is False, row

@@ -66,3 +66,10 @@ def test_a_demo_whose_logins_fail_exits_1_and_says_which() -> None:
     rest = proc.stdout.read()
     assert proc.wait(120) == 1, "".join(seen) + rest
     assert "FAILED" in rest and "login failures (the first):" in rest and re.search(r"[1-9]\d* failed", rest)
+
+
+@pytest.mark.parametrize("duration", ["-5", "0", "nan", "inf"])
+def test_a_duration_that_is_not_a_positive_number_is_refused(duration: str) -> None:
+    r = tokend("demo", "--duration", duration, timeout=60)
+    assert r.returncode == 2 and "--duration must be a positive number" in r.stderr, (r.returncode, r.stderr)
+    assert "tokend demo in" not in r.stdout  # refused before anything is started

@@ -145,3 +145,96 @@ def test_interactive_on_a_terminal_offers_the_azure_cli(
     assert load(cfg).identities["me"].source == "azure-cli"
     assert tokend("run", "--once", "--config", str(cfg)).returncode == 0
     assert psql(postgres.port).stdout.strip() == GROUP
+
+
+def sp_init(em: Tenant, postgres: Postgres, cfg: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return tokend(
+        *("init", "--server", "127.0.0.1", "--port", str(postgres.port), "--database", "appdb", "--user", GROUP),
+        *("--identity", "service-principal", "--tenant", em.tenant_id, "--client-id", em.app.client_id),
+        *("--authority", em.url, "--no-service", "--config", str(cfg), *extra),
+    )
+
+
+def test_a_rerun_after_a_failure_updates_the_identity_and_adds_no_target(
+    em: Tenant, postgres: Postgres, pgpass: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("TOKEND_TEST_SECRET", SECRET)
+    monkeypatch.delenv("WRONG_SECRET_VAR", raising=False)
+    cfg = tmp_path / "config.toml"
+    first = sp_init(em, postgres, cfg, "--client-secret-env", "WRONG_SECRET_VAR")
+    assert first.returncode == 1 and "WRONG_SECRET_VAR" in first.stderr, first.stderr
+    again = sp_init(em, postgres, cfg, "--client-secret-env", "TOKEND_TEST_SECRET", "--check")
+    assert again.returncode == 0, again.stderr
+    assert 'updated identity app: client_secret_env = "TOKEND_TEST_SECRET"' in again.stdout, again.stdout
+    assert f"current_user = {GROUP}" in again.stdout
+    c = load(cfg)
+    assert list(c.targets) == ["db-127-0-0-1"] and len(c.identities) == 1  # not `localhost`, not `localhost-2`
+    assert c.identities["app"].client_secret_env == "TOKEND_TEST_SECRET"
+
+
+def test_an_authority_with_the_tenant_appended_is_one_clear_line(tmp_path: Path) -> None:
+    r = tokend(
+        *("init", "--server", "db.example", "--user", "u", "--identity", "azure-cli"),
+        *("--authority", "https://login.example/contoso.onmicrosoft.com", "--config", str(tmp_path / "c.toml")),
+    )
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "--authority https://login.example --tenant contoso.onmicrosoft.com" in lines[0]
+    assert not (tmp_path / "c.toml").exists()
+
+
+def test_interactive_asks_for_a_custom_authority_and_the_port(
+    em: Tenant, postgres: Postgres, pgpass: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("TOKEND_TEST_SECRET", SECRET)
+    cfg = tmp_path / "config.toml"
+    term = Terminal([TOKEND, "init", "--no-service", "--config", str(cfg)])
+    term.expect("custom sign-in authority")
+    term.send(em.url)
+    term.expect("Server name")
+    term.send("")  # an empty answer is asked again, not the end
+    term.expect("Server name (e.g. contoso-prod): ", timeout=10)
+    term.send("127.0.0.1")
+    term.expect("Port")
+    term.send(str(postgres.port))
+    term.expect("PostgreSQL user")
+    term.send(GROUP)
+    term.expect("Database")
+    term.send("appdb")
+    term.expect("Sign in with")
+    term.send("service-principal")
+    term.expect("Tenant")
+    term.send(em.tenant_id)
+    term.expect("Client (application) id")
+    term.send(em.app.client_id)
+    term.expect("environment variable")
+    term.send("TOKEND_TEST_SECRET")
+    term.expect("works")
+    assert term.wait() == 0, term.seen
+    assert term.seen.count("Server name") == 2
+    c = load(cfg)
+    assert c.identities["app"].authority_override == em.url and c.targets["db-127-0-0-1"].port == postgres.port
+
+
+def test_device_code_where_no_secret_service_answers_says_so_in_one_line(em: Tenant, tmp_path: Path) -> None:
+    """A headless machine (no D-Bus session here): the unencrypted cache is the way, named in one line — not a
+    config that can never sign in, nor libsecret's many lines."""
+    cfg = tmp_path / "config.toml"
+    args = ("init", "--server", "db.example", "--user", em.alice.upn, "--identity", "device-code")
+    r = tokend(*args, "--tenant", em.tenant_id, "--authority", em.url, "--no-service", "--config", str(cfg))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "--allow-unencrypted-cache" in lines[0], r.stderr
+    assert "Secret Service" in lines[0] and not cfg.exists()
+    r = tokend(
+        *args,
+        "--tenant",
+        em.tenant_id,
+        "--authority",
+        em.url,
+        "--allow-unencrypted-cache",
+        "--no-service",
+        "--config",
+        str(cfg),
+    )
+    assert r.returncode == 0 and "tokend login me" in r.stdout, r.stderr
+    assert load(cfg).identities["me"].allow_unencrypted_cache

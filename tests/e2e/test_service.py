@@ -106,6 +106,28 @@ def test_uninstall_purge_leaves_only_the_users_entries(
     assert state.parent.exists()  # tokend's own folder (other configs' state, maybe the installation) stays
 
 
+def test_purge_reports_only_what_it_removed_and_leaves_no_empty_service_file(
+    em: Tenant, postgres: Postgres, pgpass: Path, write_config, home: Path
+) -> None:
+    """No keychain here, no PgBouncer path set: nothing of this config's was there, so nothing is reported; the
+    ~/.pg_service.conf tokend made for its block goes with the block (no 0-byte file left)."""
+    service_file = home / ".pg_service.conf"
+    pgpass.write_text("legacy:5432:*:bob:hunter2\n")
+    pgpass.chmod(0o600)
+    cfg = write_config(
+        sp_config(em, postgres.port).replace('identity = "sp"\n', 'identity = "sp"\nsinks = ["pgpass", "pg_service"]\n')
+    )
+    assert tokend("run", "--once", "--config", str(cfg)).returncode == 0
+    assert service_file.exists() and pgpass.exists()
+    r = tokend("service", "uninstall", "--purge", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert "fail.Keyring" not in r.stdout and "keychain" not in r.stdout, r.stdout
+    assert "no path set" not in r.stdout and "pgbouncer" not in r.stdout, r.stdout
+    assert f"removed this config's entries from {pgpass}" in r.stdout, r.stdout
+    assert f"removed {service_file}" in r.stdout and not service_file.exists(), r.stdout
+    assert pgpass.read_text() == "legacy:5432:*:bob:hunter2\n"
+
+
 def test_daemon_log_file_rotates_in_the_log_folder(
     em: Tenant, postgres: Postgres, write_config, daemon, home: Path
 ) -> None:

@@ -8,6 +8,7 @@ the user's own entries survive.
 from __future__ import annotations
 
 import functools
+import importlib
 import stat
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from typing import ClassVar
 
 import pytest
 
-from tokend import clients
+from tokend import clients, kinds
 from tokend.errors import SinkError
 from tokend.sinks import Sink
 
@@ -132,8 +133,13 @@ class ClientContract(ABC):
         return None
 
     def config(self, tmp_path: Path) -> Path:
+        """The config of targets ``a`` and ``b``; and the client installed, as far as tokend can tell (the folders
+        its first start makes: tokend sets up only a client that is here)."""
         path = tmp_path / "config.toml"
         path.write_text(CONFIG)
+        for folder in importlib.import_module(kinds.CLIENTS[self.client].module).places():
+            if kinds.CLIENTS[self.client].edits_in_place:
+                folder.mkdir(parents=True, exist_ok=True)
         return path
 
     def setup(self, cfg: Path, output: Path | None, names: Sequence[str] = ()) -> list[str]:

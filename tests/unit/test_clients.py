@@ -137,6 +137,10 @@ def test_the_listing_has_psql_every_client_of_the_table_and_scripts(tmp_path: Pa
     assert [c.key for c in found] == ["", *kinds.CLIENTS, ""]
     assert [c.name for c in found[1:-1]] == [row.label for row in kinds.CLIENTS.values()]
     assert not any(c.set_up for c in found)
+    with pytest.raises(UsageError, match=r"DBeaver is not installed here \(no `dbeaver` on PATH"):
+        list(clients.run("dbeaver", [], cfg, None))  # nothing written for a client that is not here
+    assert next(c for c in clients.detect(owner) if c.key == "dbeaver").found is None
+    dbeaver.workspace().mkdir(parents=True)  # DBeaver's first start makes its workspace
     list(clients.run("dbeaver", [], cfg, None))
     dbeaver_row = next(c for c in clients.detect(owner) if c.key == "dbeaver")
     assert dbeaver_row.set_up is True and dbeaver_row.found == str(dbeaver.workspace())

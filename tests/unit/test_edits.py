@@ -37,3 +37,13 @@ def test_restore_gives_the_users_mode_back_but_never_write_access_for_others(tmp
         assert stat.S_IMODE(mine.stat().st_mode) == 0o600  # the writer's mode while tokend's entries are there
         assert "restored" in edits.undo(mine, lambda text: text.replace("tokend\n", ""))
         assert mine.read_text() == "mine\n" and stat.S_IMODE(mine.stat().st_mode) == back, oct(mode)
+
+
+def test_removing_tokends_entries_from_a_file_changed_since_gives_its_mode_back(tmp_path: Path) -> None:
+    mine = tmp_path / "settings.json"
+    mine.write_text("mine\n")
+    mine.chmod(0o644)
+    edits.change(mine, lambda text: text + "tokend\n")
+    mine.write_text(mine.read_text() + "more of mine\n")  # the program rewrote it since: no byte-exact restore
+    assert "your own changes included, kept" in edits.undo(mine, lambda text: text.replace("tokend\n", ""))
+    assert mine.read_text() == "mine\nmore of mine\n" and stat.S_IMODE(mine.stat().st_mode) == 0o644

@@ -88,3 +88,10 @@ def test_jsonc_reads_any_text_or_says_what_is_wrong(text: str) -> None:
             attempt()
         except jsonc.JsoncError as e:
             assert str(e) and "\n" not in str(e)
+
+
+def test_a_comment_at_the_end_of_the_last_line_stays_on_that_line() -> None:
+    for text in ('{\n  "a": 1 // mine\n}\n', '{\n  "a": 1, // mine\n}\n'):
+        added = jsonc.set_key(text, "b", [2])
+        assert added.splitlines()[1] == '  "a": 1, // mine', added
+        assert jsonc.loads(added) == {"a": 1, "b": [2]}

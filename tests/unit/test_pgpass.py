@@ -480,3 +480,26 @@ def test_no_host_and_the_default_socket_folder_are_localhost_as_in_libpq(tmp_pat
     for host in ("", "/tmp", "/var/run/postgresql", "localhost"):
         want = libpq_password(path, host, "5432", "d", "u", hostaddr=False)
         assert ours(text, host, "5432", "d", "u", socket_dir=built) == want, host
+
+
+def test_a_pgpass_libpq_ignores_is_not_written_ok(tmp_path: Path) -> None:
+    p = tmp_path / "pgpass"
+    sink(p).sync([entry()])
+    p.chmod(0o644)  # by hand: the bytes stay, so the next write changes nothing and would pass for ok
+    with pytest.raises(SinkError, match=r"group or world access: libpq ignores it.*chmod 600 "):
+        sink(p).sync([entry()])
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644  # the mode is the user's to fix; the error says how
+    sink(p).sync([])  # nothing to hold: nothing of tokend's is lost, nothing to report
+
+
+def test_no_line_matches_yet_with_no_daemon_says_start_the_daemon(tmp_path: Path) -> None:
+    p = tmp_path / "pgpass"
+    p.write_bytes(USER_CONTENT)
+    p.chmod(0o600)
+    status, evidence, fix = findings(p, target())["pgpass shadowing"]
+    assert status == "fail" and "no line matches yet" in evidence
+    assert "no daemon runs" in fix and "tokend run" in fix and "below tokend's block" not in fix
+    _, _, with_daemon = findings(p, target(), reported={"db": {"state": "pending", "last_error": None}})[
+        "pgpass shadowing"
+    ]
+    assert "no daemon" not in with_daemon

@@ -6,6 +6,7 @@ against azure-identity is exercised in test_identities.py and test_daemon.py.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import pytest
@@ -171,3 +172,21 @@ def test_a_wall_clock_set_forward_or_a_sleep_counts_too() -> None:
     r.step()
     clock.wall += 3600  # the wall clock alone jumps past the expiry (a resume the boot clock did not see)
     assert r.valid_token() is None and r.due_in() <= 0
+
+
+def test_a_revoked_sign_in_backs_off_to_a_long_wait_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Hands()
+    r, _ = make([LoginRequired("run tokend login") for _ in range(12)], clock)
+    waits = []
+    with caplog.at_level("INFO", logger="tokend.refresh"):
+        for _ in range(12):
+            r.step()
+            waits.append(r.due_in())
+            clock.now += r.due_in()
+    assert waits[0] <= r.policy.cap  # the first retry comes soon: a glitch clears at once
+    assert all(b >= a for a, b in itertools.pairwise(waits[1:]))  # then it only grows
+    assert waits[-1] == pytest.approx(30 * 60) and max(waits) <= 30 * 60
+    warnings = [rec for rec in caplog.records if rec.levelname == "WARNING"]
+    assert len(warnings) == 1 and "login-required" in warnings[0].getMessage()
+    r.refresh_now()  # `tokend login` / `az login` wake it at once, whatever the wait
+    assert r.due_in() <= 0

@@ -114,3 +114,27 @@ def test_only_a_running_pgbouncer_of_ones_own_is_hung_up(tmp_path: Path) -> None
         sleeper.wait()
     with pytest.raises(SinkError, match="is not running"):
         pgbouncer.hang_up(sleeper.pid, tmp_path / "pid")  # reaped: no such process
+
+
+def test_purge_reports_only_removals_it_did(tmp_path: Path) -> None:
+    """`--purge` says what it removed: nothing for a sink that held nothing of this config's (no keychain here,
+    PgBouncer with no path, files without the block)."""
+    assert KeychainSink({}, "o", kr=fail.Keyring()).purge() is None  # wrote nothing: the keychain is not opened
+    assert build("pgbouncer", {}, "o").purge() is None
+    assert build("pgbouncer", {"path": str(tmp_path / "none.ini")}, "o").purge() is None
+    assert build("pg_service", {"path": str(tmp_path / "none.conf")}, "o").purge() is None
+    theirs = tmp_path / "theirs.conf"
+    theirs.write_text("[mine]\nhost=x\n")
+    assert build("pg_service", {"path": str(theirs)}, "o").purge() is None
+    assert theirs.read_text() == "[mine]\nhost=x\n"
+
+
+def test_purge_removes_a_file_left_empty_and_keeps_one_with_the_users_lines(tmp_path: Path) -> None:
+    made, shared = tmp_path / "pg_service.conf", tmp_path / "pgpass"
+    build("pg_service", {"path": str(made)}, "o").sync([entry(database="appdb")])
+    shared.write_text("legacy:5432:*:bob:pw\n")
+    build("pgpass", {"path": str(shared)}, "o").sync([entry()])
+    assert "held only this config's entries" in (build("pg_service", {"path": str(made)}, "o").purge() or "")
+    assert not made.exists()  # no 0-byte file left behind
+    assert build("pgpass", {"path": str(shared)}, "o").purge() == f"removed this config's entries from {shared}"
+    assert shared.read_text() == "legacy:5432:*:bob:pw\n"

@@ -5,6 +5,10 @@ The clients are the table ``tokend.kinds.CLIENTS``: each row names its module, w
 ``undo(Request)`` return lines for people (or the document to print) and never print; this module dispatches
 through the table and knows no client. Commands that produce a file for another program print it to stdout unless
 given --output. Reading the config for names and hosts only, no identity is built and no secret is needed.
+A client counts as found (listed with where, and set up at all) when its program is on PATH or one of the folders
+its module's ``places()`` names exists — the folders the client makes the first time it runs. A client that edits
+its settings in place and is not found is refused before anything is written, so tokend never makes those folders
+itself and a later listing never reports a client "found" in files tokend wrote.
 The listing reads each client's settings file to say whether tokend set it up; one it cannot read (malformed, not
 UTF-8, too large, unsafe) is still listed, with "unreadable", and the listing then ends with one line naming each
 such file and exit code 2 (bad input, as for every file tokend is given): the client needs that file fixed, and a
@@ -130,6 +134,7 @@ def run(
         yield from listing(owner, as_json)
         return
     row = kind(client)
+    _require_installed(row, output)
     cfg = config.load(config_path)
     request = Request(
         owner,
@@ -141,6 +146,19 @@ def run(
         margin=cfg.refresh_margin,
     )
     yield from _module(row).setup(request)
+
+
+def _require_installed(row: ClientKind, output: Path | None) -> None:
+    """UsageError when ``row`` edits its own settings in place and is not installed here (see the module's
+    docstring for how that is decided): writing its files would invent an installation."""
+    if not row.edits_in_place or output is not None:
+        return
+    places = [str(p) for p in _module(row).places()]
+    if _first(shutil.which(row.program), *(Path(p) for p in places)) is None:
+        raise UsageError(
+            f"{row.label} is not installed here (no `{row.program}` on PATH, no {' or '.join(places) or 'folder'}): "
+            "install it and start it once, then run this again"
+        )
 
 
 def remove(client: str, names: list[str], config_path: Path, output: Path | None = None) -> Iterator[str]:

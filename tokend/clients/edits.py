@@ -198,6 +198,8 @@ def undo(path: Path, remove: Edit, everything: bool = True, program: str | None 
             return stored[-1]
 
         atomic.rewrite(path, transform, lock_dir())
+        if everything and original is not None:  # none of tokend's left: the file's own mode back, as on restore
+            _give_back_mode(path, records.get(str(path) + MODE))
         done = f"{path}: removed tokend's entries (the rest, your own changes included, kept)"
         if unsafe:
             done += f"; its backup was not used ({unsafe})"

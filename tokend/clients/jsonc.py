@@ -152,6 +152,11 @@ def _insert_last(text: str, sig: list[Token], member: str, indent: str) -> str:
     prev = sig[close - 1][2]
     comma = "" if prev in ("{", ",") else ","
     at = sig[close - 1][1]
+    gap = text[at:start]
+    line_end = gap.find("\n")
+    if prev != "{" and line_end > 0 and gap[:line_end].strip():
+        # a comment ends the last member's line: it stays on that line, the new member goes below it
+        return text[:at] + comma + gap[:line_end] + f"\n{indent}{member}" + gap[line_end:].rstrip(" \t") + text[start:]
     return (
         text[:at]
         + comma

@@ -72,7 +72,8 @@ def encrypted_cache_problem() -> str | None:
             str(cache_folder() / ".probe"), "tokend.probe", {"MsalClientID": "tokend.probe"}, label="probe"
         )
     except Exception as e:
-        return f"no usable Secret Service for an encrypted cache ({type(e).__name__}: {str(e)[:120]})"
+        said = " ".join(str(e).split())[:120]  # one line: libsecret's errors span several
+        return f"no usable Secret Service for an encrypted cache ({type(e).__name__}: {said})"
     return None
 
 

@@ -60,6 +60,13 @@ class Sink(ABC):
     def sync(self, entries: Sequence[Entry]) -> None:
         """Make the place hold exactly ``entries`` (and every byte that is not ours, unchanged)."""
 
+    def purge(self) -> str | None:
+        """Remove every entry of this config's here (``tokend service uninstall --purge``). Returns what was
+        removed, for people, or None when nothing of this config's was here (so purge never reports a removal it
+        did not do). Default: write no entries and say so."""
+        self.sync([])
+        return f"removed this config's entries from {self.location()}"
+
     def diagnose(self, targets: Sequence[Target], reported: Mapping[str, Mapping[str, Any]] | None) -> list[Finding]:
         """What ``tokend doctor`` says about this sink for the ``targets`` that use it. ``reported``: what the
         running daemon says of this sink per target name (status JSON's ``{"state", "last_error", …}``), or None

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tokend.sinks import Entry, Sink, lock_dir
-from tokend.sinks.atomic import check_writable, place, rewrite
+from tokend.sinks.atomic import check_writable, place, read, rewrite
 
 BEGIN = b"# >>> tokend "
 END = b"# <<< tokend "
@@ -139,3 +139,16 @@ class BlockSink(Sink):
     def sync(self, entries: Sequence[Entry]) -> None:
         lines = self.lines(entries)
         rewrite(self.path, lambda old: splice(old, self.owner, lines), self.lock_dir)
+
+    def purge(self) -> str | None:
+        """The owner's block taken out; a file left with nothing else in it (one tokend made for its block, such
+        as ~/.pg_service.conf) is removed too. None when the file holds no block of this owner's."""
+        old = read(self.path)
+        if old is None or without(old, self.owner) == old:
+            return None
+        BlockSink.sync(self, [])
+        left = read(self.path)
+        if left is not None and not left.removeprefix(BOM).strip() and not self.path.is_symlink():
+            self.path.unlink()
+            return f"removed {self.path} (it held only this config's entries)"
+        return f"removed this config's entries from {self.path}"

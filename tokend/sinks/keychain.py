@@ -150,6 +150,15 @@ class KeychainSink(Sink):
             ) from None
         self._save_index(new)
 
+    def purge(self) -> str | None:
+        """The entries tokend wrote (its index says which) deleted; None, without opening the keychain, when it
+        wrote none (a session with no keychain at all has nothing of tokend's in it)."""
+        old = self._index()
+        if not old:
+            return None
+        self.sync([])
+        return f"removed {len(old)} entr{'y' if len(old) == 1 else 'ies'} of this config's from {self.location()}"
+
     def _index(self) -> dict[str, int]:
         try:
             return {str(k): int(v) for k, v in json.loads(self.index_path.read_text()).items()}

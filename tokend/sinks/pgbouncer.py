@@ -111,6 +111,14 @@ class PgbouncerSink(Sink):
             self._reload()
             self._reload_due = False
 
+    def purge(self) -> str | None:
+        """The include file emptied of this config's databases (and PgBouncer told); None when no path is set or
+        there is no file: nothing of tokend's was there."""
+        if self.path is None or not self.path.exists():
+            return None
+        self.sync([])
+        return f"removed this config's entries from {self.path}"
+
     def _reload(self) -> None:
         """SIGHUP to PgBouncer (its RELOAD): it re-reads its config and the include file."""
         assert self.pidfile is not None

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tokend import system
+from tokend import advice, system
 from tokend.config import Config, Target
-from tokend.errors import UsageError
+from tokend.errors import SinkError, UsageError
 from tokend.findings import Finding
 from tokend.sinks import Entry, block
 
@@ -298,8 +298,23 @@ class PgpassSink(block.BlockSink):
                 )
             )
         if targets:
-            out.append(_shadowing(self.path, targets, Index(lines), ours))
+            out.append(_shadowing(self.path, targets, Index(lines), ours, daemon=reported is not None))
         return out
+
+    def sync(self, entries: Sequence[Entry]) -> None:
+        """Write the block, then refuse to call it done when libpq will not read the file (rule 6): a pgpass made
+        0644 by hand keeps its bytes, so the write is a no-op and would otherwise be reported ok."""
+        super().sync(entries)
+        try:
+            st_mode = self.path.stat().st_mode
+        except FileNotFoundError:
+            return  # nothing to hold and no file: libpq reads nothing, and nothing of ours is lost
+        why = ignored_because(st_mode)
+        if why is not None and entries:
+            raise SinkError(
+                f"{self.path} {why}: libpq ignores it, so no login uses tokend's lines; fix: "
+                + advice.fix(advice.Failure.PGPASS_MODE, path=str(self.path))
+            )
 
 
 def _missing(path: Path, targets: Sequence[Target], reported: Mapping[str, Mapping[str, Any]] | None) -> Finding:
@@ -330,11 +345,13 @@ def _mode(path: Path, st_mode: int) -> Finding:
         "pgpass mode",
         "fail",
         f"{path} is {mode:04o}: libpq ignores a pgpass that others can read",
-        f"chmod 600 {path}",
+        advice.fix(advice.Failure.PGPASS_MODE, path=str(path)),
     )
 
 
-def _shadowing(path: Path, targets: Sequence[Target], index: Index, ours: set[int]) -> Finding:
+def _shadowing(path: Path, targets: Sequence[Target], index: Index, ours: set[int], daemon: bool = True) -> Finding:
+    """Whether tokend's line is the first match for each target. With no daemon (``daemon`` False) a target that
+    nothing matches yet is waiting for one: that is the fix, not the lines of others."""
     problems = []
     for t in targets:
         host, port = connection(t.host, t.port)
@@ -345,6 +362,10 @@ def _shadowing(path: Path, targets: Sequence[Target], index: Index, ours: set[in
             problems.append(
                 f"target {t.name}: line {first.number} ({first.fields()}) comes first and wins over tokend's"
             )
+    if problems and not daemon and all(p.endswith("no line matches yet") for p in problems):
+        return Finding(
+            "pgpass shadowing", "fail", "; ".join(problems), advice.fix(advice.Failure.NO_DAEMON) + " (it writes them)"
+        )
     if problems:
         fix = f"delete or move those lines below tokend's block in {path}"
         return Finding("pgpass shadowing", "fail", "; ".join(problems), fix)
