@@ -28,6 +28,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tokend import advice
 from tokend.config import Target
 from tokend.errors import TokendError
 from tokend.limits import Budget
@@ -183,7 +184,7 @@ def _login_name() -> str:
 async def _open(loop: asyncio.AbstractEventLoop, on: Listening) -> Conn:
     """A TCP connection to the target's server, on this loop."""
     if on.upstream is None:
-        raise Refused(on.upstream_error, "08001", "fix the target's sslrootcert")
+        raise Refused(on.upstream_error, "08001", advice.server_tls(on.target.name, on.target.host))
     try:
         return Conn(loop, await login.open_async(loop, on.target.host, on.target.port, CONNECT_TIMEOUT))
     except login.LoginError as e:
@@ -198,12 +199,12 @@ async def _login(client: Conn | None, server: Conn, on: Listening, steps: login.
     try:
         await login.run_async(server, steps, on.upstream, t.host, client.write if client else None)
     except wire.ServerError as e:
-        hint = f'tokend logged in as "{t.user}" with identity {t.identity}\'s token; see `tokend status`'
-        raise Refused(
-            e.fields.get("M", "the server refused the login"),
-            e.code or "28000",
-            "; ".join(h for h in (e.fields.get("H"), hint) if h),
-        ) from None
+        message = e.fields.get("M", "the server refused the login")
+        hint = f'tokend logged in as "{t.user}" with identity {t.identity}\'s token'
+        fix = advice.for_login_error(message, t.name, t.host, t.user)  # the same words doctor and admin say
+        raise Refused(message, e.code or "28000", "; ".join(h for h in (e.fields.get("H"), hint, fix) if h)) from None
+    except login.TLSFailed as e:
+        raise Refused(str(e), e.code, advice.server_tls(t.name, t.host)) from None
     except login.LoginError as e:
         raise Refused(str(e), e.code, e.hint) from None
 
