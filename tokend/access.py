@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from tokend import config
+from tokend import config, principal
 from tokend.clock import SYSTEM, Clock
 from tokend.config import Config, IdentityConfig, Target
 from tokend.errors import DaemonNotRunning, UsageError
@@ -61,7 +61,7 @@ def token_for(
     cfg = config.load(config_path)
     target = cfg.target(name)
     token = token_without_daemon(cfg, target, clock, fetch)
-    return TokenAnswer(token.value, token.expires_on, target.as_dict())
+    return TokenAnswer(token.value, token.expires_on, principal.resolve(target, token.claims).as_dict())
 
 
 def token_without_daemon(cfg: Config, target: Target, clock: Clock = SYSTEM, fetch: Fetch | None = None) -> Token:

@@ -294,9 +294,19 @@ def _token_answer(r: TokenRequest, inv: Invocation) -> TokenAnswer:
 
     inv.ctx.setup_logs(inv.debug, quiet=True)
     name = r.target
+    answers: dict[str, TokenAnswer] = {}
+
+    def answer(target: str | None) -> TokenAnswer:
+        key = target or ""
+        if key not in answers:
+            answers[key] = access.token_for(r.config, target, inv.ctx.ipc_client, inv.ctx.clock)
+        return answers[key]
+
     if r.host or r.user:
-        name = pgpass.target_for(config.load(r.config), r.host, r.port, r.user, r.database).name
-    return access.token_for(r.config, name, inv.ctx.ipc_client, inv.ctx.clock)
+        # a user = "@principal" target matches by the user its token resolves to (the answer names it)
+        resolve = lambda t: str(answer(t.name).target["user"])  # noqa: E731
+        name = pgpass.target_for(config.load(r.config), r.host, r.port, r.user, r.database, resolve).name
+    return answer(name)
 
 
 def _exec_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:

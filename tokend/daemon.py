@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tokend import config as config_mod
-from tokend import identities, ipc, paths, sinks, system
+from tokend import identities, ipc, paths, principal, sinks, system
 from tokend.clock import SYSTEM, Clock
 from tokend.config import Config, IdentityConfig
 from tokend.errors import EXIT_FAILURE, EXIT_OK, ConfigError, SinkUnavailable, TokendError, UsageError
@@ -97,8 +97,10 @@ class Daemon:
             for target in self.config.targets.values():
                 refresher = self.refreshers.get(target.identity)
                 token = refresher.valid_token() if refresher and kind in target.sinks else None
-                if token is not None:
-                    out.append(Entry(target, token))
+                # user = "@principal": the entry names the token's own principal; none while it cannot be named
+                held = principal.resolved(target, token.claims) if token is not None else None
+                if token is not None and held is not None:
+                    out.append(Entry(held, token))
             return out
 
     def token_for(self, name: str | None) -> ipc.TokenAnswer:
@@ -111,7 +113,7 @@ class Daemon:
                 f"no valid token for target {target.name!r} yet (identity {target.identity}: "
                 f"{r.state}{': ' + r.last_error if r.last_error else ''}); see `tokend status`"
             )
-        return ipc.TokenAnswer(token.value, token.expires_on, target.as_dict())
+        return ipc.TokenAnswer(token.value, token.expires_on, principal.resolve(target, token.claims).as_dict())
 
     def status(self) -> dict[str, Any]:
         now = self.clock.now()
@@ -138,7 +140,9 @@ class Daemon:
             token = refreshers[t.identity].valid_token()
             per_sink = {kind: workers[kind].status_of(t.name, token) for kind in t.sinks}
             proxy = self.proxy.status(t.name) if self.proxy is not None else None
-            targets.append({**t.as_dict(), "sinks": per_sink, "proxy": proxy})
+            # the user clients log in as: ``user`` itself, or for "@principal" the token's principal (None: not yet)
+            resolved = principal.user_for(t, token.claims if token is not None else {})
+            targets.append({**t.as_dict(), "resolved_user": resolved, "sinks": per_sink, "proxy": proxy})
         return {
             "config": str(cfg.path),
             "config_error": self.config_error,
