@@ -3,16 +3,20 @@ config that asks for an app's name once, and libpq's target lookup by the resolv
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import re
 from pathlib import Path
 
 import pytest
 
-from tokend import principal
-from tokend.config import PRINCIPAL, Config, Target, parse
-from tokend.errors import ConfigError, UsageError
+from tokend import access, principal
+from tokend.config import PRINCIPAL, Config, IdentityConfig, Target, load, parse
+from tokend.errors import ConfigError, DaemonNotRunning, UsageError
+from tokend.ipc import TokenAnswer
 from tokend.sinks import pgpass
+from tokend.token import Token, display_claims
 
 from support.builders import target
 
@@ -99,3 +103,29 @@ def test_target_for_matches_a_follower_by_its_resolved_user() -> None:
         pgpass.target_for(cfg, "h.example", 5432, "bob", None, resolve)
     with pytest.raises(UsageError, match="no target"):
         pgpass.target_for(cfg, "h.example", 5432, "alice@contoso.example")  # no resolver: followers match nobody
+
+
+def jwt(claims: dict[str, str]) -> str:
+    """An unsigned JWT carrying ``claims`` (display claims are read without checking the signature)."""
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"e30.{body}.sig"
+
+
+def test_targets_written_once_keep_the_resolved_name_without_a_daemon(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(IDENTITIES + '[targets.team]\nhost = "h.example"\nuser = "@principal"\nidentity = "me"\n')
+    cfg = load(p)
+
+    class NoDaemon:
+        def token(self, target: str | None) -> TokenAnswer:
+            raise DaemonNotRunning("none")
+
+        def sign_in_changed(self, identity: str | None) -> None:
+            raise DaemonNotRunning("none")
+
+    def fetch(ic: IdentityConfig) -> Token:
+        return Token(jwt(PERSON), 2e9, 0.0, None, display_claims(jwt(PERSON)))
+
+    plain = target("plain")
+    out = access.resolved_targets(cfg, [cfg.targets["team"], plain], lambda _p: NoDaemon(), fetch=fetch)
+    assert [t.user for t in out] == ["alice@contoso.example", plain.user]

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 
-from tokend import config, paths
+from tokend import access, config, ipc, paths
 from tokend.clients.base import Request
 from tokend.config import Config, Target
 from tokend.errors import TokendError, UsageError
@@ -130,7 +130,9 @@ def run(
         return
     row = kind(client)
     cfg = config.load(config_path)
-    request = Request(owner, config_path, _targets(cfg, names), output=output, shared=shared)
+    # user = "@principal": a profile keeps the signed-in principal's own name (a new sign-in: run it again)
+    targets = access.resolved_targets(cfg, _targets(cfg, names), ipc.Client)
+    request = Request(owner, config_path, targets, output=output, shared=shared)
     yield from _module(row).setup(request)
 
 
