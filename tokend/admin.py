@@ -214,6 +214,32 @@ def _listed(conn: Connection) -> list[Listed]:
         raise explain(e, conn.target) from None
 
 
+def readable_principals(conn: Connection) -> list[Listed] | None:
+    """The server's Entra principals as ``principals`` lists them, or None when this login may not read them
+    (Azure may keep ``pgaadauth_list_principals`` to administrators): the caller says it cannot tell."""
+    try:
+        return unique_principals(
+            conn.rows("SELECT * FROM pgaadauth_list_principals(false)")
+            + conn.rows("SELECT * FROM pgaadauth_list_principals(true)")
+        )
+    except ServerError:
+        return None
+
+
+def roles(conn: Connection) -> dict[str, bool]:
+    """Every role on the server and whether it may log in (``pg_roles``: readable by every role)."""
+    return {str(name): can == "t" for name, can in conn.rows("SELECT rolname, rolcanlogin FROM pg_catalog.pg_roles")}
+
+
+def memberships(conn: Connection) -> list[tuple[str, str]]:
+    """``(group role, member role)`` for every membership on the server (``pg_auth_members``: readable by all)."""
+    rows = conn.rows(
+        "SELECT g.rolname, r.rolname FROM pg_catalog.pg_auth_members m "
+        "JOIN pg_catalog.pg_roles g ON g.oid = m.roleid JOIN pg_catalog.pg_roles r ON r.oid = m.member ORDER BY 1, 2"
+    )
+    return [(str(g), str(r)) for g, r in rows]
+
+
 def sync_state(value: str | None) -> str:
     """``pgaadauth.enable_group_sync`` as the server reports it → "on", "off" or "unknown" (not an Azure server
     that has the parameter)."""
