@@ -88,7 +88,24 @@ def explain(target: Target, refusal: str, me: Who, seen: Seen | None) -> Diagnos
     """Why logging in to ``target`` as its user was refused (``refusal``: the server's message) for the principal
     ``me``, from what the server showed (``seen``; None: tokend could not log in as any other role to ask)."""
     user, where = target.user, f"[targets.{target.name}]"
+    own = me.name
     if seen is None:
+        if "does not exist" in refusal and user == own:
+            return Diagnosis(
+                "not-synced-yet",
+                f"your own role {user!r} is not on the server yet: with group sync on, one is made for each member of "
+                f"a group principal {SYNC_EVERY}",
+                "wait for the next sync, or ask an administrator to run it now: tokend admin sync (with group sync "
+                "off, an administrator creates your role: tokend admin add-group YOUR-UPN --type user …)",
+            )
+        if "does not exist" in refusal:
+            return Diagnosis(
+                "no-role",
+                f"no role {user!r} on the server (tokend could not log in as another role to look for a name that "
+                "differs only in case or spaces)",
+                f"check {where} user exactly as Entra shows it (case and spaces count); an administrator creates it "
+                f"with: tokend admin add-group {shlex.quote(user)} --schema SCHEMA --apply",
+            )
         if "not permitted to log in" in refusal:
             return Diagnosis(
                 "nologin",
@@ -101,7 +118,6 @@ def explain(target: Target, refusal: str, me: Who, seen: Seen | None) -> Diagnos
             f"the server refused {user!r} ({refusal}) and no other role this token may use would log in to say why",
             f"an administrator can tell: tokend admin check {shlex.quote(user)}",
         )
-    own = me.name
     groups = {p.role: p for p in seen.principals or () if p.type == "group"}
     mine = [g for g, p in groups.items() if me.groups is not None and p.object_id in me.groups]
     if user not in seen.roles:

@@ -60,7 +60,7 @@ class Server:
         """A ``[targets.NAME]`` table for this server's database."""
         return (
             f'[targets.{name}]\nhost = "127.0.0.1"\nport = {self.pg.port}\ndatabase = "{self.db}"\n'
-            f'user = "{user}"\nidentity = "{identity}"\n{extra}'
+            f'user = "{user}"\nidentity = "{identity}"\nsslrootcert = "{self.pg.ca_cert}"\n{extra}'
         )
 
     def configure(self, *tables: str) -> Path:

@@ -98,3 +98,11 @@ def test_askers_are_ones_own_role_then_the_other_targets_on_that_server() -> Non
     assert askers(cfg, mine, Who(ME, "o")) == [ME, GROUP, "Readers"]
     assert askers(None, mine, Who(None, "o")) == [GROUP]
     assert diagnose(GROUP, seen()).line().startswith("the server refused")
+
+
+def test_without_another_login_a_missing_role_is_named_from_the_refusal() -> None:
+    gone = 'role "x" does not exist'
+    mine = diagnose(ME, None, refusal=gone)
+    assert mine.case == "not-synced-yet" and "tokend admin sync" in mine.fix and "every 30 minutes" in mine.what
+    other = diagnose("Reporting", None, refusal=gone)
+    assert other.case == "no-role" and "case and spaces count" in other.fix
