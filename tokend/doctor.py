@@ -62,6 +62,7 @@ def run(config_path: Path, login: bool = False) -> list[Check]:
     daemon_check, status = _daemon(config_path)
     checks.append(daemon_check)
     checks += _identities(cfg, config_path, status)
+    checks += _followers(cfg, status)
     checks += _sinks(cfg, status)
     checks += _libpq()
     checks += _servers(list(cfg.targets.values()), login, lambda t: _login_explained(cfg, status, t))
@@ -217,6 +218,32 @@ def _sinks(cfg: Config, status: dict[str, Any] | None) -> list[Check]:
         if status is not None:
             reported = {t["name"]: t["sinks"][kind] for t in status.get("targets", []) if kind in t["sinks"]}
         out += sinks.build(kind, cfg.sinks[kind].options, owner).diagnose(users, reported)
+    return out
+
+
+def _followers(cfg: Config, status: dict[str, Any] | None) -> list[Check]:
+    """Each ``user = "@principal"`` target and who it is now, as the daemon resolved it from its token."""
+    said = {x["name"]: x.get("resolved_user") for x in (status or {}).get("targets", [])}
+    out = []
+    for t in cfg.targets.values():
+        if not principal.follows(t):
+            continue
+        name, user = f"target {t.name} user", said.get(t.name)
+        if user:
+            out.append(Check(name, "ok", f"{PRINCIPAL} → {user}"))
+        elif status is None:
+            out.append(Check(name, "warn", f"{PRINCIPAL}: resolved when the daemon holds a token", "start the daemon"))
+        else:
+            out.append(
+                Check(
+                    name,
+                    "fail",
+                    f"{PRINCIPAL}: not resolved (identity {t.identity} holds no token, or an app's whose name the "
+                    "config does not give)",
+                    f"see the identity's check above; an app or managed identity needs principal_name in "
+                    f"[identities.{t.identity}]",
+                )
+            )
     return out
 
 

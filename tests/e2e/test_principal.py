@@ -103,6 +103,8 @@ def test_doctor_login_explains_a_nologin_group_and_the_principal_target_logs_in(
     assert team["status"] == "fail" and "not permitted to log in" in team["evidence"], team
     assert "NOLOGIN) and group sync is on: its members log in as themselves" in team["evidence"]
     assert team["fix"] == 'log in as yourself: user = "@principal" in [targets.team]'
+    shown = json.loads(tokend("doctor", "--json", "--config", str(cfg)).stdout)["checks"]
+    assert {"name": "target mine user", "status": "ok", "evidence": f"@principal → {s.dana.upn}", "fix": ""} in shown
     mine = found["mine"]
     assert mine["status"] == "ok" and mine["evidence"] == (
         f"logged in through pgpass as {s.dana.upn} (@principal → {s.dana.upn})"
