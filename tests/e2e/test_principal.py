@@ -216,3 +216,16 @@ def test_init_check_says_why_and_the_fix(server: Server) -> None:
     assert r.returncode == 1 and len(lines) == 1, r.stderr
     assert f"login to 127.0.0.1 as {s.group} failed" in lines[0] and "group sync is on" in lines[0]
     assert lines[0].endswith('fix: log in as yourself: user = "@principal" in [targets.team]')
+
+
+def test_an_apps_principal_target_uses_the_name_the_config_gives(server: Server, pgpass: Path) -> None:
+    s = server
+    cfg = s.configure(s.target("app", "@principal", identity="sp"))
+    refused = tokend("run", "--once", "--config", str(cfg))
+    assert refused.returncode == 2 and "identities.sp.principal_name" in refused.stderr  # asked for once, here
+    line = f'client_id = "{s.em.app.client_id}"\n'
+    cfg.write_text(cfg.read_text().replace(line, f'{line}principal_name = "{s.em.app.name}"\n', 1))
+    assert tokend("run", "--once", "--config", str(cfg)).returncode == 0
+    assert s.em.app.name in users_in(pgpass) and "@principal" not in users_in(pgpass)
+    r = s.login(s.em.app.name, None)
+    assert r.stdout.strip() == s.em.app.name, r.stderr
