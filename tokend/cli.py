@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from tokend import init, service
     from tokend.access import SignIn
     from tokend.clock import Clock
+    from tokend.config import Target
     from tokend.ipc import Client, TokenAnswer
 
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report a SIGINT death
@@ -302,10 +303,12 @@ def _token_answer(r: TokenRequest, inv: Invocation) -> TokenAnswer:
             answers[key] = access.token_for(r.config, target, inv.ctx.ipc_client, inv.ctx.clock)
         return answers[key]
 
+    def resolved_user(t: Target) -> str:
+        """A user = "@principal" target matches by the user its token resolves to (the answer names it)."""
+        return str(answer(t.name).target["user"])
+
     if r.host or r.user:
-        # a user = "@principal" target matches by the user its token resolves to (the answer names it)
-        resolve = lambda t: str(answer(t.name).target["user"])  # noqa: E731
-        name = pgpass.target_for(config.load(r.config), r.host, r.port, r.user, r.database, resolve).name
+        name = pgpass.target_for(config.load(r.config), r.host, r.port, r.user, r.database, resolved_user).name
     return answer(name)
 
 
