@@ -34,11 +34,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tokend import config
+from tokend import config, principal
 from tokend.config import Target
 from tokend.errors import TokendError, UsageError
 from tokend.pgwire import Connection, ServerError, ident, literal
 from tokend.status import table
+from tokend.token import display_claims
 
 KINDS = ("group", "service", "user")  # objectType of pgaadauth_create_principal_with_oid
 SYNC_SETTING = "pgaadauth.enable_group_sync"
@@ -609,7 +610,9 @@ def command(request: Request, token_for: Callable[[str], str]) -> Outcome:
         )
         if not r.apply and not members_only:
             return Outcome(sql=sql)
-    with connect(target, token_for(target.name), database) as conn:
+    token = token_for(target.name)
+    target = principal.resolve(target, display_claims(token))  # user = "@principal": the administrator's own name
+    with connect(target, token, database) as conn:
         if r.action == "add-group":
             if members_only:
                 require_group_sync(conn, r.group)  # the server decides, so even the dry run asks it

@@ -229,3 +229,5 @@ def test_an_apps_principal_target_uses_the_name_the_config_gives(server: Server,
     assert s.em.app.name in users_in(pgpass) and "@principal" not in users_in(pgpass)
     r = s.login(s.em.app.name, None)
     assert r.stdout.strip() == s.em.app.name, r.stderr
+    listed = tokend("admin", "list", "--json", "--target", "app", "--config", str(cfg))  # logs in as the app too
+    assert listed.returncode == 0 and s.em.app.name in [p["role"] for p in json.loads(listed.stdout)], listed.stderr
