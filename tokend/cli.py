@@ -303,12 +303,24 @@ def _token_answer(r: TokenRequest, inv: Invocation) -> TokenAnswer:
             answers[key] = access.token_for(r.config, target, inv.ctx.ipc_client, inv.ctx.clock)
         return answers[key]
 
-    def resolved_user(t: Target) -> str:
-        """A user = "@principal" target matches by the user its token resolves to (the answer names it)."""
-        return str(answer(t.name).target["user"])
+    unresolved: list[TokendError] = []
+
+    def resolved_user(t: Target) -> str | None:
+        """A user = "@principal" target matches by the user its token resolves to (the answer names it); one
+        with no token matches nobody, and its reason is the error when nothing else matches."""
+        try:
+            return str(answer(t.name).target["user"])
+        except TokendError as e:
+            unresolved.append(e)
+            return None
 
     if r.host or r.user:
-        name = pgpass.target_for(config.load(r.config), r.host, r.port, r.user, r.database, resolved_user).name
+        try:
+            name = pgpass.target_for(config.load(r.config), r.host, r.port, r.user, r.database, resolved_user).name
+        except UsageError:
+            if unresolved:
+                raise unresolved[0] from None
+            raise
     return answer(name)
 
 
