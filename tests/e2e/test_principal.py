@@ -67,6 +67,9 @@ def test_a_principal_target_logs_in_as_the_member_and_follows_an_account_switch(
     assert by_connection.returncode == 0 and by_connection.stdout.strip() == users_in(pgpass)[s.dana.upn]
     env = tokend("exec", "mine", "--config", str(cfg), "--", "sh", "-c", 'echo "$PGUSER"')
     assert env.stdout.strip() == s.dana.upn, env.stderr
+    profile = tokend("clients", "pgadmin", "mine", "--config", str(cfg))  # a GUI client's profile keeps her name
+    assert profile.returncode == 0 and f'"Username": "{s.dana.upn}"' in profile.stdout, profile.stderr
+    assert "@principal" not in profile.stdout
 
     # another person signs in with the same config: the line moves to her name, his goes
     erin = s.em.emulator.directory.add_user(f"erin{s.db}@contoso.example")
