@@ -408,13 +408,16 @@ def _login_explained(cfg: Config, status: dict[str, Any] | None, t: Target) -> C
     """``--login`` for one target through pgpass, as the user its token resolves to (``user = "@principal"``: the
     signed-in principal's own name); a refused login says why and what fixes it (``tokend.diagnose``)."""
     name = f"target {t.name} login"
-    try:
-        token = _login_token(cfg, status, t)
-    except TokendError as e:
-        return Check(name, "fail", f"no token to log in with: {e}", "see the identity's check above")
-    resolved = principal.resolved(t, token.claims)
-    if resolved is None:
-        return Check(name, "fail", principal.unresolved(t, token.claims), "name the app in the config")
+    token, resolved = None, t
+    if principal.follows(t):  # the token names the user; for other targets it is needed only on a refusal
+        try:
+            token = _login_token(cfg, status, t)
+        except TokendError as e:
+            return Check(name, "fail", f"no token to log in with: {e}", "see the identity's check above")
+        named = principal.resolved(t, token.claims)
+        if named is None:
+            return Check(name, "fail", principal.unresolved(t, token.claims), "name the app in the config")
+        resolved = named
     result = psql_login(resolved)
     if result is None:
         return Check(name, "warn", "psql not found", "install a PostgreSQL client to test logins")
@@ -422,6 +425,10 @@ def _login_explained(cfg: Config, status: dict[str, Any] | None, t: Target) -> C
     shown = f" ({PRINCIPAL} → {resolved.user})" if principal.follows(t) else ""
     if ok:
         return Check(name, "ok", f"logged in through pgpass as {text}{shown}")
+    try:
+        token = token or _login_token(cfg, status, t)
+    except TokendError as e:
+        return Check(name, "fail", f"{text} (no token to ask the server why: {e})", "see the identity's check above")
     found = diagnose.refused(cfg, resolved, token.value, text)
     return Check(name, "fail", f"{text}{shown}: {found.what}", found.fix)
 
