@@ -232,15 +232,6 @@ def roles(conn: Connection) -> dict[str, bool]:
     return {str(name): can == "t" for name, can in conn.rows("SELECT rolname, rolcanlogin FROM pg_catalog.pg_roles")}
 
 
-def memberships(conn: Connection) -> list[tuple[str, str]]:
-    """``(group role, member role)`` for every membership on the server (``pg_auth_members``: readable by all)."""
-    rows = conn.rows(
-        "SELECT g.rolname, r.rolname FROM pg_catalog.pg_auth_members m "
-        "JOIN pg_catalog.pg_roles g ON g.oid = m.roleid JOIN pg_catalog.pg_roles r ON r.oid = m.member ORDER BY 1, 2"
-    )
-    return [(str(g), str(r)) for g, r in rows]
-
-
 def sync_state(value: str | None) -> str:
     """``pgaadauth.enable_group_sync`` as the server reports it → "on", "off" or "unknown" (not an Azure server
     that has the parameter)."""

@@ -3,7 +3,7 @@
 Microsoft's only advice for a refused Entra login is "verify the database role exists (``\\du``) and confirm the
 ``pgaadauth.enable_group_sync`` setting". tokend sees both sides — the token (object id, UPN, the groups claim
 when the app registration asks for it) and the server — so it asks the server what an ordinary member may read
-(``pg_roles``, ``pg_auth_members``, ``current_setting`` — readable by every role; ``pgaadauth_list_principals``,
+(``pg_roles``, ``current_setting`` — readable by every role; ``pgaadauth_list_principals``,
 which Azure may keep to administrators: "cannot tell" then), logged in as another role the same token may use
 (the principal's own role, the other targets' users on that server), and names the case:
 
@@ -52,14 +52,12 @@ class Who:
 @dataclass(frozen=True)
 class Seen:
     """What the server showed, logged in as ``asked_as``: every role and whether it may log in; the Entra
-    principals (None: not readable by that login); group sync ("on", "off", "unknown"); memberships
-    ``(group role, member role)``."""
+    principals (None: not readable by that login); group sync ("on", "off", "unknown")."""
 
     asked_as: str
     roles: Mapping[str, bool]
     principals: Sequence[Listed] | None
     sync: str
-    memberships: Sequence[tuple[str, str]] = ()
 
 
 @dataclass(frozen=True)
@@ -218,9 +216,7 @@ def askers(cfg: Config | None, target: Target, me: Who) -> list[str]:
 
 def ask(conn: Connection, as_user: str) -> Seen:
     """What an ordinary member can read on the server."""
-    return Seen(
-        as_user, admin.roles(conn), admin.readable_principals(conn), admin.group_sync(conn), admin.memberships(conn)
-    )
+    return Seen(as_user, admin.roles(conn), admin.readable_principals(conn), admin.group_sync(conn))
 
 
 def refused(cfg: Config | None, target: Target, token: str, refusal: str) -> Diagnosis:
