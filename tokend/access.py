@@ -10,11 +10,11 @@ against a fake daemon; ``identities/`` below knows nothing of IPC.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from tokend import config
+from tokend import config, principal
 from tokend.clock import SYSTEM, Clock
 from tokend.config import Config, IdentityConfig, Target
 from tokend.errors import DaemonNotRunning, UsageError
@@ -61,7 +61,21 @@ def token_for(
     cfg = config.load(config_path)
     target = cfg.target(name)
     token = token_without_daemon(cfg, target, clock, fetch)
-    return TokenAnswer(token.value, token.expires_on, target.as_dict())
+    return TokenAnswer(token.value, token.expires_on, principal.resolve(target, token.claims).as_dict())
+
+
+def resolved_targets(
+    cfg: Config, targets: list[Target], connect: Connect, clock: Clock = SYSTEM, fetch: Fetch | None = None
+) -> list[Target]:
+    """``targets`` with each ``user = "@principal"`` one's user resolved, as its token names it (``token_for``:
+    the daemon's, else one here): for what is written once for a client to keep (GUI client profiles)."""
+    out = []
+    for t in targets:
+        if principal.follows(t):
+            user = str(token_for(cfg.path, t.name, connect, clock, fetch).target["user"])
+            t = replace(t, user=user)
+        out.append(t)
+    return out
 
 
 def token_without_daemon(cfg: Config, target: Target, clock: Clock = SYSTEM, fetch: Fetch | None = None) -> Token:

@@ -35,11 +35,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tokend import advice, config
+from tokend import advice, config, principal
 from tokend.config import Target
 from tokend.errors import TokendError, UsageError
 from tokend.pg.connection import Connection, ServerError, ident, literal
 from tokend.status import table
+from tokend.token import display_claims
 
 KINDS = ("group", "service", "user")  # objectType of pgaadauth_create_principal_with_oid
 SYNC_SETTING = "pgaadauth.enable_group_sync"
@@ -218,6 +219,23 @@ def _listed(conn: Connection) -> list[Listed]:
         )
     except ServerError as e:
         raise explain(e, conn.target) from None
+
+
+def readable_principals(conn: Connection) -> list[Listed] | None:
+    """The server's Entra principals as ``principals`` lists them, or None when this login may not read them
+    (Azure may keep ``pgaadauth_list_principals`` to administrators): the caller says it cannot tell."""
+    try:
+        return unique_principals(
+            conn.rows("SELECT * FROM pgaadauth_list_principals(false)")
+            + conn.rows("SELECT * FROM pgaadauth_list_principals(true)")
+        )
+    except ServerError:
+        return None
+
+
+def roles(conn: Connection) -> dict[str, bool]:
+    """Every role on the server and whether it may log in (``pg_roles``: readable by every role)."""
+    return {str(name): can == "t" for name, can in conn.rows("SELECT rolname, rolcanlogin FROM pg_catalog.pg_roles")}
 
 
 def sync_state(value: str | None) -> str:
@@ -596,7 +614,9 @@ def command(request: Request, token_for: Callable[[str], str]) -> Outcome:
         )
         if not r.apply and not members_only:
             return Outcome(sql=sql)
-    with connect(target, token_for(target.name), database) as conn:
+    token = token_for(target.name)
+    target = principal.resolve(target, display_claims(token))  # user = "@principal": the administrator's own name
+    with connect(target, token, database) as conn:
         if r.action == "add-group":
             if members_only:
                 require_group_sync(conn, r.group)  # the server decides, so even the dry run asks it

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from tokend import init, service
     from tokend.access import SignIn
     from tokend.clock import Clock
+    from tokend.config import Target
     from tokend.ipc import Client, TokenAnswer
 
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report a SIGINT death
@@ -308,13 +309,37 @@ def _token_answer(r: TokenRequest, inv: Invocation) -> TokenAnswer:
 
     inv.ctx.setup_logs(inv.debug, quiet=True)
     name = r.target
+    answers: dict[str, TokenAnswer] = {}
+
+    def answer(target: str | None) -> TokenAnswer:
+        key = target or ""
+        if key not in answers:
+            answers[key] = access.token_for(r.config, target, inv.ctx.ipc_client, inv.ctx.clock)
+        return answers[key]
+
+    unresolved: list[TokendError] = []
+
+    def resolved_user(t: Target) -> str | None:
+        """A user = "@principal" target matches by the user its token resolves to (the answer names it); one
+        with no token matches nobody, and its reason is the error when nothing else matches."""
+        try:
+            return str(answer(t.name).target["user"])
+        except TokendError as e:
+            unresolved.append(e)
+            return None
+
     if r.from_pgadmin:
         from tokend.clients import pgadmin  # only pgAdmin's server-mode command needs it
 
         name = pgadmin.passexec_target(config.load(r.config), inv.ctx.environ).name
     elif r.host or r.user:
-        name = pgpass.target_for(config.load(r.config), r.host, r.port, r.user, r.database).name
-    return access.token_for(r.config, name, inv.ctx.ipc_client, inv.ctx.clock)
+        try:
+            name = pgpass.target_for(config.load(r.config), r.host, r.port, r.user, r.database, resolved_user).name
+        except UsageError:
+            if unresolved:
+                raise unresolved[0] from None
+            raise
+    return answer(name)
 
 
 def _exec_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:

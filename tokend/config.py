@@ -49,6 +49,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
 # [refresh] margin, seconds: under 10 s a token could expire before its successor arrives; no Entra token lives a day
 # (managed identity's ~24 h ones say when to refresh), so a larger margin would mean nothing
 MARGIN_BOUNDS = (10.0, 86400.0)
+PRINCIPAL = "@principal"  # a target's user that is the signed-in principal's own role name (tokend.principal)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class IdentityConfig:
     ca_bundle: Path | None = None  # the CA file (PEM) Entra's TLS is verified with, instead of the system's
     token_file: Path | None = None
     allow_unencrypted_cache: bool = False
+    principal_name: str | None = None  # an app's or managed identity's role name, for user = "@principal"
 
     @property
     def authority(self) -> str:
@@ -104,6 +106,8 @@ class Target:
     listen: tuple[Listen, ...] = ()  # the local proxy's addresses for this target
     sslrootcert: Path | None = None  # the CA file the proxy verifies the server with (default: the system's)
     allow_any_local_user: bool = False  # the proxy's TCP listeners admit every local user (no owner check)
+    # user = "@principal": the identity's principal_name, the role name when the token is an app's (tokend.principal)
+    principal_name: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The target as status, IPC answers and scripts see it."""
@@ -305,7 +309,19 @@ def _identity(name: str, body: dict[str, Any], path: Path) -> IdentityConfig:
         ca_bundle=Path(ca_bundle).expanduser().absolute() if ca_bundle else None,
         token_file=Path(token_file).expanduser() if token_file else None,
         allow_unencrypted_cache=unencrypted,
+        principal_name=_principal_name(body, path, where),
     )
+
+
+def _principal_name(body: dict[str, Any], path: Path, where: str) -> str | None:
+    name = _field(body, "principal_name", path, where)  # it goes into pgpass lines, as a target's user does
+    if name is not None and name.startswith("@"):
+        raise ConfigError(
+            path,
+            f"{where}.principal_name",
+            "give the app's or managed identity's display name exactly as Entra shows it",
+        )
+    return name
 
 
 def _target(name: str, body: dict[str, Any], path: Path, identities: Mapping[str, IdentityConfig]) -> Target:
@@ -320,6 +336,10 @@ def _target(name: str, body: dict[str, Any], path: Path, identities: Mapping[str
             f"{where}.user",
             "must name one user (the group's display name, a UPN, or an identity's name), not the wildcard *",
         )
+    if user != PRINCIPAL and user.casefold() == PRINCIPAL:
+        raise ConfigError(
+            path, f"{where}.user", f'write "{PRINCIPAL}" exactly (lower case) for the signed-in principal'
+        )
     identity = _str(body, "identity", path, where)
     if identity is None:
         if len(identities) != 1:
@@ -331,6 +351,15 @@ def _target(name: str, body: dict[str, Any], path: Path, identities: Mapping[str
             path,
             f"{where}.identity",
             f"no identity named {identity!r} (known: {known}); add [identities.{identity}] or fix the name",
+        )
+    ic = identities[identity]
+    if user == PRINCIPAL and not SOURCES[ic.source].person and ic.principal_name is None:
+        raise ConfigError(
+            path,
+            f"identities.{identity}.principal_name",
+            f'missing: target {name} has user = "{PRINCIPAL}" and identity {identity} ({ic.source}) is an app or '
+            'managed identity, whose role name its token does not carry; add principal_name = "…" (its display '
+            "name in Entra, the name of its PostgreSQL role)",
         )
     port = body.get("port", 5432)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
@@ -360,6 +389,7 @@ def _target(name: str, body: dict[str, Any], path: Path, identities: Mapping[str
         listen,
         Path(cert).expanduser() if cert else None,
         anyone,
+        ic.principal_name if user == PRINCIPAL else None,
     )
 
 

@@ -27,7 +27,7 @@ from contextlib import suppress
 from typing import Any, Protocol
 
 from tokend import config as config_mod
-from tokend import envfile, identities, ipc, notify, paths, sinks
+from tokend import envfile, identities, ipc, notify, paths, principal, sinks
 from tokend import reload as reload_mod
 from tokend import status as status_mod
 from tokend.clock import SYSTEM, Clock
@@ -94,8 +94,10 @@ class Daemon:
             for target in self.config.targets.values():
                 refresher = self.refreshers.get(target.identity)
                 token = refresher.valid_token() if refresher and kind in target.sinks else None
-                if token is not None:
-                    out.append(Entry(target, token))
+                # user = "@principal": the entry names the token's own principal; none while it cannot be named
+                held = principal.resolved(target, token.claims) if token is not None else None
+                if token is not None and held is not None:
+                    out.append(Entry(held, token))
             return out
 
     def token_for(self, name: str | None, wait: float = 0.0) -> ipc.TokenAnswer:
@@ -111,7 +113,7 @@ class Daemon:
                 f"no valid token for target {target.name!r} yet (identity {target.identity}: "
                 f"{r.state}{': ' + r.last_error if r.last_error else ''}); see `tokend status`"
             )
-        return ipc.TokenAnswer(token.value, token.expires_on, target.as_dict())
+        return ipc.TokenAnswer(token.value, token.expires_on, principal.resolve(target, token.claims).as_dict())
 
     def snapshot(self) -> Snapshot:
         """Everything status, IPC and the metrics report, taken at one moment (the maps copied under the lock)."""
@@ -140,9 +142,9 @@ class Daemon:
         for t in cfg.targets.values():
             token = tokens[t.identity]
             sinks_of = {kind: SinkView(**workers[kind].status_of(t.name, token)) for kind in t.sinks}
-            targets.append(
-                TargetView(t.name, t.as_dict(), sinks_of, _proxy_view(proxy.status(t.name)) if proxy else None)
-            )
+            # the user clients log in as: ``user`` itself, or for "@principal" the token's principal (None: not yet)
+            public = {**t.as_dict(), "resolved_user": principal.user_for(t, token.claims if token is not None else {})}
+            targets.append(TargetView(t.name, public, sinks_of, _proxy_view(proxy.status(t.name)) if proxy else None))
         return Snapshot(
             now=now,
             config=str(cfg.path),

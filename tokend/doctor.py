@@ -20,12 +20,12 @@ import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tokend import advice, config, identities, ipc, paths, service, sinks
-from tokend.config import Config, Target
+from tokend import advice, config, diagnose, identities, ipc, paths, principal, service, sinks
+from tokend.config import PRINCIPAL, Config, Target
 from tokend.errors import ConfigError, DaemonNotRunning, IdentityUnavailable, LoginRequired, TokendError
 from tokend.findings import Finding, failed
 from tokend.kinds import SINKS
@@ -62,9 +62,10 @@ def run(config_path: Path, login: bool = False) -> list[Check]:
     daemon_check, status = _daemon(config_path)
     checks.append(daemon_check)
     checks += _identities(cfg, config_path, status)
+    checks += _followers(cfg, status)
     checks += _sinks(cfg, status)
     checks += _libpq()
-    checks += _servers(list(cfg.targets.values()), login)
+    checks += _servers(list(cfg.targets.values()), login, lambda t: _login_explained(cfg, status, t))
     checks += _proxies(cfg, status, login)
     checks.append(_service(config_path))
     return checks
@@ -226,12 +227,44 @@ def _sinks(cfg: Config, status: dict[str, Any] | None) -> list[Check]:
     owner = paths.config_id(cfg.path)
     out: list[Check] = []
     for kind in SINKS:
-        users = [t for t in cfg.targets.values() if kind in t.sinks]
+        users = [_as_resolved(t, status) for t in cfg.targets.values() if kind in t.sinks]
         reported = None
         if status is not None:
             reported = {t["name"]: t["sinks"][kind] for t in status.get("targets", []) if kind in t["sinks"]}
         out += sinks.build(kind, cfg.sinks[kind].options, owner).diagnose(users, reported)
     return out
+
+
+def _followers(cfg: Config, status: dict[str, Any] | None) -> list[Check]:
+    """Each ``user = "@principal"`` target and who it is now, as the daemon resolved it from its token."""
+    said = {x["name"]: x.get("resolved_user") for x in (status or {}).get("targets", [])}
+    out = []
+    for t in cfg.targets.values():
+        if not principal.follows(t):
+            continue
+        name, user = f"target {t.name} user", said.get(t.name)
+        if user:
+            out.append(Check(name, "ok", f"{PRINCIPAL} → {user}"))
+        elif status is None:
+            out.append(Check(name, "warn", f"{PRINCIPAL}: resolved when the daemon holds a token", "start the daemon"))
+        else:
+            out.append(
+                Check(
+                    name,
+                    "fail",
+                    f"{PRINCIPAL}: not resolved (identity {t.identity} holds no token, or an app's whose name the "
+                    "config does not give)",
+                    f"see the identity's check above; an app or managed identity needs principal_name in "
+                    f"[identities.{t.identity}]",
+                )
+            )
+    return out
+
+
+def _as_resolved(t: Target, status: dict[str, Any] | None) -> Target:
+    """``t`` with the user the daemon resolved for it (``user = "@principal"``: status's ``resolved_user``)."""
+    said = {x["name"]: x.get("resolved_user") for x in (status or {}).get("targets", [])}.get(t.name)
+    return replace(t, user=said) if principal.follows(t) and said else t
 
 
 def _libpq() -> list[Check]:
@@ -252,8 +285,9 @@ def _libpq() -> list[Check]:
     return out
 
 
-def _servers(targets: list[Target], login: bool) -> list[Check]:
-    """Network and TLS checks per server (and logins per target), side by side, for at most MAX_SERVERS servers."""
+def _servers(targets: list[Target], login: bool, check_login: Callable[[Target], Check] | None = None) -> list[Check]:
+    """Network and TLS checks per server (and logins per target: ``check_login``, default ``_login``), side by
+    side, for at most MAX_SERVERS servers."""
     servers: dict[tuple[str, int], Target] = {}
     for t in targets:
         servers.setdefault((t.host, t.port), t)
@@ -263,7 +297,7 @@ def _servers(targets: list[Target], login: bool) -> list[Check]:
         logins = (
             list(
                 pool.map(
-                    _login,
+                    check_login or _login,
                     [
                         t
                         for t in targets
@@ -367,6 +401,45 @@ def _login(t: Target) -> Check:
     if ok:
         return Check(f"target {t.name} login", "ok", f"logged in through pgpass as {text}")
     return Check(f"target {t.name} login", "fail", text, advice.for_login_error(text, t.name, t.host, t.user))
+
+
+def _login_explained(cfg: Config, status: dict[str, Any] | None, t: Target) -> Check:
+    """``--login`` for one target through pgpass, as the user its token resolves to (``user = "@principal"``: the
+    signed-in principal's own name); a refused login says why and what fixes it (``tokend.diagnose``)."""
+    name = f"target {t.name} login"
+    token, resolved = None, t
+    if principal.follows(t):  # the token names the user; for other targets it is needed only on a refusal
+        try:
+            token = _login_token(cfg, status, t)
+        except TokendError as e:
+            return Check(name, "fail", f"no token to log in with: {e}", "see the identity's check above")
+        named = principal.resolved(t, token.claims)
+        if named is None:
+            return Check(name, "fail", principal.unresolved(t, token.claims), "name the app in the config")
+        resolved = named
+    result = psql_login(resolved)
+    if result is None:
+        return Check(name, "warn", "psql not found", "install a PostgreSQL client to test logins")
+    ok, text = result
+    shown = f" ({PRINCIPAL} → {resolved.user})" if principal.follows(t) else ""
+    if ok:
+        return Check(name, "ok", f"logged in through pgpass as {text}{shown}")
+    try:
+        token = token or _login_token(cfg, status, t)
+    except TokendError as e:
+        return Check(name, "fail", f"{text} (no token to ask the server why: {e})", "see the identity's check above")
+    found = diagnose.refused(cfg, resolved, token.value, text)
+    return Check(name, "fail", f"{text}{shown}: {found.what}", found.fix)
+
+
+def _login_token(cfg: Config, status: dict[str, Any] | None, t: Target) -> Token:
+    """The token ``--login`` logs in with: the daemon's when one runs (as pgpass holds it), else one fetched here."""
+    if status is not None:
+        held = {i["name"]: i for i in status.get("identities", [])}.get(t.identity)
+        return _token_from_daemon(cfg.path, t, held)
+    from tokend import identities  # azure-identity (~300 ms): only a doctor run without a daemon needs it
+
+    return identities.fetch_once(cfg.identities[t.identity])
 
 
 def _proxies(cfg: Config, status: dict[str, Any] | None, login: bool) -> list[Check]:

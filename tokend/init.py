@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tokend import advice, identities
+from tokend import advice, diagnose, identities, principal
 from tokend import config as config_mod
 from tokend import service as service_mod
 from tokend.clouds import CLOUDS
@@ -35,6 +35,7 @@ from tokend.doctor import psql_login
 from tokend.errors import IdentityUnavailable, TokendError, UsageError
 from tokend.kinds import SOURCES
 from tokend.sinks import atomic
+from tokend.token import Token
 
 Ask = Callable[[str, str], str]
 
@@ -468,7 +469,7 @@ def run(request: Request, say: Callable[[str], None], ask_line: Callable[[str], 
         f"expires in {left / 60:.0f} m"
     )
     if check:
-        say(_check_login(cfg.targets[target], token.value))
+        say(check_login(cfg, cfg.targets[target], token))
     if service or (
         service is None and interactive and ask("Install the login service now? (y/n)", "y").lower().startswith("y")
     ):
@@ -479,11 +480,15 @@ def run(request: Request, say: Callable[[str], None], ask_line: Callable[[str], 
     return 0
 
 
-def _check_login(t: config_mod.Target, token: str) -> str:
-    result = psql_login(t, password=token)
+def check_login(cfg: config_mod.Config, t: config_mod.Target, token: Token) -> str:
+    """``init --check``: log in to ``t`` with ``token`` as the user it resolves to (``user = "@principal"``: the
+    token's own principal); a refusal raises TokendError saying why and what fixes it (``tokend.diagnose``)."""
+    resolved = principal.resolve(t, token.claims)
+    result = psql_login(resolved, password=token.value)
     if result is None:
         return "check skipped: psql not found"
     ok, text = result
     if not ok:
-        raise TokendError(f"login to {t.host} as {t.user} failed: {text}")
+        found = diagnose.refused(cfg, resolved, token.value, text)
+        raise TokendError(f"login to {t.host} as {resolved.user} failed: {text}: {found.line()}")
     return f"logged in to {t.host} as current_user = {text}"

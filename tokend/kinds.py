@@ -23,7 +23,10 @@ class SourceKind:
     uses: str  # what it signs in with, for people (README, help)
 
 
-COMMON_IDENTITY_KEYS = frozenset({"source", "tenant_id", "client_id", "cloud", "authority", "resource"})
+# principal_name: the role name of an app or managed identity for targets with user = "@principal" (tokend.principal)
+COMMON_IDENTITY_KEYS = frozenset(
+    {"source", "tenant_id", "client_id", "cloud", "authority", "resource", "principal_name"}
+)
 
 SOURCES: dict[str, SourceKind] = {
     s.name: s

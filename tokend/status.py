@@ -139,7 +139,10 @@ def render(status: dict[str, Any], now: float, paint: Paint | None = None) -> st
     lines += _with_notes(table(rows, ["IDENTITY", "STATE", "SOURCE", "PRINCIPAL", "TOKEN"], {1: state}), notes)
     rows, notes = [], {}
     for t in targets:
-        where = f"{t['user']}@{t['host']}:{t['port']}/{t['database']}"
+        user = t["user"]
+        if user.startswith("@"):  # user = "@principal": who it is now ("@principal → alice@…")
+            user = f"{user} → {t.get('resolved_user') or '(not yet known)'}"
+        where = f"{user}@{t['host']}:{t['port']}/{t['database']}"
         places = [
             f"{k} {v['state']}" + (f" ({ago(v['last_write'], now)})" if v["last_write"] else "")
             for k, v in t["sinks"].items()

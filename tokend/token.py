@@ -83,6 +83,15 @@ def display_claims(value: str) -> dict[str, str]:
     return {k: str(data[k]) for k in _SHOWN if k in data}
 
 
+def group_ids(value: str) -> tuple[str, ...] | None:
+    """The ``groups`` claim of a JWT (the object ids of the principal's groups, when the app registration asks for
+    them), or None when the token carries none (not asked for, or too many: Entra's overage claim instead)."""
+    groups = _payload(value).get("groups")
+    if not isinstance(groups, list):
+        return None
+    return tuple(str(g) for g in groups)
+
+
 def expiry(value: str) -> float | None:
     """The ``exp`` claim of a JWT (epoch seconds), or None."""
     exp = _payload(value).get("exp")

@@ -8,91 +8,26 @@ Roles are the cluster's, so every test makes its own group and members (unique n
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tokend.emulator.directory import User
 from tokend.emulator.postgres import Postgres
 
-from support.builders import RESOURCE, sp_config
+from support import groupsync
+from support.groupsync import SETTING, Server
 from support.product import tokend
 from support.tenant import Tenant
-
-SETTING = "pgaadauth.enable_group_sync"
-
-
-@dataclass
-class Server:
-    em: Tenant
-    pg: Postgres
-    db: str
-    group: str  # the Entra group's display name; the app and dana are members
-    dana: User
-    cfg: Path  # targets: admin (the app, an Entra administrator) and team (user = the group, pgpass)
-
-    def admin(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return tokend("admin", *args, "--target", "admin", "--config", str(self.cfg))
-
-    def login(self, user: str, token: str, sql: str = "select current_user") -> subprocess.CompletedProcess[str]:
-        """Real psql over TLS with ``token`` as the password (in the environment, never argv)."""
-        return subprocess.run(
-            ["psql", f"host=127.0.0.1 port={self.pg.port} dbname={self.db} sslmode=require", "-w", "-Atc", sql],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env={**os.environ, "PGUSER": user, "PGPASSWORD": token},
-        )
-
-    def token(self, user: User) -> str:
-        return self.em.emulator.directory.mint(RESOURCE, user=user)[0]
-
-    def roles(self) -> set[str]:
-        return set(self.pg.sql("SELECT rolname FROM pg_roles").split("\n")) - {""}
 
 
 @pytest.fixture
 def server(em: Tenant, postgres: Postgres, write_config, tmp_path: Path) -> Iterator[Server]:
-    n = abs(hash(tmp_path)) % 100000
-    db, group = f"syncdb{n}", f"Sync Team {n}"
-    d = em.emulator.directory
-    dana = d.add_user(f"dana{n}@contoso.example", "Dana Example")
-    d.add_group(group, em.app.oid, dana.oid)
-    before = set(postgres.sql("SELECT rolname FROM pg_roles").split("\n"))
-    postgres.sql(f'CREATE DATABASE "{db}" OWNER "{em.app.name}"')
-    postgres.sql(f'ALTER ROLE "{em.app.name}" CREATEROLE')
-    postgres.install_pgaadauth(db, d, admins=[em.app.name])
-    postgres.sql(
-        f'SET ROLE "{em.app.name}"; CREATE SCHEMA reports; CREATE TABLE reports.t (x int); INSERT INTO reports.t '
-        "VALUES (1)",
-        db,
-    )
-    target = f'host = "127.0.0.1"\nport = {postgres.port}\ndatabase = "{db}"\nidentity = "sp"\n'
-    cfg = write_config(
-        sp_config(
-            em,
-            postgres.port,
-            targets=(
-                f'[targets.admin]\n{target}user = "{em.app.name}"\nsinks = []\nsslrootcert = "{postgres.ca_cert}"\n'
-                f'[targets.team]\n{target}user = "{group}"\n'
-            ),
-        )
-    )
-    yield Server(em, postgres, db, group, dana, cfg)
-    postgres.set_parameter(SETTING, "off")
-    postgres.forget_pgaadauth(db)
-    postgres.sql(f'DROP DATABASE "{db}" WITH (FORCE)')
-    for role in set(postgres.sql("SELECT rolname FROM pg_roles").split("\n")) - before:
-        postgres.sql('DROP ROLE "' + role.replace('"', '""') + '"')
-    with d.lock:
-        for name in [g.name for g in d.groups.values() if g.name == group or group in g.former_names]:
-            del d.groups[name]
-        d.users = {k: u for k, u in d.users.items() if not k.endswith(f"{n}@contoso.example")}
-    d.changed()
+    """The group-sync server (tests/support/groupsync.py) with a ``team`` target: user = the group, pgpass."""
+    with groupsync.server(em, postgres, write_config, tmp_path) as s:
+        s.configure(s.target("team", s.group, identity="sp"))
+        yield s
 
 
 def add_group(s: Server, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -67,3 +67,7 @@ def test_an_empty_config_is_an_empty_tenant_with_hour_long_tokens() -> None:
 def test_a_member_the_config_does_not_define_is_an_error() -> None:
     with pytest.raises(KeyError, match=r"carol@contoso\.example"):
         directory_from(tomllib.loads('[[groups]]\nname = "G"\nmembers = ["carol@contoso.example"]\n'))
+
+
+def test_the_groups_claim_is_asked_for_in_the_config() -> None:
+    assert directory_from({"groups_claim": True}).groups_claim and not directory_from({}).groups_claim

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from tokend.emulator.directory import RESOURCES, Directory, TokenRejected
-from tokend.token import Token
+from tokend.token import Token, group_ids
 
 RESOURCE = RESOURCES[0]
 
@@ -154,3 +154,16 @@ def test_a_federated_assertion_is_for_token_exchange_and_names_the_app(d: Direct
     claims = verify(d, d.mint_federated(app), audience="api://AzureADTokenExchange")
     assert claims["sub"] == "system:serviceaccount:default:Report Writer" and claims["appid"] == app.client_id
     assert claims["exp"] - claims["iat"] == 3600
+
+
+def test_the_groups_claim_names_each_group_of_the_principal_only_when_asked_for() -> None:
+
+    d = Directory()
+    alice, bob = d.add_user("alice@contoso.example"), d.add_user("bob@contoso.example")
+    app = d.add_app("Report Writer", secret="s")
+    dba, readers = d.add_group("DBA Group", alice.oid, app.oid), d.add_group("Readers", alice.oid)
+    assert group_ids(d.mint(RESOURCE, user=alice)[0]) is None  # off by default, as in Entra
+    d.groups_claim = True
+    assert group_ids(d.mint(RESOURCE, user=alice)[0]) == tuple(sorted([dba.oid, readers.oid]))
+    assert group_ids(d.mint(RESOURCE, app=app)[0]) == (dba.oid,)
+    assert group_ids(d.mint(RESOURCE, user=bob)[0]) == ()

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 
-from tokend import config, paths
+from tokend import access, config, ipc, paths
 from tokend.clients.base import Request
 from tokend.config import Config, Target
 from tokend.errors import TokendError, UsageError
@@ -136,10 +136,12 @@ def run(
     row = kind(client)
     _require_installed(row, output)
     cfg = config.load(config_path)
+    # user = "@principal": a profile keeps the signed-in principal's own name (a new sign-in: run it again)
+    targets = access.resolved_targets(cfg, _targets(cfg, names), ipc.Client)
     request = Request(
         owner,
         config_path,
-        _targets(cfg, names),
+        targets,
         output=output,
         shared=shared,
         server_mode=server_mode,

@@ -5,6 +5,7 @@ The config is a small TOML file; everything is optional:
 
     tenant_id = "…"               # default: a new GUID
     lifetime = 3600               # access token lifetime, seconds
+    groups_claim = false          # true: tokens carry the groups claim (the principal's groups' object ids)
     [[users]]
     upn = "alice@contoso.example"
     [[apps]]
@@ -47,7 +48,7 @@ from tokend.emulator.server import Emulator
 
 
 def directory_from(raw: dict[str, Any]) -> Directory:
-    d = Directory(lifetime=float(raw.get("lifetime", 3600)))
+    d = Directory(lifetime=float(raw.get("lifetime", 3600)), groups_claim=bool(raw.get("groups_claim", False)))
     if "tenant_id" in raw:
         d.tenant_id = str(raw["tenant_id"])
     names: dict[str, str] = {}

@@ -86,6 +86,9 @@ class Directory:
     # follow the directory this way); a listener must not change the directory
     listeners: list[Callable[[Directory], None]] = field(default_factory=list, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # the groups claim (an app registration's groupMembershipClaims = "SecurityGroup"): the object ids of the groups
+    # a principal is a direct member of, in each token; off by default, as in Entra
+    groups_claim: bool = False
 
     # -- directory ---------------------------------------------------------------------------------------------
     def add_user(self, upn: str, name: str = "") -> User:
@@ -217,6 +220,9 @@ class Directory:
                 xms_mirid=f"/subscriptions/{_oid()}/resourcegroups/rg/providers/"
                 f"Microsoft.ManagedIdentity/userAssignedIdentities/{mi.name}",
             )
+        if self.groups_claim and "oid" in claims:
+            with self.lock:
+                claims["groups"] = sorted(g.oid for g in self.groups.values() if claims["oid"] in g.members)
         token = jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid, "x5t": self.kid})
         who = user.upn if user else app.name if app else mi.name if mi else "?"
         with self.lock:

@@ -26,15 +26,16 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from tokend import advice, system
-from tokend.config import Config, Target
+from tokend.config import PRINCIPAL, Config, Target
 from tokend.errors import SinkError, UsageError
 from tokend.findings import Finding
+from tokend.principal import follows
 from tokend.sinks import Entry, block
 
 DEFAULT_HOST = "localhost"  # libpq's DefaultHost
@@ -208,12 +209,19 @@ def target_line(t: Target) -> Line:
 
 
 def target_for(
-    config: Config, host: str | None, port: str | int | None, user: str | None, database: str | None = None
+    config: Config,
+    host: str | None,
+    port: str | int | None,
+    user: str | None,
+    database: str | None = None,
+    resolve: Callable[[Target], str | None] | None = None,
 ) -> Target:
     """The target whose line in tokend's block libpq would match for this connection (rules 2 and 5). ``user``
     may arrive identifier-quoted, as pgAdmin's %USERNAME% does (``"DBA Group"``). No ``database``: any target of
     that host, port and user. UsageError when none matches, or several that would hand out different tokens.
-    The port is read as a number ("05432" is 5432), where libpq would compare the text."""
+    The port is read as a number ("05432" is 5432), where libpq would compare the text. A ``user = "@principal"``
+    target's line names the user its token resolves to: ``resolve(target)`` says it (asked only for such targets
+    whose host, port and database match; without ``resolve`` they match no user)."""
     if not host or not user:
         raise UsageError("give at least --host and --user (and --port unless it is 5432)")
     if len(user) >= 2 and user.startswith('"') and user.endswith('"'):
@@ -223,7 +231,16 @@ def target_for(
     except ValueError:
         raise UsageError(f"--port must be a number, got {port!r}") from None
     want_host, want = connection(host, want_port)
-    found = [t for t in config.targets.values() if target_line(t).matches(want_host, want, database or None, user)]
+    found = []
+    for t in config.targets.values():
+        if follows(t):
+            if resolve is None or not target_line(replace(t, user=user)).matches(
+                want_host, want, database or None, user
+            ):
+                continue
+            t = replace(t, user=resolve(t) or PRINCIPAL)
+        if target_line(t).matches(want_host, want, database or None, user):
+            found.append(t)
     if not found:
         raise UsageError(
             f"no target in {config.path} for {user}@{host}:{want_port}"
