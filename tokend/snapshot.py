@@ -23,11 +23,13 @@ class IdentityView:
     last_error: str | None
     cache: str | None  # the sign-in cache's kind ("unencrypted" is shown as a warning), if it has one
     requests: Mapping[str, int] = field(default_factory=dict)  # token requests by answer: new, same, failed, …
+    inherited: bool = False  # the valid token held is one the previous daemon left (none of its own yet)
 
 
 @dataclass(frozen=True)
 class SinkView:
-    """One sink's truth about one target: ok (holds the current token), pending, empty (no token), failed."""
+    """One sink's truth about one target: ok (holds the current token), pending, empty (no token), failed,
+    ignored (written, but clients will not read it: ``last_error`` says why and the fix)."""
 
     state: str
     location: str

@@ -139,6 +139,7 @@ def test_the_status_json_is_rendered_from_a_snapshot_with_the_contracts_keys() -
                 "refresh_at": int(NOW),  # overdue: now
                 "last_error": None,
                 "cache": "unencrypted",
+                "inherited": False,  # issue 22: a token the previous daemon left shows as inherited
             }
         ],
         "targets": [
@@ -160,3 +161,11 @@ def test_the_status_json_is_rendered_from_a_snapshot_with_the_contracts_keys() -
             }
         ],
     }
+
+
+def test_an_inherited_token_shows_in_the_json_and_the_table() -> None:
+    view = IdentityView("me", "azure-cli", "retrying", "alice@contoso.com", 600.0, 5.0, "down", None, inherited=True)
+    snap = Snapshot(NOW, "/c.toml", None, 7, NOW, (view,), ())
+    shown = status.to_json(snap)
+    assert shown["identities"][0]["inherited"] is True
+    assert "expires in 10 m (inherited)" in status.render(shown, NOW)
