@@ -464,4 +464,5 @@ def _proxy_view(status: dict[str, Any] | None, listen: tuple[Listen, ...], folde
         total=status["total"],
         last_error=status["last_error"],
         certificate=status.get("certificate"),
+        server_error=status.get("server_error"),
     )

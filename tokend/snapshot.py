@@ -44,8 +44,10 @@ class ProxyView:
     listen: tuple[tuple[str, int], ...]  # (host or folder, port) per listener
     open: int  # connections open now
     total: int  # connections accepted since the listener opened
-    last_error: str | None  # names hosts and ports: status only, never /readyz
+    last_error: str | None  # why a listener does not listen; names hosts and ports: status only, never /readyz
     certificate: str | None  # the local TLS certificate clients may pin, if one was made
+    server_error: str | None = None  # the last failure of the proxy's own login to the server (TLS, refused):
+    # cleared by the next login that works; shown as the status JSON's last_error when the listeners are fine
 
 
 @dataclass(frozen=True)

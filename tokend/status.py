@@ -69,7 +69,7 @@ def _proxy(p: ProxyView | None) -> dict[str, Any] | None:
         "listen": [{"host": host, "port": port} for host, port in p.listen],
         "open": p.open,
         "total": p.total,
-        "last_error": p.last_error,
+        "last_error": p.last_error or p.server_error,  # a listener's, else the proxy's last login to the server
         "certificate": p.certificate,
     }
 

@@ -111,6 +111,7 @@ def no_xdg_runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix="tkt-"))
     monkeypatch.delenv("XDG_RUNTIME_DIR")
     monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # this process's paths too: gettempdir caches its first answer
     yield tmp
     shutil.rmtree(tmp, ignore_errors=True)
 

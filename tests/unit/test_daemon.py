@@ -338,3 +338,11 @@ def test_a_proxy_listener_that_never_bound_is_named_from_the_config(tmp_path: Pa
     assert view is not None
     assert view.listen == ((str(tmp_path / "proxy"), 6432), ("127.0.0.1", 6432), ("::1", 7000))
     assert _proxy_view(None, listen, tmp_path) is None
+
+
+def test_the_proxys_server_error_reaches_the_snapshot(tmp_path: Path) -> None:
+    reported = {"listen": [{"host": "127.0.0.1", "port": 6432}], "open": 0, "total": 1, "last_error": None}
+    view = _proxy_view({**reported, "server_error": "TLS failed"}, (Listen(False, "127.0.0.1", 6432),), tmp_path)
+    assert view is not None and view.server_error == "TLS failed" and view.last_error is None
+    view = _proxy_view(reported, (Listen(False, "127.0.0.1", 6432),), tmp_path)  # a proxy that does not say
+    assert view is not None and view.server_error is None
