@@ -78,15 +78,23 @@ def _private(path: str) -> bool:
     return (st.st_mode & 0o170000) == 0o040000 and st.st_uid == _euid() and not st.st_mode & 0o077
 
 
-def _safe_parent(path: str) -> bool:
-    """Nobody else can replace ``path``: its parent is a folder of root's or this user's that others cannot write,
-    or one with the sticky bit (/tmp)."""
-    try:
-        st = os.stat(os.path.dirname(path))
-    except OSError:
-        return False
-    mine = st.st_uid in (0, _euid())
-    return (st.st_mode & 0o170000) == 0o040000 and mine and (not st.st_mode & 0o022 or bool(st.st_mode & 0o1000))
+def _safe_parents(path: str) -> bool:
+    """Nobody else can replace ``path``: every folder above it is root's or this user's, and none that others may
+    write lacks the sticky bit (platformdirs' rule for a runtime folder's parents)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while True:
+        try:
+            st = os.stat(parent)
+        except OSError:
+            return False
+        if (st.st_mode & 0o170000) != 0o040000 or st.st_uid not in (0, _euid()):
+            return False
+        if st.st_mode & 0o022 and not st.st_mode & 0o1000:
+            return False
+        up = os.path.dirname(parent)
+        if up == parent:
+            return True
+        parent = up
 
 
 def temp_dir() -> str:
@@ -115,7 +123,7 @@ def runtime_dir() -> str | None:
     if not system.LINUX:
         return None
     run = f"/run/user/{_euid()}"
-    base = run if _private(run) and _safe_parent(run) else os.path.join(temp_dir(), f"runtime-{_euid()}")
+    base = run if _private(run) and _safe_parents(run) else os.path.join(temp_dir(), f"runtime-{_euid()}")
     return os.path.join(base, APP) if _private(base) else None
 
 

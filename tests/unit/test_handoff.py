@@ -228,3 +228,20 @@ def test_the_runtime_folder_is_the_daemons_with_or_without_xdg_runtime_dir(
         runtime.chmod(0o700)
         if os.geteuid() == 0:
             os.chown(runtime, 0, 0)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="Unix folders")
+def test_a_run_user_folder_is_taken_only_when_private_below_safe_parents(tmp_path: Path) -> None:
+    """/run/user/UID's checks, on folders of the test's (the real one is not the test's to make)."""
+    run = tmp_path / "run" / "user" / "0"
+    run.mkdir(parents=True, mode=0o700)
+    run.chmod(0o700)
+    for folder in (tmp_path / "run", tmp_path / "run" / "user"):
+        folder.chmod(0o755)
+    assert handoff._private(str(run)) and handoff._safe_parents(str(run)) == handoff._safe_parents(str(tmp_path))
+    (tmp_path / "run" / "user").chmod(0o777)  # anyone could swap UID's folder: not trusted
+    assert not handoff._safe_parents(str(run))
+    (tmp_path / "run" / "user").chmod(0o1777)  # sticky, as /tmp: trusted again
+    assert handoff._safe_parents(str(run)) == handoff._safe_parents(str(tmp_path))
+    run.chmod(0o750)
+    assert not handoff._private(str(run))
