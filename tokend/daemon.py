@@ -440,24 +440,15 @@ class Daemon:
 
 
 def _proxy_view(status: dict[str, Any] | None, listen: tuple[Listen, ...], folder: Path) -> ProxyView | None:
-    """The proxy's status for one target. A listener that never bound reports no host: it is named from the config
-    (its address, or for a Unix socket the folder it goes in), so a failed one reads "127.0.0.1:6432", not ":6432"."""
+    """The proxy's status for one target. A listener that never bound reports no host: when the target's proxy
+    has an error, such a listener is named from the config (its address, or for a Unix socket the folder it goes
+    in), so a failed one reads "127.0.0.1:6432", not ":6432". Without an error an empty host still means "binding"
+    (scripts wait for the host before they connect)."""
     if status is None:
         return None
-    reported = status["listen"]
-    # the configured addresses no bound listener accounts for, by port: the unbound ones are among them
-    unnamed = [(str(folder) if a.unix else a.host, a.port) for a in listen]
-    for a in reported:
-        if a["host"] and (a["host"], a["port"]) in unnamed:
-            unnamed.remove((a["host"], a["port"]))
-    shown = []
-    for a in reported:
-        host = a["host"]
-        if not host:
-            host = next((h for h, p in unnamed if p == a["port"]), "")
-            if (host, a["port"]) in unnamed:
-                unnamed.remove((host, a["port"]))
-        shown.append((host, a["port"]))
+    shown = [(a["host"], a["port"]) for a in status["listen"]]
+    if status["last_error"]:
+        shown = _named(shown, [(str(folder) if a.unix else a.host, a.port) for a in listen])
     return ProxyView(
         listen=tuple(shown),
         open=status["open"],
@@ -466,3 +457,20 @@ def _proxy_view(status: dict[str, Any] | None, listen: tuple[Listen, ...], folde
         certificate=status.get("certificate"),
         server_error=status.get("server_error"),
     )
+
+
+def _named(reported: list[tuple[str, int]], configured: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """``reported`` (host, port) pairs, each empty host taken from the ``configured`` addresses of its port that
+    no bound listener accounts for."""
+    unnamed = list(configured)
+    for pair in reported:
+        if pair[0] and pair in unnamed:
+            unnamed.remove(pair)
+    out = []
+    for host, port in reported:
+        if not host:
+            host = next((h for h, p in unnamed if p == port), "")
+            if (host, port) in unnamed:
+                unnamed.remove((host, port))
+        out.append((host, port))
+    return out

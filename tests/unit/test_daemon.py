@@ -338,6 +338,8 @@ def test_a_proxy_listener_that_never_bound_is_named_from_the_config(tmp_path: Pa
     assert view is not None
     assert view.listen == ((str(tmp_path / "proxy"), 6432), ("127.0.0.1", 6432), ("::1", 7000))
     assert _proxy_view(None, listen, tmp_path) is None
+    binding = _proxy_view({**reported, "last_error": None}, listen, tmp_path / "proxy")
+    assert binding is not None and binding.listen[0] == ("", 6432)  # no error: an empty host means "binding"
 
 
 def test_the_proxys_server_error_reaches_the_snapshot(tmp_path: Path) -> None:
