@@ -24,8 +24,10 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import suppress
+from pathlib import Path
 from typing import Any, Protocol
 
+from tokend import adopt as adopt_mod
 from tokend import config as config_mod
 from tokend import envfile, identities, ipc, notify, paths, principal, sinks
 from tokend import reload as reload_mod
@@ -35,7 +37,7 @@ from tokend.config import Config, IdentityConfig, Listen
 from tokend.errors import EXIT_FAILURE, EXIT_OK, ConfigError, SinkUnavailable, TokendError
 from tokend.refresh import Policy
 from tokend.refresher import Refresher, TokenSource
-from tokend.sinks import Entry, Sink
+from tokend.sinks import Entry, Sink, pgpass
 from tokend.sinkworker import SinkWorker, Watches
 from tokend.snapshot import IdentityView, ProxyView, SinkView, Snapshot, TargetView
 
@@ -115,6 +117,15 @@ class Daemon:
             )
         return ipc.TokenAnswer(token.value, token.expires_on, principal.resolve(target, token.claims).as_dict())
 
+    def token_by_connection(
+        self, host: str | None, port: str | None, user: str | None, database: str | None
+    ) -> ipc.TokenAnswer:
+        """The token for the target libpq would match for this connection (``pgpass.target_for``: the shared pgAdmin
+        form, ``tokend token --host … --port … --user …``); UsageError when none or several differing match."""
+        with self._lock:
+            name = pgpass.target_for(self.config, host, port, user, database).name
+        return self.token_for(name)
+
     def snapshot(self) -> Snapshot:
         """Everything status, IPC and the metrics report, taken at one moment (the maps copied under the lock)."""
         now = self.clock.now()
@@ -136,15 +147,19 @@ class Daemon:
                     last_error=r.last_error,
                     cache=r.identity.cache,
                     requests=dict(r.requests),
+                    inherited=r.inherited and token is not None,
                 )
             )
+        used = {kind for t in cfg.targets.values() for kind in t.sinks}
+        unread = {kind: workers[kind].sink.unread() for kind in used}  # once per sink, not per target
         targets = []
         for t in cfg.targets.values():
             token = tokens[t.identity]
-            sinks_of = {kind: SinkView(**workers[kind].status_of(t.name, token)) for kind in t.sinks}
+            sinks_of = {kind: SinkView(**workers[kind].status_of(t.name, token, unread[kind])) for kind in t.sinks}
+            view = _proxy_view(proxy.status(t.name), t.listen, paths.proxy_dir(cfg.path)) if proxy else None
             # the user clients log in as: ``user`` itself, or for "@principal" the token's principal (None: not yet)
             public = {**t.as_dict(), "resolved_user": principal.user_for(t, token.claims if token is not None else {})}
-            targets.append(TargetView(t.name, public, sinks_of, _proxy_view(proxy.status(t.name)) if proxy else None))
+            targets.append(TargetView(t.name, public, sinks_of, view))
         return Snapshot(
             now=now,
             config=str(cfg.path),
@@ -153,7 +168,8 @@ class Daemon:
             started_at=self.started_at,
             identities=tuple(ids),
             targets=tuple(targets),
-            sink_writes={kind: dict(w.writes) for kind, w in workers.items()},
+            # only the sinks some target uses: a kind nobody configured does no writes worth counting
+            sink_writes={kind: dict(w.writes) for kind, w in workers.items() if kind in used},
             reloads=reloads,
             proxy_running=proxy is not None,
         )
@@ -331,6 +347,45 @@ class Daemon:
     def refreshing(self) -> bool:
         return self._refreshing
 
+    def adopt(self, cli_profile: Path | None = None) -> list[str]:
+        """Before the refreshers start: each identity takes over the still-valid token its targets' sinks hold
+        from the previous daemon (``tokend.adopt``'s rules), so a start that cannot get a token at once (a missing
+        secret, Entra down, offline) keeps the logins working until that token's end. ``cli_profile``: the Azure
+        CLI's azureProfile.json (whose selected account an azure-cli identity's token must be for). Returns the
+        names of the identities that adopted one."""
+        now = self.clock.now()
+        with self._lock:
+            cfg, refreshers, workers = self.config, dict(self.refreshers), dict(self.workers)
+        held: dict[str, list[str]] = {}  # identity name -> token values its targets' sinks hold
+        for kind, w in workers.items():
+            using = [t for t in cfg.targets.values() if kind in t.sinks]
+            try:
+                found = w.sink.read_back(using)
+            except Exception:  # a sink's read-back is a courtesy: never a reason not to start
+                log.debug("sink %s: could not read back what it holds", kind, exc_info=True)
+                continue
+            for t in using:
+                if t.name in found:
+                    held.setdefault(t.identity, []).append(found[t.name])
+        adopted = []
+        for name, r in refreshers.items():
+            ident = r.identity.config
+            account = (
+                adopt_mod.azure_cli_account(cli_profile, ident.tenant_id)
+                if ident.source == "azure-cli" and cli_profile is not None
+                else None
+            )
+            token = adopt_mod.choose(held.get(name, []), ident, adopt_mod.expected_principal(ident, account), now)
+            if token is not None and r.adopt(token):
+                adopted.append(name)
+                log.info(
+                    "identity %s: keeping the previous daemon's token for %s until its own arrives (valid %.0f s more)",
+                    name,
+                    token.principal or "?",
+                    token.remaining(self.clock),
+                )
+        return adopted
+
     def start_refreshers(self) -> None:
         """Every refresher starts asking for tokens; those a reload adds start at once from now on."""
         with self._lock:
@@ -393,13 +448,38 @@ class Daemon:
             self.reload(why)
 
 
-def _proxy_view(status: dict[str, Any] | None) -> ProxyView | None:
+def _proxy_view(status: dict[str, Any] | None, listen: tuple[Listen, ...], folder: Path) -> ProxyView | None:
+    """The proxy's status for one target. A listener that never bound reports no host: when the target's proxy
+    has an error, such a listener is named from the config (its address, or for a Unix socket the folder it goes
+    in), so a failed one reads "127.0.0.1:6432", not ":6432". Without an error an empty host still means "binding"
+    (scripts wait for the host before they connect)."""
     if status is None:
         return None
+    shown = [(a["host"], a["port"]) for a in status["listen"]]
+    if status["last_error"]:
+        shown = _named(shown, [(str(folder) if a.unix else a.host, a.port) for a in listen])
     return ProxyView(
-        listen=tuple((a["host"], a["port"]) for a in status["listen"]),
+        listen=tuple(shown),
         open=status["open"],
         total=status["total"],
         last_error=status["last_error"],
         certificate=status.get("certificate"),
+        server_error=status.get("server_error"),
     )
+
+
+def _named(reported: list[tuple[str, int]], configured: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """``reported`` (host, port) pairs, each empty host taken from the ``configured`` addresses of its port that
+    no bound listener accounts for."""
+    unnamed = list(configured)
+    for pair in reported:
+        if pair[0] and pair in unnamed:
+            unnamed.remove(pair)
+    out = []
+    for host, port in reported:
+        if not host:
+            host = next((h for h, p in unnamed if p == port), "")
+            if (host, port) in unnamed:
+                unnamed.remove((host, port))
+        out.append((host, port))
+    return out

@@ -5,11 +5,16 @@ connection, so it must cost little more than starting Python. The ``tokend`` lau
 Python without ``site`` and calls ``token()`` here first; this module imports only ``os`` and C modules (no
 ``socket``, ``json``, ``hashlib``, ``platformdirs``: each would cost more than the whole answer).
 
+It answers ``tokend token [TARGET]`` and the connection form ``tokend token --host H [--port P] --user U
+[--database D]`` (pgAdmin's shared PasswordExecCommand: the daemon picks the target libpq would match, IPC's
+``token-by-connection``).
+
 It finds the daemon exactly where the daemon listens: ``config_id`` and ``socket_file`` are the definitions
-``tokend.paths`` uses too, and the default config and runtime folders follow the same XDG rules as platformdirs
-(a test compares them over many environments). Whenever it is not sure — another OS layout, any option it does not
-know, no daemon, an error answer — it declines (returns None) and the full command runs, so the output, messages and
-exit codes are always the full command's. The daemon checks that the caller is its own user.
+``tokend.paths`` uses too, and the default config and runtime folders follow the same rules as platformdirs, with
+``XDG_RUNTIME_DIR`` or without it (``runtime_dir``; a test compares them over many environments). Whenever it is
+not sure — another OS layout, any option it does not know, no daemon, an error answer — it declines (returns None)
+and the full command runs, so the output, messages and exit codes are always the full command's. The daemon checks
+that the caller is its own user, and the hand-off that the folder the socket is in is its user's own and private.
 """
 
 from __future__ import annotations
@@ -57,6 +62,71 @@ def xdg_runtime_dir() -> str | None:
     return os.path.join(base, APP)
 
 
+def _euid() -> int:
+    """This process's effective uid (-1 on Windows, where no folder is judged by it)."""
+    if sys.platform == "win32":  # pragma: no cover - Windows
+        return -1
+    return os.geteuid()
+
+
+def _private(path: str) -> bool:
+    """``path`` is a folder of this user's (not a symlink) that nobody else may open."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (st.st_mode & 0o170000) == 0o040000 and st.st_uid == _euid() and not st.st_mode & 0o077
+
+
+def _safe_parents(path: str) -> bool:
+    """Nobody else can replace ``path``: every folder above it is root's or this user's, and none that others may
+    write lacks the sticky bit (platformdirs' rule for a runtime folder's parents)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while True:
+        try:
+            st = os.stat(parent)
+        except OSError:
+            return False
+        if (st.st_mode & 0o170000) != 0o040000 or st.st_uid not in (0, _euid()):
+            return False
+        if st.st_mode & 0o022 and not st.st_mode & 0o1000:
+            return False
+        up = os.path.dirname(parent)
+        if up == parent:
+            return True
+        parent = up
+
+
+def temp_dir() -> str:
+    """The temporary folder ``tempfile.gettempdir()`` picks (TMPDIR, TEMP, TMP, then /tmp, /var/tmp, /usr/tmp: the
+    first usable one), as platformdirs takes it: a relative variable's folder gives way to the first usable
+    absolute one. Without importing tempfile (random, shutil, …): "usable" is a folder this user may write."""
+    names = [os.environ.get(n, "") for n in ("TMPDIR", "TEMP", "TMP")]
+    roots = [v for v in names if v and os.path.isabs(v)] + ["/tmp", "/var/tmp", "/usr/tmp"]
+    for candidate in [v for v in names if v] + ["/tmp", "/var/tmp", "/usr/tmp"]:
+        if os.path.isdir(candidate) and os.access(candidate, os.W_OK | os.X_OK):
+            found = os.path.abspath(candidate)
+            if os.path.normpath(found) in {os.path.normpath(r) for r in roots}:
+                return found
+            return next((r for r in roots if os.path.isdir(r) and os.access(r, os.W_OK | os.X_OK)), found)
+    return os.getcwd()
+
+
+def runtime_dir() -> str | None:
+    """The folder the daemon's socket is in (``paths.runtime_dir``) on Linux: ``xdg_runtime_dir()``, else
+    platformdirs' fallback, ``/run/user/UID`` when that is a private folder of this user's, else
+    ``runtime-UID`` in the temporary folder; each with ``tokend`` appended. None elsewhere, or when the folder found
+    is not this user's and private (the daemon would not be there: the full command decides)."""
+    xdg = xdg_runtime_dir()
+    if xdg is not None:
+        return xdg
+    if not system.LINUX:
+        return None
+    run = f"/run/user/{_euid()}"
+    base = run if _private(run) and _safe_parents(run) else os.path.join(temp_dir(), f"runtime-{_euid()}")
+    return os.path.join(base, APP) if _private(base) else None
+
+
 def default_config_file() -> str | None:
     """The default config file as platformdirs names it on Linux (XDG) and macOS; None elsewhere."""
     env = os.environ.get("TOKEND_CONFIG")
@@ -72,25 +142,45 @@ def default_config_file() -> str | None:
     return os.path.join(base, APP, "config.toml")
 
 
+_CONNECTION = ("--host", "--port", "--user", "--database")
+
+
 def token(args: list[str]) -> int | None:
-    """``tokend token [TARGET] [--config PATH]``: write the daemon's token and return 0, or None to let the full
-    command answer (any other option, no daemon here, an error from the daemon)."""
+    """``tokend token [TARGET] [--config PATH]`` or ``tokend token --host H [--port P] --user U [--database D]
+    [--config PATH]``: write the daemon's token and return 0, or None to let the full command answer (any other
+    option, both forms at once, no daemon here, an error from the daemon)."""
     target, config, rest = None, None, list(args)
+    connection: dict[str, str] = {}
     while rest:
         arg = rest.pop(0)
-        if arg == "--config" and rest:
-            config = rest.pop(0)
-        elif arg.startswith("--config="):
-            config = arg.split("=", 1)[1]
+        flag, eq, value = arg.partition("=")
+        if flag == "--config" or flag in _CONNECTION:
+            if not eq:
+                if not rest:
+                    return None
+                value = rest.pop(0)
+            if flag == "--config":
+                config = value
+            elif flag[2:] in connection:
+                return None  # given twice: the full command says what it makes of that
+            else:
+                connection[flag[2:]] = value
         elif arg.startswith("-") or target is not None:
             return None
         else:
             target = arg
+    if connection and (target is not None or "host" not in connection or "user" not in connection):
+        return None  # both forms, or too little to match on: the full command's usage error
     config = config or default_config_file()
-    runtime = xdg_runtime_dir()
+    runtime = runtime_dir()
     if not config or not runtime:
         return None
-    answer = _ask(socket_file(runtime, config), target)
+    if connection:
+        fields = ", ".join(f'"{key}": {_string(connection.get(key))}' for key in ("host", "port", "user", "database"))
+        request = '{"op": "token-by-connection", ' + fields + "}\n"
+    else:
+        request = '{"op": "token", "target": ' + _string(target) + "}\n"
+    answer = _ask(socket_file(runtime, config), request)
     if answer is None:
         return None
     sys.stdout.write(answer + "\n")
@@ -98,14 +188,22 @@ def token(args: list[str]) -> int | None:
     return 0
 
 
-def _ask(path: str, target: str | None) -> str | None:
-    """The token the daemon at ``path`` hands out for ``target``, or None."""
+def _string(value: str | None) -> str:
+    """``value`` as a JSON string (ASCII, escaped by the C encoder), or null."""
+    if value is None:
+        return "null"
+    import _json  # a C module, imported only once the arguments are known to be the hand-off's
+
+    return str(_json.encode_basestring_ascii(value))
+
+
+def _ask(path: str, request: str) -> str | None:
+    """The token the daemon at ``path`` hands out for ``request`` (one JSON line), or None."""
     if sys.platform == "win32":  # the hand-off answers over a Unix socket; on Windows the full CLI does
         return None
     import _json  # the C modules, imported only once the arguments are known to be the hand-off's
     import _socket
 
-    request = '{"op": "token", "target": %s}\n' % ("null" if target is None else _json.encode_basestring_ascii(target))
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(10.0)

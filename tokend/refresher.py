@@ -66,6 +66,7 @@ class Refresher:
         self._failures = 0
         self._login_failures = 0  # login-required answers in a row: the episode's length
         self._spent: str | None = None  # the last token judged expired: never taken back from a stale cache
+        self._adopted: str | None = None  # the value of a token taken over from a previous daemon (``adopt``)
         self.requests: Counter[str] = Counter()  # answers by kind: new, same, failed, unavailable, login-required
         self._wake = threading.Event()
         self._attempted = threading.Condition()  # notified after every attempt, whatever its outcome
@@ -97,6 +98,21 @@ class Refresher:
         credential and ask at once. A sign-out found then removes the held token from the sinks."""
         self.identity.close()
         self.refresh_now()
+
+    def adopt(self, token: Token) -> bool:
+        """Hold ``token``, which a previous daemon left in the sinks (``tokend.adopt`` chose it), as if it were our
+        own until our own arrives: the first answer replaces it, a sign-out removes it, and it leaves the sinks at
+        its end. Only before the first answer (a held token of our own is never replaced); True when taken."""
+        if self.token is not None or self.first_done.is_set():
+            return False
+        self.token, self._adopted = token, token.value
+        return True
+
+    @property
+    def inherited(self) -> bool:
+        """The token held is one a previous daemon left (none of our own has arrived yet)."""
+        token = self.token
+        return token is not None and token.value == self._adopted
 
     # -- what status shows -----------------------------------------------------------------------------------------
     def valid_token(self) -> Token | None:
@@ -183,6 +199,11 @@ class Refresher:
             self.first_done.set()
         self._failures = self._login_failures = 0
         self.error_kind = self.last_error = None
+        if self.inherited:
+            # Our first answer: the adopted token goes, even when the credential hands back the very same one
+            # (it is ours now, with its arrival on the boot clock).
+            self.token = None
+        self._adopted = None
         self.requests["same" if self.token is not None and token.value == self.token.value else "new"] += 1
         if self.token is not None and token.value == self.token.value:
             # The credential handed back its cached token: a new one is not available yet. Not an error.

@@ -4,9 +4,10 @@ started, in the reverse order, and nothing else.
 
 Start-up order (``run``): lift the descriptor limit; the loop; the IPC server (answers status from the start, and
 refuses a bad endpoint before any write); the health endpoint (a probe sees "not ready", never "refused": it starts
-before the first token attempts); the refreshers, then a wait for every identity's first answer (so a restart does
-not briefly drop still-valid entries); the proxy's listeners; the sink workers (each following its own files); the
-watchers of the config file and of the Azure CLI's profile; then "ready" for a service manager (sd_notify). A stop
+before the first token attempts); the still-valid tokens the previous daemon left, adopted (``Daemon.adopt``); the
+refreshers, then a wait for every identity's first answer (so a restart does not briefly drop still-valid entries);
+the proxy's listeners; the sink workers (each following its own files); the watchers of the config file and of the
+Azure CLI's profile; then "ready" for a service manager (sd_notify). A stop
 asked at any point before that (a signal during start-up) ends it there, writing nothing.
 
 Every reason to stop — a signal, ``tokend stop``, a start that failed — goes down one path: the stack unwinds, and
@@ -146,6 +147,7 @@ def run(
         health.move(daemon.config.observe)
         stack.callback(health.close)
         stack.callback(daemon.follow(health.follow))
+        daemon.adopt(azure_cli_dir() / "azureProfile.json")
         daemon.start_refreshers()
         stack.callback(daemon.stop_refreshers)
         try:

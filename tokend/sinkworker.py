@@ -114,12 +114,16 @@ class SinkWorker:
         self.last_error = reason
         return False
 
-    def status_of(self, target: str, token: Token | None) -> dict[str, Any]:
+    def status_of(self, target: str, token: Token | None, unread: str | None = None) -> dict[str, Any]:
         """This sink's truth about one target: ok (holds the current token), pending (will), empty (no token to
-        hold), failed (the last write failed)."""
+        hold), failed (the last write failed), ignored (written, but clients will not read it: ``unread``, the
+        reason and fix from ``Sink.unread``)."""
         w = self.written.get(target)
+        error = self.last_error
         if self.last_error:
             state = "failed"
+        elif unread is not None:
+            state, error = "ignored", unread
         elif token is None:
             state = "empty" if w is None else "pending"
         else:
@@ -128,7 +132,7 @@ class SinkWorker:
             "state": state,
             "location": self.sink.location(),
             "last_write": int(w.at) if w else None,
-            "last_error": self.last_error,
+            "last_error": error,
         }
 
     def _run(self) -> None:

@@ -23,11 +23,13 @@ class IdentityView:
     last_error: str | None
     cache: str | None  # the sign-in cache's kind ("unencrypted" is shown as a warning), if it has one
     requests: Mapping[str, int] = field(default_factory=dict)  # token requests by answer: new, same, failed, …
+    inherited: bool = False  # the valid token held is one the previous daemon left (none of its own yet)
 
 
 @dataclass(frozen=True)
 class SinkView:
-    """One sink's truth about one target: ok (holds the current token), pending, empty (no token), failed."""
+    """One sink's truth about one target: ok (holds the current token), pending, empty (no token), failed,
+    ignored (written, but clients will not read it: ``last_error`` says why and the fix)."""
 
     state: str
     location: str
@@ -42,8 +44,10 @@ class ProxyView:
     listen: tuple[tuple[str, int], ...]  # (host or folder, port) per listener
     open: int  # connections open now
     total: int  # connections accepted since the listener opened
-    last_error: str | None  # names hosts and ports: status only, never /readyz
+    last_error: str | None  # why a listener does not listen; names hosts and ports: status only, never /readyz
     certificate: str | None  # the local TLS certificate clients may pin, if one was made
+    server_error: str | None = None  # the last failure of the proxy's own login to the server (TLS, refused):
+    # cleared by the next login that works; shown as the status JSON's last_error when the listeners are fine
 
 
 @dataclass(frozen=True)

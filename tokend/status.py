@@ -22,6 +22,7 @@ COLOURS = {
     "empty": "33",
     "login-required": "31",
     "failed": "31",
+    "ignored": "31",
     "unavailable": "31",
 }
 
@@ -49,6 +50,7 @@ def _identity(i: IdentityView, now: float) -> dict[str, Any]:
         "refresh_at": int(now + max(0.0, i.due_in)),
         "last_error": i.last_error,
         "cache": i.cache,
+        "inherited": i.inherited,
     }
 
 
@@ -67,7 +69,7 @@ def _proxy(p: ProxyView | None) -> dict[str, Any] | None:
         "listen": [{"host": host, "port": port} for host, port in p.listen],
         "open": p.open,
         "total": p.total,
-        "last_error": p.last_error,
+        "last_error": p.last_error or p.server_error,  # a listener's, else the proxy's last login to the server
         "certificate": p.certificate,
     }
 
@@ -132,7 +134,8 @@ def render(status: dict[str, Any], now: float, paint: Paint | None = None) -> st
     rows, notes = [], {}
     for i in idents:
         source = i["source"] + (" (unencrypted cache)" if i.get("cache") == "unencrypted" else "")
-        rows.append([i["name"], i["state"], source, i["principal"] or "-", until(i["expires_on"], now)])
+        token = until(i["expires_on"], now) + (" (inherited)" if i.get("inherited") else "")
+        rows.append([i["name"], i["state"], source, i["principal"] or "-", token])
         if i["last_error"]:
             notes[len(rows) - 1] = [f"    ! {i['last_error']}"]
     lines.append("")

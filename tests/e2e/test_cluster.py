@@ -66,6 +66,8 @@ def test_health_readiness_and_metrics(em: Tenant, postgres: Postgres, write_conf
     expiry = next(s for s in families["tokend_token_expiry_seconds"].samples if s.labels == {"identity": "sp"})
     assert 0 < expiry.value <= 60
     assert any(s.labels.get("result") == "new" and s.value >= 1 for s in families["tokend_token_requests"].samples)
+    # writes are counted for the sinks the config uses (pgpass), not for every kind tokend knows (issue 22)
+    assert {s.labels["sink"] for s in families["tokend_sink_writes"].samples} == {"pgpass"}
     for issued in em.emulator.directory.issued:  # no token, secret or user content anywhere
         assert issued["token"] not in text and issued["token"][-20:] not in text
     assert SECRET not in text and GROUP not in text and "127.0.0.1" not in text

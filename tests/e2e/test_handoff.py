@@ -4,7 +4,10 @@ listens, behaves exactly like the full command, and takes the full path whenever
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ import pytest
 from tokend import handoff, paths
 from tokend.emulator.postgres import Postgres
 
-from support.builders import sp_config
+from support.builders import GROUP, sp_config
 from support.product import PRODUCT_PYTHON, TOKEND, tokend
 from support.tenant import Tenant
 
@@ -99,3 +102,48 @@ def test_token_answers_exactly_like_the_full_command(em: Tenant, postgres: Postg
         "azure",
         "logging",
     }, sorted(imported)
+
+
+@pytest.fixture
+def no_xdg_runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A session without XDG_RUNTIME_DIR (su -, SSH, containers), its temporary folder a short private one of the
+    test's (Unix socket paths are limited to ~100 bytes; /tmp/runtime-UID is shared with whatever else runs)."""
+    tmp = Path(tempfile.mkdtemp(prefix="tkt-"))
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # this process's paths too: gettempdir caches its first answer
+    yield tmp
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+HEAVY = {"site", "tokend.cli", "argparse", "json", "socket", "hashlib", "platformdirs", "re", "azure", "logging"}
+
+
+def test_the_fast_path_finds_the_daemon_without_xdg_runtime_dir_and_answers_by_connection(
+    em: Tenant, postgres: Postgres, write_config, daemon, no_xdg_runtime_dir: Path
+) -> None:
+    cfg = write_config(
+        sp_config(em, postgres.port) + '[targets.two]\nhost = "b.example"\nuser = "u"\nidentity = "sp"\n'
+    )
+    d = daemon(cfg)
+    d.wait_ready()
+    assert str(paths.socket_path(cfg)).startswith(str(no_xdg_runtime_dir / f"runtime-{os.geteuid()}" / "tokend"))
+    full = [
+        PRODUCT_PYTHON,
+        "-c",
+        "import sys, tokend.handoff as h; h.token = lambda args: None; "
+        "from tokend.cli import main; sys.exit(main(sys.argv[1:]))",
+    ]
+    by_connection = ["token", "--host", "127.0.0.1", "--port", str(postgres.port), "--user", f'"{GROUP}"']
+    for args in (
+        ["token", "db", "--config", str(cfg)],
+        [*by_connection, "--config", str(cfg)],
+        ["token", "--host=b.example", "--user=u", "--database=x", f"--config={cfg}"],
+        ["token", "--host", "nowhere.example", "--user", "u", "--config", str(cfg)],  # no match: the full one's error
+    ):
+        fast = tokend(*args)
+        slow = subprocess.run([*full, *args], capture_output=True, text=True)
+        assert (fast.returncode, fast.stdout, fast.stderr) == (slow.returncode, slow.stdout, slow.stderr), args
+    for args in (["token", "db", "--config", str(cfg)], [*by_connection, "--config", str(cfg)]):
+        imported = launcher_imports(*args)
+        assert "tokend.handoff" in imported and not imported & HEAVY, (args, sorted(imported & HEAVY))

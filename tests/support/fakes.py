@@ -3,6 +3,8 @@ daemon's own decisions can be watched step by step in-process (tests/unit/test_d
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -95,3 +97,13 @@ def target(name: str, identity: str, sinks: str = '["pgpass"]', host: str = "h.e
 def fetched(d: Daemon) -> None:
     for r in d.refreshers.values():
         r.step()
+
+
+def jwt(**claims: object) -> str:
+    """An unsigned JWT carrying ``claims``: what tokend reads of a token (expiry, audience, principal) without
+    judging it (the server does)."""
+
+    def part(d: Mapping[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none'})}.{part(claims)}.c2ln"

@@ -18,11 +18,15 @@ from typing import Any
 import pytest
 
 from tokend import config as config_mod
-from tokend import ipc
-from tokend.errors import ConfigError, DaemonNotRunning, TokendError
+from tokend import ipc, paths, sinks
+from tokend.config import Listen
+from tokend.daemon import Daemon, _proxy_view
+from tokend.errors import ConfigError, DaemonNotRunning, IdentityUnavailable, TokendError
 from tokend.ioloop import IOLoop
+from tokend.sinks import Entry
+from tokend.token import Token
 
-from support.fakes import APP, ME, MemorySink, World, fetched, target
+from support.fakes import APP, ME, FakeIdentity, MemorySink, World, fetched, jwt, target
 
 pytestmark = pytest.mark.portable  # runs on Linux, macOS and Windows (.github/workflows/ci.yml)
 
@@ -251,3 +255,96 @@ def test_no_daemon_is_its_own_error(tmp_path: Path) -> None:
 def test_a_config_error_is_a_config_error(world: World) -> None:
     with pytest.raises(ConfigError):
         world.daemon(ME + target("a", "nobody"))
+
+
+class Refusing(FakeIdentity):
+    """An identity whose sign-in cannot answer (a missing secret, Entra down)."""
+
+    def fetch(self, fresh: bool = False) -> Token:
+        self.fetches += 1
+        raise IdentityUnavailable("environment variable S is not set where tokend runs")
+
+
+def test_a_starting_daemon_keeps_the_valid_token_its_pgpass_block_holds(tmp_path: Path) -> None:
+    pgpass_file = tmp_path / "pgpass"
+    text = APP + target("db", "app") + f'[sinks.pgpass]\npath = "{pgpass_file}"\n'
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    cfg = config_mod.parse(text, path)
+    now = time.time()
+    old = jwt(exp=now + 600, aud="https://ossrdbms-aad.database.windows.net", appid="mi")
+    stale = jwt(exp=now - 60, aud="https://ossrdbms-aad.database.windows.net", appid="mi")
+    owner = paths.config_id(path)
+    pgpass_file.write_bytes(b"mine:5432:*:me:pw\n")
+    ours = sinks.build("pgpass", {"path": str(pgpass_file)}, owner)
+    ours.sync([Entry(cfg.targets["db"], Token(old, now + 600, now))])
+    other = sinks.build("pgpass", {"path": str(pgpass_file)}, "someone-else")
+    other.sync([Entry(cfg.targets["db"], Token(stale, now + 600, now))])  # another config's block: not ours
+
+    d = Daemon(cfg, build_identity=Refusing, build_sink=sinks.build)
+    assert d.adopt() == ["app"]
+    fetched(d)
+    assert [e.token.value for e in d.entries("pgpass")] == [old]
+    ident = d.status()["identities"][0]
+    assert ident["inherited"] is True and ident["state"] == "retrying"
+    assert ident["expires_on"] == pytest.approx(now + 600, abs=2)
+    assert d.workers["pgpass"].sync() and old in pgpass_file.read_text()
+    assert pgpass_file.read_text().endswith("mine:5432:*:me:pw\n")
+
+
+def test_nothing_is_adopted_from_a_block_that_holds_nothing_valid(tmp_path: Path) -> None:
+    text = APP + target("db", "app") + f'[sinks.pgpass]\npath = "{tmp_path / "pgpass"}"\n'
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    d = Daemon(config_mod.parse(text, path), build_identity=Refusing, build_sink=sinks.build)
+    assert d.adopt() == []  # no file at all
+    fetched(d)
+    assert d.entries("pgpass") == [] and d.status()["identities"][0]["inherited"] is False
+
+
+def test_token_by_connection_answers_for_the_target_libpq_would_match(world: World) -> None:
+    d = world.daemon(ME + target("a", "me") + target("b", "me", host="b.example"))
+    fetched(d)
+    ask = {"op": "token-by-connection", "host": "b.example", "port": None, "user": '"DBA Group"', "database": None}
+    answer = d.handle(ask)
+    assert answer["token"] == "tok-me-1" and answer["target"]["name"] == "b"
+    assert d.handle({**ask, "port": "5432", "user": "DBA Group", "database": "postgres"})["target"]["name"] == "b"
+    with pytest.raises(TokendError, match="no target in"):
+        d.handle({**ask, "port": "6543"})
+    with pytest.raises(TokendError, match="give at least --host and --user"):
+        d.handle({**ask, "user": None})
+    with pytest.raises(TokendError, match="port must be a name"):
+        d.handle({**ask, "port": 5432})
+
+
+def test_writes_are_counted_only_for_the_sinks_a_target_uses(world: World) -> None:
+    d = world.daemon(ME + target("a", "me"))
+    fetched(d)
+    for w in d.workers.values():
+        w.sync()
+    assert set(d.workers) > {"pgpass"}  # every kind has a worker (a reload may start using it)
+    assert set(d.snapshot().sink_writes) == {"pgpass"}
+
+
+def test_a_proxy_listener_that_never_bound_is_named_from_the_config(tmp_path: Path) -> None:
+    listen = (Listen(True, "", 6432), Listen(False, "127.0.0.1", 6432), Listen(False, "::1", 7000))
+    reported = {
+        "listen": [{"host": "", "port": 6432}, {"host": "127.0.0.1", "port": 6432}, {"host": "", "port": 7000}],
+        "open": 0,
+        "total": 0,
+        "last_error": "cannot listen on [::1]:7000: address in use",
+    }
+    view = _proxy_view(reported, listen, tmp_path / "proxy")
+    assert view is not None
+    assert view.listen == ((str(tmp_path / "proxy"), 6432), ("127.0.0.1", 6432), ("::1", 7000))
+    assert _proxy_view(None, listen, tmp_path) is None
+    binding = _proxy_view({**reported, "last_error": None}, listen, tmp_path / "proxy")
+    assert binding is not None and binding.listen[0] == ("", 6432)  # no error: an empty host means "binding"
+
+
+def test_the_proxys_server_error_reaches_the_snapshot(tmp_path: Path) -> None:
+    reported = {"listen": [{"host": "127.0.0.1", "port": 6432}], "open": 0, "total": 1, "last_error": None}
+    view = _proxy_view({**reported, "server_error": "TLS failed"}, (Listen(False, "127.0.0.1", 6432),), tmp_path)
+    assert view is not None and view.server_error == "TLS failed" and view.last_error is None
+    view = _proxy_view(reported, (Listen(False, "127.0.0.1", 6432),), tmp_path)  # a proxy that does not say
+    assert view is not None and view.server_error is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -97,7 +98,10 @@ def ok(token: str) -> bytes:
 @pytest.mark.parametrize(
     "args",
     [
-        ["--host", "h.example"],  # the libpq-matching form: the full command's
+        ["--host", "h.example"],  # the connection form without --user: the full command's usage error
+        ["prod", "--host", "h.example", "--user", "u"],  # both forms at once
+        ["--host", "a", "--host", "b", "--user", "u"],  # a flag given twice
+        ["--user"],  # a flag without its value
         ["prod", "extra"],  # two targets
         ["--debug"],
         ["-h"],
@@ -164,3 +168,80 @@ def test_a_runtime_folder_that_is_not_private_is_not_trusted(config: Path, daemo
     finally:
         runtime.chmod(0o700)
     assert stdout.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "asked"),
+    [
+        (["--host", "h.example", "--user", '"DBA Group"'], {"host": "h.example", "user": '"DBA Group"'}),
+        (
+            ["--host=h", "--port=6432", "--user=u ✓", "--database", "appdb"],
+            {"host": "h", "port": "6432", "user": "u ✓", "database": "appdb"},
+        ),
+    ],
+)
+def test_the_connection_form_is_asked_of_the_daemon(
+    args: list[str], asked: dict[str, str], config: Path, daemon, stdout: Out
+) -> None:
+    d = daemon(ok(TOKEN))
+    assert handoff.token([*args, "--config", str(config)]) == 0
+    assert stdout.getvalue() == TOKEN + "\n"
+    assert d.requests == [
+        {"op": "token-by-connection", "host": None, "port": None, "user": None, "database": None, **asked}
+    ]
+
+
+@pytest.mark.parametrize("tmpdir", ["unset", "set", "relative", "missing"])
+@pytest.mark.parametrize("xdg", ["private", "unset", "empty", "0755", "symlink", "relative", "another user's"])
+def test_the_runtime_folder_is_the_daemons_with_or_without_xdg_runtime_dir(
+    xdg: str, tmpdir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = Path(os.environ["XDG_RUNTIME_DIR"])
+    if xdg == "unset":
+        monkeypatch.delenv("XDG_RUNTIME_DIR")
+    elif xdg == "empty":
+        monkeypatch.setenv("XDG_RUNTIME_DIR", "")
+    elif xdg == "0755":
+        runtime.chmod(0o755)
+    elif xdg == "symlink":
+        (tmp_path / "link").symlink_to(runtime)
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "link"))
+    elif xdg == "relative":
+        monkeypatch.setenv("XDG_RUNTIME_DIR", "run")
+    elif xdg == "another user's":
+        os.chown(runtime, 12345, 12345) if os.geteuid() == 0 else pytest.skip("needs root to give a folder away")
+    temp = tmp_path / "t"
+    temp.mkdir()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rel").mkdir()
+    for var in ("TEMP", "TMP"):
+        monkeypatch.delenv(var, raising=False)
+    if tmpdir == "unset":
+        monkeypatch.delenv("TMPDIR", raising=False)
+    else:
+        monkeypatch.setenv("TMPDIR", {"set": str(temp), "relative": "rel", "missing": str(tmp_path / "no")}[tmpdir])
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir caches its first answer per process
+    try:
+        expected = paths.private_dir(paths.runtime_dir())  # as the daemon makes it before it listens
+        assert handoff.runtime_dir() == str(expected)
+    finally:
+        runtime.chmod(0o700)
+        if os.geteuid() == 0:
+            os.chown(runtime, 0, 0)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="Unix folders")
+def test_a_run_user_folder_is_taken_only_when_private_below_safe_parents(tmp_path: Path) -> None:
+    """/run/user/UID's checks, on folders of the test's (the real one is not the test's to make)."""
+    run = tmp_path / "run" / "user" / "0"
+    run.mkdir(parents=True, mode=0o700)
+    run.chmod(0o700)
+    for folder in (tmp_path / "run", tmp_path / "run" / "user"):
+        folder.chmod(0o755)
+    assert handoff._private(str(run)) and handoff._safe_parents(str(run)) == handoff._safe_parents(str(tmp_path))
+    (tmp_path / "run" / "user").chmod(0o777)  # anyone could swap UID's folder: not trusted
+    assert not handoff._safe_parents(str(run))
+    (tmp_path / "run" / "user").chmod(0o1777)  # sticky, as /tmp: trusted again
+    assert handoff._safe_parents(str(run)) == handoff._safe_parents(str(tmp_path))
+    run.chmod(0o750)
+    assert not handoff._private(str(run))

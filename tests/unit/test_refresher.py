@@ -190,3 +190,44 @@ def test_a_revoked_sign_in_backs_off_to_a_long_wait_and_warns_once(caplog: pytes
     assert len(warnings) == 1 and "login-required" in warnings[0].getMessage()
     r.refresh_now()  # `tokend login` / `az login` wake it at once, whatever the wait
     assert r.due_in() <= 0
+
+
+def adopted(value: str, hands: Hands, lifetime: float) -> Token:
+    """A token as a previous daemon left it: judged on the wall clock alone (no arrival on our boot clock)."""
+    return Token(value, hands.now + lifetime, hands.now)
+
+
+def test_an_adopted_token_is_held_through_failures_and_marked_inherited() -> None:
+    clock = Hands()
+    r, changes = make([TokenFailed("down"), TokenFailed("down")], clock)
+    assert r.adopt(adopted("old", clock, 600)) and r.inherited
+    r.step()
+    assert r.valid_token() is not None and r.valid_token().value == "old"  # type: ignore[union-attr]
+    assert r.inherited and r.state == "retrying" and changes == []
+    assert r.due_in() < 600  # retried before the adopted token's end
+    assert not r.adopt(adopted("other", clock, 900))  # only before the first answer
+
+
+def test_the_first_answer_replaces_an_adopted_token_even_when_it_is_the_same_one() -> None:
+    clock = Hands()
+    r, changes = make([tok("old", clock, 600)], clock)
+    r.adopt(adopted("old", clock, 600))
+    r.step()
+    assert not r.inherited and r.token is not None and r.token.received == clock.up and changes == [1]
+
+
+def test_a_sign_out_removes_an_adopted_token() -> None:
+    clock = Hands()
+    r, changes = make([LoginRequired("run az login", signed_out=True)], clock)
+    r.adopt(adopted("old", clock, 600))
+    r.step()
+    assert r.valid_token() is None and not r.inherited and changes == [1]
+
+
+def test_an_adopted_token_leaves_at_its_end() -> None:
+    clock = Hands()
+    r, _ = make([TokenFailed("down")], clock)
+    r.adopt(adopted("old", clock, 60))
+    r.step()
+    clock.now += 61
+    assert r.valid_token() is None and r.state == "failed"

@@ -4,6 +4,7 @@ stops)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from tokend.config import Target
 from tokend.errors import SinkError
 from tokend.refresh import Policy
 from tokend.sinks import Entry, Sink
+from tokend.sinks.pgpass import PgpassSink
 from tokend.sinkworker import SinkWorker
 from tokend.token import Token
 
@@ -134,3 +136,30 @@ def test_a_sink_with_no_files_is_not_watched() -> None:
     w.stop()
     w.join(5)
     assert watches.watching == {}
+
+
+def test_a_place_clients_will_not_read_is_ignored_not_ok() -> None:
+    sink, entries = Place(), [Entry(T, token("tok-1"))]
+    w = worker(sink, entries)
+    assert w.sync()
+    why = "/place is 0644: libpq ignores a pgpass that others can read; chmod 600 /place"
+    assert w.status_of("prod", token("tok-1"), why) == {
+        "state": "ignored",
+        "location": "/place",
+        "last_write": int(NOW),
+        "last_error": why,
+    }
+    sink.fail = "/place: permission denied"
+    assert not w.sync()
+    assert w.status_of("prod", token("tok-1"), why)["state"] == "failed"  # a failed write says more
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="libpq checks no mode on Windows")
+def test_a_pgpass_others_can_read_says_libpq_will_ignore_it(tmp_path: Path) -> None:
+    path = tmp_path / "pgpass"
+    sink = PgpassSink({"path": str(path)}, "owner")
+    assert sink.unread() is None  # no file yet: nothing known against it
+    sink.sync([Entry(T, token("tok-1"))])
+    assert sink.unread() is None  # written 0600
+    path.chmod(0o644)
+    assert sink.unread() == f"{path} is 0644: libpq ignores a pgpass that others can read; chmod 600 {path}"

@@ -139,6 +139,7 @@ def test_the_status_json_is_rendered_from_a_snapshot_with_the_contracts_keys() -
                 "refresh_at": int(NOW),  # overdue: now
                 "last_error": None,
                 "cache": "unencrypted",
+                "inherited": False,  # issue 22: a token the previous daemon left shows as inherited
             }
         ],
         "targets": [
@@ -160,3 +161,22 @@ def test_the_status_json_is_rendered_from_a_snapshot_with_the_contracts_keys() -
             }
         ],
     }
+
+
+def test_an_inherited_token_shows_in_the_json_and_the_table() -> None:
+    view = IdentityView("me", "azure-cli", "retrying", "alice@contoso.com", 600.0, 5.0, "down", None, inherited=True)
+    snap = Snapshot(NOW, "/c.toml", None, 7, NOW, (view,), ())
+    shown = status.to_json(snap)
+    assert shown["identities"][0]["inherited"] is True
+    assert "expires in 10 m (inherited)" in status.render(shown, NOW)
+
+
+def test_the_proxys_server_side_failure_is_its_last_error_but_not_a_readiness_problem() -> None:
+    failing = ProxyView((("127.0.0.1", 6432),), 0, 3, None, None, server_error="TLS to h:5432 failed: set sslrootcert")
+    sinks = {"pgpass": SinkView("ok", "/p", 1, None)}
+    snap = Snapshot(NOW, "/c.toml", None, 7, NOW, (), (TargetView("prod", {"name": "prod"}, sinks, failing),))
+    assert status.to_json(snap)["targets"][0]["proxy"]["last_error"] == "TLS to h:5432 failed: set sslrootcert"
+    assert snap.problems() == []  # it listens: ready; the error shows in status
+    unbound = ProxyView((("127.0.0.1", 6432),), 0, 0, "cannot listen", None, server_error="TLS failed")
+    snap = Snapshot(NOW, "/c.toml", None, 7, NOW, (), (TargetView("prod", {"name": "prod"}, sinks, unbound),))
+    assert status.to_json(snap)["targets"][0]["proxy"]["last_error"] == "cannot listen"

@@ -2,7 +2,9 @@
 line.
 
 Operations (``OPS``, the one list client and server share): ``status``, ``token`` (``target``: a name or null),
-``reload``, ``stop``, ``sign-in-changed`` (``identity``: a name or null).
+``reload``, ``stop``, ``sign-in-changed`` (``identity``: a name or null), ``token-by-connection`` (``host``,
+``port``, ``user``, ``database``: what a client connects with, each a string or null; the daemon picks the target
+libpq would match, ``sinks.pgpass.target_for``, and answers as ``token`` does).
 Answers: ``{"ok": true, "result": …}`` or ``{"ok": false, "error": "one line", "exit_code": N}``.
 
 This module is the bottom of ``tokend.ipc``: it imports nothing of the package, so each endpoint (``unix``,
@@ -17,7 +19,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 STATUS, TOKEN, RELOAD, STOP, SIGN_IN_CHANGED = "status", "token", "reload", "stop", "sign-in-changed"
-OPS = (STATUS, TOKEN, RELOAD, STOP, SIGN_IN_CHANGED)
+TOKEN_BY_CONNECTION = "token-by-connection"
+OPS = (STATUS, TOKEN, RELOAD, STOP, SIGN_IN_CHANGED, TOKEN_BY_CONNECTION)
+CONNECTION_KEYS = ("host", "port", "user", "database")  # what ``token-by-connection`` is asked with
 MAX_REQUEST = 64 * 1024  # bytes in one request line
 REQUEST_TIMEOUT = 10.0  # seconds for a client to send its request
 BACKLOG = 1024  # pending connections the kernel queues (capped by net.core.somaxconn)

@@ -25,6 +25,7 @@ from tokend import limits, system
 from tokend.errors import EXIT_USAGE, TokendError, UsageError
 from tokend.ioloop import run_on
 from tokend.ipc.protocol import (
+    CONNECTION_KEYS,
     OPS,
     RELOAD,
     REQUEST_TIMEOUT,
@@ -32,6 +33,7 @@ from tokend.ipc.protocol import (
     STATUS,
     STOP,
     TOKEN,
+    TOKEN_BY_CONNECTION,
     Endpoint,
     Handler,
     TokenAnswer,
@@ -52,6 +54,10 @@ class Answers(Protocol):
 
     def token_for(self, name: str | None, wait: float = 0.0) -> TokenAnswer: ...
 
+    def token_by_connection(
+        self, host: str | None, port: str | None, user: str | None, database: str | None
+    ) -> TokenAnswer: ...
+
     def sign_in_changed(self, source: str | None = None, identity: str | None = None) -> None: ...
 
     def reload(self, why: str) -> None: ...
@@ -64,6 +70,12 @@ Op = Callable[[Answers, dict[str, Any]], dict[str, Any]]
 
 def _token(d: Answers, request: dict[str, Any]) -> dict[str, Any]:
     answer = d.token_for(_name(request, "target"), wait=TOKEN_FRESH_WAIT)
+    return {"token": answer.token, "expires_on": answer.expires_on, "target": answer.target}
+
+
+def _token_by_connection(d: Answers, request: dict[str, Any]) -> dict[str, Any]:
+    host, port, user, database = (_name(request, key) for key in CONNECTION_KEYS)
+    answer = d.token_by_connection(host, port, user, database)
     return {"token": answer.token, "expires_on": answer.expires_on, "target": answer.target}
 
 
@@ -88,6 +100,7 @@ TABLE: Mapping[str, Op] = {
     RELOAD: _reload,
     STOP: _stop,
     SIGN_IN_CHANGED: _sign_in_changed,
+    TOKEN_BY_CONNECTION: _token_by_connection,
 }  # every operation of ``OPS`` in its order (tests/unit/test_ipc.py holds them to it)
 
 

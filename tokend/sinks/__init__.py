@@ -67,6 +67,18 @@ class Sink(ABC):
         self.sync([])
         return f"removed this config's entries from {self.location()}"
 
+    def unread(self) -> str | None:
+        """Why clients will not read this place although it is written (libpq ignores a pgpass others can read),
+        with the fix; None when nothing is known against it. Cheap (a stat at most): status asks it once per
+        snapshot, and shows the sink's targets as "ignored". Default: None."""
+        return None
+
+    def read_back(self, targets: Sequence[Target]) -> dict[str, str]:
+        """The passwords this owner's entries hold now for ``targets``, by target name: what a previous daemon
+        left, for a starting one to adopt (``tokend.adopt``). Default: none (a sink that cannot read its place back).
+        Never raises: an unreadable place holds nothing."""
+        return {}
+
     def diagnose(self, targets: Sequence[Target], reported: Mapping[str, Mapping[str, Any]] | None) -> list[Finding]:
         """What ``tokend doctor`` says about this sink for the ``targets`` that use it. ``reported``: what the
         running daemon says of this sink per target name (status JSON's ``{"state", "last_error", …}``), or None

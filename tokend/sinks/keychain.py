@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tokend import paths
+from tokend.config import Target
 from tokend.errors import SinkUnavailable
 from tokend.sinks import Entry, Sink
 from tokend.sinks.atomic import write_private
@@ -158,6 +159,18 @@ class KeychainSink(Sink):
             return None
         self.sync([])
         return f"removed {len(old)} entr{'y' if len(old) == 1 else 'ies'} of this config's from {self.location()}"
+
+    def read_back(self, targets: Sequence[Target]) -> dict[str, str]:
+        """What this owner's entries hold (those its index lists); the keychain is not opened when it lists none."""
+        index = self._index()
+        out = {}
+        for t in targets:
+            if t.name in index:
+                with contextlib.suppress(Exception):  # a locked or missing keychain holds nothing we can adopt
+                    value = read(t.name, self.kr)
+                    if value:
+                        out[t.name] = value
+        return out
 
     def _index(self) -> dict[str, int]:
         try:

@@ -286,6 +286,27 @@ class PgpassSink(block.BlockSink):
     def lines(self, entries: Sequence[Entry]) -> list[str]:
         return [line_for(e) for e in entries]
 
+    def unread(self) -> str | None:
+        """Rule 6: the file exists but libpq ignores it (group or world access, not a plain file)."""
+        try:
+            st_mode = self.path.stat().st_mode
+        except OSError:
+            return None
+        if ignored_because(st_mode) is None:
+            return None
+        finding = _mode(self.path, st_mode)
+        return f"{finding.evidence}; {finding.fix}"
+
+    def read_back(self, targets: Sequence[Target]) -> dict[str, str]:
+        """The passwords in this owner's block, by the target whose line it is (the four fields as written)."""
+        try:
+            text = self.path.read_bytes().decode("utf-8", "replace")
+        except OSError:
+            return {}
+        ours = block.owned_lines(text, self.owner)
+        by_fields = {ln.fields(): ln.password for ln in read(text) if ln.number in ours}
+        return {t.name: by_fields[f] for t in targets if (f := target_line(t).fields()) in by_fields}
+
     def diagnose(self, targets: Sequence[Target], reported: Mapping[str, Mapping[str, Any]] | None) -> list[Finding]:
         """The file exists; libpq will read it (plain, 0600, no BOM on line 1); tokend's block comes first; and
         for each target tokend's line is the first match (a line of the user's above it would win)."""
