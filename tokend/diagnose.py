@@ -29,7 +29,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from tokend import admin, principal
+from tokend import admin, advice, principal
 from tokend.admin import Listed, near_miss
 from tokend.config import PRINCIPAL, Config, Target
 from tokend.errors import TokendError
@@ -114,7 +114,7 @@ def explain(target: Target, refusal: str, me: Who, seen: Seen | None) -> Diagnos
         return Diagnosis(
             "cannot-tell",
             f"the server refused {user!r} ({refusal}) and no other role this token may use would log in to say why",
-            f"an administrator can tell: tokend admin check {shlex.quote(user)}",
+            _cannot_tell_fix(user),
         )
     groups = {p.role: p for p in seen.principals or () if p.type == "group"}
     mine = [g for g, p in groups.items() if me.groups is not None and p.object_id in me.groups]
@@ -190,7 +190,7 @@ def explain(target: Target, refusal: str, me: Who, seen: Seen | None) -> Diagnos
                 "cannot-tell",
                 f"role {user!r} exists but the server refused your token for it (it may be mapped to another "
                 "object id, or not be an Entra principal)",
-                f"an administrator can tell: tokend admin check {shlex.quote(user)}",
+                _cannot_tell_fix(user),
             )
         why = f"role {user!r} is not an Entra group principal"
     else:
@@ -238,3 +238,11 @@ def refused(cfg: Config | None, target: Target, token: str, refusal: str) -> Dia
                     continue
             return explain(target, refusal, me, seen)
     return explain(target, refusal, me, None)
+
+
+def _cannot_tell_fix(user: str) -> str:
+    """What to do when the server would not say why: for a group, advice's membership question (the same words the
+    proxy and admin use), which names `tokend admin check` too; else the check alone."""
+    if advice.is_group(user):
+        return advice.fix(advice.Failure.GROUP_LOGIN_REFUSED, user=user)
+    return f"an administrator can tell: tokend admin check {shlex.quote(user)}"

@@ -33,7 +33,7 @@ from typing import Any
 
 from tokend import advice, system
 from tokend.config import PRINCIPAL, Config, Target
-from tokend.errors import SinkError, UsageError
+from tokend.errors import UsageError
 from tokend.findings import Finding
 from tokend.principal import follows
 from tokend.sinks import Entry, block
@@ -338,21 +338,6 @@ class PgpassSink(block.BlockSink):
         if targets:
             out.append(_shadowing(self.path, targets, Index(lines), ours, daemon=reported is not None))
         return out
-
-    def sync(self, entries: Sequence[Entry]) -> None:
-        """Write the block, then refuse to call it done when libpq will not read the file (rule 6): a pgpass made
-        0644 by hand keeps its bytes, so the write is a no-op and would otherwise be reported ok."""
-        super().sync(entries)
-        try:
-            st_mode = self.path.stat().st_mode
-        except FileNotFoundError:
-            return  # nothing to hold and no file: libpq reads nothing, and nothing of ours is lost
-        why = ignored_because(st_mode)
-        if why is not None and entries:
-            raise SinkError(
-                f"{self.path} {why}: libpq ignores it, so no login uses tokend's lines; fix: "
-                + advice.fix(advice.Failure.PGPASS_MODE, path=str(self.path))
-            )
 
 
 def _missing(path: Path, targets: Sequence[Target], reported: Mapping[str, Mapping[str, Any]] | None) -> Finding:
