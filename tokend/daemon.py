@@ -150,6 +150,9 @@ class Daemon:
                     inherited=r.inherited and token is not None,
                 )
             )
+        for name, ic in cfg.identities.items():  # configured, no target uses it: shown, never asked for a token
+            if name not in refreshers:
+                ids.append(IdentityView(name, ic.source, "unused", None, None, 0.0, None, None))
         used = {kind for t in cfg.targets.values() for kind in t.sinks}
         unread = {kind: workers[kind].sink.unread() for kind in used}  # once per sink, not per target
         targets = []

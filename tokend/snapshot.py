@@ -16,7 +16,7 @@ from typing import Any
 class IdentityView:
     name: str
     source: str  # the config's source kind (azure-cli, …)
-    state: str  # starting | ok | retrying | unavailable | failed | login-required
+    state: str  # starting | ok | retrying | unavailable | failed | login-required | unused (no target uses it)
     principal: str | None  # of the valid token held, if any
     remaining: float | None  # seconds of life left in the valid token held; None without one
     due_in: float  # seconds until the next token request (negative: overdue)
@@ -74,7 +74,7 @@ class Snapshot:
     def problems(self) -> list[str]:
         """Why the daemon is not ready (empty: ready), in config names and fixed words: identity states and sink
         states are words of tokend's own; a proxy's error (which names hosts and ports) is only "not listening"."""
-        out = [f"identity {i.name}: {i.state}" for i in self.identities if i.remaining is None]
+        out = [f"identity {i.name}: {i.state}" for i in self.identities if i.remaining is None and i.state != "unused"]
         for t in self.targets:
             out += [f"target {t.name} sink {k}: {v.state}" for k, v in t.sinks.items() if v.state != "ok"]
             if t.proxy is not None and t.proxy.last_error:

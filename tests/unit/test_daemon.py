@@ -65,6 +65,16 @@ def test_reload_retires_changed_and_unused_identities(world: World) -> None:
     assert d.entries("pgpass") == []  # the new identity has no token yet: nothing stale is kept
 
 
+def test_an_identity_no_target_uses_is_shown_unused_and_never_asked(world: World) -> None:
+    """A starter config (an identity, no target yet) said "0 identities": status lists it, as unused, and
+    readiness does not wait for a token nobody needs."""
+    d = world.daemon(ME + APP + target("a", "me"))
+    fetched(d)
+    shown = {i["name"]: i["state"] for i in d.status()["identities"]}
+    assert shown == {"me": "ok", "app": "unused"} and "app" not in d.refreshers
+    assert not [p for p in d.snapshot().problems() if p.startswith("identity")]  # the sink worker has not run here
+
+
 def test_a_moved_sink_cleans_its_old_place_and_a_renamed_same_place_does_not(world: World) -> None:
     d = world.daemon(ME + target("a", "me") + '[sinks.pgpass]\npath = "/one"\n')
     fetched(d)
