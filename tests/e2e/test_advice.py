@@ -96,7 +96,9 @@ def test_a_pgpass_made_0644_is_not_ok_in_status_or_doctor(
         return status["targets"][0]["sinks"]["pgpass"]
 
     said = wait_for(lambda: (s := sink_state())["state"] == "ignored" and s, what="the pgpass sink to be ignored")
-    assert "libpq ignores it" in said["last_error"] and "chmod 600" in said["last_error"], said
+    assert "libpq ignores a pgpass that others can read" in said["last_error"] and "chmod 600" in said["last_error"], (
+        said
+    )
     c = checks(cfg)["pgpass mode"]
     assert c["status"] == "fail" and c["fix"] == f"chmod 600 {pgpass}", c
 
