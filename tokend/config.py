@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import string
 import sys
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
@@ -36,6 +37,7 @@ _TARGET_KEYS = {
     "listen",
     "sslrootcert",
     "allow_any_local_user",
+    "application_name",
 }
 _LISTEN = re.compile(r"^(?:unix:(\d+)|(127\.0\.0\.1|localhost):(\d+)|\[::1\]:(\d+))$")
 _HOST_WITH_PORT = re.compile(r"^(\[[^\]]*\]|[^:\[\]]+):(\d+)$")
@@ -49,6 +51,9 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
 # [refresh] margin, seconds: under 10 s a token could expire before its successor arrives; no Entra token lives a day
 # (managed identity's ~24 h ones say when to refresh), so a larger margin would mean nothing
 MARGIN_BOUNDS = (10.0, 86400.0)
+# [targets.NAME] application_name: what the proxy's sessions show the server (``tokend.proxy.audit``)
+DEFAULT_APPLICATION_NAME = "{client} ({principal} via tokend)"
+APPLICATION_NAME_FIELDS = ("client", "principal")
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,8 @@ class Target:
     listen: tuple[Listen, ...] = ()  # the local proxy's addresses for this target
     sslrootcert: Path | None = None  # the CA file the proxy verifies the server with (default: the system's)
     allow_any_local_user: bool = False  # the proxy's TCP listeners admit every local user (no owner check)
+    # the proxy's sessions' application_name (``tokend.proxy.audit``): a format, or None to pass the client's own
+    application_name: str | None = DEFAULT_APPLICATION_NAME
 
     def as_dict(self) -> dict[str, Any]:
         """The target as status, IPC answers and scripts see it."""
@@ -349,6 +356,7 @@ def _target(name: str, body: dict[str, Any], path: Path, identities: Mapping[str
     anyone = body.get("allow_any_local_user", False)
     if not isinstance(anyone, bool):
         raise ConfigError(path, f"{where}.allow_any_local_user", f"expected true or false, got {anyone!r}")
+    appname = _application_name(body.get("application_name", True), path, f"{where}.application_name")
     return Target(
         name,
         host,
@@ -360,7 +368,23 @@ def _target(name: str, body: dict[str, Any], path: Path, identities: Mapping[str
         listen,
         Path(cert).expanduser() if cert else None,
         anyone,
+        appname,
     )
+
+
+def _application_name(value: object, path: Path, key: str) -> str | None:
+    """The proxy's application_name format: true (the default's), false (None: the client's own, untouched) or a
+    format with {client} and {principal}."""
+    if value is True:
+        return DEFAULT_APPLICATION_NAME
+    if value is False:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(path, key, f'expected false or a format like "{DEFAULT_APPLICATION_NAME}", got {value!r}')
+    why = format_error(value)
+    if why:
+        raise ConfigError(path, key, f'{why}, as in "{DEFAULT_APPLICATION_NAME}"')
+    return value
 
 
 def _listen(raw: object, path: Path, key: str) -> tuple[Listen, ...]:
@@ -511,6 +535,19 @@ def _field(body: Mapping[str, Any], key: str, path: Path, where: str, required: 
             "must not start with '#' or hold control characters (libpq could not match it in pgpass)",
         )
     return value
+
+
+def format_error(fmt: str) -> str:
+    """Why ``fmt`` is not an application_name format ("" when it is one): only ``{client}`` and ``{principal}``,
+    with no conversion or format spec; a literal brace is written twice."""
+    try:
+        parts = list(string.Formatter().parse(fmt))
+    except ValueError as e:
+        return f"{e} (write a literal brace twice: {{{{ or }}}})"
+    for _, name, spec, conversion in parts:
+        if name is not None and (name not in APPLICATION_NAME_FIELDS or spec or conversion):
+            return f"unknown field {{{name}}}; the fields are {{client}} and {{principal}}"
+    return ""
 
 
 def _reason(e: BaseException) -> str:

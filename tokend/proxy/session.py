@@ -9,10 +9,11 @@ connection closed; the StartupMessage's user must be the target's user — or th
 when none is given. Refusals (wrong user, no token, the server's own refusal) come back as a proper ErrorResponse
 after the StartupMessage, since libpq hides one sent in reply to its TLS request.
 Server leg: the one login (``tokend.pg.login``, driven on this loop): TCP, TLS requested and verified (verify-full,
-the listener's shared context), the StartupMessage with the client's protocol version and parameters and the
-target's user, the token as the answer to the cleartext-password request; any other authentication request is
-refused with the reason. The client never sees an authentication request: it gets what the server sent before it
-(notices, NegotiateProtocolVersion), then the server's AuthenticationOk and what follows, relayed.
+the listener's shared context), the StartupMessage with the client's protocol version and parameters, the target's
+user and the person in application_name (``tokend.proxy.audit``), the token as the answer to the cleartext-password
+request; any other authentication request is refused with the reason. The client never sees an authentication
+request: it gets what the server sent before it (notices, NegotiateProtocolVersion), then the server's
+AuthenticationOk and what follows, relayed.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from tokend.errors import TokendError
 from tokend.limits import Budget
 from tokend.logs import Aggregated
 from tokend.pg import login, wire
+from tokend.proxy import audit
 from tokend.proxy.conn import Conn
 
 log = logging.getLogger("tokend.proxy")
@@ -98,6 +100,11 @@ async def start(
                 "08004",
                 "see `tokend status` and `tokend doctor`",
             ) from None
+        if t.application_name is not None:  # the person behind the (group) login, for pg_stat_activity and %a
+            principal, _ = audit.principal_of(token)
+            params["application_name"] = audit.application_name(
+                t.application_name, params.get("application_name", ""), principal
+            )
         server = await _open(loop, on)
         await _login(client, server, on, login.login(params, token, t.host, t.port, first.version, wait_ready=False))
         await client.write(wire.auth_ok())
