@@ -42,7 +42,8 @@ _TARGET_KEYS = {
 _LISTEN = re.compile(r"^(?:unix:(\d+)|(127\.0\.0\.1|localhost):(\d+)|\[::1\]:(\d+))$")
 _HOST_WITH_PORT = re.compile(r"^(\[[^\]]*\]|[^:\[\]]+):(\d+)$")
 _REFRESH_KEYS = {"margin"}
-_TOP_KEYS = {"identities", "targets", "sinks", "refresh", "observe"}
+_TOP_KEYS = {"identities", "targets", "sinks", "refresh", "observe", "proxy"}
+_PROXY_KEYS = {"audit_log"}
 _OBSERVE_KEYS = {"listen"}
 _ADDRESS = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([0-9.]+|localhost)):(\d{1,5})$")
 OBSERVE_ENV = "TOKEND_OBSERVE_LISTEN"  # overrides [observe] listen (containers: the pod's address for probes)
@@ -138,6 +139,7 @@ class Config:
     sinks: Mapping[str, SinkConfig]
     refresh_margin: float = 240.0
     observe: Listen | None = None  # where /healthz, /readyz and /metrics are served
+    audit_log: bool = True  # [proxy] audit_log: a JSON line per proxy session in the audit log (tokend.logs)
 
     def targets_of(self, identity: str) -> list[Target]:
         return [t for t in self.targets.values() if t.identity == identity]
@@ -224,7 +226,20 @@ def parse(text: str, path: Path) -> Config:
         if listen
         else None
     )
-    return Config(path, MappingProxyType(identities), MappingProxyType(targets), MappingProxyType(sinks), margin, where)
+    proxy = _table(raw.get("proxy", {}), path, "proxy")
+    _only(proxy, _PROXY_KEYS, path, "proxy")
+    audit_log = proxy.get("audit_log", True)
+    if not isinstance(audit_log, bool):
+        raise ConfigError(path, "proxy.audit_log", f"expected true or false, got {audit_log!r}")
+    return Config(
+        path,
+        MappingProxyType(identities),
+        MappingProxyType(targets),
+        MappingProxyType(sinks),
+        margin,
+        where,
+        audit_log,
+    )
 
 
 def _address(text: str, path: Path, key: str) -> Listen:

@@ -6,11 +6,19 @@ carries the token's principal in ``application_name`` (``[targets.NAME] applicat
 fields ``{client}``: the client's own application_name, and ``{principal}``: the token's UPN, else its app id,
 else its object id). PostgreSQL keeps 63 bytes of it (NAMEDATALEN - 1) and would cut the end — the principal —
 first; tokend cuts the client's part instead, and never inside a UTF-8 character.
+
+And the member's own record: one ``Record`` per proxy session, a JSON line in the audit log
+(``tokend.logs.AuditLog``, ``[proxy] audit_log``): who connected (uid, pid, executable), as whom tokend logged in,
+to what, how much went each way, and how it ended.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import string
+import time
+from dataclasses import dataclass, field
 
 from tokend.token import Token, display_claims
 
@@ -44,3 +52,55 @@ def application_name(fmt: str, client: str, principal: str) -> str:
         client = _cut(raw, len(raw) - -(-over // times))  # each copy loses its share, rounded up
         whole = fmt.format(client=client, principal=principal).strip()
     return _cut(whole.encode(), MAX_APPLICATION_NAME).rstrip()
+
+
+@dataclass
+class Record:
+    """One proxy session, as the audit log keeps it (one JSON line, ``line``). Times are Unix epoch seconds on the
+    wall clock (written as UTC ISO 8601); bytes are what was relayed after the login, each way. ``outcome``: "ok",
+    "refused: why" (the client was told why), "error: why" (it ended before it was logged in). Never a token: the
+    principal and object id are read from the token's claims; the client's application_name is the client's own
+    (the log's redaction scrubs token-shaped text from every line all the same)."""
+
+    target: str
+    listener: str  # the socket path or address it came in on
+    start: float = field(default_factory=time.time)
+    end: float | None = None
+    uid: int | None = None
+    pid: int | None = None
+    executable: str | None = None
+    database: str | None = None
+    user: str | None = None  # the PostgreSQL user tokend logged in as
+    principal: str | None = None
+    oid: str | None = None
+    application_name: str | None = None  # the client's own
+    sent: int = 0  # bytes, client → server
+    received: int = 0  # bytes, server → client
+    outcome: str = "error: ended before its start-up message"
+
+    def line(self) -> str:
+        """The record as one JSON object, keys in a fixed order."""
+        return json.dumps(
+            {
+                "start": _iso(self.start),
+                "end": _iso(self.end if self.end is not None else time.time()),
+                "target": self.target,
+                "listener": self.listener,
+                "database": self.database,
+                "user": self.user,
+                "principal": self.principal,
+                "oid": self.oid,
+                "uid": self.uid,
+                "pid": self.pid,
+                "executable": self.executable,
+                "application_name": self.application_name,
+                "bytes_to_server": self.sent,
+                "bytes_to_client": self.received,
+                "outcome": self.outcome,
+            },
+            ensure_ascii=False,
+        )
+
+
+def _iso(when: float) -> str:
+    return dt.datetime.fromtimestamp(when, dt.timezone.utc).isoformat(timespec="milliseconds")

@@ -77,9 +77,12 @@ async def start(
     on: Listening,
     token_for: TokenFor,
     started: Callable[[], None] = lambda: None,
+    record: audit.Record | None = None,
 ) -> tuple[Conn, Conn] | None:
     """Take one client connection up to a logged-in pair (client, server), or answer it (a refusal, a cancel)
-    and return None. ``started()`` once the client's start-up message is in (the end of the pending stage)."""
+    and return None. ``started()`` once the client's start-up message is in (the end of the pending stage).
+    ``record``: the audit log's, filled in as the start-up goes (database, principal, outcome, …)."""
+    note = record if record is not None else audit.Record(on.target.name, on.where)
     if sock.family != getattr(socket, "AF_UNIX", None):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small messages go out at once, as libpq's do
     client = Conn(loop, sock)
@@ -88,10 +91,14 @@ async def start(
         first = await _client_start(client, on)
         started()
         if isinstance(first, Cancel):
+            note.outcome = "cancel request"
             await _cancel(client, first, on)
             return None
         t = on.target
+        note.application_name = first.params.get("application_name")
+        note.database, note.user = first.params.get("database"), first.params.get("user")
         params = _params_for(first, t)
+        note.database, note.user = params["database"], params["user"]
         try:
             token = token_for(on.target.name)
         except TokendError as e:
@@ -100,20 +107,24 @@ async def start(
                 "08004",
                 "see `tokend status` and `tokend doctor`",
             ) from None
+        principal, note.oid = audit.principal_of(token)
+        note.principal = principal or None
         if t.application_name is not None:  # the person behind the (group) login, for pg_stat_activity and %a
-            principal, _ = audit.principal_of(token)
             params["application_name"] = audit.application_name(
                 t.application_name, params.get("application_name", ""), principal
             )
         server = await _open(loop, on)
         await _login(client, server, on, login.login(params, token, t.host, t.port, first.version, wait_ready=False))
         await client.write(wire.auth_ok())
+        note.outcome = "ok"
         return client, server
     except Refused as e:
+        note.outcome = f"refused: {e}"
         with contextlib.suppress(OSError):  # a client that went away meanwhile
             await client.write(wire.error(str(e), e.code, e.hint))
         on.quiet.info(("refused", on.where, e.code), "proxy %s: refused a connection: %s", on.where, e)
     except (OSError, wire.ProtocolError, asyncio.IncompleteReadError) as e:
+        note.outcome = f"error: the connection ended during start-up: {e or type(e).__name__}"
         on.quiet.info(
             ("ended", on.where), "proxy %s: connection ended during start-up: %s", on.where, e or type(e).__name__
         )
