@@ -379,8 +379,11 @@ class Proxy:
             return r, None
 
         def find() -> None:
-            r.pid = peer.tcp_client_pid(sock.family, theirs, ours, r.uid)
-            r.executable = peer.executable(r.pid) if r.pid else None
+            try:
+                r.pid = peer.tcp_client_pid(sock.family, theirs, ours, r.uid)
+                r.executable = peer.executable(r.pid) if r.pid else None
+            except Exception as e:  # a bug here must not lose the line: it is written without them
+                log.debug("proxy %s: could not find the client's process: %r", where, e)
 
         return r, asyncio.get_running_loop().run_in_executor(None, find)
 
