@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from hypothesis import strategies as st
 
 from tokend.config import DEFAULT_APPLICATION_NAME, parse
 from tokend.errors import ConfigError
+from tokend.proxy import peer
 from tokend.proxy.audit import MAX_APPLICATION_NAME, application_name, principal_of
 
 pytestmark = pytest.mark.portable
@@ -90,3 +94,24 @@ def test_a_bad_format_is_one_clear_error(value: str, says: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse(target(f"application_name = {value}"), Path("c.toml"))
     assert "targets.t.application_name" in str(e.value) and says in str(e.value)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and sock_diag are Linux's")
+def test_a_tcp_clients_process_is_found_from_its_socket() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        accepted, _ = listener.accept()
+        with client, accepted:
+            theirs, ours = accepted.getpeername()[:2], accepted.getsockname()[:2]
+            assert peer.pid_of_socket(os.fstat(client.fileno()).st_ino, os.getuid()) == os.getpid()
+            assert peer.tcp_client_pid(accepted.family, theirs, ours, os.getuid()) == os.getpid()  # found again
+            assert peer.executable(os.getpid()) == os.path.realpath(sys.executable)
+            other = 0 if os.getuid() else 65534  # another uid's processes are never looked in
+            assert peer.pid_of_socket(os.fstat(client.fileno()).st_ino, other) is None
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_PEERCRED"), reason="SO_PEERCRED is Linux's")
+def test_a_unix_clients_pid_comes_with_its_credentials() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        assert peer.unix_peer_pid(a) == os.getpid()

@@ -26,6 +26,7 @@ neither (null in the log).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import ctypes.util
@@ -34,6 +35,7 @@ import os
 import socket
 import struct
 import sys
+import threading
 
 from tokend import system
 
@@ -44,6 +46,9 @@ NLM_F_REQUEST = 1
 NO_COOKIE = 0xFFFFFFFF
 TCP_OWNER_KNOWN = system.LINUX  # whether this OS can name the owner of a loopback TCP client
 _diag_works = False  # sock_diag has named a client here: its "not found" is the answer
+RECENT_PIDS = 8  # processes that held a client socket lately, looked in first
+_recent: collections.deque[int] = collections.deque(maxlen=RECENT_PIDS)
+_recent_lock = threading.Lock()  # the lookups run on the loop's thread pool
 _UID_AT = 16 + 64  # nlmsghdr, then inet_diag_msg: family..retrans (4), sockid (48), expires, rqueue, wqueue (12)
 # then idiag_uid and idiag_inode
 
@@ -102,23 +107,44 @@ def pid_of_socket(inode: int, uid: int | None) -> int | None:
     if not system.LINUX:
         return None
     wanted = f"socket:[{inode}]"
+    recent = list(_recent)
+    for pid in recent:  # a client that connects again and again (a pool, a script's loop) is found at once
+        if _holds(pid, wanted, uid):
+            _seen(pid)
+            return pid
     try:
         pids = sorted((int(e.name) for e in os.scandir("/proc") if e.name.isdigit()), reverse=True)
     except OSError:
         return None
     for pid in pids:
-        fds = f"/proc/{pid}/fd"
-        try:
-            if uid is not None and os.stat(f"/proc/{pid}").st_uid != uid:
-                continue
-            names = os.listdir(fds)
-        except OSError:  # gone, or not ours to read
-            continue
-        for fd in names:
-            with contextlib.suppress(OSError):
-                if os.readlink(f"{fds}/{fd}") == wanted:
-                    return pid
+        if pid not in recent and _holds(pid, wanted, uid):
+            _seen(pid)
+            return pid
     return None
+
+
+def _seen(pid: int) -> None:
+    """``pid`` held a client socket: look in it first next time (at most ``RECENT_PIDS`` kept)."""
+    with _recent_lock:
+        with contextlib.suppress(ValueError):
+            _recent.remove(pid)
+        _recent.appendleft(pid)
+
+
+def _holds(pid: int, wanted: str, uid: int | None) -> bool:
+    """Whether process ``pid`` (of ``uid``, when given) has a descriptor naming ``wanted`` ("socket:[INODE]")."""
+    fds = f"/proc/{pid}/fd"
+    try:
+        if uid is not None and os.stat(f"/proc/{pid}").st_uid != uid:
+            return False
+        names = os.listdir(fds)
+    except OSError:  # gone, or not ours to read
+        return False
+    for fd in names:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"{fds}/{fd}") == wanted:
+                return True
+    return False
 
 
 def executable(pid: int) -> str | None:
