@@ -296,7 +296,6 @@ class Proxy:
         key = self._owner(ls, sock, where)
         if key is None:
             return
-        record = self._record(ls, sock, where, key) if self.audit is not None else None
         if not self.budget.take(2):
             self.quiet.warning(
                 ("descriptors", where),
@@ -310,8 +309,8 @@ class Proxy:
             return
         loop = asyncio.get_running_loop()
         s = _Session(sock)
-        if record is not None:
-            s.record, s.lookup = record
+        if self.audit is not None:
+            s.record, s.lookup = self._record(ls, sock, where, key)
         ticket = ls.pending.admit(functools.partial(s.end, "evicted"), key)
         if ticket is None:  # cannot happen with PENDING_PER_LISTENER > 0 (nothing here is busy), kept for safety
             self.budget.give(2)

@@ -107,8 +107,8 @@ async def start(
                 "08004",
                 "see `tokend status` and `tokend doctor`",
             ) from None
-        principal, note.oid = audit.principal_of(token)
-        note.principal = principal or None
+        principal, oid = audit.principal_of(token)
+        note.principal, note.oid = principal or None, oid or None
         if t.application_name is not None:  # the person behind the (group) login, for pg_stat_activity and %a
             params["application_name"] = audit.application_name(
                 t.application_name, params.get("application_name", ""), principal
