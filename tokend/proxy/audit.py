@@ -15,6 +15,7 @@ to what, how much went each way, and how it ended.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import string
 import time
@@ -26,11 +27,23 @@ NAMEDATALEN = 64  # PostgreSQL's: an identifier, application_name included, keep
 MAX_APPLICATION_NAME = NAMEDATALEN - 1  # bytes
 
 
+_principals: dict[bytes, tuple[str, str]] = {}  # the token's SHA-256 → principal_of's answer
+PRINCIPALS_KEPT = 16  # answers cached (an identity's token is the same for every session until it is refreshed)
+
+
 def principal_of(token: str) -> tuple[str, str]:
     """(the principal as a person names it — UPN, else app id, else object id —, its object id) from the token's
-    claims, read for display only ("" for what it does not carry)."""
-    claims = display_claims(token)
-    return Token(token, 0.0, 0.0, claims=claims).principal, claims.get("oid", "")
+    claims, read for display only ("" for what it does not carry). Cached by the token's SHA-256 (some 3 µs, where
+    decoding costs some 40 µs on the proxy's loop): the cache holds no token."""
+    key = hashlib.sha256(token.encode()).digest()
+    found = _principals.get(key)
+    if found is None:
+        claims = display_claims(token)
+        found = Token(token, 0.0, 0.0, claims=claims).principal, claims.get("oid", "")
+        if len(_principals) >= PRINCIPALS_KEPT:
+            _principals.clear()
+        _principals[key] = found
+    return found
 
 
 def _cut(data: bytes, size: int) -> str:
