@@ -118,3 +118,12 @@ def test_the_audit_log_can_be_turned_off(em: Tenant, postgres: Postgres, write_c
     folder = started(d)["listen"][0]["host"]
     assert psql_at(f"host={folder} port=6432 dbname=appdb user='{GROUP}'").returncode == 0
     assert not logs.audit_file(cfg).exists()
+
+
+def test_application_name_false_passes_the_clients_own(
+    em: Tenant, postgres: Postgres, write_config, daemon, no_password
+) -> None:
+    d = daemon(write_config(proxy_config(em, postgres, extra="application_name = false\n")))
+    folder = started(d)["listen"][0]["host"]
+    with open_psql(f"host={folder} port=6432 dbname=appdb user='{GROUP}' application_name=nightly-report"):
+        assert wait_for(lambda: names_as(postgres, GROUP), what="the session") == ["nightly-report"]
