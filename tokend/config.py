@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import string
 import sys
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
@@ -36,11 +37,13 @@ _TARGET_KEYS = {
     "listen",
     "sslrootcert",
     "allow_any_local_user",
+    "application_name",
 }
 _LISTEN = re.compile(r"^(?:unix:(\d+)|(127\.0\.0\.1|localhost):(\d+)|\[::1\]:(\d+))$")
 _HOST_WITH_PORT = re.compile(r"^(\[[^\]]*\]|[^:\[\]]+):(\d+)$")
 _REFRESH_KEYS = {"margin"}
-_TOP_KEYS = {"identities", "targets", "sinks", "refresh", "observe"}
+_TOP_KEYS = {"identities", "targets", "sinks", "refresh", "observe", "proxy"}
+_PROXY_KEYS = {"audit_log"}
 _OBSERVE_KEYS = {"listen"}
 _ADDRESS = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([0-9.]+|localhost)):(\d{1,5})$")
 OBSERVE_ENV = "TOKEND_OBSERVE_LISTEN"  # overrides [observe] listen (containers: the pod's address for probes)
@@ -50,6 +53,9 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
 # (managed identity's ~24 h ones say when to refresh), so a larger margin would mean nothing
 MARGIN_BOUNDS = (10.0, 86400.0)
 PRINCIPAL = "@principal"  # a target's user that is the signed-in principal's own role name (tokend.principal)
+# [targets.NAME] application_name: what the proxy's sessions show the server (``tokend.proxy.audit``)
+DEFAULT_APPLICATION_NAME = "{client} ({principal} via tokend)"
+APPLICATION_NAME_FIELDS = ("client", "principal")
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,8 @@ class Target:
     allow_any_local_user: bool = False  # the proxy's TCP listeners admit every local user (no owner check)
     # user = "@principal": the identity's principal_name, the role name when the token is an app's (tokend.principal)
     principal_name: str | None = None
+    # the proxy's sessions' application_name (``tokend.proxy.audit``): a format, or None to pass the client's own
+    application_name: str | None = DEFAULT_APPLICATION_NAME
 
     def as_dict(self) -> dict[str, Any]:
         """The target as status, IPC answers and scripts see it."""
@@ -135,6 +143,7 @@ class Config:
     sinks: Mapping[str, SinkConfig]
     refresh_margin: float = 240.0
     observe: Listen | None = None  # where /healthz, /readyz and /metrics are served
+    audit_log: bool = True  # [proxy] audit_log: a JSON line per proxy session in the audit log (tokend.logs)
 
     def targets_of(self, identity: str) -> list[Target]:
         return [t for t in self.targets.values() if t.identity == identity]
@@ -221,7 +230,20 @@ def parse(text: str, path: Path) -> Config:
         if listen
         else None
     )
-    return Config(path, MappingProxyType(identities), MappingProxyType(targets), MappingProxyType(sinks), margin, where)
+    proxy = _table(raw.get("proxy", {}), path, "proxy")
+    _only(proxy, _PROXY_KEYS, path, "proxy")
+    audit_log = proxy.get("audit_log", True)
+    if not isinstance(audit_log, bool):
+        raise ConfigError(path, "proxy.audit_log", f"expected true or false, got {audit_log!r}")
+    return Config(
+        path,
+        MappingProxyType(identities),
+        MappingProxyType(targets),
+        MappingProxyType(sinks),
+        margin,
+        where,
+        audit_log,
+    )
 
 
 def _address(text: str, path: Path, key: str) -> Listen:
@@ -378,6 +400,7 @@ def _target(name: str, body: dict[str, Any], path: Path, identities: Mapping[str
     anyone = body.get("allow_any_local_user", False)
     if not isinstance(anyone, bool):
         raise ConfigError(path, f"{where}.allow_any_local_user", f"expected true or false, got {anyone!r}")
+    appname = _application_name(body.get("application_name", True), path, f"{where}.application_name")
     return Target(
         name,
         host,
@@ -390,7 +413,23 @@ def _target(name: str, body: dict[str, Any], path: Path, identities: Mapping[str
         Path(cert).expanduser() if cert else None,
         anyone,
         ic.principal_name if user == PRINCIPAL else None,
+        application_name=appname,
     )
+
+
+def _application_name(value: object, path: Path, key: str) -> str | None:
+    """The proxy's application_name format: true (the default's), false (None: the client's own, untouched) or a
+    format with {client} and {principal}."""
+    if value is True:
+        return DEFAULT_APPLICATION_NAME
+    if value is False:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(path, key, f'expected false or a format like "{DEFAULT_APPLICATION_NAME}", got {value!r}')
+    why = format_error(value)
+    if why:
+        raise ConfigError(path, key, f'{why}, as in "{DEFAULT_APPLICATION_NAME}"')
+    return value
 
 
 def _listen(raw: object, path: Path, key: str) -> tuple[Listen, ...]:
@@ -541,6 +580,19 @@ def _field(body: Mapping[str, Any], key: str, path: Path, where: str, required: 
             "must not start with '#' or hold control characters (libpq could not match it in pgpass)",
         )
     return value
+
+
+def format_error(fmt: str) -> str:
+    """Why ``fmt`` is not an application_name format ("" when it is one): only ``{client}`` and ``{principal}``,
+    with no conversion or format spec; a literal brace is written twice."""
+    try:
+        parts = list(string.Formatter().parse(fmt))
+    except ValueError as e:
+        return f"{e} (write a literal brace twice: {{{{ or }}}})"
+    for _, name, spec, conversion in parts:
+        if name is not None and (name not in APPLICATION_NAME_FIELDS or spec or conversion):
+            return f"unknown field {{{name}}}; the fields are {{client}} and {{principal}}"
+    return ""
 
 
 def _reason(e: BaseException) -> str:

@@ -6,6 +6,10 @@
   (``paths.log_file``), unless systemd's journal already collects stderr (JOURNAL_STREAM is set). Every file of it
   is 0600, the ones opened after a rollover too (``PrivateRotatingFileHandler``).
 
+The proxy's audit log (``AuditLog``) is a second rotating file beside it, one JSON line per proxy session
+(``tokend.proxy.audit``), 0600 like the log, and written whether or not a journal collects stderr: it is the
+member's own record of their sessions.
+
 Log lines are a resource another local user can spend: a line per refused connection let a flood rotate the whole
 history away in seconds. What a client can repeat at will (refused peers, connections closed for a limit, accept
 errors) goes through ``Aggregated``: the first line at once, then at most one line per key and interval with the
@@ -77,6 +81,34 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
         if hasattr(os, "fchmod"):  # a file left by an older tokend with a looser mode
             os.fchmod(fd, 0o600)
         return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
+AUDIT_MAX_BYTES = 5_000_000  # per audit file: some 12 000 sessions (a line is about 400 bytes)
+AUDIT_BACKUPS = 5  # rotated audit files kept besides the current one
+
+
+def audit_file(config_path: Path) -> Path:
+    """The proxy's audit log: beside the daemon's log, ``tokend.audit.jsonl`` (``tokend-<id>.audit.jsonl``)."""
+    log_file = paths.log_file(config_path)
+    return log_file.with_name(log_file.stem + ".audit.jsonl")
+
+
+class AuditLog:
+    """One JSON line per call to ``write``, appended to a size-rotated set of 0600 files, each line scrubbed of
+    token-shaped text first (as every log line is). Thread-safe (the handler's lock)."""
+
+    def __init__(self, path: Path, max_bytes: int = AUDIT_MAX_BYTES, backups: int = AUDIT_BACKUPS) -> None:
+        paths.private_dir(path.parent)
+        self.path = path
+        self.handler = PrivateRotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        self.handler.addFilter(RedactingFilter())
+        self.handler.setFormatter(logging.Formatter("%(message)s"))
+
+    def write(self, line: str) -> None:
+        self.handler.handle(logging.LogRecord("tokend.audit", logging.INFO, "", 0, line, None, None))
+
+    def close(self) -> None:
+        self.handler.close()
 
 
 @dataclass

@@ -23,6 +23,12 @@ Fail closed, bounded (DESIGN.md, "Security rules"; ``tokend.limits``):
 - Cancel requests being forwarded: at most ``CANCELS_PER_LISTENER`` at once.
 - Log lines about connections go through ``logs.Aggregated``; an accept error is the listener's error until the
   next accept works.
+
+The audit log (``[proxy] audit_log``, on by default; ``tokend.proxy.audit``): a JSON line per session let in —
+refused by tokend or the server, or logged in and relayed — with the client's uid, pid and executable. Connections
+turned away at accept (another user's, an unproven owner, no descriptors left) are not sessions: another local user
+could otherwise rotate the member's record away; they are in the log, aggregated. A TCP client's pid is found from
+its socket in /proc on the loop's thread pool, never on the loop; the line is written when the session ends.
 """
 
 from __future__ import annotations
@@ -35,18 +41,19 @@ import os
 import socket
 import ssl
 import sys
+import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tokend import limits, paths, system
+from tokend import limits, logs, paths, system
 from tokend.config import Config, Listen, Target
 from tokend.ioloop import IOLoop
 from tokend.logs import Aggregated
 from tokend.pg import tls as pgtls
 from tokend.pg import wire
-from tokend.proxy import peer, tls
+from tokend.proxy import audit, peer, tls
 from tokend.proxy.conn import relay, resolve
 from tokend.proxy.session import Listening, TokenFor, start
 
@@ -84,7 +91,7 @@ class Listener:
 class _Session:
     """One accepted connection's bookkeeping: its socket, its pending place, its deadline, why it was ended."""
 
-    __slots__ = ("running", "sock", "task", "ticket", "timer", "why")
+    __slots__ = ("counts", "lookup", "record", "running", "sock", "task", "ticket", "timer", "why")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -93,6 +100,9 @@ class _Session:
         self.timer: asyncio.TimerHandle | None = None
         self.why = ""  # set when the proxy ends it: evicted, handshake, login
         self.running = False
+        self.record: audit.Record | None = None  # the audit log's line, when it is on
+        self.lookup: asyncio.Future[None] | None = None  # the client's pid and executable being found (TCP)
+        self.counts: tuple[Any, Any] | None = None  # the relay's two readers: bytes each way
 
     def end(self, why: str) -> None:
         if not self.why:
@@ -128,6 +138,8 @@ class Proxy:
         self.budget = limits.Budget(self.shares.proxy)
         self.quiet = Aggregated(log)
         self.me = os.getuid() if hasattr(os, "getuid") else None
+        self.config_path = config_path
+        self.audit: logs.AuditLog | None = None  # [proxy] audit_log; opened by the first config that wants it
 
     # -- from the daemon's threads ----------------------------------------------------------------------------------
     def apply(self, config: Config) -> None:
@@ -150,10 +162,18 @@ class Proxy:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.io.run(self._apply(None), timeout=10)
+        if self.audit is not None:  # sessions that end later write to it again (the handler reopens the file)
+            self.audit.close()
 
     # -- on the loop -------------------------------------------------------------------------------------------------
     async def _apply(self, config: Config | None) -> None:
         wanted = {(t.name, a): t for t in (config.targets.values() if config else []) for a in t.listen}
+        if config is not None:
+            if config.audit_log and self.audit is None:
+                self.audit = logs.AuditLog(logs.audit_file(self.config_path))
+            elif not config.audit_log and self.audit is not None:
+                self.audit.close()
+                self.audit = None
         for key in [k for k in self.listeners if k not in wanted]:
             self._stop(self.listeners.pop(key))
         self._upstream.keep({t.sslrootcert for t in wanted.values()})
@@ -289,6 +309,8 @@ class Proxy:
             return
         loop = asyncio.get_running_loop()
         s = _Session(sock)
+        if self.audit is not None:
+            s.record, s.lookup = self._record(ls, sock, where, key)
         ticket = ls.pending.admit(functools.partial(s.end, "evicted"), key)
         if ticket is None:  # cannot happen with PENDING_PER_LISTENER > 0 (nothing here is busy), kept for safety
             self.budget.give(2)
@@ -338,16 +360,42 @@ class Proxy:
             )
         return None
 
+    def _record(
+        self, ls: Listener, sock: socket.socket, where: str, key: Hashable
+    ) -> tuple[audit.Record, asyncio.Future[None] | None]:
+        """A session's audit record with who connected: the uid the owner check proved, the client's pid and
+        executable — at once from a Unix socket's credentials, else (TCP, Linux) looked up off the loop."""
+        r = audit.Record(ls.target.name, where, uid=key if isinstance(key, int) else None)
+        if ls.address.unix:
+            r.pid = peer.unix_peer_pid(sock)
+            r.executable = peer.executable(r.pid) if r.pid else None
+            return r, None
+        if not peer.TCP_OWNER_KNOWN:
+            return r, None
+        try:
+            theirs, ours = sock.getpeername()[:2], sock.getsockname()[:2]
+        except OSError:  # gone already: its session ends at once, and says so
+            return r, None
+
+        def find() -> None:
+            try:
+                r.pid = peer.tcp_client_pid(sock.family, theirs, ours, r.uid)
+                r.executable = peer.executable(r.pid) if r.pid else None
+            except Exception as e:  # a bug here must not lose the line: it is written without them
+                log.debug("proxy %s: could not find the client's process: %r", where, e)
+
+        return r, asyncio.get_running_loop().run_in_executor(None, find)
+
     async def _session(self, ls: Listener, s: _Session) -> None:
         s.running = True
         loop = asyncio.get_running_loop()
         assert ls.on is not None
-        pair = await start(loop, s.sock, ls.on, self.token_for, s.started)
+        pair = await start(loop, s.sock, ls.on, self.token_for, s.started, s.record)
         if pair is None:
             return
         s.logged_in()
         done: asyncio.Future[None] = loop.create_future()
-        relay(pair[0], pair[1], lambda: resolve(done))
+        s.counts = relay(pair[0], pair[1], lambda: resolve(done))
         await done
 
     def _ended(self, ls: Listener, s: _Session, where: str, task: asyncio.Task[None]) -> None:
@@ -388,6 +436,35 @@ class Proxy:
             e = task.exception()
             self.quiet.log(logging.ERROR, ("failed", where, type(e).__name__), "proxy %s: session failed: %r", where, e)
             log.debug("proxy %s: session failed", where, exc_info=e)
+        if s.record is not None:
+            self._audit(s, task)
+
+    def _audit(self, s: _Session, task: asyncio.Task[None]) -> None:
+        """The session's line in the audit log, once its client's pid is known (at once, but for TCP)."""
+        r = s.record
+        assert r is not None
+        r.end = time.time()
+        if s.counts is not None:
+            r.sent, r.received = s.counts[0].count, s.counts[1].count
+        if s.why:
+            r.outcome = {
+                "evicted": "error: closed to make room for newer connections (it had sent no start-up message)",
+                "handshake": f"error: no start-up message within {HANDSHAKE_TIMEOUT:.0f} s",
+                "login": f"error: the server had not logged it in within {LOGIN_TIMEOUT:.0f} s",
+            }.get(s.why, f"error: {s.why}")
+        elif task.cancelled() and r.outcome != "ok":
+            r.outcome = "error: ended when the proxy stopped"
+        elif not task.cancelled() and task.exception() is not None:
+            r.outcome = f"error: {type(task.exception()).__name__}"
+
+        def write(_: object = None) -> None:
+            if self.audit is not None:
+                self.audit.write(r.line())
+
+        if s.lookup is None or s.lookup.done():
+            write()
+        else:
+            s.lookup.add_done_callback(write)
 
 
 def _turn_away(sock: socket.socket, message: str, code: str, hint: str) -> None:

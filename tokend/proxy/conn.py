@@ -120,6 +120,7 @@ class _Leg:
         self.reading = False
         self.read_waits = False  # a TLS read waits for the socket to be writable (see readable)
         self.deadline: asyncio.TimerHandle | None = None
+        self.count = 0  # bytes read from this leg's socket (and handed to the other side): the audit log's
 
     def start(self) -> None:
         self.loop.add_reader(self.sock.fileno(), self.readable)
@@ -136,6 +137,7 @@ class _Leg:
                 if not n:
                     self.close()
                     return
+                self.count += n
                 peer.send(self.view[:n])
                 if self.closed or not (isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()):
                     return
@@ -234,9 +236,9 @@ class _Leg:
         self.done()
 
 
-def relay(a: Conn, b: Conn, done: Callable[[], None]) -> None:
+def relay(a: Conn, b: Conn, done: Callable[[], None]) -> tuple[_Leg, _Leg]:
     """Pump bytes between two logged-in connections until either side closes; then ``done()``, once both sockets
-    are closed."""
+    are closed. The two readers, ``a``'s and ``b``'s: each one's ``count`` is the bytes relayed from its side."""
     left = [2]
 
     def one_shut() -> None:
@@ -246,8 +248,10 @@ def relay(a: Conn, b: Conn, done: Callable[[], None]) -> None:
 
     la, lb = _Leg(a.loop, a.sock, one_shut), _Leg(b.loop, b.sock, one_shut)
     la.peer, lb.peer = lb, la
-    for conn, leg in ((a, lb), (b, la)):  # what was read during start-up, or is held inside TLS, goes first
+    # what was read during start-up, or is held inside TLS, goes first
+    for conn, reader, leg in ((a, la, lb), (b, lb, la)):
         if conn.buf:
+            reader.count += len(conn.buf)
             leg.send(bytes(conn.buf))
             conn.buf.clear()
     la.start()
@@ -255,3 +259,4 @@ def relay(a: Conn, b: Conn, done: Callable[[], None]) -> None:
     for leg in (la, lb):
         if isinstance(leg.sock, ssl.SSLSocket) and leg.sock.pending():
             leg.loop.call_soon(leg.readable)
+    return la, lb

@@ -9,10 +9,11 @@ connection closed; the StartupMessage's user must be the target's user — or th
 when none is given. Refusals (wrong user, no token, the server's own refusal) come back as a proper ErrorResponse
 after the StartupMessage, since libpq hides one sent in reply to its TLS request.
 Server leg: the one login (``tokend.pg.login``, driven on this loop): TCP, TLS requested and verified (verify-full,
-the listener's shared context), the StartupMessage with the client's protocol version and parameters and the
-target's user, the token as the answer to the cleartext-password request; any other authentication request is
-refused with the reason. The client never sees an authentication request: it gets what the server sent before it
-(notices, NegotiateProtocolVersion), then the server's AuthenticationOk and what follows, relayed.
+the listener's shared context), the StartupMessage with the client's protocol version and parameters, the target's
+user and the person in application_name (``tokend.proxy.audit``), the token as the answer to the cleartext-password
+request; any other authentication request is refused with the reason. The client never sees an authentication
+request: it gets what the server sent before it (notices, NegotiateProtocolVersion), then the server's
+AuthenticationOk and what follows, relayed.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from tokend.errors import TokendError
 from tokend.limits import Budget
 from tokend.logs import Aggregated
 from tokend.pg import login, wire
+from tokend.proxy import audit
 from tokend.proxy.conn import Conn
 
 log = logging.getLogger("tokend.proxy")
@@ -75,9 +77,12 @@ async def start(
     on: Listening,
     token_for: TokenFor,
     started: Callable[[], None] = lambda: None,
+    record: audit.Record | None = None,
 ) -> tuple[Conn, Conn] | None:
     """Take one client connection up to a logged-in pair (client, server), or answer it (a refusal, a cancel)
-    and return None. ``started()`` once the client's start-up message is in (the end of the pending stage)."""
+    and return None. ``started()`` once the client's start-up message is in (the end of the pending stage).
+    ``record``: the audit log's, filled in as the start-up goes (database, principal, outcome, …)."""
+    note = record if record is not None else audit.Record(on.target.name, on.where)
     if sock.family != getattr(socket, "AF_UNIX", None):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small messages go out at once, as libpq's do
     client = Conn(loop, sock)
@@ -86,10 +91,14 @@ async def start(
         first = await _client_start(client, on)
         started()
         if isinstance(first, Cancel):
+            note.outcome = "cancel request"
             await _cancel(client, first, on)
             return None
         t = on.target
+        note.application_name = first.params.get("application_name")
+        note.database, note.user = first.params.get("database"), first.params.get("user")
         params = _params_for(first, t)
+        note.database, note.user = params["database"], params["user"]
         try:
             token = token_for(on.target.name)
         except TokendError as e:
@@ -98,15 +107,24 @@ async def start(
                 "08004",
                 "see `tokend status` and `tokend doctor`",
             ) from None
+        principal, oid = audit.principal_of(token)
+        note.principal, note.oid = principal or None, oid or None
+        if t.application_name is not None:  # the person behind the (group) login, for pg_stat_activity and %a
+            params["application_name"] = audit.application_name(
+                t.application_name, params.get("application_name", ""), principal
+            )
         server = await _open(loop, on)
         await _login(client, server, on, login.login(params, token, t.host, t.port, first.version, wait_ready=False))
         await client.write(wire.auth_ok())
+        note.outcome = "ok"
         return client, server
     except Refused as e:
+        note.outcome = f"refused: {e}"
         with contextlib.suppress(OSError):  # a client that went away meanwhile
             await client.write(wire.error(str(e), e.code, e.hint))
         on.quiet.info(("refused", on.where, e.code), "proxy %s: refused a connection: %s", on.where, e)
     except (OSError, wire.ProtocolError, asyncio.IncompleteReadError) as e:
+        note.outcome = f"error: the connection ended during start-up: {e or type(e).__name__}"
         on.quiet.info(
             ("ended", on.where), "proxy %s: connection ended during start-up: %s", on.where, e or type(e).__name__
         )
