@@ -16,6 +16,7 @@ from tokend.emulator.postgres import Postgres
 from tokend.sinks.pgpass import parse
 
 from support import groupsync
+from support.clients import psql_at
 from support.daemon import login
 from support.groupsync import SETTING, Server
 from support.product import tokend
@@ -80,6 +81,20 @@ def test_a_principal_target_logs_in_as_the_member_and_follows_an_account_switch(
     wait_for(lambda: erin.upn in users_in(pgpass) and s.dana.upn not in users_in(pgpass), what="the line moved")
     r = s.login(erin.upn, None, "select current_user, x from reports.t")
     assert r.stdout.strip() == f"{erin.upn}|1", r.stderr
+
+
+def test_a_principal_target_logs_in_as_the_member_through_the_proxy(server: Server, daemon) -> None:
+    """The proxy logs in as the member's own role for user = "@principal" (the group role is NOLOGIN)."""
+    s = server
+    members_only(s)
+    cfg = s.configure(s.target("mine", "@principal", extra='sinks = []\nlisten = ["unix:6433"]\n'))
+    assert login(cfg, s.em.emulator, s.dana.upn, "me").returncode == 0
+    d = daemon(cfg)
+    d.wait_ready()
+    mine = wait_for(lambda: next(t for t in d.status()["targets"] if t["name"] == "mine")["proxy"], what="listening")
+    folder = mine["listen"][0]["host"]
+    r = psql_at(f"host={folder} port=6433 dbname={s.db}", "select current_user, x from reports.t")
+    assert r.stdout.strip() == f"{s.dana.upn}|1", r.stderr
 
 
 def doctor_logins(cfg: Path) -> dict[str, dict[str, str]]:

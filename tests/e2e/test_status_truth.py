@@ -1,15 +1,17 @@
 """Status tells the truth (issue 22 item 8 and smaller items), from the installed product: a pgpass libpq will
-ignore is not "ok", and a proxy listener that could not bind names its host."""
+ignore is not "ok", a proxy listener that could not bind names its host, and a proxy that cannot reach its server
+through TLS says so until it can."""
 
 from __future__ import annotations
 
 import socket
 from pathlib import Path
 
+from tokend.emulator import ca
 from tokend.emulator.postgres import Postgres
 
 from support.builders import proxy_config, sp_config
-from support.clients import psql
+from support.clients import psql, psql_at
 from support.net import free_port
 from support.product import tokend
 from support.tenant import Tenant
@@ -44,3 +46,24 @@ def test_a_listener_that_cannot_bind_names_its_host(em: Tenant, postgres: Postgr
         proxy = wait_for(lambda: (p := d.status()["targets"][0]["proxy"]) and p["last_error"] and p, what="error")
         assert proxy["listen"] == [{"host": "127.0.0.1", "port": port}]
         assert f"proxy 127.0.0.1:{port}" in tokend("status", "--config", str(cfg)).stdout
+
+
+def test_a_proxy_whose_server_tls_fails_says_so_until_it_works(
+    em: Tenant, postgres: Postgres, write_config, daemon, tmp_path: Path
+) -> None:
+    """The proxy's last_error stayed null through TLS failures of its own login to the server."""
+    stranger = ca.make(tmp_path / "other-ca").ca_cert  # a CA that did not sign the server's certificate
+    text = proxy_config(em, postgres, listen='["unix:6432"]')
+    cfg = write_config(text.replace(f'sslrootcert = "{postgres.ca_cert}"', f'sslrootcert = "{stranger}"'))
+    d = daemon(cfg)
+    d.wait_ready()
+    folder = wait_for(lambda: (d.status()["targets"][0]["proxy"] or {}).get("listen"), what="listening")[0]["host"]
+    through = f"host={folder} port=6432 dbname=appdb"
+    r = psql_at(through)
+    assert r.returncode != 0 and "sslrootcert" in r.stderr, r.stderr
+    proxy = d.status()["targets"][0]["proxy"]
+    assert proxy["last_error"] and "TLS" in proxy["last_error"] and "sslrootcert" in proxy["last_error"], proxy
+    assert "sslrootcert" in tokend("status", "--config", str(cfg)).stdout
+    cfg.write_text(text)  # the right CA: the next login works and the error goes
+    wait_for(lambda: psql_at(through).returncode == 0, timeout=30, what="a login with the right CA")
+    assert d.status()["targets"][0]["proxy"]["last_error"] is None

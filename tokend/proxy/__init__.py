@@ -55,7 +55,7 @@ from tokend.pg import tls as pgtls
 from tokend.pg import wire
 from tokend.proxy import audit, peer, tls
 from tokend.proxy.conn import relay, resolve
-from tokend.proxy.session import Listening, TokenFor, start
+from tokend.proxy.session import Listening, ServerLeg, TokenFor, start
 
 log = logging.getLogger("tokend.proxy")
 HANDSHAKE_TIMEOUT = 10.0  # seconds from accept to the client's start-up message (TLS handshake included)
@@ -84,6 +84,7 @@ class Listener:
     sessions: set[asyncio.Task[None]] = field(default_factory=set)
     pending: limits.Pending = field(default_factory=lambda: limits.Pending(PENDING_PER_LISTENER, PENDING_PER_UID))
     cancels: limits.Budget = field(default_factory=lambda: limits.Budget(CANCELS_PER_LISTENER))
+    server: ServerLeg = field(default_factory=ServerLeg)  # its sessions' last failure to reach the server
     retry: asyncio.TimerHandle | None = None
     on: Listening | None = None  # what its sessions need; rebuilt when the config changes
 
@@ -156,6 +157,7 @@ class Proxy:
             "open": sum(ls.open for ls in mine),
             "total": sum(ls.total for ls in mine),
             "last_error": errors[0] if errors else None,
+            "server_error": next((ls.server.last_error for ls in mine if ls.server.last_error), None),
             "certificate": str(self.certificate) if self.certificate else None,
         }
 
@@ -199,6 +201,7 @@ class Proxy:
             upstream if isinstance(upstream, str) else "",
             ls.cancels,
             self.quiet,
+            ls.server,
         )
 
     def _open(self, ls: Listener) -> None:

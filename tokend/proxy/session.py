@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tokend import advice
+from tokend import principal as principal_mod
 from tokend.config import Target
 from tokend.errors import TokendError
 from tokend.limits import Budget
@@ -37,6 +38,7 @@ from tokend.logs import Aggregated
 from tokend.pg import login, wire
 from tokend.proxy import audit
 from tokend.proxy.conn import Conn
+from tokend.token import display_claims
 
 log = logging.getLogger("tokend.proxy")
 CONNECT_TIMEOUT = 10.0  # seconds to reach the server
@@ -50,6 +52,14 @@ class Refused(Exception):
         self.code, self.hint = code, hint
 
 
+@dataclass
+class ServerLeg:
+    """The last failure of the proxy's own connection to the target's server (unreachable, TLS refused or not
+    trusted), cleared by the next login that reaches it: status shows it as the proxy's ``last_error``."""
+
+    last_error: str | None = None
+
+
 @dataclass(frozen=True)
 class Listening:
     """What a session needs to know about the listener it came in on."""
@@ -61,6 +71,7 @@ class Listening:
     upstream_error: str  # why there is no upstream context
     cancels: Budget  # cancel requests this listener may be forwarding at once
     quiet: Aggregated  # the proxy's log for what clients can repeat at will
+    server: ServerLeg  # the listener's, kept across config swaps
 
 
 @dataclass(frozen=True)
@@ -97,24 +108,32 @@ async def start(
         t = on.target
         note.application_name = first.params.get("application_name")
         note.database, note.user = first.params.get("database"), first.params.get("user")
+        token = None
+        if principal_mod.follows(t):  # user = "@principal": the signed-in principal's own role, from the token
+            token = _token(token_for, t)
+            try:
+                t = principal_mod.resolve(t, display_claims(token))
+            except principal_mod.Unresolved as e:
+                raise Refused(str(e), "28000", "see `tokend doctor`") from None
         params = _params_for(first, t)
         note.database, note.user = params["database"], params["user"]
-        try:
-            token = token_for(on.target.name)
-        except TokendError as e:
-            raise Refused(
-                f"tokend has no valid token for target {on.target.name}: {e}",
-                "08004",
-                "see `tokend status` and `tokend doctor`",
-            ) from None
+        token = token or _token(token_for, t)
         principal, oid = audit.principal_of(token)
         note.principal, note.oid = principal or None, oid or None
         if t.application_name is not None:  # the person behind the (group) login, for pg_stat_activity and %a
             params["application_name"] = audit.application_name(
                 t.application_name, params.get("application_name", ""), principal
             )
-        server = await _open(loop, on)
-        await _login(client, server, on, login.login(params, token, t.host, t.port, first.version, wait_ready=False))
+        try:
+            server = await _open(loop, on)
+            await _login(
+                client, server, on, login.login(params, token, t.host, t.port, first.version, wait_ready=False)
+            )
+        except Refused as e:
+            if e.code.startswith("08"):  # the server is unreachable or its TLS failed: status says so until it works
+                on.server.last_error = f"{e}; fix: {e.hint}" if e.hint else str(e)
+            raise
+        on.server.last_error = None
         await client.write(wire.auth_ok())
         note.outcome = "ok"
         return client, server
@@ -138,6 +157,16 @@ async def start(
         if c is not None:
             await c.close()
     return None
+
+
+def _token(token_for: TokenFor, t: Target) -> str:
+    """The target's token, or the refusal that says why there is none."""
+    try:
+        return token_for(t.name)
+    except TokendError as e:
+        raise Refused(
+            f"tokend has no valid token for target {t.name}: {e}", "08004", "see `tokend status` and `tokend doctor`"
+        ) from None
 
 
 async def _client_start(client: Conn, on: Listening) -> wire.Startup | Cancel:
