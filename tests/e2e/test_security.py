@@ -228,7 +228,7 @@ def test_init_writes_through_no_predictable_temporary_name(
         "--config",
         str(cfg),
     )
-    assert cfg.exists() and "[targets.localhost]" in cfg.read_text(), r.stderr
+    assert cfg.exists() and "[targets.db-127-0-0-1]" in cfg.read_text(), r.stderr
     assert victim.read_text() == "precious\n"
 
 
