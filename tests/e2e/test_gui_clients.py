@@ -21,6 +21,7 @@ from tokend.clients import jsonc
 from tokend.emulator.postgres import Postgres
 
 from support.builders import GROUP, sp_config
+from support.clients import psql_at
 from support.net import PROXY_PORT
 from support.product import tokend
 from support.tenant import Tenant
@@ -336,16 +337,8 @@ def test_pgadmin_shared_password_command(em: Tenant, postgres: Postgres, write_c
     filled = pgadmin_fill(command, "127.0.0.1", postgres.port, GROUP)
     token = subprocess.run(filled, shell=True, capture_output=True, text=True, timeout=60)  # as pgAdmin runs it
     assert token.returncode == 0, token.stderr
-    login = subprocess.run(
-        [
-            "psql",
-            f"host=127.0.0.1 port={postgres.port} dbname=appdb user='{GROUP}' sslmode=require",
-            "-w",
-            "-Atc",
-            "select current_user",
-        ],
-        capture_output=True,
-        text=True,
+    login = psql_at(
+        f"host=127.0.0.1 port={postgres.port} dbname=appdb user='{GROUP}' sslmode=require",
         env={**os.environ, "PGPASSWORD": token.stdout.strip()},
     )
     assert login.stdout.strip() == GROUP, login.stderr

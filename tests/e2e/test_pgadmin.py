@@ -20,6 +20,7 @@ from tokend.emulator.postgres import Postgres
 
 from support import pgadmin
 from support.builders import GROUP, sp_config
+from support.clients import psql_at
 from support.pgadmin import PgAdmin
 from support.product import tokend
 from support.tenant import Tenant
@@ -170,16 +171,8 @@ def test_pgadmin_server_mode_named_command(em: Tenant, postgres: Postgres, write
     }
     token = subprocess.run(argv, shell=False, env=env, capture_output=True, text=True, timeout=60)  # as pgAdmin
     assert token.returncode == 0, token.stderr
-    login = subprocess.run(
-        [
-            "psql",
-            f"host=127.0.0.1 port={postgres.port} dbname=appdb user='{GROUP}' sslmode=require",
-            "-w",
-            "-Atc",
-            "select current_user",
-        ],
-        capture_output=True,
-        text=True,
+    login = psql_at(
+        f"host=127.0.0.1 port={postgres.port} dbname=appdb user='{GROUP}' sslmode=require",
         env={**env, "PGPASSWORD": token.stdout.strip()},
     )
     assert login.stdout.strip() == GROUP, login.stderr
