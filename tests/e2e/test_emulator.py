@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -161,7 +162,9 @@ def test_refused_connections_fail_fast_and_come_back(em: Tenant) -> None:
 
 
 def test_device_code_and_refresh_token_flow(em: Tenant) -> None:
-    """The user flows over raw HTTP: device code → pending → approved → tokens; refresh; revoke → invalid_grant."""
+    """The user flows over raw HTTP: device code → pending → approved → tokens; refresh; revoke → invalid_grant.
+    A user of its own: the session's emulator is shared, and other tests leave alice signed in."""
+    bob = em.emulator.directory.add_user(f"bob-{secrets.token_hex(4)}@contoso.example", "Bob Example")
     ctx = ssl.create_default_context(cafile=str(em.bundle))
 
     def post(path: str, form: dict[str, str]) -> tuple[int, dict]:
@@ -184,16 +187,16 @@ def test_device_code_and_refresh_token_flow(em: Tenant) -> None:
     }
     status, pending = post("token", grant)
     assert status == 400 and pending["error"] == "authorization_pending"
-    em.emulator.approve(dc["user_code"], em.alice.upn)
+    em.emulator.approve(dc["user_code"], bob.upn)
     status, tokens = post("token", grant)
     assert status == 200 and {"access_token", "refresh_token", "id_token", "client_info", "scope"} <= set(tokens)
-    assert em.emulator.directory.check(tokens["access_token"], em.alice.upn)
+    assert em.emulator.directory.check(tokens["access_token"], bob.upn)
     status, again = post(
         "token",
         {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": "cli", "scope": scope},
     )
     assert status == 200 and again["access_token"] != tokens["access_token"]
-    assert em.emulator.revoke(em.alice.upn) == 1
+    assert em.emulator.revoke(bob.upn) == 1
     status, refused = post(
         "token",
         {"grant_type": "refresh_token", "refresh_token": again["refresh_token"], "client_id": "cli", "scope": scope},
