@@ -74,10 +74,21 @@ if [ ! -x .venv-clients/bin/pgcli ] || ! ls .venv-clients/lib/python*/site-packa
     > .test-install-clients.log 2>&1 &
   clients_pid=$!
 fi
-wait_clients() {
+# The real Azure CLI, in its own virtualenv (it pins its own azure-identity/msal): in the background too.
+az_pid=""
+if [ ! -x .venv-az/bin/az ]; then
+  echo "installing the Azure CLI from PyPI into .venv-az (in the background)"
+  ( $python -m venv .venv-az && .venv-az/bin/python -m pip install -q azure-cli ) > .test-install-az.log 2>&1 &
+  az_pid=$!
+fi
+wait_installs() {
   if [ -n "$clients_pid" ]; then
     wait "$clients_pid" || { tail -20 .test-install-clients.log; echo "installing .venv-clients failed"; exit 1; }
     clients_pid=""
+  fi
+  if [ -n "$az_pid" ]; then
+    wait "$az_pid" || { tail -20 .test-install-az.log; echo "installing .venv-az failed"; exit 1; }
+    az_pid=""
   fi
 }
 # Tests run what users install: a wheel built from this checkout, never an editable install.
@@ -121,12 +132,6 @@ if [ ! -d .node/node_modules/pg ]; then
   (cd .node && npm install --silent --no-audit --no-fund pg@8 >>"$log" 2>&1) || { tail -20 "$log"; exit 1; }
 fi
 
-# The real Azure CLI, in its own virtualenv: it pins its own azure-identity/msal.
-if [ ! -x .venv-az/bin/az ]; then
-  echo "installing the Azure CLI from PyPI into .venv-az (a few minutes)"
-  $python -m venv .venv-az
-  .venv-az/bin/python -m pip install -q azure-cli >>"$log" 2>&1 || { tail -20 "$log"; exit 1; }
-fi
 export TOKEND_TEST_AZ="$root/.venv-az/bin/az"
 
 echo "ruff:"
@@ -144,7 +149,7 @@ echo "GitHub workflow schema:"
 .venv/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/ci.yml
 # Given a selection (-m, -k, or test paths), run exactly that (with .venv/bin/pytest: the installed copy).
 for arg in "$@"; do
-  case $arg in -m|-k|tests*|*.py*) wait_clients; .venv/bin/pytest "$@"; exit ;; esac  # not exec: the EXIT trap cleans up
+  case $arg in -m|-k|tests*|*.py*) wait_installs; .venv/bin/pytest "$@"; exit ;; esac  # not exec: the EXIT trap cleans up
 done
 # Unit tests first: in-process, against the checkout itself (`python -m pytest` puts it first on sys.path), no wheel
 # and no servers; a failure here stops the run in seconds.
@@ -153,7 +158,7 @@ echo "unit tests:"
 # End-to-end tests: .venv/bin/pytest, not `python -m pytest`, which would import the checkout instead of the installed
 # copy. Every `soak` test (minutes of waiting on token rotations, each with its own emulator and PostgreSQL) runs in a
 # pytest process of its own, side by side with the rest.
-wait_clients
+wait_installs
 rm -rf .soak-logs && mkdir -p .soak-logs
 mapfile -t soaks < <(.venv/bin/pytest --collect-only -q -m soak tests/e2e "$@" 2>/dev/null | grep '::')
 pids=()
@@ -161,14 +166,13 @@ for i in "${!soaks[@]}"; do
   .venv/bin/pytest -q "$@" "${soaks[$i]}" > ".soak-logs/$i.log" 2>&1 &
   pids+=($!)
 done
-# The rest in two pytest processes side by side (their files alternated; each test has its own HOME, ports and
-# servers), so two cores are busy while the soaks mostly wait on token rotations.
-mapfile -t files < <(.venv/bin/pytest --collect-only -q -m "not soak" tests/e2e "$@" 2>/dev/null | grep '::' \
-  | cut -d: -f1 | uniq)
+# The rest in two pytest processes side by side (their tests alternated, so the slow ones spread over both; each
+# test has its own HOME, ports and servers), so two cores are busy while the soaks mostly wait on token rotations.
+mapfile -t tests < <(.venv/bin/pytest --collect-only -q -m "not soak" tests/e2e "$@" 2>/dev/null | grep '::')
 half=()
 rest=()
-for i in "${!files[@]}"; do
-  if [ $((i % 2)) -eq 1 ]; then half+=("${files[$i]}"); else rest+=("${files[$i]}"); fi
+for i in "${!tests[@]}"; do
+  if [ $((i % 2)) -eq 1 ]; then half+=("${tests[$i]}"); else rest+=("${tests[$i]}"); fi
 done
 echo "running ${#soaks[@]} soak tests side by side with the rest (in two processes)"
 status=0

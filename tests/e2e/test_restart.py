@@ -20,6 +20,7 @@ from support.waits import wait_for
 LIFETIME = 40  # seconds: the emulator's token life, so the adopted token's end comes within the test
 
 
+@pytest.mark.soak  # waits for the adopted token's end (LIFETIME): in a process of its own, beside the rest
 def test_a_restart_that_cannot_get_a_token_keeps_the_old_one_until_its_end(
     em: Tenant, postgres: Postgres, pgpass: Path, write_config, daemon
 ) -> None:

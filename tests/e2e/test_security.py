@@ -310,6 +310,8 @@ def test_a_lock_on_the_home_folder_stalls_nothing_and_our_own_lock_times_out(
 
 
 # -- 5. a clock stepped back ------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.soak  # watches pgpass for 100 s of 60-second tokens: in a process of its own, beside the rest
 def test_a_wall_clock_stepped_back_never_leaves_a_rejected_token_in_pgpass(
     em: Tenant, postgres: Postgres, pgpass: Path, write_config, daemon, tmp_path: Path, faketime
 ) -> None:
