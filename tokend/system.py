@@ -23,7 +23,6 @@ if TYPE_CHECKING:  # the rest is imported where used
 WINDOWS = sys.platform == "win32"
 MACOS = sys.platform == "darwin"
 LINUX = sys.platform.startswith("linux")
-NAME = "Windows" if WINDOWS else "macOS" if MACOS else "Linux" if LINUX else sys.platform
 
 
 def boot_time() -> float:

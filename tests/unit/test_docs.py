@@ -62,3 +62,14 @@ def test_every_command_and_client_is_in_the_commands_table() -> None:
     clients = table_after("## Clients")
     for key in CLIENTS:
         assert any(f"tokend clients {key}" in r[2] for r in clients), key
+
+
+def test_the_layout_names_every_module_and_package_of_tokend() -> None:
+    """§Layout is where a newcomer looks for the one place of a concern: each top-level module and package of
+    tokend/ has its line, and no line names one that is gone."""
+    layout = README.split("\n## Layout\n", 1)[1].split("```")[1]
+    listed = set(re.findall(r"^tokend/(\w+)(?:\.py|/)", layout, re.M))
+    src = REPO / "tokend"
+    present = {p.stem for p in src.glob("*.py") if p.stem not in ("__init__", "__main__")}
+    present |= {p.name for p in src.iterdir() if (p / "__init__.py").exists()}
+    assert listed == present
