@@ -65,31 +65,27 @@ python=${PYTHON:-python3}
 # The real GUI/terminal clients the client tests drive, pgAdmin 4 (its whole web app, ~620 MB) and pgcli, from PyPI in
 # a virtualenv of their own (pgAdmin pins its own Flask and psycopg): installed in the background while the rest is
 # built and the unit tests run, and waited for before the end-to-end tests.
-clients_pid=""
+installs=()  # the installs running in the background, each "PID NAME": .venv-NAME, its log .test-install-NAME.log
 if [ ! -x .venv-clients/bin/pgcli ] || ! ls .venv-clients/lib/python*/site-packages/pgadmin4/pgAdmin4.py \
   >/dev/null 2>&1; then
   echo "installing pgAdmin 4 and pgcli from PyPI into .venv-clients (in the background)"
   ( $python -m venv .venv-clients \
     && .venv-clients/bin/python -m pip install -q "pgadmin4>=9.18,<10" "pgcli>=4.7,<5" ) \
     > .test-install-clients.log 2>&1 &
-  clients_pid=$!
+  installs+=("$! clients")
 fi
 # The real Azure CLI, in its own virtualenv (it pins its own azure-identity/msal): in the background too.
-az_pid=""
 if [ ! -x .venv-az/bin/az ]; then
   echo "installing the Azure CLI from PyPI into .venv-az (in the background)"
   ( $python -m venv .venv-az && .venv-az/bin/python -m pip install -q azure-cli ) > .test-install-az.log 2>&1 &
-  az_pid=$!
+  installs+=("$! az")
 fi
 wait_installs() {
-  if [ -n "$clients_pid" ]; then
-    wait "$clients_pid" || { tail -20 .test-install-clients.log; echo "installing .venv-clients failed"; exit 1; }
-    clients_pid=""
-  fi
-  if [ -n "$az_pid" ]; then
-    wait "$az_pid" || { tail -20 .test-install-az.log; echo "installing .venv-az failed"; exit 1; }
-    az_pid=""
-  fi
+  for job in "${installs[@]}"; do
+    name=${job#* }
+    wait "${job%% *}" || { tail -20 ".test-install-$name.log"; echo "installing .venv-$name failed"; exit 1; }
+  done
+  installs=()
 }
 # Tests run what users install: a wheel built from this checkout, never an editable install.
 #   .venv          the test tools, and tokend from that wheel (in-process tests import the installed copy)
@@ -148,8 +144,8 @@ echo "mypy:"
 echo "GitHub workflow schema:"
 .venv/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/ci.yml
 # Given a selection (-m, -k, or test paths), run exactly that (with .venv/bin/pytest: the installed copy).
-for arg in "$@"; do
-  case $arg in -m|-k|tests*|*.py*) wait_installs; .venv/bin/pytest "$@"; exit ;; esac  # not exec: the EXIT trap cleans up
+for arg in "$@"; do  # not exec: the EXIT trap cleans up
+  case $arg in -m|-k|tests*|*.py*) wait_installs; .venv/bin/pytest "$@"; exit ;; esac
 done
 # Unit tests first: in-process, against the checkout itself (`python -m pytest` puts it first on sys.path), no wheel
 # and no servers; a failure here stops the run in seconds.
