@@ -27,9 +27,9 @@ from tokend.sinks.pgbouncer import MAX_PASSWORD, PgbouncerSink
 
 from support.builders import GROUP, SECRET, entry, sp_config
 from support.net import free_port
-from support.product import PRODUCT_PYTHON, REPO, TOKEND, tokend
+from support.product import REPO, TOKEND, tokend
 from support.tenant import Tenant
-from support.users import open_path_for_others
+from support.users import open_path_for_others, open_product_for_others
 from support.waits import wait_for
 
 
@@ -479,8 +479,7 @@ class AsPostgres:
     def own(self) -> None:
         if self.root:
             subprocess.run(["chown", "-R", "postgres", str(self.home)], check=True)
-            # the product's Python (a venv over a Python under /root in CI) must be reachable for that user
-            open_path_for_others(Path(os.path.realpath(PRODUCT_PYTHON)))
+            open_product_for_others()
             for parent in self.home.parents:
                 if parent == Path("/"):
                     break

@@ -6,12 +6,15 @@ import os
 import subprocess
 from pathlib import Path
 
+from support.product import PRODUCT_PYTHON, TOKEND
+
 OTHER_USER = "tokend-other"
 AS_OTHER_USER = ("runuser", "-u", OTHER_USER, "--")  # argv prefix: run a command as the second local user
 
 
 def ensure_other_user() -> None:
-    """Create OTHER_USER once (needs root; pytest processes running side by side add it once)."""
+    """Create OTHER_USER once (needs root; pytest processes running side by side add it once), able to run the
+    installed product."""
     import fcntl
     import pwd
 
@@ -21,6 +24,7 @@ def ensure_other_user() -> None:
             pwd.getpwnam(OTHER_USER)
         except KeyError:
             subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", OTHER_USER], check=True)
+    open_product_for_others()
 
 
 def as_other_user(*cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -36,3 +40,11 @@ def open_path_for_others(path: Path) -> None:
         if parent == Path("/"):
             break
         os.chmod(parent, os.stat(parent).st_mode | 0o011)
+
+
+def open_product_for_others() -> None:
+    """Let other local users (OTHER_USER, postgres) run the installed product: search permission on the folders down
+    to its launcher and Python, and down to the interpreter that Python links to (a checkout cloned into a 0700
+    `mktemp -d` folder, a Python under /root)."""
+    for path in (Path(TOKEND), Path(PRODUCT_PYTHON), Path(os.path.realpath(PRODUCT_PYTHON))):
+        open_path_for_others(path)
