@@ -16,7 +16,6 @@ its own environment, which holds PGADMIN_INT_KEY: nothing here ever prints that 
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -147,21 +146,24 @@ class PgAdmin:
         return r.stdout
 
     def start(self, timeout: float = 180.0) -> PgAdmin:
-        for attempt in range(1, 4):
-            self._out.flush()
-            since = self._out.tell()
-            self.proc = subprocess.Popen(
-                [str(PYTHON), str(self.web / "pgAdmin4.py")],
-                env=self.env,
-                cwd=self.folder,
-                stdout=self._out,
-                stderr=subprocess.STDOUT,
-            )
-            up = functools.partial(self._up, since, last_try=attempt == 3)
-            if wait_for(up, timeout, 0.5, "pgAdmin answering /misc/ping") == "up":
-                break
-            self.port = free_port()
-            self.env["PGADMIN_INT_PORT"] = str(self.port)
+        self.proc = subprocess.Popen(
+            [str(PYTHON), str(self.web / "pgAdmin4.py")],
+            env=self.env,
+            cwd=self.folder,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+
+        ping = "/misc/ping" if self.server_mode else f"/misc/ping?key={self.key}"  # desktop: nothing without it
+
+        def up() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, f"pgAdmin exited:\n{self.output()}"
+            try:
+                return self._raw("GET", ping)[1] == b"PING"
+            except OSError:
+                return False
+
+        wait_for(up, timeout, 0.5, "pgAdmin answering /misc/ping")
         if self.server_mode:  # pgAdmin's login form, as its login page posts it
             login_page = json.loads(self._raw("GET", "/login")[1])
             form = {"email": ADMIN, "password": ADMIN_PASSWORD, "csrf_token": login_page["response"]["csrf_token"]}
@@ -180,22 +182,6 @@ class PgAdmin:
         assert token, "no CSRF token in /browser/js/utils.js"
         self._csrf = token[1]
         return self
-
-    def _up(self, since: int, last_try: bool) -> str:
-        """ "up" once pgAdmin answers its ping, "port taken" when it exited because its port was (``free_port``'s is
-        an ephemeral one: with tests side by side, another process's outgoing connection can take it first), "" while
-        it starts; any other exit fails."""
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            this_run = (self.folder / "pgadmin-stdout.log").read_bytes()[since:]
-            if not last_try and b"is in use by another program" in this_run:
-                return "port taken"
-            raise AssertionError(f"pgAdmin exited:\n{self.output()}")
-        ping = "/misc/ping" if self.server_mode else f"/misc/ping?key={self.key}"  # desktop: nothing without it
-        try:
-            return "up" if self._raw("GET", ping)[1] == b"PING" else ""
-        except OSError:
-            return ""
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

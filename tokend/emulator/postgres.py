@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -44,7 +45,7 @@ class Postgres:
             raise RuntimeError("PostgreSQL server binaries not found; install Debian's postgresql package")
         self.bindir = bindir
         self.ldap_port = ldap_port
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.folder = folder or Path(tempfile.mkdtemp(prefix="tokend-pg-"))
         self.data = self.folder / "data"
         self.sockdir = self.folder / "sock"
@@ -230,10 +231,28 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_handed_out: set[int] = set()  # this process's picks: never the same port twice
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now, for a server to bind next: one below the kernel's ephemeral range,
+    which every outgoing connection draws its local port from (a port picked there can be taken by some process's
+    connection before the server binds it: "Address already in use")."""
+    low = 49152  # IANA's range, Windows' and macOS's
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])  # Linux: 32768
+    for _ in range(1000):
+        port = random.randrange(max(1024, low - 16384), low)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise OSError(f"no free loopback port below {low}")
 
 
 def wait_ready(pg: Postgres, timeout: float = 30.0) -> None:
