@@ -63,27 +63,36 @@ say "also installs, inside this checkout only: .venv and .venv-product (pip), .n
 
 python=${PYTHON:-python3}
 # The real GUI/terminal clients the client tests drive, pgAdmin 4 (its whole web app, ~620 MB) and pgcli, from PyPI in
-# a virtualenv of their own (pgAdmin pins its own Flask and psycopg): installed in the background while the rest is
-# built and the unit tests run, and waited for before the end-to-end tests.
-installs=()  # the installs running in the background, each "PID NAME": .venv-NAME, its log .test-install-NAME.log
+# a virtualenv of their own (pgAdmin pins its own Flask and psycopg), and the real Azure CLI in another (it pins its
+# own azure-identity/msal): installed in the background while the rest is built and tested. A test that needs one
+# waits for its install (tests/support/installs.py reads .test-installs/NAME.pid and NAME.rc).
+installs=()  # the installs running in the background, each a NAME: .venv-NAME, its log .test-install-NAME.log
+rm -rf .test-installs && mkdir .test-installs
+in_background() {  # NAME COMMAND...
+  local name=$1
+  shift
+  ( rc=0; "$@" > ".test-install-$name.log" 2>&1 || rc=$?; echo $rc > ".test-installs/$name.rc" ) &
+  echo $! > ".test-installs/$name.pid"
+  installs+=("$name")
+}
+install_clients() {
+  $python -m venv .venv-clients && .venv-clients/bin/python -m pip install -q "pgadmin4>=9.18,<10" "pgcli>=4.7,<5"
+}
+install_az() { $python -m venv .venv-az && .venv-az/bin/python -m pip install -q azure-cli; }
 if [ ! -x .venv-clients/bin/pgcli ] || ! ls .venv-clients/lib/python*/site-packages/pgadmin4/pgAdmin4.py \
   >/dev/null 2>&1; then
   echo "installing pgAdmin 4 and pgcli from PyPI into .venv-clients (in the background)"
-  ( $python -m venv .venv-clients \
-    && .venv-clients/bin/python -m pip install -q "pgadmin4>=9.18,<10" "pgcli>=4.7,<5" ) \
-    > .test-install-clients.log 2>&1 &
-  installs+=("$! clients")
+  in_background clients install_clients
 fi
-# The real Azure CLI, in its own virtualenv (it pins its own azure-identity/msal): in the background too.
 if [ ! -x .venv-az/bin/az ]; then
   echo "installing the Azure CLI from PyPI into .venv-az (in the background)"
-  ( $python -m venv .venv-az && .venv-az/bin/python -m pip install -q azure-cli ) > .test-install-az.log 2>&1 &
-  installs+=("$! az")
+  in_background az install_az
 fi
 wait_installs() {
-  for job in "${installs[@]}"; do
-    name=${job#* }
-    wait "${job%% *}" || { tail -20 ".test-install-$name.log"; echo "installing .venv-$name failed"; exit 1; }
+  for name in "${installs[@]}"; do
+    wait "$(cat ".test-installs/$name.pid")" || true
+    [ "$(cat ".test-installs/$name.rc" 2>/dev/null)" = 0 ] \
+      || { tail -20 ".test-install-$name.log"; echo "installing .venv-$name failed"; exit 1; }
   done
   installs=()
 }
@@ -130,22 +139,29 @@ fi
 
 export TOKEND_TEST_AZ="$root/.venv-az/bin/az"
 
-echo "ruff:"
-.venv/bin/ruff check tokend tests bench
-.venv/bin/ruff format --check tokend tests bench
-echo "mypy:"
-.venv/bin/mypy
-# The same code as Windows and macOS type it (their stdlib stubs), each branch on system.WINDOWS/MACOS/LINUX taken
-# or skipped as there; a cache of its own per platform, so the three runs do not undo one another's.
-.venv/bin/mypy --platform win32 --always-true WINDOWS --always-false MACOS --always-false LINUX \
-  --cache-dir .mypy_cache/win32
-.venv/bin/mypy --platform darwin --always-true MACOS --always-false WINDOWS --always-false LINUX \
-  --cache-dir .mypy_cache/darwin
-echo "GitHub workflow schema:"
-.venv/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/ci.yml
+lint() {  # ruff, mypy (as Linux, Windows and macOS type the code), the GitHub workflow's schema
+  echo "ruff:"
+  .venv/bin/ruff check tokend tests bench && .venv/bin/ruff format --check tokend tests bench && echo "mypy:" \
+    && .venv/bin/mypy \
+    && .venv/bin/mypy --platform win32 --always-true WINDOWS --always-false MACOS --always-false LINUX \
+      --cache-dir .mypy_cache/win32 \
+    && .venv/bin/mypy --platform darwin --always-true MACOS --always-false WINDOWS --always-false LINUX \
+      --cache-dir .mypy_cache/darwin \
+    && echo "GitHub workflow schema:" \
+    && .venv/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/ci.yml
+}
+# (mypy --platform: each branch on system.WINDOWS/MACOS/LINUX taken or skipped as there; a cache of its own per
+# platform, so the three runs do not undo one another's.)
+status=0
 # Given a selection (-m, -k, or test paths), run exactly that (with .venv/bin/pytest: the installed copy).
 for arg in "$@"; do  # not exec: the EXIT trap cleans up
-  case $arg in -m|-k|tests*|*.py*) wait_installs; .venv/bin/pytest "$@"; exit ;; esac
+  case $arg in
+    -m|-k|tests*|*.py*)
+      lint || exit 1
+      .venv/bin/pytest "$@" || status=$?
+      wait_installs
+      exit $status ;;
+  esac
 done
 # Unit tests first: in-process, against the checkout itself (`python -m pytest` puts it first on sys.path), no wheel
 # and no servers; a failure here stops the run in seconds.
@@ -153,8 +169,7 @@ echo "unit tests:"
 .venv/bin/python -m pytest -q tests/unit "$@"
 # End-to-end tests: .venv/bin/pytest, not `python -m pytest`, which would import the checkout instead of the installed
 # copy. Every `soak` test (minutes of waiting on token rotations, each with its own emulator and PostgreSQL) runs in a
-# pytest process of its own, side by side with the rest.
-wait_installs
+# pytest process of its own, started now, beside the linters and the rest.
 rm -rf .soak-logs && mkdir -p .soak-logs
 mapfile -t soaks < <(.venv/bin/pytest --collect-only -q -m soak tests/e2e "$@" 2>/dev/null | grep '::')
 pids=()
@@ -162,26 +177,12 @@ for i in "${!soaks[@]}"; do
   .venv/bin/pytest -q "$@" "${soaks[$i]}" > ".soak-logs/$i.log" 2>&1 &
   pids+=($!)
 done
-# The rest in two pytest processes side by side (their tests alternated, so the slow ones spread over both; each
-# test has its own HOME, ports and servers), so two cores are busy while the soaks mostly wait on token rotations.
-mapfile -t tests < <(.venv/bin/pytest --collect-only -q -m "not soak" tests/e2e "$@" 2>/dev/null | grep '::')
-half=()
-rest=()
-for i in "${!tests[@]}"; do
-  if [ $((i % 2)) -eq 1 ]; then half+=("${tests[$i]}"); else rest+=("${tests[$i]}"); fi
-done
-echo "running ${#soaks[@]} soak tests side by side with the rest (in two processes)"
-status=0
-.venv/bin/pytest -m "not soak" "$@" "${half[@]}" > .soak-logs/half.log 2>&1 &
-half_pid=$!
-.venv/bin/pytest -m "not soak" "$@" "${rest[@]}" || status=$?
-if wait $half_pid; then
-  tail -3 .soak-logs/half.log
-else
-  status=1
-  echo "the other half of the end-to-end tests FAILED:"
-  cat .soak-logs/half.log
-fi
+echo "started ${#soaks[@]} soak tests side by side with the rest"
+lint || { status=1; echo "the linters FAILED (the tests go on)"; }
+# The rest in two pytest-xdist workers, which hand each the next test as it finishes one (each test has its own HOME,
+# ports and servers), so two cores are busy while the soaks mostly wait on token rotations.
+echo "end-to-end tests:"
+.venv/bin/pytest -n 2 -m "not soak" "$@" tests/e2e || status=$?
 for i in "${!pids[@]}"; do
   if wait "${pids[$i]}"; then
     echo "soak passed: ${soaks[$i]}"
@@ -191,4 +192,5 @@ for i in "${!pids[@]}"; do
     cat ".soak-logs/$i.log"
   fi
 done
+wait_installs
 exit $status

@@ -207,11 +207,11 @@ def test_pgadmin_9_server_mode_with_enable_server_pass_exec_cmd(
         pga.stop()
 
 
-@pytest.mark.skipif(
-    not pgadmin.PYTHON.exists() or not pgadmin.has_named_commands(),
-    reason="the installed pgAdmin (9.18) has no SERVER_PASSEXEC_COMMANDS: pgAdmin's development branch has them "
-    "since its server_passexec_name migration (2026-10-06); test_pgadmin_server_mode_named_command checks the "
-    "entry as that pgAdmin runs it",
-)
 def test_the_real_pgadmin_in_server_mode_runs_the_named_command() -> None:
+    if not pgadmin.has_named_commands():
+        pytest.skip(
+            "the installed pgAdmin (9.18) has no SERVER_PASSEXEC_COMMANDS: pgAdmin's development branch has them "
+            "since its server_passexec_name migration (2026-10-06); test_pgadmin_server_mode_named_command checks "
+            "the entry as that pgAdmin runs it"
+        )
     pytest.fail("a pgAdmin with named commands is installed: write this test against it (issue 25)")

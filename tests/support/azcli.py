@@ -6,10 +6,12 @@ import os
 import shutil
 from pathlib import Path
 
+from support.installs import wait_installed
 from support.product import REPO
 
 
 def find_az() -> str | None:
+    wait_installed("az")
     for candidate in (os.environ.get("TOKEND_TEST_AZ"), str(REPO / ".venv-az" / "bin" / "az"), shutil.which("az")):
         if candidate and Path(candidate).exists():
             return candidate

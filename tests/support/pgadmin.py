@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from support.installs import wait_installed
 from support.net import free_port
 from support.product import REPO
 from support.waits import wait_for
@@ -43,6 +44,7 @@ ADMIN, ADMIN_PASSWORD = "admin@example.com", "Server-mode-0nly"  # server mode's
 
 def home() -> Path:
     """pgAdmin's web folder (pgAdmin4.py, setup.py, config.py) in .venv-clients; fails the test when missing."""
+    wait_installed("clients")
     if not PYTHON.exists():
         pytest.fail("pgAdmin 4 missing: tests/run.sh installs it (pip install pgadmin4) into .venv-clients")
     purelib = subprocess.run(

@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from support.builders import GROUP
+from support.installs import wait_installed
 from support.product import REPO
 
 PGCLI = REPO / ".venv-clients" / "bin" / "pgcli"
@@ -20,6 +21,7 @@ def pgcli(
     port: int, sslmode: str, user: str = GROUP, sql: str = "select current_user", env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """pgcli against 127.0.0.1:``port`` (database appdb) as ``user``, no password given."""
+    wait_installed("clients")
     if not PGCLI.exists():
         pytest.fail("pgcli missing: tests/run.sh installs it (pip install pgcli) into .venv-clients")
     e = {**(env if env is not None else os.environ), "PGSSLMODE": sslmode, "PAGER": "cat", "TERM": "dumb"}
