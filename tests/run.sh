@@ -139,7 +139,9 @@ fi
 
 export TOKEND_TEST_AZ="$root/.venv-az/bin/az"
 
-lint() {  # ruff, mypy (as Linux, Windows and macOS type the code), the GitHub workflow's schema
+# ruff; mypy as Linux, Windows and macOS type the code (each branch on system.WINDOWS/MACOS/LINUX taken or skipped as
+# there; a cache of its own per platform, so the three runs do not undo one another's); the GitHub workflow's schema.
+lint() {
   echo "ruff:"
   .venv/bin/ruff check tokend tests bench && .venv/bin/ruff format --check tokend tests bench && echo "mypy:" \
     && .venv/bin/mypy \
@@ -150,14 +152,12 @@ lint() {  # ruff, mypy (as Linux, Windows and macOS type the code), the GitHub w
     && echo "GitHub workflow schema:" \
     && .venv/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/ci.yml
 }
-# (mypy --platform: each branch on system.WINDOWS/MACOS/LINUX taken or skipped as there; a cache of its own per
-# platform, so the three runs do not undo one another's.)
+lint || exit 1
 status=0
 # Given a selection (-m, -k, or test paths), run exactly that (with .venv/bin/pytest: the installed copy).
 for arg in "$@"; do  # not exec: the EXIT trap cleans up
   case $arg in
     -m|-k|tests*|*.py*)
-      lint || exit 1
       .venv/bin/pytest "$@" || status=$?
       wait_installs
       exit $status ;;
@@ -169,7 +169,7 @@ echo "unit tests:"
 .venv/bin/python -m pytest -q tests/unit "$@"
 # End-to-end tests: .venv/bin/pytest, not `python -m pytest`, which would import the checkout instead of the installed
 # copy. Every `soak` test (minutes of waiting on token rotations, each with its own emulator and PostgreSQL) runs in a
-# pytest process of its own, started now, beside the linters and the rest.
+# pytest process of its own, started now, beside the rest.
 rm -rf .soak-logs && mkdir -p .soak-logs
 mapfile -t soaks < <(.venv/bin/pytest --collect-only -q -m soak tests/e2e "$@" 2>/dev/null | grep '::')
 pids=()
@@ -178,7 +178,6 @@ for i in "${!soaks[@]}"; do
   pids+=($!)
 done
 echo "started ${#soaks[@]} soak tests side by side with the rest"
-lint || { status=1; echo "the linters FAILED (the tests go on)"; }
 # The rest in two pytest-xdist workers, which hand each the next test as it finishes one (each test has its own HOME,
 # ports and servers), so two cores are busy while the soaks mostly wait on token rotations.
 echo "end-to-end tests:"
