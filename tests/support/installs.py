@@ -6,7 +6,6 @@ waits here until its install has ended (run.sh leaves ``.test-installs/NAME.pid`
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from support.product import REPO
 from support.waits import wait_for
@@ -28,4 +27,4 @@ def wait_installed(name: str, timeout: float = 1200.0) -> None:
             return True  # no install of that name is running
         return False
 
-    wait_for(ended, timeout, 1.0, f"tests/run.sh's background install of .venv-{name} ({Path(pid_file).name})")
+    wait_for(ended, timeout, 1.0, f"tests/run.sh's background install of .venv-{name} ({pid_file.name})")
