@@ -20,6 +20,7 @@ from tokend.pg import login, wire
 from tokend.pg import tls as pgtls
 from tokend.proxy.conn import Conn
 
+from support.net import closed_port
 from support.pgserver import (
     ServerGone,
     auth,
@@ -214,9 +215,7 @@ def test_bytes_before_the_handshake_are_refused_as_an_injection() -> None:
 
 
 def test_connect_names_the_unreachable_port() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = closed_port()
     with pytest.raises(login.Unreachable, match=rf"cannot reach 127\.0\.0\.1:{port}: Connection refused") as e:
         login.connect("127.0.0.1", port, 5)
     assert e.value.reason == "Connection refused" and "firewall" in e.value.hint
@@ -261,9 +260,7 @@ def test_the_async_driver_logs_in_over_the_proxys_conn_and_passes_notices_on(tmp
 
 
 def test_the_async_opener_names_what_it_could_not_reach() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = closed_port()
 
     async def run(host: str) -> None:
         await login.open_async(asyncio.get_running_loop(), host, port, 5)
