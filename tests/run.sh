@@ -162,13 +162,22 @@ lint() {
     && echo "GitHub workflow schema:" \
     && .venv/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/ci.yml
 }
-lint || exit 1
+# The linters run in the background beside the first tests (mostly one core each); they must pass for the run to pass.
+lint > .test-lint.log 2>&1 &
+lint_pid=$!
+lint_passed() {
+  local rc=0
+  wait $lint_pid || rc=$?
+  cat .test-lint.log
+  [ $rc = 0 ] || { echo "lint failed"; exit 1; }
+}
 status=0
 # Given a selection (-m, -k, or test paths), run exactly that (with .venv/bin/pytest: the installed copy).
 for arg in "$@"; do  # not exec: the EXIT trap cleans up
   case $arg in
     -m|-k|tests*|*.py*)
       .venv/bin/pytest "$@" || status=$?
+      lint_passed
       wait_installs
       exit $status ;;
   esac
@@ -176,7 +185,8 @@ done
 # Unit tests first: in-process, against the checkout itself (`python -m pytest` puts it first on sys.path), no wheel
 # and no servers; a failure here stops the run in seconds.
 echo "unit tests:"
-.venv/bin/python -m pytest -q tests/unit "$@"
+.venv/bin/python -m pytest -q tests/unit "$@" || { kill $lint_pid 2>/dev/null; exit 1; }
+lint_passed
 # End-to-end tests: .venv/bin/pytest, not `python -m pytest`, which would import the checkout instead of the installed
 # copy. Every `soak` test (minutes of waiting on token rotations, each with its own emulator and PostgreSQL) runs in a
 # pytest process of its own, started now, beside the rest.
