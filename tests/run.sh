@@ -201,7 +201,7 @@ echo "started ${#soaks[@]} soak tests side by side with the rest"
 # The rest in two pytest-xdist workers, which hand each the next test as it finishes one (each test has its own HOME,
 # ports and servers), so two cores are busy while the soaks mostly wait on token rotations.
 echo "end-to-end tests:"
-.venv/bin/pytest -n 2 -m "not soak" "$@" tests/e2e || status=$?
+.venv/bin/pytest -n 3 -m "not soak" "$@" tests/e2e || status=$?
 for i in "${!pids[@]}"; do
   if wait "${pids[$i]}"; then
     echo "soak passed: ${soaks[$i]}"
