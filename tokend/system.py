@@ -1,5 +1,5 @@
 """Everything that differs by operating system, in one place: which OS this is, a clock that counts suspend, file
-locks, and who is on the other end of a local socket.
+locks, swapping two files in one step, and who is on the other end of a local socket.
 
 The rest of tokend asks this module (``system.WINDOWS``, ``system.boot_time()``…), so each platform's behaviour can
 be read, and reviewed, here. The one exception: code that uses a name only some platforms' stdlib has (AF_UNIX,
@@ -37,6 +37,32 @@ def boot_time() -> float:
     if sys.platform == "darwin":
         return time.clock_gettime(time.CLOCK_MONOTONIC)
     return time.monotonic()
+
+
+_RENAME_EXCHANGE = 2  # renameat2's flag (linux/fs.h)
+_AT_FDCWD = -100
+
+
+def exchange(a: str, b: str) -> bool:
+    """Swap the files named ``a`` and ``b`` in one step (Linux: renameat2 with RENAME_EXCHANGE); both must exist.
+    False, with nothing done, where the OS, its C library or the filesystem cannot; OSError for the rest (ENOENT
+    when one has gone)."""
+    if sys.platform != "linux":  # macOS' renamex_np(RENAME_SWAP) would do it there; not written: untestable here
+        return False
+    import ctypes  # only sink writes need it: not `tokend token`'s hand-off, which imports this module
+
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)  # glibc 2.28+, musl 1.2.4+
+    if renameat2 is None:
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    import errno  # see ctypes above
+
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # a filesystem (or kernel) without the exchange
+        return False
+    raise OSError(code, os.strerror(code), a, None, b)
 
 
 def try_lock(fd: int) -> bool:

@@ -108,6 +108,39 @@ def test_someone_elses_edit_between_read_and_rename_is_kept(folder: Path, locks:
     assert sorted(p.name for p in folder.iterdir()) == ["pgpass"]
 
 
+@pytest.mark.skipif(not system.LINUX, reason="the swap is Linux's renameat2; elsewhere this instant remains")
+def test_a_save_landing_between_our_last_look_and_the_swap_is_kept(
+    folder: Path, locks: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The instant no re-read can see: an editor renames its save over the file just after our last look. The swap
+    takes that save out, sees it is not the file we read, puts it back and merges it on the next attempt."""
+    path = folder / "pgpass"
+    path.write_bytes(b"a\n")
+    look = atomic._stamp
+    saved: list[Path] = []
+
+    def look_then_an_editor_saves(p: Path) -> tuple[int, int, int] | None:
+        stamp = look(p)
+        if p.name == "pgpass" and not saved:  # our last look before putting our file in place
+            editor = folder / ".pgpass.swp"
+            editor.write_bytes(b"a\nb saved meanwhile\n")
+            os.replace(editor, path)
+            saved.append(path)
+        return stamp
+
+    monkeypatch.setattr(atomic, "_stamp", look_then_an_editor_saves)
+    seen: list[bytes | None] = []
+
+    def transform(old: bytes | None) -> bytes:
+        seen.append(old)
+        return b"ours\n" + (old or b"")
+
+    assert atomic.rewrite(path, transform, locks) is True
+    assert seen == [b"a\n", b"a\nb saved meanwhile\n"]
+    assert path.read_bytes() == b"ours\na\nb saved meanwhile\n"
+    assert sorted(p.name for p in folder.iterdir()) == ["pgpass"]
+
+
 def test_a_file_that_never_stops_changing_is_an_error_not_a_loop(folder: Path, locks: Path) -> None:
     path = folder / "pgpass"
     path.write_bytes(b"0")

@@ -90,6 +90,19 @@ def test_file_lock_refuses_a_symlink_in_place_of_the_lock_file(tmp_path: Path) -
     assert target.read_text() == "keep"
 
 
+@pytest.mark.skipif(not system.LINUX, reason="renameat2 is Linux's; elsewhere exchange says it cannot")
+def test_exchange_swaps_two_files_in_one_step_and_says_when_one_is_gone(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("A")
+    b.write_text("B")
+    inode_a = a.stat().st_ino
+    assert system.exchange(str(a), str(b)) is True
+    assert (a.read_text(), b.read_text(), b.stat().st_ino) == ("B", "A", inode_a)
+    with pytest.raises(FileNotFoundError):
+        system.exchange(str(a), str(tmp_path / "gone"))
+    assert a.read_text() == "B"
+
+
 def test_peer_uid_of_a_unix_socket_is_this_processs_user() -> None:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with a, b:

@@ -11,7 +11,10 @@ fix it.
 How: the new content goes to a temporary file with an unpredictable name in the same folder (O_EXCL|O_NOFOLLOW,
 mode 0600), is fsynced, and renamed over the old file. Writers are serialised with a lock file in tokend's private
 runtime folder (one per file), taken with a timeout, so another user can never stall the writer. If someone else
-changed the file between our read and our rename (a person in an editor), we start over from their version.
+changed the file between our read and our rename (a person in an editor), we start over from their version. Where
+the OS swaps two names in one step (Linux), the new file is swapped in rather than renamed over, and what the swap
+took out is compared with what we read: an edit that landed in the instant between our last look and the swap is
+swapped back in and merged on the next attempt, not lost. Elsewhere that instant remains.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from tokend.errors import SinkError
 from tokend.sinks import lock_dir
 
 Transform = Callable[[bytes | None], bytes | None]
+Stamp = tuple[int, int, int]  # inode, mtime in ns, size: a file replaced, or changed in place, has another
 _TMP_SUFFIX = ".tokend.tmp"
 LOCK_TIMEOUT = 10.0  # seconds to wait for another tokend writing the same file
 _MAX_LINKS = 40
@@ -142,16 +146,13 @@ def rewrite(path: Path, transform: Transform, lock_dir: Path, attempts: int = 5)
                 if new is None or new == old:
                     return False
                 tmp = _write_temp(folder, real.name, new)
-                replaced = False
                 try:
-                    if _stamp(real) != before:
-                        continue  # changed under us: redo from the new content
-                    _replace(path, tmp, real)
-                    replaced = True
+                    placed = _put(path, tmp, real, before)
                 finally:
-                    if not replaced:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(tmp)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp)  # ours when not placed; after a swap, the file it replaced
+                if not placed:
+                    continue  # changed under us: redo from the new content
                 _fsync_folder(folder)
                 return True
             raise SinkError(f"{real}: kept changing while tokend tried to write it; will retry")
@@ -214,7 +215,7 @@ def check_writable(path: Path, setting: str) -> None:
         raise SinkError(f"{path}: cannot read it; fix its permissions (it should be yours, mode 0600)")
 
 
-def _read(path: Path, real: Path, limit: int | None = None) -> tuple[tuple[int, int, int] | None, bytes | None]:
+def _read(path: Path, real: Path, limit: int | None = None) -> tuple[Stamp | None, bytes | None]:
     """The stamp and bytes (at most ``limit``) of ``real``, opened without following a link or blocking on a FIFO
     swapped in since ``resolve`` looked, and checked again once open."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
@@ -232,7 +233,29 @@ def _read(path: Path, real: Path, limit: int | None = None) -> tuple[tuple[int, 
         return (st.st_ino, st.st_mtime_ns, st.st_size), f.read() if limit is None else f.read(limit)
 
 
-def _stamp(path: Path) -> tuple[int, int, int] | None:
+def _put(path: Path, tmp: str, real: Path, before: Stamp | None) -> bool:
+    """``tmp`` in ``real``'s place, unless ``real`` is no longer the file we read (``before``): False then, with
+    ``real`` as it was (theirs) and ``tmp`` still ours."""
+    if _stamp(real) != before:
+        return False
+    try:
+        swapped = before is not None and system.exchange(tmp, str(real))
+    except FileNotFoundError:
+        return False  # removed meanwhile
+    except OSError as e:
+        if e.errno not in (errno.EBUSY, errno.EXDEV):
+            raise
+        swapped = False  # a mount point: _replace says so
+    if not swapped:
+        _replace(path, tmp, real)
+        return True
+    if _stamp(Path(tmp)) == before:
+        return True
+    system.exchange(tmp, str(real))  # someone's save landed between our look and the swap: theirs back in place
+    return False
+
+
+def _stamp(path: Path) -> Stamp | None:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
