@@ -36,10 +36,15 @@ class DaemonProcess:
             return None
 
     def wait_ready(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Every identity holds its token and every sink has had its first write (none still "pending": ok, or
+        failed or ignored with its reason), as /readyz counts a sink; the status at that moment."""
+
         def ready() -> dict[str, Any] | None:
             assert self.proc.poll() is None, f"daemon exited early:\n{self.log()}"
             s = self.status()
-            return s if s and all(i["state"] == "ok" for i in s["identities"]) else None
+            if not s or any(i["state"] != "ok" for i in s["identities"]):
+                return None
+            return None if any(k["state"] == "pending" for t in s["targets"] for k in t["sinks"].values()) else s
 
         return wait_for(ready, timeout, 0.1, "daemon ready")
 
