@@ -188,20 +188,24 @@ echo "unit tests:"
 .venv/bin/python -m pytest -q tests/unit "$@" || { kill $lint_pid 2>/dev/null; exit 1; }
 lint_passed
 # End-to-end tests: .venv/bin/pytest, not `python -m pytest`, which would import the checkout instead of the installed
-# copy. Every `soak` test (minutes of waiting on token rotations, each with its own emulator and PostgreSQL) runs in a
-# pytest process of its own, started now, beside the rest.
+# copy, and without Hypothesis' pytest plugin (no end-to-end test uses it; it costs each pytest process 1.2 CPU-s to
+# start). Every `soak` test (minutes of waiting on token rotations, each with its own emulator and PostgreSQL) runs in
+# a pytest process of its own, started now, beside the rest, at a lower priority (nice 5): when both want a core, the
+# rest goes first, and the soaks, whose deadlines are token lifetimes, take what the rest leaves while it waits.
+e2e=(.venv/bin/pytest -p no:hypothesispytest)
 rm -rf .soak-logs && mkdir -p .soak-logs
-mapfile -t soaks < <(.venv/bin/pytest --collect-only -q -m soak tests/e2e "$@" 2>/dev/null | grep '::')
+mapfile -t soaks < <("${e2e[@]}" --collect-only -q -m soak tests/e2e "$@" 2>/dev/null | grep '::')
 pids=()
 for i in "${!soaks[@]}"; do
-  .venv/bin/pytest -q "$@" "${soaks[$i]}" > ".soak-logs/$i.log" 2>&1 &
+  nice -n 5 "${e2e[@]}" -q "$@" "${soaks[$i]}" > ".soak-logs/$i.log" 2>&1 &
   pids+=($!)
 done
 echo "started ${#soaks[@]} soak tests side by side with the rest"
-# The rest in two pytest-xdist workers, which hand each the next test as it finishes one (each test has its own HOME,
-# ports and servers), so two cores are busy while the soaks mostly wait on token rotations.
+# The rest in three pytest-xdist workers, which hand each the next test as it finishes one (each test has its own
+# HOME, ports and servers): most tests wait (on the emulator, refreshes, servers) more than they compute, so a third
+# worker keeps two cores busy.
 echo "end-to-end tests:"
-.venv/bin/pytest -n 3 -m "not soak" "$@" tests/e2e || status=$?
+"${e2e[@]}" -n 3 -m "not soak" "$@" tests/e2e || status=$?
 for i in "${!pids[@]}"; do
   if wait "${pids[$i]}"; then
     echo "soak passed: ${soaks[$i]}"
