@@ -24,7 +24,7 @@ from support.builders import GROUP, proxy_config
 from support.clients import jdbc, node_pg, psql_at
 from support.daemon import started
 from support.net import PROXY_PORT, free_port
-from support.procs import open_fds, rss_mb
+from support.procs import open_fds, rss_mb, settled_fds
 from support.product import PRODUCT_PYTHON, tokend
 from support.tenant import Tenant
 from support.waits import wait_for
@@ -427,7 +427,7 @@ def test_idle_connections_cost_no_tls_context_each(
     d = daemon(write_config(text))
     folder = started(d)["listen"][0]["host"]
     pid = d.proc.pid
-    before_fds, before = len(open_fds(pid)), rss_mb(pid)
+    before_fds, before = settled_fds(pid), rss_mb(pid)
     idle = []
     try:
         for _ in range(300):
