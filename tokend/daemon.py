@@ -445,6 +445,21 @@ class Daemon:
             print(f"tokend: {line}", file=sys.stderr)
         return EXIT_FAILURE if failed else EXIT_OK
 
+    def catch_up(self, why: str) -> None:
+        """``reload_quietly`` when the config or environment file no longer reads as what runs — for a save no
+        watcher event tells of, made after the start read them and before the watch began; nothing otherwise."""
+        try:
+            values = envfile.read(envfile.path_for(self.config.path))
+            unchanged = (
+                sorted(values) == (self.env.names if self.env else [])
+                and all(os.environ.get(k) == v for k, v in values.items())
+                and self._load_written() == self.config
+            )
+        except TokendError:
+            unchanged = False  # reload says what is wrong
+        if not unchanged:
+            self.reload_quietly(why)
+
     def reload_quietly(self, why: str) -> None:
         """``reload`` for the watchers and SIGHUP: a refusal is logged and shown in status, not raised."""
         with suppress(TokendError):

@@ -181,6 +181,7 @@ def _serve(daemon: Daemon, stack: ExitStack, io: Loop, make_proxy: MakeProxy, ma
         watcher.watch([azure_cli_dir() / "azureProfile.json"], lambda: daemon.sign_in_changed(source="azure-cli"))
     watcher.start()
     stack.callback(watcher.stop)  # first to stop: no reload starts while the rest closes
+    daemon.catch_up("changed while tokend started")  # a save before the watch began has no event
     log.info(
         "tokend running: %d identities, %d targets, config %s",
         len(daemon.refreshers),

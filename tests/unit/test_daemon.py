@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -113,6 +114,28 @@ def test_a_bad_config_is_refused_and_the_old_one_keeps_serving(world: World) -> 
         assert [e.target.name for e in d.entries("pgpass")] == ["a"] and d.config.targets["a"].identity == "me"
     world.edit(d, ME + target("a", "me"))
     assert d.config_error is None
+
+
+def test_catch_up_reads_what_was_saved_before_the_watch_began_and_nothing_else(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("TOKEND_TEST_CATCH_UP", "inherited")  # and put back (unset) after the test
+    d = world.daemon(ME + target("a", "me"))
+    caplog.set_level("INFO", "tokend.daemon")
+    d.catch_up("test")
+    assert "config unchanged" not in caplog.text and os.environ["TOKEND_TEST_CATCH_UP"] == "inherited"
+    env = world.path.parent / "tokend.env"
+    env.write_text("TOKEND_TEST_CATCH_UP=saved while starting\n")
+    env.chmod(0o600)
+    d.catch_up("test")
+    assert (
+        os.environ["TOKEND_TEST_CATCH_UP"] == "saved while starting"
+        and d.env
+        and d.env.names == ["TOKEND_TEST_CATCH_UP"]
+    )
+    world.path.write_text(ME + target("a", "me") + target("b", "me"))
+    d.catch_up("test")
+    assert sorted(d.config.targets) == ["a", "b"]
 
 
 def test_a_config_caught_between_truncate_and_write_is_read_again(
