@@ -225,9 +225,10 @@ def _sinks(cfg: Config, status: dict[str, Any] | None) -> list[Check]:
     """Every sink kind explains itself (``Sink.diagnose``) for the targets that use it, with what the daemon says
     of it per target."""
     owner = paths.config_id(cfg.path)
+    said = {x["name"]: x.get("resolved_user") for x in (status or {}).get("targets", [])}
     out: list[Check] = []
     for kind in SINKS:
-        users = [_as_resolved(t, status) for t in cfg.targets.values() if kind in t.sinks]
+        users = [_as_resolved(t, said.get(t.name)) for t in cfg.targets.values() if kind in t.sinks]
         reported = None
         if status is not None:
             reported = {t["name"]: t["sinks"][kind] for t in status.get("targets", []) if kind in t["sinks"]}
@@ -261,9 +262,8 @@ def _followers(cfg: Config, status: dict[str, Any] | None) -> list[Check]:
     return out
 
 
-def _as_resolved(t: Target, status: dict[str, Any] | None) -> Target:
+def _as_resolved(t: Target, said: str | None) -> Target:
     """``t`` with the user the daemon resolved for it (``user = "@principal"``: status's ``resolved_user``)."""
-    said = {x["name"]: x.get("resolved_user") for x in (status or {}).get("targets", [])}.get(t.name)
     return replace(t, user=said) if principal.follows(t) and said else t
 
 
