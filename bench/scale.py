@@ -1,5 +1,6 @@
 """Scale: one identity with 1,000 targets (token requests per rotation; target exactly 1), a pgpass with 10,000
-user lines (rewrite median; target ≤ 50 ms), and 50 identities (start-up, memory, requests).
+user lines (rewrite median; target ≤ 50 ms), 50 identities (start-up, memory, requests), and `tokend doctor` over
+10,000 targets with the daemon running (seconds; it was 28 s before doctor's pgpass checks became linear).
 
 Run: .venv/bin/python bench/scale.py
 """
@@ -80,10 +81,25 @@ def fifty_identities() -> tuple[float, float, int]:
     return ready, rss, requests
 
 
+def doctor_ten_thousand_targets() -> float:
+    with bench_env() as b:
+        targets = "".join(
+            f'[targets.t{i}]\nhost = "h{i}.example"\nuser = "u"\nidentity = "sp"\n' for i in range(10_000)
+        )
+        cfg = b.config(b.sp_identity() + targets)
+        with running_daemon(b, cfg):
+            t0 = time.monotonic()
+            r = subprocess.run([TOKEND, "doctor", "--json", "--config", str(cfg)], env=b.env, capture_output=True)
+            took = time.monotonic() - t0
+            assert "pgpass shadowing" in {c["name"] for c in json.loads(r.stdout)["checks"]}
+    return took
+
+
 def main() -> None:
     per_rotation, rotations, lines = thousand_targets()
     median, size = big_pgpass()
     ready, rss, requests = fifty_identities()
+    doctor = doctor_ten_thousand_targets()
     print(f"# scale ({machine()})")
     print(f"{'measure':<52} {'value':>10}  target")
     print(
@@ -94,6 +110,7 @@ def main() -> None:
     print(f"{'50 identities: start to all tokens (s)':<52} {ready:>10.2f}")
     print(f"{'50 identities: resident memory (MB)':<52} {rss:>10.1f}")
     print(f"{'50 identities: token requests at start':<52} {requests:>10}  50")
+    print(f"{'10,000 targets: tokend doctor, daemon running (s)':<52} {doctor:>10.2f}")
 
 
 if __name__ == "__main__":
