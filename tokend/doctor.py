@@ -225,7 +225,7 @@ def _sinks(cfg: Config, status: dict[str, Any] | None) -> list[Check]:
     """Every sink kind explains itself (``Sink.diagnose``) for the targets that use it, with what the daemon says
     of it per target."""
     owner = paths.config_id(cfg.path)
-    said = {x["name"]: x.get("resolved_user") for x in (status or {}).get("targets", [])}
+    said = _resolved_users(status)
     out: list[Check] = []
     for kind in SINKS:
         users = [_as_resolved(t, said.get(t.name)) for t in cfg.targets.values() if kind in t.sinks]
@@ -238,7 +238,7 @@ def _sinks(cfg: Config, status: dict[str, Any] | None) -> list[Check]:
 
 def _followers(cfg: Config, status: dict[str, Any] | None) -> list[Check]:
     """Each ``user = "@principal"`` target and who it is now, as the daemon resolved it from its token."""
-    said = {x["name"]: x.get("resolved_user") for x in (status or {}).get("targets", [])}
+    said = _resolved_users(status)
     out = []
     for t in cfg.targets.values():
         if not principal.follows(t):
@@ -260,6 +260,11 @@ def _followers(cfg: Config, status: dict[str, Any] | None) -> list[Check]:
                 )
             )
     return out
+
+
+def _resolved_users(status: dict[str, Any] | None) -> dict[str, str | None]:
+    """Each target's user as the daemon resolved it (status's ``resolved_user``), by target name."""
+    return {x["name"]: x.get("resolved_user") for x in (status or {}).get("targets", [])}
 
 
 def _as_resolved(t: Target, said: str | None) -> Target:
