@@ -182,15 +182,17 @@ class Daemon:
         return status_mod.to_json(self.snapshot())
 
     # -- config changes -----------------------------------------------------------------------------------------
-    def reload(self, why: str) -> None:
-        """Read the config again and swap it in; a bad one is refused and the running config keeps serving."""
+    def reload(self, why: str, say_unchanged: bool = True) -> None:
+        """Read the config again and swap it in; a bad one is refused and the running config keeps serving.
+        ``say_unchanged``: log a reload that found nothing to change (not for ``catch_up``'s look at start)."""
         with self._reload_lock:
             try:
                 self.env = envfile.apply(self.config.path, previous=self.env)  # before identities are built
                 new = self._load_written()
                 if new == self.config:
                     self.config_error = None
-                    log.info("config unchanged (%s)", why)
+                    if say_unchanged:
+                        log.info("config unchanged (%s)", why)
                     return
                 self.apply(new)
             except TokendError as e:
@@ -446,19 +448,10 @@ class Daemon:
         return EXIT_FAILURE if failed else EXIT_OK
 
     def catch_up(self, why: str) -> None:
-        """``reload_quietly`` when the config or environment file no longer reads as what runs — for a save no
-        watcher event tells of, made after the start read them and before the watch began; nothing otherwise."""
-        try:
-            values = envfile.read(envfile.path_for(self.config.path))
-            unchanged = (
-                sorted(values) == (self.env.names if self.env else [])
-                and all(os.environ.get(k) == v for k, v in values.items())
-                and self._load_written() == self.config
-            )
-        except TokendError:
-            unchanged = False  # reload says what is wrong
-        if not unchanged:
-            self.reload_quietly(why)
+        """``reload_quietly`` without the "config unchanged" line, once the watcher runs: for a save no watcher event
+        tells of, made after the start read the config and environment file and before the watch began."""
+        with suppress(TokendError):
+            self.reload(why, say_unchanged=False)
 
     def reload_quietly(self, why: str) -> None:
         """``reload`` for the watchers and SIGHUP: a refusal is logged and shown in status, not raised."""
