@@ -409,7 +409,8 @@ def pgbouncer(
     """Debian's PgBouncer run with the README's recipe, ``folder`` as its ~/.pgbouncer (0700), ``proxy`` the
     proxy's socket folder; or, for the pgbouncer sink, ``databases`` (the %include line) and ``tls`` (to the server)
     in place of the proxy's entry and its TLS line. Added for the test: pidfile, logfile, and server connections
-    recycled every 20 s, so new logins keep happening. Returns the process and the ini."""
+    recycled every 20 s, so new logins keep happening. Returns, once its pidfile is there, the process and the ini
+    (``folder`` and what is in it must already be readable by the user it runs as: ``AsPostgres.own`` first)."""
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
     ini = readme_pgbouncer_ini().replace("/home/you/.pgbouncer", str(folder))
@@ -427,11 +428,16 @@ def pgbouncer(
         for f in folder.iterdir():
             shutil.chown(f, "postgres")
     cmd = ["pgbouncer", str(folder / "pgbouncer.ini")]
-    proc = subprocess.Popen(
-        ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with open(folder / "pgbouncer.stderr", "wb") as err:
+        proc = subprocess.Popen(
+            ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd, stdout=err, stderr=err
+        )
+
+    def up() -> bool:
+        assert proc.poll() is None, f"PgBouncer exited {proc.returncode}: {(folder / 'pgbouncer.stderr').read_text()}"
+        return (folder / "pgbouncer.pid").exists()
+
+    wait_for(up, what="PgBouncer up")
     return proc, ini
 
 
@@ -527,7 +533,6 @@ def test_the_readme_pgbouncer_recipe_serves_its_user_and_no_other(
         proxy = status["targets"][0]["proxy"]["listen"][0]["host"]
         folder = me.home / ".pgbouncer"
         bouncer, ini = pgbouncer(folder, proxy)
-        wait_for(lambda: (folder / "pgbouncer.pid").exists(), what="PgBouncer up")
         places = listening(ini)
         r = through(places[0], "runuser", "-u", "postgres", "--")
         assert r.stdout.strip() == GROUP, r.stderr
@@ -555,15 +560,14 @@ def test_the_real_pgbouncer_gets_its_reload_from_the_sink(em: Tenant, postgres: 
     cfg.write_text(sink_config(em, postgres, include, folder / "pgbouncer.pid"))
     folder.mkdir()
     include.write_text("")  # PgBouncer wants the file it includes to exist; tokend fills it
+    me.own()
     bouncer, _ini = pgbouncer(
         folder,
         "",
         f"%include {include}",
         f"server_tls_sslmode = verify-full\nserver_tls_ca_file = {postgres.ca_cert}\n",
     )
-    me.own()
     try:
-        wait_for(lambda: (folder / "pgbouncer.pid").exists(), what="PgBouncer up")
         r = subprocess.run(me.cmd("run", "--once", "--config", str(cfg)), capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         wait_for(lambda: "got SIGHUP" in (folder / "pgbouncer.log").read_text(), what="PgBouncer's RELOAD")
@@ -599,6 +603,7 @@ def test_pgbouncer_both_routes_for_three_minutes(em: Tenant, postgres: Postgres,
     )
     direct.mkdir(parents=True)
     include.write_text("")  # PgBouncer wants the file it includes to exist; tokend fills it
+    me.own()
     bouncer1, _ini = pgbouncer(
         direct,
         "",
@@ -606,7 +611,6 @@ def test_pgbouncer_both_routes_for_three_minutes(em: Tenant, postgres: Postgres,
         f"server_tls_sslmode = verify-full\nserver_tls_ca_file = {postgres.ca_cert}\n",
     )
     ini_before = (direct / "pgbouncer.ini").read_bytes()
-    me.own()
     log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115 - closed below
     d = subprocess.Popen(me.cmd("run", "--config", str(cfg)), stdout=log, stderr=subprocess.STDOUT)
     bouncer2 = None
@@ -619,10 +623,6 @@ def test_pgbouncer_both_routes_for_three_minutes(em: Tenant, postgres: Postgres,
 
         status = wait_for(up, timeout=60, what="daemon and proxy")
         bouncer2, _ini = pgbouncer(proxied, status["targets"][0]["proxy"]["listen"][0]["host"])
-        wait_for(
-            lambda: (direct / "pgbouncer.pid").exists() and (proxied / "pgbouncer.pid").exists(),
-            what="both PgBouncers up",
-        )
         failures: list[str] = []
         start, wall_start = time.monotonic(), time.time()
         while time.monotonic() - start < 180:
