@@ -274,6 +274,11 @@ def test_the_sign_in_cache_folder_is_repaired_or_refused(
 
 
 # -- 4. nobody else can stall the writer -----------------------------------------------------------------------
+def locked(path: Path) -> bool:
+    """Another process holds an flock on ``path`` (flock(1) without waiting exits 1)."""
+    return subprocess.run(["flock", "-n", "-s", str(path), "true"]).returncode == 1
+
+
 def test_a_lock_on_the_home_folder_stalls_nothing_and_our_own_lock_times_out(
     em: Tenant, postgres: Postgres, pgpass: Path, home: Path, write_config, daemon, other_user
 ) -> None:
@@ -281,7 +286,7 @@ def test_a_lock_on_the_home_folder_stalls_nothing_and_our_own_lock_times_out(
     home.chmod(0o755)
     holder = subprocess.Popen(["runuser", "-u", "tokend-other", "--", "flock", "-x", str(home), "sleep", "60"])
     try:
-        time.sleep(0.5)  # the attacker takes the lock the old writer waited on forever
+        wait_for(lambda: locked(home), what="the attacker holding the lock the old writer waited on forever")
         cfg = write_config(sp_config(em, postgres.port))
         d = daemon(cfg)
         d.wait_ready()
@@ -297,7 +302,7 @@ def test_a_lock_on_the_home_folder_stalls_nothing_and_our_own_lock_times_out(
     lock = paths.runtime_dir() / "locks" / f"{hashlib.sha256(str(pgpass.resolve()).encode()).hexdigest()[:16]}.lock"
     assert lock.exists()
     blocker = subprocess.Popen(["flock", "-x", str(lock), "sleep", str(atomic.LOCK_TIMEOUT + 6)])
-    time.sleep(0.3)
+    wait_for(lambda: locked(lock), what="our lock held by another process")
     cfg.write_text(cfg.read_text() + '[targets.more]\nhost = "more.example"\nuser = "u"\nidentity = "sp"\n')
     wait_for(
         lambda: "write lock" in (d.status()["targets"][0]["sinks"]["pgpass"]["last_error"] or ""),
