@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from tokend import __version__, handoff
-from tokend.errors import EXIT_FAILURE, EXIT_USAGE, DaemonNotRunning, TokendError, UsageError
+from tokend.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, DaemonNotRunning, TokendError, UsageError
 
 if TYPE_CHECKING:
     import argparse
@@ -233,7 +233,12 @@ def _run(r: RunRequest, inv: Invocation) -> int:
         raise UsageError(f"${logs.FORMAT_ENV} is {fmt!r}; use one of: {', '.join(logs.FORMATS)}")
     log_file = None if r.once else paths.log_file(r.config)
     inv.ctx.setup_logs(inv.debug, quiet=r.once, log_file=log_file, fmt=fmt)
-    return runtime.start(config.load(r.config), once=r.once, stop=inv.stop, env=env)
+    if not r.once:
+        return runtime.start(config.load(r.config), stop=inv.stop, env=env)
+    failed = runtime.once(config.load(r.config), stop=inv.stop)
+    for line in failed:
+        inv.ctx.stderr.write(f"tokend: {line}\n")
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 def _status_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:

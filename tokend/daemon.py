@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import sys
 import threading
 import time
 from collections import Counter
@@ -34,7 +33,7 @@ from tokend import reload as reload_mod
 from tokend import status as status_mod
 from tokend.clock import SYSTEM, Clock
 from tokend.config import Config, IdentityConfig, Listen
-from tokend.errors import EXIT_FAILURE, EXIT_OK, ConfigError, SinkUnavailable, TokendError
+from tokend.errors import ConfigError, SinkUnavailable, TokendError
 from tokend.refresh import Policy
 from tokend.refresher import Refresher, TokenSource
 from tokend.sinks import Entry, Sink, pgpass
@@ -433,8 +432,8 @@ class Daemon:
         for r in refreshers:
             r.join(0.5)
 
-    def run_once(self) -> int:
-        """Fetch every identity once, write every sink once. 0 when all of it worked, else 1 with the reasons."""
+    def run_once(self) -> list[str]:
+        """Fetch every identity once, write every sink once; what failed, one line each (empty: all of it worked)."""
         for r in self.refreshers.values():
             r.step()
         failed = [f"identity {n}: {r.last_error}" for n, r in self.refreshers.items() if r.valid_token() is None]
@@ -443,9 +442,7 @@ class Daemon:
                 failed.append(f"sink {kind}: {w.last_error}")
         for r in self.refreshers.values():
             r.identity.close()
-        for line in failed:
-            print(f"tokend: {line}", file=sys.stderr)
-        return EXIT_FAILURE if failed else EXIT_OK
+        return failed
 
     def catch_up(self, why: str) -> None:
         """``reload_quietly`` without the "config unchanged" line, once the watcher runs: for a save no watcher event

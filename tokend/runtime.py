@@ -226,18 +226,25 @@ class _Health:
             current.close()
 
 
-def start(
-    config: Config, once: bool = False, stop: threading.Event | None = None, env: envfile.Applied | None = None
-) -> int:
-    """``tokend run``: one daemon for this config, or one pass with ``once``. ``stop``: set by the signal handlers
-    the command installed before its imports, so a signal during start-up ends it cleanly too. ``env``: what `tokend
-    run` read from the environment file, so a reload can take it back."""
+def start(config: Config, stop: threading.Event | None = None, env: envfile.Applied | None = None) -> int:
+    """``tokend run``: one daemon for this config, until ``stop`` (set by the signal handlers the command installed
+    before its imports, so a signal during start-up ends it cleanly too). ``env``: what `tokend run` read from the
+    environment file, so a reload can take it back."""
     with instance_lock(config.path):
         if stop is not None and stop.is_set():
             return EXIT_OK
         daemon = Daemon(config, stop=stop)
         daemon.env = env
-        return daemon.run_once() if once else run(daemon)
+        return run(daemon)
+
+
+def once(config: Config, stop: threading.Event | None = None) -> list[str]:
+    """``tokend run --once``: every token fetched and every sink written once, under the same instance lock as the
+    daemon; what failed, one line each."""
+    with instance_lock(config.path):
+        if stop is not None and stop.is_set():
+            return []
+        return Daemon(config, stop=stop).run_once()
 
 
 def azure_cli_dir() -> Path:

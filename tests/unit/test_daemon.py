@@ -22,7 +22,7 @@ from tokend import config as config_mod
 from tokend import ipc, paths, sinks
 from tokend.config import Listen
 from tokend.daemon import Daemon, _proxy_view
-from tokend.errors import ConfigError, DaemonNotRunning, IdentityUnavailable, TokendError
+from tokend.errors import ConfigError, DaemonNotRunning, IdentityUnavailable, SinkError, TokendError
 from tokend.ioloop import IOLoop
 from tokend.sinks import Entry
 from tokend.token import Token
@@ -381,3 +381,26 @@ def test_the_proxys_server_error_reaches_the_snapshot(tmp_path: Path) -> None:
     assert view is not None and view.server_error == "TLS failed" and view.last_error is None
     view = _proxy_view(reported, (Listen(False, "127.0.0.1", 6432),), tmp_path)  # a proxy that does not say
     assert view is not None and view.server_error is None
+
+
+def test_run_once_returns_a_line_for_each_identity_and_sink_that_failed_and_closes_the_identities(
+    world: World,
+) -> None:
+    d = world.daemon(ME + APP + target("a", "me") + target("b", "app"))
+    assert d.run_once() == [] and all(i.closed for i in world.identities)  # all of it worked: nothing to say
+
+    d = world.daemon(ME + APP + target("a", "me") + target("b", "app"))
+    app = next(i for i in world.identities if i.name == "app" and not i.closed)
+
+    def refuse(fresh: bool = False) -> Token:
+        raise IdentityUnavailable("no managed identity on this machine")
+
+    def full(entries: object) -> None:
+        raise SinkError("/home/me/.pgpass: no space left on device")
+
+    app.fetch = refuse  # type: ignore[method-assign]
+    [s for s in world.sinks if s.kind_name == "pgpass"][-1].sync = full  # type: ignore[method-assign]
+    failed = d.run_once()
+    assert [line.split(":")[0] for line in failed] == ["identity app", "sink pgpass"], failed
+    assert "no managed identity" in failed[0] and "no space left" in failed[1]
+    assert all(i.closed for i in world.identities)
