@@ -27,6 +27,7 @@ from tokend.sinks.pgbouncer import MAX_PASSWORD, PgbouncerSink
 
 from support.builders import GROUP, SECRET, entry, sp_config
 from support.net import free_port
+from support.procs import stand_in
 from support.product import REPO, TOKEND, tokend
 from support.tenant import Tenant
 from support.users import open_path_for_others, open_product_for_others
@@ -264,20 +265,6 @@ def test_probes_match_the_config_they_ship_with(tmp_path: Path) -> None:
 
 
 # -- PgBouncer ----------------------------------------------------------------------------------------------------
-
-
-def stand_in(folder: Path, user: str | None = None) -> subprocess.Popen[bytes]:
-    """A process called pgbouncer that SIGHUP ends (its default action, even when this run ignores SIGHUP: nohup),
-    so any signal it gets shows: /bin/sleep under PgBouncer's name, run by ``user`` (default: us)."""
-    exe = folder / "pgbouncer"
-    if not exe.exists():
-        shutil.copy("/bin/sleep", exe)
-        exe.chmod(0o755)
-        open_path_for_others(exe)
-    who: dict[str, Any] = {"user": user, "group": user, "extra_groups": []} if user else {}
-    proc = subprocess.Popen([str(exe), "120"], preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL), **who)
-    wait_for(lambda: Path(f"/proc/{proc.pid}/comm").read_text().strip() == "pgbouncer", what="the stand-in")
-    return proc
 
 
 def test_pgbouncer_never_gets_a_cut_token(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from tokend.emulator.postgres import Postgres
 
 from support.builders import GROUP, SECRET, SECRET_ENV, sp_config
 from support.clients import pgpass_token, psql
+from support.procs import sleeping_pgbouncer
 from support.tenant import Tenant
 from support.waits import wait_for
 
@@ -136,3 +137,30 @@ def test_a_token_of_an_account_signed_out_or_switched_while_stopped_is_not_kept(
     finally:
         em.emulator.accept_connections()
     assert second.stop() == 0
+
+
+def test_a_restart_keeps_pgbouncers_token_too(em: Tenant, postgres: Postgres, write_config, daemon, tmp_path) -> None:
+    """The pgbouncer sink's include file is read back like pgpass: a daemon restarted while Entra is down keeps the
+    token there (PgBouncer's new server logins go on) instead of emptying the file."""
+    include = tmp_path / "tokend.ini"
+    with sleeping_pgbouncer(tmp_path) as pidfile:
+        cfg = write_config(
+            sp_config(
+                em,
+                postgres.port,
+                extra=f'[sinks.pgbouncer]\npath = "{include}"\npidfile = "{pidfile}"\n',
+            ).replace('identity = "sp"\n', 'identity = "sp"\nsinks = ["pgbouncer"]\n')
+        )
+        first = daemon(cfg)
+        first.wait_ready()
+        old = wait_for(lambda: "password=" in include.read_text() and include.read_text(), what="the include file")
+        assert first.stop() == 0
+        em.emulator.refuse_connections()  # Entra down while the new daemon starts
+        try:
+            second = daemon(cfg)
+            wait_for(lambda: (s := second.status()) and s["identities"][0]["inherited"], what="the old token adopted")
+            wait_for(lambda: second.status()["targets"][0]["sinks"]["pgbouncer"]["state"] == "ok", what="written")
+            assert include.read_text() == old
+        finally:
+            em.emulator.accept_connections()
+        assert second.stop() == 0

@@ -5,9 +5,6 @@ and how to make its place unusable; the tests are the same for all.
 
 from __future__ import annotations
 
-import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +19,7 @@ from tokend.sinks.pgbouncer import PgbouncerSink
 from tokend.sinks.pgpass import PgpassSink, parse
 
 from support.contracts import FileSinkContract, SinkContract, entry
+from support.procs import sleeping_pgbouncer
 
 pytestmark = pytest.mark.portable  # runs on Linux, macOS and Windows (.github/workflows/ci.yml)
 
@@ -36,8 +34,8 @@ USER_PGPASS = b"# mine\r\nlegacy.example:5432:*:bob:hunter2\r\n"
 class TestPgpass(FileSinkContract):
     kind = "pgpass"
 
-    def make(self, tmp_path: Path) -> Sink:
-        return PgpassSink({"path": str(tmp_path / "pgpass")}, "owner1")
+    def make(self, tmp_path: Path, owner: str = "owner1") -> Sink:
+        return PgpassSink({"path": str(tmp_path / "pgpass")}, owner)
 
     def held(self, sink: Sink) -> dict[str, str]:
         path = Path(sink.location())
@@ -57,9 +55,10 @@ class TestPgpass(FileSinkContract):
 
 class TestPgService(FileSinkContract):
     kind = "pg_service"
+    holds_tokens = False
 
-    def make(self, tmp_path: Path) -> Sink:
-        return PgServiceSink({"path": str(tmp_path / "pg_service.conf")}, "owner1")
+    def make(self, tmp_path: Path, owner: str = "owner1") -> Sink:
+        return PgServiceSink({"path": str(tmp_path / "pg_service.conf")}, owner)
 
     def held(self, sink: Sink) -> dict[str, str]:
         path = Path(sink.location())
@@ -92,14 +91,14 @@ class TestKeychain(SinkContract):
         if sys.platform.startswith("linux") and request.node.name != "test_an_unusable_place_is_reported_with_a_fix":
             request.getfixturevalue("secret_service")
 
-    def make(self, tmp_path: Path) -> Sink:
+    def make(self, tmp_path: Path, owner: str = "owner1") -> Sink:
         if sys.platform.startswith("linux"):
             from keyring.backends.SecretService import Keyring  # Linux only: the Secret Service backend
 
             self.kr = Keyring()
         else:
             self.kr = keyring.get_keyring()
-        return keychain.KeychainSink({}, "owner1", kr=self.kr)
+        return keychain.KeychainSink({}, owner, kr=self.kr)
 
     def test_a_token_longer_than_windows_holds_round_trips(self, tmp_path: Path) -> None:
         sink = self.make(tmp_path)
@@ -122,9 +121,8 @@ class TestKeychain(SinkContract):
 
 
 class TestPgbouncer(FileSinkContract):
-    """The include file is wholly tokend's; PgBouncer's own config beside it is the user's. The "PgBouncer" here is a
-    process called pgbouncer (/bin/sleep under that name: the sink signals nothing else) that ignores SIGHUP (the
-    RELOAD) and counts nothing: the real one runs in test_cluster.py."""
+    """The include file is wholly tokend's; PgBouncer's own config beside it is the user's. The "PgBouncer" here is
+    ``support.procs.sleeping_pgbouncer``: the real one runs in test_cluster.py."""
 
     kind = "pgbouncer"
 
@@ -132,20 +130,11 @@ class TestPgbouncer(FileSinkContract):
     def _bouncer(self, tmp_path: Path):
         if sys.platform == "win32":
             pytest.skip("PgBouncer's RELOAD is a POSIX signal")
+        with sleeping_pgbouncer(tmp_path):
+            yield
 
-        exe = tmp_path / "pgbouncer"
-        shutil.copy("/bin/sleep", exe)
-        # SIGHUP ignored before the exec stays ignored after it; Popen returns once the exec is done
-        proc = subprocess.Popen([str(exe), "120"], preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
-        (tmp_path / "pgbouncer.pid").write_text(f"{proc.pid}\n")
-        yield
-        proc.kill()
-        proc.wait()
-
-    def make(self, tmp_path: Path) -> Sink:
-        return PgbouncerSink(
-            {"path": str(tmp_path / "tokend.ini"), "pidfile": str(tmp_path / "pgbouncer.pid")}, "owner1"
-        )
+    def make(self, tmp_path: Path, owner: str = "owner1") -> Sink:
+        return PgbouncerSink({"path": str(tmp_path / "tokend.ini"), "pidfile": str(tmp_path / "pgbouncer.pid")}, owner)
 
     def held(self, sink: Sink) -> dict[str, str]:
         path = Path(sink.location())

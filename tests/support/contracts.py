@@ -27,8 +27,10 @@ entry = functools.partial(builders.entry, database="appdb")  # the PgBouncer sin
 
 
 class SinkContract(ABC):
+    holds_tokens = True  # False: the place never holds a token (pg_service), so there is nothing to read back
+
     @abstractmethod
-    def make(self, tmp_path: Path) -> Sink: ...
+    def make(self, tmp_path: Path, owner: str = "owner1") -> Sink: ...
 
     @abstractmethod
     def held(self, sink: Sink) -> dict[str, str]:
@@ -61,6 +63,17 @@ class SinkContract(ABC):
         for entries in ([entry("a", "tok-1")], [entry("a", "tok-2"), entry("b", "x", "b.example")], []):
             sink.sync(entries)
             assert self.user_content_intact(sink)
+
+    def test_what_it_holds_a_new_sink_of_the_same_owner_reads_back_and_another_owner_does_not(
+        self, tmp_path: Path
+    ) -> None:
+        """What a previous daemon wrote, for a restart to adopt (``Sink.read_back``; tokend.adopt judges it)."""
+        written = [entry("a", "tok-1"), entry("b", "tok-2", "b.example")]
+        self.make(tmp_path).sync(written)
+        targets = [e.target for e in written]
+        want = {"a": "tok-1", "b": "tok-2"} if self.holds_tokens else {}
+        assert self.make(tmp_path).read_back(targets) == want
+        assert self.make(tmp_path, owner="owner2").read_back(targets) == {}
 
     def test_a_working_place_is_diagnosed_ok(self, tmp_path: Path) -> None:
         sink = self.make(tmp_path)

@@ -1,11 +1,20 @@
-"""What a running process costs: CPU seconds, resident memory, threads (psutil, so it reads the same everywhere)."""
+"""What a running process costs: CPU seconds, resident memory, threads (psutil, so it reads the same everywhere);
+and a stand-in PgBouncer process."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import psutil
 
+from support.users import open_path_for_others
 from support.waits import wait_for
 
 
@@ -40,3 +49,32 @@ def settled_fds(pid: int) -> int:
         return n if n == previous else None
 
     return int(wait_for(same, interval=0.1, what=f"the descriptors of {pid} to settle"))
+
+
+def stand_in(folder: Path, user: str | None = None, hang_up_ends_it: bool = True) -> subprocess.Popen[bytes]:
+    """A process called pgbouncer (/bin/sleep under PgBouncer's name: the pgbouncer sink signals nothing else), run
+    by ``user`` (default: us). ``hang_up_ends_it``: SIGHUP's default action (even when this run ignores SIGHUP:
+    nohup), so any signal it gets shows; else it ignores SIGHUP (the RELOAD) and counts nothing."""
+    exe = folder / "pgbouncer"
+    if not exe.exists():
+        shutil.copy("/bin/sleep", exe)
+        exe.chmod(0o755)
+        open_path_for_others(exe)
+    who: dict[str, Any] = {"user": user, "group": user, "extra_groups": []} if user else {}
+    action = signal.SIG_DFL if hang_up_ends_it else signal.SIG_IGN  # set before the exec, it stays after it
+    proc = subprocess.Popen([str(exe), "300"], preexec_fn=lambda: signal.signal(signal.SIGHUP, action), **who)
+    wait_for(lambda: Path(f"/proc/{proc.pid}/comm").read_text().strip() == "pgbouncer", what="the stand-in")
+    return proc
+
+
+@contextmanager
+def sleeping_pgbouncer(folder: Path) -> Iterator[Path]:
+    """``stand_in`` ignoring SIGHUP, its pid in ``folder``/pgbouncer.pid (yielded) while the block runs."""
+    proc = stand_in(folder, hang_up_ends_it=False)
+    pidfile = folder / "pgbouncer.pid"
+    pidfile.write_text(f"{proc.pid}\n")
+    try:
+        yield pidfile
+    finally:
+        proc.kill()
+        proc.wait()

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tokend import system
+from tokend.config import Target
 from tokend.errors import SinkError
 from tokend.sinks import Entry, Sink, atomic, lock_dir
 from tokend.sinks.atomic import check_writable, place, rewrite
@@ -55,10 +56,12 @@ def line_for(entry: Entry) -> str:
             f"PgBouncer (1.18–1.25) cuts passwords at {MAX_PASSWORD}, so it could not log in with it; "
             "route PgBouncer through tokend's local proxy instead (README, 'PgBouncer')"
         )
-    return (
-        f"{t.name} = host={_quote(t.host)} port={t.port} dbname={_quote(t.database)} user={_quote(t.user)} "
-        f"password={entry.token.value}"
-    )
+    return _line_start(t) + entry.token.value
+
+
+def _line_start(t: Target) -> str:
+    """A target's entry up to its password: what tells it, however its token reads."""
+    return f"{t.name} = host={_quote(t.host)} port={t.port} dbname={_quote(t.database)} user={_quote(t.user)} password="
 
 
 class PgbouncerSink(Sink):
@@ -110,6 +113,24 @@ class PgbouncerSink(Sink):
         if self._reload_due:
             self._reload()
             self._reload_due = False
+
+    def read_back(self, targets: Sequence[Target]) -> dict[str, str]:
+        """The tokens in the include file, when it is this owner's, by the target whose entry (as written) holds one:
+        so a restart that cannot get a token at once keeps PgBouncer's new server logins working (tokend.adopt)."""
+        try:
+            text = self.path.read_bytes().decode("utf-8", "replace") if self.path else ""
+        except OSError:
+            return {}
+        if not text.startswith(_HEADER.format(owner=self.owner)):
+            return {}
+        lines = text.splitlines()
+        found = {}
+        for t in targets:
+            start = _line_start(t)
+            token = next((ln[len(start) :] for ln in lines if ln.startswith(start)), "")
+            if token:
+                found[t.name] = token
+        return found
 
     def purge(self) -> str | None:
         """The include file emptied of this config's databases (and PgBouncer told); None when no path is set or
