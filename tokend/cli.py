@@ -579,7 +579,7 @@ def _doctor(r: Shown, inv: Invocation) -> int:
     from tokend import doctor, status  # see _doctor_request
 
     inv.ctx.setup_logs(inv.debug, quiet=True)
-    checks = doctor.command(r.request)
+    checks = doctor.command(r.request, connect=inv.ctx.ipc_client)
     report = doctor.as_json(checks)
     paint = status.painter(inv.ctx.stdout, inv.ctx.environ)
     inv.ctx.out(json.dumps(report, indent=2) if r.json else doctor.render(checks, paint))

@@ -41,7 +41,10 @@ MAX_SERVERS = 50  # servers (host, port) whose network and TLS doctor checks; mo
 Check = Finding  # doctor's name for a finding
 
 
-def run(config_path: Path, login: bool = False) -> list[Check]:
+Connect = Callable[[Path], ipc.Client]  # config path -> a client of its daemon (the CLI's Context.ipc_client)
+
+
+def run(config_path: Path, login: bool = False, connect: Connect = ipc.Client) -> list[Check]:
 
     checks: list[Check] = []
     try:
@@ -49,7 +52,7 @@ def run(config_path: Path, login: bool = False) -> list[Check]:
     except ConfigError as e:
         return [
             Check("config", "fail", str(e), "fix the file as the message says, or pass --config PATH"),
-            _daemon(config_path)[0],
+            _daemon(config_path, connect)[0],
         ]
     checks.append(
         Check(
@@ -59,13 +62,13 @@ def run(config_path: Path, login: bool = False) -> list[Check]:
             f"{plural(len(cfg.targets), 'target')}",
         )
     )
-    daemon_check, status = _daemon(config_path)
+    daemon_check, status = _daemon(config_path, connect)
     checks.append(daemon_check)
-    checks += _identities(cfg, config_path, status)
+    checks += _identities(cfg, config_path, status, connect)
     checks += _followers(cfg, status)
     checks += _sinks(cfg, status)
     checks += _libpq()
-    checks += _servers(list(cfg.targets.values()), login, lambda t: _login_explained(cfg, status, t))
+    checks += _servers(list(cfg.targets.values()), login, lambda t: _login_explained(cfg, status, t, connect))
     checks += _proxies(cfg, status, login)
     checks.append(_service(config_path))
     return checks
@@ -79,9 +82,10 @@ class Request:
     login: bool = False
 
 
-def command(request: Request) -> list[Check]:
-    """``tokend doctor``: every check, in order (the CLI shows them and exits 1 when any failed)."""
-    return run(request.config, login=request.login)
+def command(request: Request, connect: Connect = ipc.Client) -> list[Check]:
+    """``tokend doctor``: every check, in order (the CLI shows them and exits 1 when any failed); ``connect`` asks
+    the daemon."""
+    return run(request.config, login=request.login, connect=connect)
 
 
 def as_json(checks: list[Check]) -> dict[str, Any]:
@@ -100,8 +104,9 @@ def render(checks: list[Check], paint: Callable[[str, str], str]) -> str:
     return "\n".join(lines)
 
 
-def _daemon(config_path: Path) -> tuple[Check, dict[str, Any] | None]:
-    client = ipc.Client(config_path, timeout=30)
+def _daemon(config_path: Path, connect: Connect) -> tuple[Check, dict[str, Any] | None]:
+    client = connect(config_path)
+    client.timeout = 30  # a daemon of 10,000 targets takes seconds to say all of them
     where = client.endpoint.describe()
     try:
         status = client.status()
@@ -119,7 +124,7 @@ def _daemon(config_path: Path) -> tuple[Check, dict[str, Any] | None]:
     return Check("daemon", "ok", f"pid {status['pid']}, running since {time.ctime(status['started_at'])}"), status
 
 
-def _identities(cfg: Config, config_path: Path, status: dict[str, Any] | None) -> list[Check]:
+def _identities(cfg: Config, config_path: Path, status: dict[str, Any] | None, connect: Connect) -> list[Check]:
 
     held = {i["name"]: i for i in (status or {}).get("identities", [])}
     out = []
@@ -129,7 +134,7 @@ def _identities(cfg: Config, config_path: Path, status: dict[str, Any] | None) -
             continue
         try:
             if status is not None:
-                token = _token_from_daemon(config_path, users[0], held.get(name))
+                token = _token_from_daemon(connect(config_path), users[0], held.get(name))
             else:
                 token = identities.fetch_once(ic)
         except LoginRequired as e:
@@ -200,10 +205,10 @@ def _unavailable_fix(source: str, reason: str) -> str:
     return "see the evidence"
 
 
-def _token_from_daemon(config_path: Path, target: Target, held: dict[str, Any] | None) -> Token:
+def _token_from_daemon(client: ipc.Client, target: Target, held: dict[str, Any] | None) -> Token:
     """The token the daemon holds for ``target``'s identity; raises the identity's own state when it holds none."""
     try:
-        answer = ipc.Client(config_path).token(target.name)
+        answer = client.token(target.name)
     except TokendError as e:
         state, reason = (held or {}).get("state"), (held or {}).get("last_error") or str(e)
         if state == "login-required":
@@ -408,14 +413,14 @@ def _login(t: Target) -> Check:
     return Check(f"target {t.name} login", "fail", text, advice.for_login_error(text, t.name, t.host, t.user))
 
 
-def _login_explained(cfg: Config, status: dict[str, Any] | None, t: Target) -> Check:
+def _login_explained(cfg: Config, status: dict[str, Any] | None, t: Target, connect: Connect) -> Check:
     """``--login`` for one target through pgpass, as the user its token resolves to (``user = "@principal"``: the
     signed-in principal's own name); a refused login says why and what fixes it (``tokend.diagnose``)."""
     name = f"target {t.name} login"
     token, resolved = None, t
     if principal.follows(t):  # the token names the user; for other targets it is needed only on a refusal
         try:
-            token = _login_token(cfg, status, t)
+            token = _login_token(cfg, status, t, connect)
         except TokendError as e:
             return Check(name, "fail", f"no token to log in with: {e}", "see the identity's check above")
         named = principal.resolved(t, token.claims)
@@ -430,18 +435,18 @@ def _login_explained(cfg: Config, status: dict[str, Any] | None, t: Target) -> C
     if ok:
         return Check(name, "ok", f"logged in through pgpass as {text}{shown}")
     try:
-        token = token or _login_token(cfg, status, t)
+        token = token or _login_token(cfg, status, t, connect)
     except TokendError as e:
         return Check(name, "fail", f"{text} (no token to ask the server why: {e})", "see the identity's check above")
     found = diagnose.refused(cfg, resolved, token.value, text)
     return Check(name, "fail", f"{text}{shown}: {found.what}", found.fix)
 
 
-def _login_token(cfg: Config, status: dict[str, Any] | None, t: Target) -> Token:
+def _login_token(cfg: Config, status: dict[str, Any] | None, t: Target, connect: Connect) -> Token:
     """The token ``--login`` logs in with: the daemon's when one runs (as pgpass holds it), else one fetched here."""
     if status is not None:
         held = {i["name"]: i for i in status.get("identities", [])}.get(t.identity)
-        return _token_from_daemon(cfg.path, t, held)
+        return _token_from_daemon(connect(cfg.path), t, held)
     from tokend import identities  # azure-identity (~300 ms): only a doctor run without a daemon needs it
 
     return identities.fetch_once(cfg.identities[t.identity])

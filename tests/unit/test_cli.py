@@ -10,6 +10,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -40,7 +41,7 @@ GOOD = (
     '[targets.rpt]\nhost = "rpt.example"\nport = 6432\ndatabase = "reports"\nuser = "Readers"\nidentity = "me"\n'
 )
 TOKEN = "tok-" + "a" * 40  # token-shaped enough for the fake; never a real one
-STATUS = {"pid": 7, "config": str(CONFIG), "config_error": None, "identities": [], "targets": []}
+STATUS = {"pid": 7, "started_at": 1.8e9, "config": str(CONFIG), "config_error": None, "identities": [], "targets": []}
 
 
 @dataclass
@@ -51,6 +52,8 @@ class FakeDaemon:
     running: bool = True
     fail: BaseException | None = None
     calls: list[tuple[str, Any]] = field(default_factory=list)
+    timeout: float = 10.0
+    endpoint: Any = field(default_factory=lambda: SimpleNamespace(describe=lambda: "/run/fake.sock"))
 
     def _call(self, op: str, arg: Any = None) -> None:
         self.calls.append((op, arg))
@@ -461,3 +464,17 @@ def test_doctor_shows_its_checks_as_json_or_for_people_and_exits_1_when_one_fail
     assert [(c["name"], c["status"]) for c in report["checks"]][:1] == [("config", "fail")]
     r = tokend("doctor", "--config", missing)
     assert r.code == 1 and r.stdout.startswith("✗ config ") and "no such file" in r.stdout.splitlines()[0]
+
+
+@pytest.mark.parametrize("running", [True, False])
+def test_doctor_asks_the_daemon_the_context_connects_to(tmp_path: Path, running: bool) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(GOOD)
+    daemon = FakeDaemon(running=running)
+    r = tokend("doctor", "--json", "--config", str(cfg), daemon=daemon)
+    check = {c["name"]: c for c in json.loads(r.stdout)["checks"]}["daemon"]
+    if running:
+        assert check["status"] == "ok" and check["evidence"].startswith("pid 7,"), check
+    else:
+        assert check["status"] == "fail" and check["evidence"] == "no daemon answers at /run/fake.sock", check
+    assert daemon.calls[0] == ("status", None) and daemon.timeout == 30
