@@ -64,10 +64,12 @@ def test_keychain_sink_in_a_real_secret_service(
     assert em.emulator.directory.check(first, GROUP)
     assert secret_tool("db") == first
     wait_for(lambda: d.status()["targets"][0]["sinks"]["keychain"]["state"] == "ok", what="keychain ok")
-    wait_for(lambda: keyring_get("db") not in ("", first), timeout=60, interval=0.5, what="rotated in the keychain")
+    # the waits ask secret-tool (a C program, milliseconds) rather than a Python starting keyring each poll
+    wait_for(lambda: secret_tool("db") not in ("", first), timeout=60, interval=0.2, what="rotated in the keychain")
+    assert keyring_get("db") == secret_tool("db")
     # the target goes: its entry goes; nobody else's entry is touched
     cfg.write_text(sp_with_sinks(em, postgres, '["pgpass"]'))
-    wait_for(lambda: keyring_get("db") == "", timeout=5, what="entry of removed target deleted")
+    wait_for(lambda: secret_tool("db") == "", timeout=5, what="entry of removed target deleted")
     assert (
         keyring_get("someone-else") == ""
         and subprocess.run(
