@@ -34,6 +34,7 @@ command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v stunnel4 >/dev/null || need_apt+=(stunnel4)
 command -v pgbouncer >/dev/null || need_apt+=(pgbouncer)
+command -v tinyproxy >/dev/null || need_apt+=(tinyproxy)  # an HTTPS proxy between tokend and Entra
 [ -e /usr/lib/x86_64-linux-gnu/girepository-1.0/Secret-1.typelib ] || ls /usr/lib/*/girepository-1.0/Secret-1.typelib \
   >/dev/null 2>&1 || need_apt+=(gir1.2-secret-1)
 if [ ${#need_apt[@]} -gt 0 ]; then

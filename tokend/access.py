@@ -3,8 +3,10 @@
 Commands that need a token (``tokend token``, ``exec``, ``admin``) or change a sign-in (``login``, ``logout``) come
 here. The daemon's answer is preferred — it holds the token already, and a command run in a shell without the
 identity's secret still works — and only when no daemon answers for the config is the token read back from the
-keychain or acquired here and now. The IPC client is passed in (``Connect``), so the logic runs in-process in tests
-against a fake daemon; ``identities/`` below knows nothing of IPC.
+keychain or acquired here and now — in the daemon's environment (``fetch_here``: its ``tokend.env`` applied first,
+as `tokend run` applies it, so a secret variable or HTTPS_PROXY put there counts here too). The IPC client is
+passed in (``Connect``), so the logic runs in-process in tests against a fake daemon; ``identities/`` below knows
+nothing of IPC.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from tokend import config, principal
+from tokend import config, envfile, principal
 from tokend.clock import SYSTEM, Clock
 from tokend.config import Config, IdentityConfig, Target
 from tokend.errors import DaemonNotRunning, UsageError
@@ -34,7 +36,22 @@ class Daemon(Protocol):
 
 
 Connect = Callable[[Path], Daemon]  # config path -> a client of that config's daemon
-Fetch = Callable[[IdentityConfig], Token]  # one token acquired here and now (identities.fetch_once)
+Fetch = Callable[[IdentityConfig], Token]  # one token acquired here and now (fetch_here)
+
+
+def in_daemon_environment(ic: IdentityConfig) -> None:
+    """Apply the identity's config's environment file to this process, as `tokend run` does before it builds an
+    identity: what is done here instead of by the daemon sees the secret variables, HTTPS_PROXY/NO_PROXY and
+    REQUESTS_CA_BUNDLE the daemon would. ConfigError (exit 2) when the file is not safely the user's."""
+    envfile.apply(ic.config_path)
+
+
+def fetch_here(ic: IdentityConfig) -> Token:
+    """One token for ``ic`` acquired in this process, in the daemon's environment (``in_daemon_environment``)."""
+    from tokend import identities  # azure-identity (~300 ms): only a token acquired here needs it
+
+    in_daemon_environment(ic)
+    return identities.fetch_once(ic)
 
 
 @dataclass(frozen=True)
@@ -53,7 +70,7 @@ def token_for(
     fetch: Fetch | None = None,
 ) -> TokenAnswer:
     """A valid token for target ``name`` (None: the only target) and the target: the running daemon's, else
-    ``token_without_daemon`` (``fetch``: how a token is acquired here; default ``identities.fetch_once``)."""
+    ``token_without_daemon`` (``fetch``: how a token is acquired here; default ``fetch_here``)."""
     try:
         return connect(config_path).token(name)
     except DaemonNotRunning:
@@ -87,11 +104,7 @@ def token_without_daemon(cfg: Config, target: Target, clock: Clock = SYSTEM, fet
         kept = keychain.read_token(target.name)
         if kept is not None and kept.expires_on - clock.now() >= KEYCHAIN_MIN_LIFE:
             return kept
-    if fetch is None:
-        from tokend import identities  # azure-identity (~300 ms): only a token acquired here needs it
-
-        fetch = identities.fetch_once
-    return fetch(cfg.identities[target.identity])
+    return (fetch or fetch_here)(cfg.identities[target.identity])
 
 
 def identity_for_sign_in(cfg: Config, name: str | None, action: str) -> IdentityConfig:
@@ -130,6 +143,7 @@ def sign_in(request: SignIn, say: Callable[[str], None], connect: Connect) -> st
     from tokend.identities import interactive  # imports azure-identity (~300 ms): only sign-ins need it
 
     ic = identity_for_sign_in(config.load(request.config), request.identity, "login")
+    in_daemon_environment(ic)  # the sign-in reaches Entra as the daemon will (HTTPS_PROXY, a CA bundle)
     record = interactive.login(ic, say)
     told = tell_daemon(ic, connect)
     return f"signed in as {record.username} (tenant {record.tenant_id}) for identity {ic.name}; {told}"

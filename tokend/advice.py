@@ -19,6 +19,7 @@ class Failure(Enum):
     AUTHORITY_DNS = "authority-dns"  # the sign-in authority's host name does not resolve
     AUTHORITY_TLS = "authority-tls"  # Entra's (or the authority's) certificate is not trusted here
     AUTHORITY_REFUSED = "authority-refused"  # nothing accepts connections at the authority
+    PROXY = "proxy"  # the HTTPS proxy the environment names cannot be reached, or refused the tunnel
     SERVER_DNS = "server-dns"  # the PostgreSQL server's host name does not resolve
     SERVER_TLS = "server-tls"  # the PostgreSQL server's certificate is not trusted
     SERVER_NO_TLS = "server-no-tls"  # the server does not offer TLS at all
@@ -56,6 +57,11 @@ def fix(
         )
     if kind is Failure.AUTHORITY_REFUSED:
         return f"check the port in `authority` of [identities.{identity}] and that the authority is running"
+    if kind is Failure.PROXY:
+        return (
+            f"check HTTPS_PROXY (and NO_PROXY) where the daemon runs ({path or 'tokend.env beside the config'}): "
+            "the proxy it names must be reachable and allow a tunnel to the authority"
+        )
     if kind is Failure.SERVER_DNS:
         return f"check the host name in [targets.{target}] and your DNS / VPN"
     if kind is Failure.SERVER_TLS:
@@ -105,10 +111,14 @@ _TLS_TRUST = re.compile(
     re.IGNORECASE,
 )
 _REFUSED = re.compile(r"Connection refused|\[Errno 111\]|actively refused|ECONNREFUSED", re.IGNORECASE)
+_PROXY = re.compile(r"Unable to connect to proxy|Cannot connect to proxy|Tunnel connection failed", re.IGNORECASE)
 
 
 def classify_token_error(message: str) -> Failure | None:
-    """The failure behind a token request's error text, or None when it is none of the network kinds."""
+    """The failure behind a token request's error text, or None when it is none of the network kinds. The proxy
+    first: its own name failing to resolve, or refusing, says so inside a proxy error."""
+    if _PROXY.search(message):
+        return Failure.PROXY
     if _DNS.search(message):
         return Failure.AUTHORITY_DNS
     if _TLS_TRUST.search(message):
@@ -118,12 +128,13 @@ def classify_token_error(message: str) -> Failure | None:
     return None
 
 
-def for_token_error(message: str, identity: str) -> str:
-    """The fix for a failed token request of ``identity`` (its error text as azure-identity gave it)."""
+def for_token_error(message: str, identity: str, env_file: str = "") -> str:
+    """The fix for a failed token request of ``identity`` (its error text as azure-identity gave it); ``env_file``:
+    the daemon's environment file, named when the fix is there (a proxy setting)."""
     kind = classify_token_error(message)
     if kind is None:
         return f"check the identity's settings in [identities.{identity}] (tenant, client id, secret) and the network"
-    return fix(kind, identity=identity)
+    return fix(kind, identity=identity, path=env_file)
 
 
 def is_group(user: str) -> bool:

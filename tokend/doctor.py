@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tokend import advice, config, diagnose, identities, ipc, paths, principal, service, sinks
+from tokend import access, advice, config, diagnose, envfile, ipc, paths, principal, service, sinks
 from tokend.config import PRINCIPAL, Config, Target
 from tokend.errors import ConfigError, DaemonNotRunning, IdentityUnavailable, LoginRequired, TokendError
 from tokend.findings import Finding, failed
@@ -136,7 +136,7 @@ def _identities(cfg: Config, config_path: Path, status: dict[str, Any] | None, c
             if status is not None:
                 token = _token_from_daemon(connect(config_path), users[0], held.get(name))
             else:
-                token = identities.fetch_once(ic)
+                token = access.fetch_here(ic)
         except LoginRequired as e:
             out.append(
                 Check(f"identity {name}", "fail", f"sign-in needed: {e}", _fix_from(str(e)) or f"tokend login {name}")
@@ -153,7 +153,7 @@ def _identities(cfg: Config, config_path: Path, status: dict[str, Any] | None, c
                     f"identity {name}",
                     "fail",
                     f"no token: {e}",
-                    advice.for_token_error(str(e), name),
+                    advice.for_token_error(str(e), name, str(envfile.path_for(config_path))),
                 )
             )
             continue
@@ -447,9 +447,7 @@ def _login_token(cfg: Config, status: dict[str, Any] | None, t: Target, connect:
     if status is not None:
         held = {i["name"]: i for i in status.get("identities", [])}.get(t.identity)
         return _token_from_daemon(connect(cfg.path), t, held)
-    from tokend import identities  # azure-identity (~300 ms): only a doctor run without a daemon needs it
-
-    return identities.fetch_once(cfg.identities[t.identity])
+    return access.fetch_here(cfg.identities[t.identity])
 
 
 def _proxies(cfg: Config, status: dict[str, Any] | None, login: bool) -> list[Check]:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tokend import advice, diagnose, identities, principal
+from tokend import access, advice, diagnose, envfile, principal
 from tokend import config as config_mod
 from tokend import service as service_mod
 from tokend.clouds import CLOUDS
@@ -455,12 +455,13 @@ def run(request: Request, say: Callable[[str], None], ask_line: Callable[[str], 
                 return 0
             person.login(ic, say=say)
     try:
-        token = identities.fetch_once(ic)
+        token = access.fetch_here(ic)
     except IdentityUnavailable as e:
         raise TokendError(f"identity {identity} cannot get a token here yet: {e}") from None
     except TokendError as e:
         raise TokendError(
-            f"identity {identity} got no token: {e}; fix: {advice.for_token_error(str(e), identity)}, then run "
+            f"identity {identity} got no token: {e}; "
+            f"fix: {advice.for_token_error(str(e), identity, str(envfile.path_for(config_path)))}, then run "
             "init again with the new settings (it updates the identity)"
         ) from None
     left = token.expires_on - time.time()

@@ -3,14 +3,18 @@ mounted secret file, a secret in the OS keychain, and ``ca_bundle`` instead of R
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from tokend.emulator.postgres import Postgres
 
 from support.builders import GROUP, SECRET, SECRET_ENV
 from support.clients import psql
+from support.net import accept_queue, free_port
 from support.product import TOKEND, tokend
 from support.tenant import Tenant
 from support.waits import wait_for
@@ -149,3 +153,45 @@ def test_an_environment_file_written_while_the_daemon_runs_is_read_without_a_res
     d.wait_ready(timeout=120)  # the next retry of the same daemon finds it
     wait_for(lambda: psql(postgres.port).stdout.strip() == GROUP, what="psql logged in")
     assert d.proc.poll() is None and SECRET not in d.log()
+
+
+@contextlib.contextmanager
+def tinyproxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """Debian's tinyproxy on a loopback port, every CONNECT logged: (its URL, its log)."""
+    port, log = free_port(), tmp_path / "tinyproxy.log"
+    conf = tmp_path / "tinyproxy.conf"
+    conf.write_text(f'Port {port}\nListen 127.0.0.1\nTimeout 30\nLogFile "{log}"\nLogLevel Connect\nMaxClients 20\n')
+    proc = subprocess.Popen(["tinyproxy", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: accept_queue(port) is not None, what="tinyproxy listening")
+        yield f"http://127.0.0.1:{port}", log
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_entra_is_reached_through_the_https_proxy_the_environment_file_names(
+    em: Tenant, postgres: Postgres, pgpass: Path, tmp_path: Path, daemon
+) -> None:
+    """HTTPS_PROXY in tokend.env (README, Secrets and the daemon's environment): every token request goes through
+    the proxy (its log shows the CONNECT to the authority), the logins work; with the proxy gone the error says so
+    and the fix names HTTPS_PROXY, not the authority."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(sp_with(em, postgres.port, f'client_secret_env = "{SECRET_ENV}"\n'))
+    env = {k: v for k, v in bare_env().items() if k.lower() not in ("https_proxy", "http_proxy", "no_proxy")}
+    authority = em.url.split("//", 1)[1].split("/", 1)[0]
+    with tinyproxy(tmp_path) as (url, log):
+        (tmp_path / "tokend.env").write_text(f"HTTPS_PROXY={url}\n{SECRET_ENV}={SECRET}\n")
+        (tmp_path / "tokend.env").chmod(0o600)
+        d = daemon(cfg, env=env)
+        d.wait_ready()
+        wait_for(lambda: psql(postgres.port).stdout.strip() == GROUP, what="psql logged in with the daemon's token")
+        assert f"CONNECT {authority} " in log.read_text(), log.read_text()
+        assert d.stop() == 0
+    r = subprocess.run(
+        [TOKEND, "doctor", "--json", "--config", str(cfg)], capture_output=True, text=True, env=env, timeout=120
+    )
+    check = {c["name"]: c for c in json.loads(r.stdout)["checks"]}["identity sp"]
+    assert r.returncode == 1 and check["status"] == "fail", check
+    assert "Unable to connect to proxy" in check["evidence"], check
+    assert "HTTPS_PROXY" in check["fix"] and str(tmp_path / "tokend.env") in check["fix"], check

@@ -3,13 +3,14 @@ daemon told of a sign-in. The daemon is a fake client; fetching is a function ha
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tokend import access
+from tokend import access, identities
 from tokend.clock import Clock
 from tokend.config import IdentityConfig, load
 from tokend.errors import ConfigError, DaemonNotRunning, UsageError
@@ -154,3 +155,24 @@ def test_identities_import_nothing_above_them() -> None:
                 found.setdefault(name.removeprefix("tokend."), set()).add(path.name)
     above = {m: files for m, files in found.items() if m not in BELOW_IDENTITIES and not m.startswith("identities")}
     assert above == {}
+
+
+def test_work_done_here_runs_in_the_daemons_environment_file(
+    cfg: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What the daemon would have done, done here (no daemon answers): its tokend.env applied first, as `tokend
+    run` applies it, so HTTPS_PROXY or a secret variable put there counts (tests/e2e/test_environment.py: a proxy)."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://from-the-shell:3128")
+    monkeypatch.setenv("TOKEND_ACCESS_TEST", "0")  # (monkeypatch puts both back as they were after the test)
+    env = tmp_path / "tokend.env"
+    env.write_text("HTTPS_PROXY=http://proxy.corp.example:3128\nTOKEND_ACCESS_TEST=1\n")
+    env.chmod(0o600)
+    seen: list[tuple[str | None, str | None]] = []
+
+    def fetch(ic: IdentityConfig) -> Token:
+        seen.append((os.environ.get("HTTPS_PROXY"), os.environ.get("TOKEND_ACCESS_TEST")))
+        return Token("here", NOW + 600, NOW)
+
+    monkeypatch.setattr(identities, "fetch_once", fetch)
+    answer = access.token_for(cfg, "prod", lambda path: Daemon(running=False))
+    assert answer.token == "here" and seen == [("http://proxy.corp.example:3128", "1")]

@@ -26,6 +26,22 @@ from tokend.advice import Failure
             Failure.AUTHORITY_REFUSED,
         ),
         ("AADSTS7000215: Invalid client secret provided.", None),
+        # requests 2.32 / urllib3 2 through an HTTPS_PROXY: refused, its name unknown, the tunnel denied (tinyproxy)
+        (
+            "Authentication failed: ('Unable to connect to proxy', NewConnectionError(\"HTTPSConnection(host="
+            "'127.0.0.1', port=24420): Failed to establish a new connection: [Errno 111] Connection refused\"))",
+            Failure.PROXY,
+        ),
+        (
+            "(Caused by ProxyError('Unable to connect to proxy', NameResolutionError(\"HTTPSConnection(host="
+            "'noproxy.invalid', port=3128): Failed to resolve 'noproxy.invalid' ([Errno -2] Name or service not known",
+            Failure.PROXY,
+        ),
+        (
+            "(Caused by ProxyError('Unable to connect to proxy', OSError('Tunnel connection failed: 403 Access "
+            "violation')))",
+            Failure.PROXY,
+        ),
     ],
 )
 def test_token_errors_are_classified_by_what_went_wrong(message: str, kind: Failure | None) -> None:
