@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import stat
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,6 +99,17 @@ class SinkContract(ABC):
 
 
 class FileSinkContract(SinkContract):
+    @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+    def test_read_back_of_a_fifo_in_its_place_is_nothing_and_does_not_wait(self, tmp_path: Path) -> None:
+        """A FIFO planted where the file goes would hang a starting daemon that opened it to read back."""
+        sink = self.make(tmp_path)
+        os.mkfifo(sink.location())
+        got: list[dict[str, str]] = []
+        reader = threading.Thread(target=lambda: got.append(sink.read_back([entry("a", "tok-1").target])), daemon=True)
+        reader.start()
+        reader.join(10)
+        assert got == [{}], "read_back opened the FIFO and waited"
+
     def test_a_file_named_two_ways_is_one_place(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """A reload cleans what the old sink wrote unless the new one writes the same place (daemon.apply): a file's
         place is the file, however the config spells its path."""

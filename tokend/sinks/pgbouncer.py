@@ -117,10 +117,11 @@ class PgbouncerSink(Sink):
     def read_back(self, targets: Sequence[Target]) -> dict[str, str]:
         """The tokens in the include file, when it is this owner's, by the target whose entry (as written) holds one:
         so a restart that cannot get a token at once keeps PgBouncer's new server logins working (tokend.adopt)."""
-        try:
-            text = self.path.read_bytes().decode("utf-8", "replace") if self.path else ""
-        except OSError:
+        try:  # the safe reader: a FIFO never hangs the start, a file planted by someone else is never trusted
+            data = atomic.read(self.path) if self.path else None
+        except SinkError:
             return {}
+        text = (data or b"").decode("utf-8", "replace")
         if not text.startswith(_HEADER.format(owner=self.owner)):
             return {}
         lines = text.splitlines()

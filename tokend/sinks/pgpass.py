@@ -33,10 +33,10 @@ from typing import Any
 
 from tokend import advice, system
 from tokend.config import PRINCIPAL, Config, Target
-from tokend.errors import UsageError
+from tokend.errors import SinkError, UsageError
 from tokend.findings import Finding
 from tokend.principal import follows
-from tokend.sinks import Entry, block
+from tokend.sinks import Entry, atomic, block
 
 DEFAULT_HOST = "localhost"  # libpq's DefaultHost
 DEFAULT_PORT = "5432"  # libpq's DEF_PGPORT_STR
@@ -301,9 +301,9 @@ class PgpassSink(block.BlockSink):
 
     def read_back(self, targets: Sequence[Target]) -> dict[str, str]:
         """The passwords in this owner's block, by the target whose line it is (the four fields as written)."""
-        try:
-            text = self.path.read_bytes().decode("utf-8", "replace")
-        except OSError:
+        try:  # the safe reader: a FIFO never hangs the start, a file planted by someone else is never trusted
+            text = (atomic.read(self.path) or b"").decode("utf-8", "replace")
+        except SinkError:
             return {}
         ours = block.owned_lines(text, self.owner)
         by_fields = {ln.fields(): ln.password for ln in read(text) if ln.number in ours}
