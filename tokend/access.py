@@ -12,6 +12,7 @@ nothing of IPC.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -39,19 +40,20 @@ Connect = Callable[[Path], Daemon]  # config path -> a client of that config's d
 Fetch = Callable[[IdentityConfig], Token]  # one token acquired here and now (fetch_here)
 
 
-def in_daemon_environment(ic: IdentityConfig) -> None:
-    """Apply the identity's config's environment file to this process, as `tokend run` does before it builds an
-    identity: what is done here instead of by the daemon sees the secret variables, HTTPS_PROXY/NO_PROXY and
-    REQUESTS_CA_BUNDLE the daemon would. ConfigError (exit 2) when the file is not safely the user's."""
-    envfile.apply(ic.config_path)
+def in_daemon_environment(ic: IdentityConfig) -> AbstractContextManager[envfile.Applied]:
+    """The identity's config's environment file applied to this process while the block runs, as `tokend run`
+    applies it before it builds an identity: what is done here instead of by the daemon sees the secret variables,
+    HTTPS_PROXY/NO_PROXY and REQUESTS_CA_BUNDLE the daemon would; taken back after, so nothing started later
+    inherits them. ConfigError (exit 2) when the file is not safely the user's."""
+    return envfile.applied(ic.config_path)
 
 
 def fetch_here(ic: IdentityConfig) -> Token:
     """One token for ``ic`` acquired in this process, in the daemon's environment (``in_daemon_environment``)."""
     from tokend import identities  # azure-identity (~300 ms): only a token acquired here needs it
 
-    in_daemon_environment(ic)
-    return identities.fetch_once(ic)
+    with in_daemon_environment(ic):
+        return identities.fetch_once(ic)
 
 
 @dataclass(frozen=True)
@@ -143,8 +145,8 @@ def sign_in(request: SignIn, say: Callable[[str], None], connect: Connect) -> st
     from tokend.identities import interactive  # imports azure-identity (~300 ms): only sign-ins need it
 
     ic = identity_for_sign_in(config.load(request.config), request.identity, "login")
-    in_daemon_environment(ic)  # the sign-in reaches Entra as the daemon will (HTTPS_PROXY, a CA bundle)
-    record = interactive.login(ic, say)
+    with in_daemon_environment(ic):  # the sign-in reaches Entra as the daemon will (HTTPS_PROXY, a CA bundle)
+        record = interactive.login(ic, say)
     told = tell_daemon(ic, connect)
     return f"signed in as {record.username} (tenant {record.tenant_id}) for identity {ic.name}; {told}"
 

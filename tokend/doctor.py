@@ -147,6 +147,9 @@ def _identities(cfg: Config, config_path: Path, status: dict[str, Any] | None, c
                 Check(f"identity {name}", "fail", f"cannot be used here: {e}", _unavailable_fix(ic.source, str(e)))
             )
             continue
+        except ConfigError as e:  # the daemon's environment file, refused: its own line says the fix
+            out.append(Check(f"identity {name}", "fail", f"no token: {e}", "fix the file as the message says"))
+            continue
         except TokendError as e:
             out.append(
                 Check(

@@ -21,7 +21,8 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,6 +142,19 @@ def apply(config_path: Path, env: MutableMapping[str, str] | None = None, previo
             inherited[key] = target.get(key)
         target[key] = value
     return Applied(path, inherited)
+
+
+@contextmanager
+def applied(config_path: Path) -> Iterator[Applied]:
+    """The file applied to this process's environment while the block runs, and taken back after it: for work a
+    command does in the daemon's stead (a token fetched, a sign-in), so what it starts afterwards (`tokend exec`'s
+    command, doctor's psql) never inherits the daemon's secrets."""
+    done = apply(config_path)
+    try:
+        yield done
+    finally:
+        for key, value in done.inherited.items():
+            _restore(os.environ, key, value)
 
 
 def _restore(env: MutableMapping[str, str], key: str, value: str | None) -> None:

@@ -49,6 +49,12 @@ def test_the_secret_reaches_the_daemon_from_the_environment_file(
     assert refused.returncode == 2, refused.stderr
     line = refused.stderr.strip()
     assert len(line.splitlines()) == 1 and str(envfile) in line and "chmod 600" in line and SECRET not in line
+    r = subprocess.run(
+        [TOKEND, "doctor", "--json", "--config", str(cfg)], capture_output=True, text=True, env=bare_env(), timeout=60
+    )
+    check = {c["name"]: c for c in json.loads(r.stdout)["checks"]}["identity sp"]  # doctor, without a daemon
+    assert check["status"] == "fail" and "chmod 600" in check["evidence"] and SECRET not in r.stdout, check
+    assert check["fix"] == "fix the file as the message says", check
     envfile.chmod(0o600)
     d = daemon(cfg, env=bare_env())
     d.wait_ready()
@@ -195,3 +201,23 @@ def test_entra_is_reached_through_the_https_proxy_the_environment_file_names(
     assert r.returncode == 1 and check["status"] == "fail", check
     assert "Unable to connect to proxy" in check["evidence"], check
     assert "HTTPS_PROXY" in check["fix"] and str(tmp_path / "tokend.env") in check["fix"], check
+
+
+def test_exec_without_a_daemon_fetches_in_the_daemons_environment_but_hands_none_of_it_on(
+    em: Tenant, postgres: Postgres, tmp_path: Path
+) -> None:
+    """No daemon: `tokend exec` gets the token itself with the secret from tokend.env, and the command it runs sees
+    the token but not the file's secret (the file is applied only while the token is fetched)."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(sp_with(em, postgres.port, f'client_secret_env = "{SECRET_ENV}"\n'))
+    (tmp_path / "tokend.env").write_text(f"{SECRET_ENV}={SECRET}\n")
+    (tmp_path / "tokend.env").chmod(0o600)
+    script = f'psql -Atc "select current_user"; echo "secret:${{{SECRET_ENV}:-none}}"'
+    r = subprocess.run(
+        [TOKEND, "exec", "db", "--config", str(cfg), "--", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        env=bare_env(),
+        timeout=60,
+    )
+    assert r.returncode == 0 and r.stdout.splitlines() == [GROUP, "secret:none"], (r.stdout, r.stderr)

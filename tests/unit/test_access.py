@@ -160,8 +160,9 @@ def test_identities_import_nothing_above_them() -> None:
 def test_work_done_here_runs_in_the_daemons_environment_file(
     cfg: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """What the daemon would have done, done here (no daemon answers): its tokend.env applied first, as `tokend
-    run` applies it, so HTTPS_PROXY or a secret variable put there counts (tests/e2e/test_environment.py: a proxy)."""
+    """What the daemon would have done, done here (no daemon answers): its tokend.env applied while it runs, as
+    `tokend run` applies it, so HTTPS_PROXY or a secret variable put there counts (tests/e2e/test_environment.py: a
+    proxy), and taken back after."""
     monkeypatch.setenv("HTTPS_PROXY", "http://from-the-shell:3128")
     monkeypatch.setenv("TOKEND_ACCESS_TEST", "0")  # (monkeypatch puts both back as they were after the test)
     env = tmp_path / "tokend.env"
@@ -176,3 +177,5 @@ def test_work_done_here_runs_in_the_daemons_environment_file(
     monkeypatch.setattr(identities, "fetch_once", fetch)
     answer = access.token_for(cfg, "prod", lambda path: Daemon(running=False))
     assert answer.token == "here" and seen == [("http://proxy.corp.example:3128", "1")]
+    # taken back after: what the command starts next (`tokend exec`'s psql) never inherits the daemon's secrets
+    assert (os.environ["HTTPS_PROXY"], os.environ["TOKEND_ACCESS_TEST"]) == ("http://from-the-shell:3128", "0")
