@@ -3,10 +3,10 @@
 Commands that need a token (``tokend token``, ``exec``, ``admin``) or change a sign-in (``login``, ``logout``) come
 here. The daemon's answer is preferred — it holds the token already, and a command run in a shell without the
 identity's secret still works — and only when no daemon answers for the config is the token read back from the
-keychain or acquired here and now — in the daemon's environment (``fetch_here``: its ``tokend.env`` applied first,
-as `tokend run` applies it, so a secret variable or HTTPS_PROXY put there counts here too). The IPC client is
-passed in (``Connect``), so the logic runs in-process in tests against a fake daemon; ``identities/`` below knows
-nothing of IPC.
+keychain or acquired here and now — in the daemon's environment (``fetch_here``: its ``tokend.env`` applied while
+it fetches, as `tokend run` applies it, so a secret variable or HTTPS_PROXY put there counts here too). The IPC
+client is passed in (``Connect``), so the logic runs in-process in tests against a fake daemon; ``identities/``
+below knows nothing of IPC.
 """
 
 from __future__ import annotations
