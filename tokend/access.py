@@ -12,7 +12,6 @@ below knows nothing of IPC.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -40,19 +39,13 @@ Connect = Callable[[Path], Daemon]  # config path -> a client of that config's d
 Fetch = Callable[[IdentityConfig], Token]  # one token acquired here and now (fetch_here)
 
 
-def in_daemon_environment(ic: IdentityConfig) -> AbstractContextManager[envfile.Applied]:
-    """The identity's config's environment file applied to this process while the block runs, as `tokend run`
-    applies it before it builds an identity: what is done here instead of by the daemon sees the secret variables,
-    HTTPS_PROXY/NO_PROXY and REQUESTS_CA_BUNDLE the daemon would; taken back after, so nothing started later
-    inherits them. ConfigError (exit 2) when the file is not safely the user's."""
-    return envfile.applied(ic.config_path)
-
-
 def fetch_here(ic: IdentityConfig) -> Token:
-    """One token for ``ic`` acquired in this process, in the daemon's environment (``in_daemon_environment``)."""
+    """One token for ``ic`` acquired in this process, in the daemon's environment: its config's environment file
+    applied while it is fetched (``envfile.applied``), so the secret variables, HTTPS_PROXY/NO_PROXY and
+    REQUESTS_CA_BUNDLE the daemon would see count here too. ConfigError (exit 2) when the file is refused."""
     from tokend import identities  # azure-identity (~300 ms): only a token acquired here needs it
 
-    with in_daemon_environment(ic):
+    with envfile.applied(ic.config_path):
         return identities.fetch_once(ic)
 
 
@@ -145,7 +138,7 @@ def sign_in(request: SignIn, say: Callable[[str], None], connect: Connect) -> st
     from tokend.identities import interactive  # imports azure-identity (~300 ms): only sign-ins need it
 
     ic = identity_for_sign_in(config.load(request.config), request.identity, "login")
-    with in_daemon_environment(ic):  # the sign-in reaches Entra as the daemon will (HTTPS_PROXY, a CA bundle)
+    with envfile.applied(ic.config_path):  # the sign-in reaches Entra as the daemon will (HTTPS_PROXY, a CA bundle)
         record = interactive.login(ic, say)
     told = tell_daemon(ic, connect)
     return f"signed in as {record.username} (tenant {record.tenant_id}) for identity {ic.name}; {told}"

@@ -453,7 +453,7 @@ def run(request: Request, say: Callable[[str], None], ask_line: Callable[[str], 
             if not interactive:
                 say(f"next: sign in once with `tokend login {identity} --config {config_path}`")
                 return 0
-            with access.in_daemon_environment(ic):  # as `tokend login`: through the daemon's HTTPS_PROXY
+            with envfile.applied(ic.config_path):  # as `tokend login`: through the daemon's HTTPS_PROXY
                 person.login(ic, say=say)
     try:
         token = access.fetch_here(ic)
