@@ -95,8 +95,8 @@ class PgbouncerSink(Sink):
             if entries:
                 self.check()
             return
-        text = _HEADER.format(owner=self.owner) + "[databases]\n" + "".join(line_for(e) + "\n" for e in entries)
-        header = _HEADER.format(owner=self.owner).encode()
+        text = self._header() + "[databases]\n" + "".join(line_for(e) + "\n" for e in entries)
+        header = self._header().encode()
 
         def transform(old: bytes | None) -> bytes | None:
             if old and not old.startswith(header) and old.strip():
@@ -122,7 +122,7 @@ class PgbouncerSink(Sink):
         except SinkError:
             return {}
         text = (data or b"").decode("utf-8", "replace")
-        if not text.startswith(_HEADER.format(owner=self.owner)):
+        if not text.startswith(self._header()):
             return {}
         lines = text.splitlines()
         found = {}
@@ -132,6 +132,10 @@ class PgbouncerSink(Sink):
             if token:
                 found[t.name] = token
         return found
+
+    def _header(self) -> str:
+        """The first line of the file: whose it is (a file of another config, or the user's, is never replaced)."""
+        return _HEADER.format(owner=self.owner)
 
     def purge(self) -> str | None:
         """The include file emptied of this config's databases (and PgBouncer told); None when no path is set or
