@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import jwt
 import psycopg
 import pytest
 
@@ -167,8 +168,10 @@ def test_unwritable_pgpass_is_one_line_and_writes_nothing(
 
 
 def probe(pg: Postgres, pgpass: Path, em: Tenant) -> list[str]:
-    """One probe: the token in pgpass is valid now, psql and psycopg log in as the group with no password."""
+    """One probe: the token in pgpass is valid now, psql and psycopg log in as the group with no password. A failed
+    login is told with the token check's own reason and how long the token read before it had left."""
     problems = []
+    since = time.time()
     token = pgpass_token(pgpass)
     try:
         em.emulator.directory.check(token or "", GROUP)
@@ -176,7 +179,13 @@ def probe(pg: Postgres, pgpass: Path, em: Tenant) -> list[str]:
         problems.append(f"pgpass: {e}")
     r = psql(pg.port)
     if r.returncode != 0 or r.stdout.strip() != GROUP:
-        problems.append(f"psql: {r.stderr.strip()}")
+        refused = [c["reason"] for c in list(em.emulator.ldap.checks) if c["at"] >= since and not c["ok"]]
+        left = jwt.decode(token or "", options={"verify_signature": False})["exp"] - since if token else None
+        server = [ln for ln in pg.log.read_text(errors="replace").splitlines() if "LDAP" in ln][-2:]
+        problems.append(
+            f"psql: {r.stderr.strip()} (token check: {refused or 'none refused'}; token had {left} s left;"
+            f" the server said {server})"
+        )
     try:
         with psycopg.connect(
             host="127.0.0.1", port=pg.port, dbname="appdb", user=GROUP, sslmode="require", connect_timeout=10
@@ -204,7 +213,7 @@ def test_five_minutes_of_60_second_tokens(em: Tenant, postgres: Postgres, pgpass
         probes += 1
         seen.add(pgpass_token(pgpass))
         time.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))
-    assert problems == [], problems[:5]
+    assert problems == [], (problems[:5], [ln for ln in d.log().splitlines() if "identity sp" in ln][-20:])
     assert probes >= 200 and len(seen) >= 8  # at least one new token every ~35 s
     assert d.proc.poll() is None
     assert d.stop() == 0

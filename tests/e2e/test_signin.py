@@ -168,9 +168,13 @@ def test_identities_in_two_tenants_side_by_side(
         other.stop()
 
 
-def test_azure_cli_sign_out_and_in_followed_within_two_seconds(
+def test_azure_cli_sign_out_and_in_are_followed_at_once_not_at_the_next_try(
     em: Tenant, postgres: Postgres, pgpass: Path, write_config, daemon, az
 ) -> None:
+    """The daemon watches the CLI's profile. Its token lives an hour and the daemon's own next try after the second
+    login-required answer is 90 s or more away, so only the watch can explain the token leaving at `az logout` and
+    coming back at `az login` within the waits below. How fast it acts (≤ 2 s) is measured in bench/reaction.py: a
+    timed assertion here failed on a loaded CI machine, where `az account get-access-token` alone took over 2 s."""
     login_args = (
         "login",
         "--service-principal",
@@ -189,14 +193,18 @@ def test_azure_cli_sign_out_and_in_followed_within_two_seconds(
     assert psql(postgres.port).returncode == 0
 
     az("logout")
-    gone = time.monotonic()
-    wait_for(lambda: GROUP not in pgpass_users(pgpass), timeout=2.0, interval=0.05, what="token removed on az logout")
-    assert time.monotonic() - gone < 2.0
+    wait_for(lambda: GROUP not in pgpass_users(pgpass), timeout=30, what="token removed on az logout")
     assert psql(postgres.port).returncode != 0
     assert d.status()["identities"][0]["state"] == "login-required"
+    wait_for(
+        lambda: d.status()["identities"][0]["refresh_at"] - time.time() > 60,
+        timeout=30,
+        interval=0.2,
+        what="the daemon's own next try over a minute away",
+    )
 
     az(*login_args)
-    wait_for(lambda: GROUP in pgpass_users(pgpass), timeout=2.0, interval=0.05, what="token back on az login")
+    wait_for(lambda: GROUP in pgpass_users(pgpass), timeout=30, what="token back on az login")
     assert psql(postgres.port).stdout.strip() == GROUP
 
 
