@@ -119,8 +119,9 @@ def test_single_instance_and_signals(em: Tenant, postgres: Postgres, pgpass: Pat
         d.wait_ready()
         t0 = time.monotonic()
         d.proc.send_signal(sig)
-        assert d.proc.wait(5) == 0
-        assert time.monotonic() - t0 < 2.0
+        assert d.proc.wait(30) == 0
+        # not held up by a sleeping refresher (it sleeps up to 10 s at a time): how fast is bench/, not here
+        assert time.monotonic() - t0 < 8
         assert not paths.socket_path(cfg).exists()
     # tokend stop takes the same path
     d = daemon(cfg)

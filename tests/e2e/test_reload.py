@@ -1,5 +1,6 @@
 """Hot reload: config edits (atomic rename or in-place write), SIGHUP and `tokend reload` take one path; pgpass
-follows within two seconds; a bad edit is refused while the running config keeps serving."""
+follows the edit without being told (how fast: bench/reaction.py); a bad edit is refused while the running config
+keeps serving."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def rename_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def test_edits_follow_within_two_seconds(em: Tenant, postgres: Postgres, pgpass: Path, write_config, daemon) -> None:
+def test_edits_are_followed_unasked(em: Tenant, postgres: Postgres, pgpass: Path, write_config, daemon) -> None:
     base = sp_config(em, postgres.port)
     cfg = write_config(base)
     d = daemon(cfg)
@@ -39,18 +40,18 @@ def test_edits_follow_within_two_seconds(em: Tenant, postgres: Postgres, pgpass:
 
     # add a target by atomic rename (what editors do)
     rename_write(cfg, base + '\n[targets.extra]\nhost = "extra.example"\nport = 6432\nuser = "x"\nidentity = "sp"\n')
-    wait_for(lambda: "extra.example:6432" in lines(pgpass), timeout=2.0, what="added target in pgpass")
+    wait_for(lambda: "extra.example:6432" in lines(pgpass), timeout=20, what="added target in pgpass")
     # change it by an in-place write
     cfg.write_text(base + '\n[targets.extra]\nhost = "extra.example"\nport = 7432\nuser = "x"\nidentity = "sp"\n')
     wait_for(
         lambda: "extra.example:7432" in lines(pgpass) and "extra.example:6432" not in lines(pgpass),
-        timeout=2.0,
+        timeout=20,
         what="changed target in pgpass",
     )
     # remove it
     cfg.write_text(base)
     wait_for(
-        lambda: not any(k.startswith("extra.example") for k in lines(pgpass)), timeout=2.0, what="removed target gone"
+        lambda: not any(k.startswith("extra.example") for k in lines(pgpass)), timeout=20, what="removed target gone"
     )
     # the identity did not change: its token was kept, not fetched again
     assert lines(pgpass)[db][4] == token
@@ -69,7 +70,7 @@ def test_bad_edits_are_refused_and_the_old_config_keeps_serving(
     before = pgpass.read_bytes()
 
     cfg.write_text(base + "\n[targets.broken\n")
-    wait_for(lambda: (d.status() or {}).get("config_error"), timeout=2.0, what="syntax error reported")
+    wait_for(lambda: (d.status() or {}).get("config_error"), timeout=20, what="syntax error reported")
     assert "not valid TOML" in d.status()["config_error"]
     r = tokend("reload", "--config", str(cfg))
     assert r.returncode == 2 and "not valid TOML" in r.stderr and len(r.stderr.strip().splitlines()) == 1
@@ -77,14 +78,14 @@ def test_bad_edits_are_refused_and_the_old_config_keeps_serving(
 
     rename_write(cfg, base + '\n[targets.orphan]\nhost = "o.example"\nuser = "x"\nidentity = "ghost"\n')
     wait_for(
-        lambda: "ghost" in ((d.status() or {}).get("config_error") or ""), timeout=2.0, what="missing identity reported"
+        lambda: "ghost" in ((d.status() or {}).get("config_error") or ""), timeout=20, what="missing identity reported"
     )
     assert pgpass.read_bytes() == before and psql(postgres.port).stdout.strip() == GROUP
     status = tokend("status", "--config", str(cfg))
     assert "ghost" in status.stdout  # people see it too
 
     cfg.write_text(base)
-    wait_for(lambda: (d.status() or {}).get("config_error") is None, timeout=2.0, what="error cleared")
+    wait_for(lambda: (d.status() or {}).get("config_error") is None, timeout=20, what="error cleared")
 
 
 def test_sighup_and_reload_command_take_the_same_path(

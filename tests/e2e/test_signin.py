@@ -1,5 +1,5 @@
 """Sign in once: device-code sign-in kept in a persistent cache, login-required as a state with one notification,
-recovery without a restart, logout; and the Azure CLI's own sign-in followed within two seconds."""
+recovery without a restart, logout; and the Azure CLI's own sign-in followed at once."""
 
 from __future__ import annotations
 
