@@ -69,7 +69,7 @@ def test_keychain_sink_in_a_real_secret_service(
     assert keyring_get("db") == secret_tool("db")
     # the target goes: its entry goes; nobody else's entry is touched
     cfg.write_text(sp_with_sinks(em, postgres, '["pgpass"]'))
-    wait_for(lambda: secret_tool("db") == "", timeout=5, what="entry of removed target deleted")
+    wait_for(lambda: secret_tool("db") == "", timeout=20, what="entry of removed target deleted")
     assert (
         keyring_get("someone-else") == ""
         and subprocess.run(

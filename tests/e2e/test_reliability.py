@@ -189,8 +189,9 @@ def test_wall_clock_jump_past_expiry_gets_a_fresh_token_within_seconds(
     )
     fresh = tokend("token", "--config", str(cfg)).stdout.strip()
     # the identity holds it; the pgpass writer follows: wait for the file, not for the identity
-    wait_for(lambda: pgpass_token(pgpass) == fresh, timeout=5, interval=0.05, what="the fresh token in pgpass")
-    assert time.monotonic() - jumped < 15
+    wait_for(lambda: pgpass_token(pgpass) == fresh, timeout=20, interval=0.05, what="the fresh token in pgpass")
+    # its boot clock says the old token has ~56 minutes left: only noticing the jump explains a fresh one this soon
+    assert time.monotonic() - jumped < 60
     assert psql(postgres.port).stdout.strip() == GROUP  # and it is a real, valid token
     assert "overflow" not in d.log().lower()  # nobody's reads of the watched folders flood the watcher
 

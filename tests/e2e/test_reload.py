@@ -95,7 +95,7 @@ def test_sighup_and_reload_command_take_the_same_path(
     d = daemon(cfg)
     d.wait_ready()
     d.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: "(SIGHUP)" in d.log(), timeout=5, what="SIGHUP reload")
+    wait_for(lambda: "(SIGHUP)" in d.log(), timeout=20, what="SIGHUP reload")
     assert tokend("reload", "--config", str(cfg)).returncode == 0
-    wait_for(lambda: "(tokend reload)" in d.log(), timeout=5, what="reload command")
+    wait_for(lambda: "(tokend reload)" in d.log(), timeout=20, what="reload command")
     assert d.proc.poll() is None

@@ -121,7 +121,7 @@ def test_logout_removes_tokens_everywhere(
     assert r.returncode == 0, r.stderr
     assert not (paths.config_data_dir(cfg) / "records" / "me.json").exists()
     assert not (home / ".IdentityService" / f"{paths.identity_cache_name(cfg, 'me')}.nocae").exists()
-    wait_for(lambda: em.alice.upn not in pgpass_users(pgpass), timeout=5, what="token removed")
+    wait_for(lambda: em.alice.upn not in pgpass_users(pgpass), timeout=20, what="token removed")
     assert d.status()["identities"][0]["state"] == "login-required"
 
 
