@@ -76,12 +76,7 @@ def test_the_secret_reaches_the_daemon_from_a_mounted_secret_file(
     cfg = tmp_path / "config.toml"
     cfg.write_text(sp_with(em, postgres.port, f'client_secret_file = "{mount / "app"}"\n'))
     d = daemon(cfg, env=bare_env())
-
-    def refused() -> bool:
-        s = d.status()
-        return bool(s and s["identities"][0]["last_error"])
-
-    wait_for(refused, what="a wrong mounted secret reported")
+    d.wait_status(lambda s: s["identities"][0]["last_error"], "a wrong mounted secret reported")
     assert "not-the-secret" not in (d.status() or {})["identities"][0]["last_error"]
     rotated = mount / "..2026_12_02_02_00_00.2"  # the secret rotated: the kubelet swaps ..data
     rotated.mkdir()
@@ -146,12 +141,7 @@ def test_an_environment_file_written_while_the_daemon_runs_is_read_without_a_res
     cfg = tmp_path / "config.toml"
     cfg.write_text(sp_with(em, postgres.port, f'client_secret_env = "{SECRET_ENV}"\n'))
     d = daemon(cfg, env=bare_env())
-
-    def told() -> str | None:
-        s = d.status()
-        return s["identities"][0]["last_error"] if s else None
-
-    error = wait_for(told, what="the missing secret reported")
+    error = d.wait_status(lambda s: s["identities"][0]["last_error"], "the missing secret reported")
     assert SECRET_ENV in error and str(tmp_path / "tokend.env") in error
     fd = os.open(tmp_path / "tokend.env", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.write(fd, f"{SECRET_ENV}={SECRET}\n".encode())

@@ -121,9 +121,7 @@ def test_refusals_are_errors_the_client_shows(
     # no token yet: Entra is down from the start
     em.emulator.fail_next(10_000, 503)
     d = daemon(write_config(proxy_config(em, postgres), "down.toml"))
-    folder = wait_for(lambda: (d.status() or {"targets": [{}]})["targets"][0].get("proxy"), what="listening")["listen"][
-        0
-    ]["host"]
+    folder = d.wait_status(lambda s: s["targets"][0]["proxy"], "listening")["listen"][0]["host"]
     r = psql_at(f"host={folder} port=6432 dbname=appdb user='{GROUP}'")
     assert r.returncode != 0 and "tokend has no valid token for target db" in r.stderr and "tokend status" in r.stderr
 

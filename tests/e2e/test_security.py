@@ -27,7 +27,7 @@ from tokend.sinks.pgpass import PgpassSink
 
 from support.builders import GROUP, device_identity, entry, sp_config
 from support.clients import pgpass_token, psql
-from support.daemon import login
+from support.daemon import login, started
 from support.net import accept_queue, free_port
 from support.procs import open_fds, threads_of
 from support.product import PRODUCT_PYTHON, tokend
@@ -504,16 +504,6 @@ def http_get(url: str) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-def proxy_up(d) -> dict:
-    def up() -> dict | None:
-        s = d.status()
-        p = s["targets"][0]["proxy"] if s else None
-        return p if p and p["listen"] and not p["last_error"] else None
-
-    d.wait_ready()
-    return wait_for(up, what="the proxy listening")
-
-
 def settled_fds(pid: int) -> set[int]:
     """The daemon's descriptors once it is idle (the same set twice in a row, 0.2 s apart)."""
     seen: list[set[int]] = [set()]
@@ -588,7 +578,7 @@ def test_a_peer_whose_lookup_fails_gets_no_session(
     monkeypatch.setenv("PGPASSFILE", "/nonexistent")
     port = free_port()
     d = daemon(write_config(proxy_target(em, postgres, f'["127.0.0.1:{port}"]')))
-    proxy_up(d)
+    started(d)
     pid = d.proc.pid
     limit = resource.prlimit(pid, resource.RLIMIT_NOFILE)
     attacker = subprocess.Popen(
@@ -635,7 +625,7 @@ def test_an_accept_error_clears_on_the_next_accept(
         proxy_target(em, postgres, f'["127.0.0.1:{port}"]', f'[observe]\nlisten = "127.0.0.1:{health}"\n')
     )
     d = daemon(cfg)
-    proxy_up(d)
+    started(d)
     wait_for(lambda: http_get(f"http://127.0.0.1:{health}/readyz")[0] == 200, what="ready")
     pid = d.proc.pid
     limit = resource.prlimit(pid, resource.RLIMIT_NOFILE)
@@ -723,7 +713,7 @@ def test_what_idle_connections_may_hold_is_bounded(
     health = free_port()
     cfg = write_config(proxy_target(em, postgres, '["unix:6432"]', f'[observe]\nlisten = "127.0.0.1:{health}"\n'))
     d = daemon(cfg)
-    folder = proxy_up(d)["listen"][0]["host"]
+    folder = started(d)["listen"][0]["host"]
     pid = d.proc.pid
     base = len(settled_fds(pid))
     share = limits.shares(hard)
@@ -812,7 +802,7 @@ def test_refusals_are_logged_once_a_minute_per_uid(
     monkeypatch.setenv("PGPASSFILE", "/nonexistent")
     port = free_port()
     d = daemon(write_config(proxy_target(em, postgres, f'["127.0.0.1:{port}"]')))
-    proxy_up(d)
+    started(d)
     r = other_user(PRODUCT_PYTHON, "-c", REFUSED_FLOOD, str(port), "2000", timeout=300)
     assert r.stdout.strip() == "refused 2000", r.stderr
     uid = pwd.getpwnam("tokend-other").pw_uid

@@ -6,6 +6,7 @@ import contextlib
 import re
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,10 @@ from tokend.ipc.client import Client
 
 from support.product import TOKEND
 from support.waits import wait_for
+
+# How long a daemon may take to start and answer. Python with azure-identity imported costs ~1.5 CPU-seconds; on CI's
+# two cores shared by twenty soaks and three test workers, that was over 10 s of wall time.
+STARTUP = 30.0
 
 
 class DaemonProcess:
@@ -35,18 +40,27 @@ class DaemonProcess:
         except (TokendError, OSError):
             return None
 
-    def wait_ready(self, timeout: float = 30.0) -> dict[str, Any]:
+    def wait_status(self, condition: Callable[[dict[str, Any]], Any], what: str, timeout: float = STARTUP) -> Any:
+        """Poll the daemon's status until ``condition`` of it is truthy and return that, within a deadline that
+        allows for its start; fails at once, with its log, if the daemon exits."""
+
+        def answered() -> Any:
+            assert self.proc.poll() is None, f"daemon exited early:\n{self.log()}"
+            s = self.status()
+            return condition(s) if s else None
+
+        return wait_for(answered, timeout, 0.1, what)
+
+    def wait_ready(self, timeout: float = STARTUP) -> dict[str, Any]:
         """Every identity holds its token and every sink has had its first write (none still "pending": ok, or
         failed or ignored with its reason), as /readyz counts a sink; the status at that moment."""
 
-        def ready() -> dict[str, Any] | None:
-            assert self.proc.poll() is None, f"daemon exited early:\n{self.log()}"
-            s = self.status()
-            if not s or any(i["state"] != "ok" for i in s["identities"]):
+        def ready(s: dict[str, Any]) -> dict[str, Any] | None:
+            if any(i["state"] != "ok" for i in s["identities"]):
                 return None
             return None if any(k["state"] == "pending" for t in s["targets"] for k in t["sinks"].values()) else s
 
-        return wait_for(ready, timeout, 0.1, "daemon ready")
+        return self.wait_status(ready, "daemon ready", timeout)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -66,13 +80,12 @@ class DaemonProcess:
 def started(d: DaemonProcess, target: int = 0) -> dict[str, Any]:
     """``d`` ready and its target number ``target``'s proxy listening: that target's status ``proxy`` object."""
 
-    def proxy() -> dict[str, Any] | None:
-        s = d.status()
-        p = s["targets"][target]["proxy"] if s else None
+    def proxy(s: dict[str, Any]) -> dict[str, Any] | None:
+        p = s["targets"][target]["proxy"]
         return p if p and len(p["listen"]) and not p["last_error"] else None
 
     d.wait_ready()
-    return wait_for(proxy, what="the proxy listening")
+    return d.wait_status(proxy, "the proxy listening")
 
 
 def login(
