@@ -577,7 +577,8 @@ def test_a_closing_session_never_stalls_the_loop(
         s.shutdown(socket.SHUT_WR)
     t0 = time.monotonic()
     ipc.Client(cfg, timeout=60).status()
-    assert time.monotonic() - t0 < 5, f"IPC waited {time.monotonic() - t0:.1f} s behind closing sessions"
+    # the defect held the loop a second per closing session, 20 s in all
+    assert time.monotonic() - t0 < 10, f"IPC waited {time.monotonic() - t0:.1f} s behind closing sessions"
     wait_for(lambda: d.status()["targets"][0]["proxy"]["open"] == 0, timeout=15, what="the sessions closed")
     for s in clients:
         s.close()
