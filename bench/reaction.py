@@ -1,4 +1,5 @@
-"""Reaction: a config edit → pgpass updated, and `az login` → pgpass updated (target ≤ 2 s each), medians.
+"""Reaction: a config edit → pgpass updated, `az logout` → its token gone, `az login` → pgpass updated (target ≤ 2 s
+each), medians.
 
 Run: .venv/bin/python bench/reaction.py [--runs 10]   (the second part needs the Azure CLI: tests/run.sh installs it)
 """
@@ -55,12 +56,12 @@ def main() -> None:
             env_path.mkdir()
             (env_path / "az").symlink_to(az)
             b.env["PATH"] = f"{env_path}:{b.env['PATH']}"
-            logins = []
+            logins, logouts = [], []
             with running_daemon(b, cli):
                 wait_line(pgpass, "cli.example", True)
                 for _ in range(max(3, runs // 2)):
                     subprocess.run([az, "logout"], env=b.env, check=True, capture_output=True)
-                    wait_line(pgpass, "cli.example", False)
+                    logouts.append(wait_line(pgpass, "cli.example", False))
                     t0 = time.monotonic()
                     subprocess.run(
                         [
@@ -81,6 +82,7 @@ def main() -> None:
                     az_took = time.monotonic() - t0
                     after = wait_line(pgpass, "cli.example", True)
                     logins.append((after, az_took + after))
+            rows.append(("az logout returned → token gone", statistics.median(logouts), max(logouts)))
             rows.append(
                 ("az login returned → pgpass", statistics.median(a for a, _ in logins), max(a for a, _ in logins))
             )
