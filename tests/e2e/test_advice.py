@@ -11,18 +11,11 @@ from tokend.emulator.postgres import Postgres
 
 from support.builders import GROUP, device_identity, sp_config
 from support.daemon import login
-from support.product import tokend
+from support.product import doctor, tokend
 from support.tenant import Tenant
 from support.waits import wait_for
 
 OUTSIDERS = "Outsiders Group"  # a group the test app is not a member of
-
-
-def checks(cfg: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, dict]:
-    r = tokend("doctor", "--json", "--config", str(cfg), *args, env=env, timeout=120)
-    report = json.loads(r.stdout)
-    assert report["ok"] == (r.returncode == 0)
-    return {c["name"]: c for c in report["checks"]}
 
 
 def test_no_line_matches_yet_with_no_daemon_says_start_the_daemon(
@@ -31,7 +24,7 @@ def test_no_line_matches_yet_with_no_daemon_says_start_the_daemon(
     cfg = write_config(sp_config(em, postgres.port))
     pgpass.write_text("other.example:5432:*:someone:a-password\n")
     pgpass.chmod(0o600)
-    c = checks(cfg)["pgpass shadowing"]
+    c = doctor(cfg)[1]["pgpass shadowing"]
     assert c["status"] == "fail" and "no line matches yet" in c["evidence"], c
     assert "no daemon runs" in c["fix"] and "tokend run" in c["fix"] and "below tokend's block" not in c["fix"], c
 
@@ -41,7 +34,7 @@ def test_an_authority_whose_tls_is_not_trusted_gets_the_ca_bundle_fix(
 ) -> None:
     cfg = write_config(sp_config(em, postgres.port))
     env = {k: v for k, v in os.environ.items() if k != "REQUESTS_CA_BUNDLE"}  # Entra's CA unknown to the daemon
-    c = checks(cfg, env=env)["identity sp"]
+    c = doctor(cfg, env=env)[1]["identity sp"]
     assert c["status"] == "fail", c
     assert "ca_bundle" in c["fix"] and "[identities.sp]" in c["fix"] and "check the network" not in c["fix"], c
 
@@ -52,7 +45,7 @@ def test_an_authority_that_does_not_resolve_gets_the_authority_fix(
     text = sp_config(em, postgres.port).replace(
         f'authority = "{em.url}"', 'authority = "https://login.no-such.invalid"'
     )
-    c = checks(write_config(text))["identity sp"]
+    c = doctor(write_config(text))[1]["identity sp"]
     assert c["status"] == "fail", c
     assert "`authority`" in c["fix"] and "DNS" in c["fix"], c
 
@@ -76,7 +69,7 @@ def test_a_refused_group_login_asks_whether_the_identity_is_a_member(
         cfg = write_config(sp_config(em, postgres.port, targets=targets))
         daemon(cfg).wait_ready()
         wait_for(lambda: pgpass.exists() and OUTSIDERS in pgpass.read_text(), what="the pgpass line")
-        c = checks(cfg, "--login")["target out login"]
+        c = doctor(cfg, "--login")[1]["target out login"]
     finally:
         postgres.sql(f'DROP ROLE IF EXISTS "{OUTSIDERS}"')
     assert c["status"] == "fail", c
@@ -99,7 +92,7 @@ def test_a_pgpass_made_0644_is_not_ok_in_status_or_doctor(
     assert "libpq ignores a pgpass that others can read" in said["last_error"] and "chmod 600" in said["last_error"], (
         said
     )
-    c = checks(cfg)["pgpass mode"]
+    c = doctor(cfg)[1]["pgpass mode"]
     assert c["status"] == "fail" and c["fix"] == f"chmod 600 {pgpass}", c
 
 
@@ -110,7 +103,7 @@ def test_signed_in_as_another_account_than_the_targets_user(em: Tenant, write_co
     )
     cfg = write_config(text)
     assert login(cfg, em.emulator, em.alice.upn, "me").returncode == 0
-    c = checks(cfg)["target mine user"]
+    c = doctor(cfg)[1]["target mine user"]
     assert c["status"] == "fail" and em.alice.upn in c["evidence"] and bob in c["evidence"], c
     assert f"sign in as {bob} again" in c["fix"], c
 

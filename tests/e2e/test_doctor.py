@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tokend.emulator.postgres import Postgres
@@ -10,16 +9,9 @@ from tokend.emulator.postgres import Postgres
 from support.builders import GROUP, device_identity, sp_config
 from support.daemon import login
 from support.net import closed_port
-from support.product import tokend
+from support.product import doctor, tokend
 from support.tenant import Tenant
 from support.waits import wait_for
-
-
-def checks(cfg: Path, *args: str) -> tuple[int, dict[str, dict]]:
-    r = tokend("doctor", "--json", "--config", str(cfg), *args, timeout=120)
-    report = json.loads(r.stdout)
-    assert report["ok"] == (r.returncode == 0)
-    return r.returncode, {c["name"]: c for c in report["checks"]}
 
 
 def test_healthy(em: Tenant, postgres: Postgres, pgpass: Path, write_config, daemon) -> None:
@@ -27,7 +19,7 @@ def test_healthy(em: Tenant, postgres: Postgres, pgpass: Path, write_config, dae
     d = daemon(cfg)
     d.wait_ready()
     wait_for(lambda: pgpass.exists(), what="pgpass")
-    code, c = checks(cfg, "--login")
+    code, c = doctor(cfg, "--login")
     failed = {k: v for k, v in c.items() if v["status"] == "fail"}
     assert code == 0 and not failed, failed
     assert c["identity sp"]["status"] == "ok" and em.app.client_id in c["identity sp"]["evidence"]
@@ -67,7 +59,7 @@ def test_every_promised_failure(em: Tenant, postgres: Postgres, pgpass: Path, wr
     pgpass.write_text(f"127.0.0.1:{postgres.port}:*:{GROUP}:an-old-pasted-token\n" + pgpass.read_text())
     pgpass.chmod(0o644)
 
-    code, c = checks(cfg)
+    code, c = doctor(cfg)
     assert code == 1
     expect = {
         "daemon": ("no daemon answers", "tokend service install"),

@@ -15,7 +15,7 @@ from tokend.emulator.postgres import Postgres
 from support.builders import GROUP, SECRET, SECRET_ENV
 from support.clients import psql
 from support.net import accept_queue, free_port
-from support.product import TOKEND, tokend
+from support.product import TOKEND, doctor, tokend
 from support.tenant import Tenant
 from support.waits import wait_for
 
@@ -49,11 +49,9 @@ def test_the_secret_reaches_the_daemon_from_the_environment_file(
     assert refused.returncode == 2, refused.stderr
     line = refused.stderr.strip()
     assert len(line.splitlines()) == 1 and str(envfile) in line and "chmod 600" in line and SECRET not in line
-    r = subprocess.run(
-        [TOKEND, "doctor", "--json", "--config", str(cfg)], capture_output=True, text=True, env=bare_env(), timeout=60
-    )
-    check = {c["name"]: c for c in json.loads(r.stdout)["checks"]}["identity sp"]  # doctor, without a daemon
-    assert check["status"] == "fail" and "chmod 600" in check["evidence"] and SECRET not in r.stdout, check
+    _, checks = doctor(cfg, env=bare_env())  # doctor, without a daemon
+    check = checks["identity sp"]
+    assert check["status"] == "fail" and "chmod 600" in check["evidence"] and SECRET not in json.dumps(checks), check
     assert check["fix"] == "fix the file as the message says", check
     envfile.chmod(0o600)
     d = daemon(cfg, env=bare_env())
@@ -184,11 +182,9 @@ def test_entra_is_reached_through_the_https_proxy_the_environment_file_names(
         wait_for(lambda: psql(postgres.port).stdout.strip() == GROUP, what="psql logged in with the daemon's token")
         assert f"CONNECT {authority} " in log.read_text(), log.read_text()
         assert d.stop() == 0
-    r = subprocess.run(
-        [TOKEND, "doctor", "--json", "--config", str(cfg)], capture_output=True, text=True, env=env, timeout=120
-    )
-    check = {c["name"]: c for c in json.loads(r.stdout)["checks"]}["identity sp"]
-    assert r.returncode == 1 and check["status"] == "fail", check
+    code, checks = doctor(cfg, env=env)
+    check = checks["identity sp"]
+    assert code == 1 and check["status"] == "fail", check
     assert "Unable to connect to proxy" in check["evidence"], check
     assert "HTTPS_PROXY" in check["fix"] and str(tmp_path / "tokend.env") in check["fix"], check
 
@@ -203,11 +199,5 @@ def test_exec_without_a_daemon_fetches_in_the_daemons_environment_but_hands_none
     (tmp_path / "tokend.env").write_text(f"{SECRET_ENV}={SECRET}\n")
     (tmp_path / "tokend.env").chmod(0o600)
     script = f'psql -Atc "select current_user"; echo "secret:${{{SECRET_ENV}:-none}}"'
-    r = subprocess.run(
-        [TOKEND, "exec", "db", "--config", str(cfg), "--", "sh", "-c", script],
-        capture_output=True,
-        text=True,
-        env=bare_env(),
-        timeout=60,
-    )
+    r = tokend("exec", "db", "--config", str(cfg), "--", "sh", "-c", script, env=bare_env())
     assert r.returncode == 0 and r.stdout.splitlines() == [GROUP, "secret:none"], (r.stdout, r.stderr)

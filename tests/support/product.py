@@ -3,6 +3,7 @@ this checkout (tests/run.sh builds it as .venv-product), never the source tree."
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -28,3 +29,12 @@ def missing() -> str | None:
 def tokend(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """The installed `tokend` with ``args``, its output captured."""
     return subprocess.run([TOKEND, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def doctor(cfg: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, dict]]:
+    """`tokend doctor --json` for ``cfg``: its exit code and its checks by name (the report's ``ok`` agrees with the
+    code)."""
+    r = tokend("doctor", "--json", "--config", str(cfg), *args, env=env, timeout=120)
+    report = json.loads(r.stdout)
+    assert report["ok"] == (r.returncode == 0), r.stderr
+    return r.returncode, {c["name"]: c for c in report["checks"]}
