@@ -202,6 +202,16 @@ def read(path: Path, limit: int | None = None) -> bytes | None:
         raise SinkError(f"{path}: cannot read it ({e.strerror or e})") from None
 
 
+def read_back_text(path: Path | None) -> str:
+    """The text of ``path`` for a sink's ``read_back``, through ``read``: "" when there is nothing there or ``read``
+    refuses it, so a FIFO never hangs a starting daemon and a file someone else planted is never adopted."""
+    try:
+        data = read(path) if path else None
+    except SinkError:
+        return ""
+    return (data or b"").decode("utf-8", "replace")
+
+
 def check_writable(path: Path, setting: str) -> None:
     """Raise SinkError (with the fix) unless ``path`` can be rewritten safely: ``resolve`` accepts it, its folder
     is writable, and the file, if there, is readable. ``setting`` names the config key that moves it."""

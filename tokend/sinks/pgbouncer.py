@@ -95,11 +95,11 @@ class PgbouncerSink(Sink):
             if entries:
                 self.check()
             return
-        text = self._header() + "[databases]\n" + "".join(line_for(e) + "\n" for e in entries)
-        header = self._header().encode()
+        header = self._header()
+        text = header + "[databases]\n" + "".join(line_for(e) + "\n" for e in entries)
 
         def transform(old: bytes | None) -> bytes | None:
-            if old and not old.startswith(header) and old.strip():
+            if old and not old.startswith(header.encode()) and old.strip():
                 raise SinkError(
                     f"{self.path} is not tokend's own file (it would be replaced whole): point "
                     "[sinks.pgbouncer] path at a file of its own and %include it from PgBouncer's config"
@@ -117,11 +117,7 @@ class PgbouncerSink(Sink):
     def read_back(self, targets: Sequence[Target]) -> dict[str, str]:
         """The tokens in the include file, when it is this owner's, by the target whose entry (as written) holds one:
         so a restart that cannot get a token at once keeps PgBouncer's new server logins working (tokend.adopt)."""
-        try:  # the safe reader: a FIFO never hangs the start, a file planted by someone else is never trusted
-            data = atomic.read(self.path) if self.path else None
-        except SinkError:
-            return {}
-        text = (data or b"").decode("utf-8", "replace")
+        text = atomic.read_back_text(self.path)
         if not text.startswith(self._header()):
             return {}
         lines = text.splitlines()

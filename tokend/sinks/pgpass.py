@@ -33,7 +33,7 @@ from typing import Any
 
 from tokend import advice, system
 from tokend.config import PRINCIPAL, Config, Target
-from tokend.errors import SinkError, UsageError
+from tokend.errors import UsageError
 from tokend.findings import Finding
 from tokend.principal import follows
 from tokend.sinks import Entry, atomic, block
@@ -301,10 +301,7 @@ class PgpassSink(block.BlockSink):
 
     def read_back(self, targets: Sequence[Target]) -> dict[str, str]:
         """The passwords in this owner's block, by the target whose line it is (the four fields as written)."""
-        try:  # the safe reader: a FIFO never hangs the start, a file planted by someone else is never trusted
-            text = (atomic.read(self.path) or b"").decode("utf-8", "replace")
-        except SinkError:
-            return {}
+        text = atomic.read_back_text(self.path)
         ours = block.owned_lines(text, self.owner)
         by_fields = {ln.fields(): ln.password for ln in read(text) if ln.number in ours}
         return {t.name: by_fields[f] for t in targets if (f := target_line(t).fields()) in by_fields}
